@@ -1,0 +1,364 @@
+//! The request pipeline: one [`Edge`] per process, shared by every connection.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Instant, SystemTime};
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use crate::body::{self, EdgeBody};
+use crate::cgi::{self, CgiRequest};
+use crate::client_ip;
+use crate::compress::{self, GzipDecision};
+use crate::http_upstream::{HttpUpstream, HttpUpstreamError};
+use crate::request_body::{self, BodyError};
+use crate::server::ConnInfo;
+use crate::settings::{EdgeSettings, UpstreamTarget};
+use crate::static_files::{self, CacheHeaders};
+
+/// What the pipeline did with a request; the access log and metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Served a file from pub/.
+    Static,
+    /// Answered by PHP-FPM.
+    Php,
+    /// Answered by an HTTP upstream.
+    Proxy,
+    /// Refused by a Magento deny rule (404 without PHP).
+    Denied,
+    /// Answered by the edge itself (redirect, 4xx).
+    Edge,
+    /// The upstream failed (502/504).
+    UpstreamError,
+}
+
+impl Outcome {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Static => "static",
+            Outcome::Php => "php",
+            Outcome::Proxy => "proxy",
+            Outcome::Denied => "denied",
+            Outcome::Edge => "edge",
+            Outcome::UpstreamError => "upstream_error",
+        }
+    }
+}
+
+enum Upstream {
+    FastCgi(magestack_fastcgi::Client),
+    Http(HttpUpstream),
+}
+
+/// The edge: routing, static files and the upstream, shared by all connections.
+pub struct Edge {
+    s: EdgeSettings,
+    router: Option<magestack_routing::Router>,
+    upstream: Upstream,
+}
+
+impl std::fmt::Debug for Edge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Edge").field("settings", &self.s).finish_non_exhaustive()
+    }
+}
+
+/// Why the edge could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EdgeError {
+    /// FastCGI needs a document root to name scripts.
+    #[error("magento.docroot is required with a FastCGI upstream")]
+    DocrootRequired,
+    /// The document root is not a directory.
+    #[error("magento.docroot {0}: not a directory")]
+    DocrootMissing(String),
+}
+
+impl Edge {
+    /// Builds the pipeline; no sockets are opened until the first request.
+    pub fn new(s: EdgeSettings) -> Result<Self, EdgeError> {
+        let router = match &s.docroot {
+            Some(d) => {
+                if !d.is_dir() {
+                    return Err(EdgeError::DocrootMissing(d.display().to_string()));
+                }
+                let docroot = d.canonicalize().unwrap_or_else(|_| d.clone());
+                Some(magestack_routing::Router::new(docroot, s.static_cache == CacheHeaders::PublicExpiresYear))
+            }
+            None => None,
+        };
+        let upstream = match &s.upstream {
+            UpstreamTarget::Http(authority) => Upstream::Http(HttpUpstream::new(
+                authority,
+                s.connect_timeout,
+                s.read_timeout,
+                s.keepalive_connections,
+            )),
+            target => {
+                if router.is_none() {
+                    return Err(EdgeError::DocrootRequired);
+                }
+                let endpoint = match target {
+                    UpstreamTarget::FastCgiUnix(p) => magestack_fastcgi::Endpoint::Unix(p.clone()),
+                    UpstreamTarget::FastCgiTcp(a) => magestack_fastcgi::Endpoint::Tcp(a.clone()),
+                    UpstreamTarget::Http(_) => unreachable_http(),
+                };
+                Upstream::FastCgi(magestack_fastcgi::Client::new(
+                    endpoint,
+                    magestack_fastcgi::ClientConfig {
+                        connect_timeout: s.connect_timeout,
+                        read_timeout: s.read_timeout,
+                        max_idle: s.keepalive_connections,
+                        max_header_bytes: s.max_response_header_bytes,
+                        ..Default::default()
+                    },
+                ))
+            }
+        };
+        Ok(Self { s, router, upstream })
+    }
+
+    /// Handles one request; never fails: errors become 4xx/5xx responses.
+    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<EdgeBody> {
+        let started = Instant::now();
+        let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
+        let log = self.s.access_log.then(|| {
+            (req.method().clone(), req.uri().path().to_owned(), req.version())
+        });
+        let accept_headers = req.headers().clone();
+        let is_head = req.method() == Method::HEAD;
+        let (mut resp, outcome) = self.dispatch(req, conn, client).await;
+        self.filter_response(&accept_headers, is_head, &mut resp);
+        if let Some((method, path, version)) = log {
+            tracing::info!(
+                target: "access",
+                client = %client,
+                method = %method,
+                path = %path,
+                version = ?version,
+                status = resp.status().as_u16(),
+                outcome = outcome.as_str(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                "Request served."
+            );
+        }
+        resp
+    }
+
+    async fn dispatch(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        client: IpAddr,
+    ) -> (Response<EdgeBody>, Outcome) {
+        if !req.uri().path().starts_with('/') {
+            return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge);
+        }
+        let Some(router) = &self.router else {
+            return self.proxy(req, conn, client).await;
+        };
+        let path = match magestack_routing::normalize(req.uri().path()) {
+            Ok(p) => p,
+            Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+        };
+        let route = router.route(&magestack_routing::RealFs, req.method(), &path, req.uri().query());
+        match route {
+            magestack_routing::Route::Static { file, headers, x_frame_options } => {
+                let cache = match headers {
+                    magestack_routing::StaticHeaders::Immutable => CacheHeaders::Immutable,
+                    magestack_routing::StaticHeaders::PublicExpires => CacheHeaders::PublicExpiresYear,
+                    magestack_routing::StaticHeaders::NoStore => CacheHeaders::NoStore,
+                    magestack_routing::StaticHeaders::None => CacheHeaders::None,
+                };
+                let r = static_files::serve(req.method(), req.headers(), &file, cache, x_frame_options, SystemTime::now()).await;
+                (r, Outcome::Static)
+            }
+            magestack_routing::Route::FastCgi(php) => self.php(req, conn, client, &php).await,
+            magestack_routing::Route::Redirect { location } => {
+                let mut r = error_page(StatusCode::MOVED_PERMANENTLY, None);
+                if let Ok(v) = HeaderValue::from_str(&location) {
+                    r.headers_mut().insert(header::LOCATION, v);
+                }
+                (r, Outcome::Edge)
+            }
+            magestack_routing::Route::NotFound => (error_page(StatusCode::NOT_FOUND, None), Outcome::Denied),
+            magestack_routing::Route::Forbidden => (error_page(StatusCode::FORBIDDEN, None), Outcome::Denied),
+            magestack_routing::Route::LoopError => (error_page(StatusCode::INTERNAL_SERVER_ERROR, None), Outcome::Edge),
+        }
+    }
+
+    /// A request for a PHP script.
+    async fn php(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        client: IpAddr,
+        php: &magestack_routing::FastCgiRoute,
+    ) -> (Response<EdgeBody>, Outcome) {
+        if let Upstream::Http(_) = self.upstream {
+            return self.proxy(req, conn, client).await;
+        }
+        let Upstream::FastCgi(fcgi) = &self.upstream else {
+            return (error_page(StatusCode::BAD_GATEWAY, None), Outcome::UpstreamError);
+        };
+        let (parts, incoming) = req.into_parts();
+        let prepared = match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+            Ok(p) => p,
+            Err(BodyError::TooLarge { .. }) => {
+                return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge)
+            }
+            Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+        };
+        let https = client_ip::is_https(conn.tls, conn.peer.ip(), &parts.headers, &self.s.trusted_proxies);
+        let host = cgi::host_of(&parts.headers, parts.uri.authority().map(|a| a.as_str()), &self.s.server_name);
+        let mage_run = self
+            .s
+            .mage_run
+            .iter()
+            .find(|(h, _, _)| h.eq_ignore_ascii_case(&host))
+            .map(|(_, code, kind)| (code.as_str(), kind.as_str()));
+        let request_uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let script_filename = php.script_filename.to_string_lossy();
+        let document_root = php.document_root.to_string_lossy();
+        let cgi_req = CgiRequest {
+            method: &parts.method,
+            request_uri,
+            version: parts.version,
+            headers: &parts.headers,
+            host: &host,
+            script_name: &php.script_name,
+            script_filename: &script_filename,
+            document_root: &document_root,
+            document_uri: &php.document_uri,
+            query_string: &php.query_string,
+            path_info: php.path_info.as_deref(),
+            content_length: prepared.length,
+            https,
+            remote: SocketAddr::new(client, conn.peer.port()),
+            local: conn.local,
+            server_name: &self.s.server_name,
+            php_value: self.php_value(php),
+            php_flag: self.s.php_flag.as_deref(),
+            mage_mode: self.s.mage_mode.as_deref(),
+            mage_run,
+        };
+        let mut params = magestack_fastcgi::Params::with_capacity(48);
+        cgi::build_params(&cgi_req, |k, v| params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+        let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
+        match fcgi.request(&params, body).await {
+            Ok(r) => {
+                let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
+                    http_body_util::BodyExt::map_err(r.body, |e| -> crate::body::BoxError { e.into() }),
+                ));
+                *resp.status_mut() = r.status;
+                *resp.headers_mut() = r.headers;
+                (resp, Outcome::Php)
+            }
+            Err(e) => {
+                let status = if e.is_timeout() {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
+                };
+                tracing::warn!(error = %e, status = status.as_u16(), script = %php.script_name, "PHP-FPM request failed.");
+                (error_page(status, Some(5)), Outcome::UpstreamError)
+            }
+        }
+    }
+
+    fn php_value(&self, php: &magestack_routing::FastCgiRoute) -> Option<&str> {
+        match php.profile {
+            magestack_routing::PhpProfile::Setup => Some("memory_limit=756M\nmax_execution_time=600"),
+            _ => self.s.php_value.as_deref(),
+        }
+    }
+
+    /// Forwards the request as-is to an HTTP upstream.
+    async fn proxy(&self, req: Request<Incoming>, conn: &ConnInfo, client: IpAddr) -> (Response<EdgeBody>, Outcome) {
+        let Upstream::Http(up) = &self.upstream else {
+            return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
+        };
+        let https = client_ip::is_https(conn.tls, conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
+        let (parts, incoming) = req.into_parts();
+        let prepared = match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+            Ok(p) => p,
+            Err(BodyError::TooLarge { .. }) => return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge),
+            Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+        };
+        let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let mut out = Request::from_parts(parts, prepared.body);
+        if let Some(len) = prepared.length {
+            out.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        }
+        if out.headers().get(header::HOST).is_none() {
+            if let Some(a) = out.uri().authority().cloned() {
+                if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                    out.headers_mut().insert(header::HOST, v);
+                }
+            }
+        }
+        match up.forward(out, &target, &client.to_string(), https).await {
+            Ok(r) => (r, Outcome::Proxy),
+            Err(e) => {
+                let status = match e {
+                    HttpUpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                    _ => StatusCode::BAD_GATEWAY,
+                };
+                tracing::warn!(error = %e, status = status.as_u16(), "HTTP upstream request failed.");
+                (error_page(status, Some(5)), Outcome::UpstreamError)
+            }
+        }
+    }
+
+    /// nginx's output filters: `charset utf-8` and gzip.
+    fn filter_response(&self, req_headers: &http::HeaderMap, is_head: bool, resp: &mut Response<EdgeBody>) {
+        if let Some(ct) = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
+            if !ct.to_ascii_lowercase().contains("charset=") && magestack_routing::charset_applies(ct) {
+                if let Ok(v) = HeaderValue::from_str(&format!("{ct}; charset=utf-8")) {
+                    resp.headers_mut().insert(header::CONTENT_TYPE, v);
+                }
+            }
+        }
+        if is_head {
+            return;
+        }
+        match compress::decide(self.s.gzip, self.s.gzip_min_length, resp.status(), req_headers, resp.headers()) {
+            GzipDecision::Skip => {}
+            GzipDecision::VaryOnly => compress::add_vary(resp.headers_mut()),
+            GzipDecision::Compress => {
+                let body = std::mem::replace(resp.body_mut(), body::empty());
+                let new = compress::compress(resp.headers_mut(), body);
+                *resp.body_mut() = new;
+            }
+        }
+    }
+}
+
+fn unreachable_http() -> magestack_fastcgi::Endpoint {
+    magestack_fastcgi::Endpoint::Tcp(String::new())
+}
+
+/// A short error answer produced by the edge itself.
+pub fn error_page(status: StatusCode, retry_after: Option<u32>) -> Response<EdgeBody> {
+    let text = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("Error")
+    );
+    let len = text.len();
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Some(secs) = retry_after {
+        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}

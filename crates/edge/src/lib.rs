@@ -1,0 +1,29 @@
+//! `magestack edge`: the HTTP front of a Magento pod, where nginx (and later
+//! Varnish) stood.
+//!
+//! The request pipeline is: accept ([`server`]) → limits → route by Magento's
+//! nginx rules ([`magestack_routing`]) → static file ([`static_files`]) or upstream
+//! (FastCGI to PHP-FPM via [`magestack_fastcgi`], or HTTP via [`http_upstream`]) →
+//! response filters (charset, gzip) → access log. Decisions live in pure crates;
+//! this crate is the I/O shell around them.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod body;
+pub mod cgi;
+pub mod client_ip;
+pub mod compress;
+mod conn_io;
+pub mod demo;
+mod handler;
+pub mod http_upstream;
+pub mod request_body;
+pub mod server;
+pub mod settings;
+pub mod static_files;
+pub mod tls;
+
+pub use handler::Edge;
+pub use server::{ConnInfo, Server, ServerLimits};
+pub use settings::{EdgeSettings, UpstreamTarget};

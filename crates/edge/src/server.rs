@@ -1,0 +1,276 @@
+//! Listeners, protocol selection (HTTP/1.1, h2c, TLS + ALPN) and graceful drain.
+//!
+//! This is the I/O shell around [`crate::Edge::handle`]: it accepts sockets, applies
+//! the connection-level limits (header bytes and count, head/idle timeouts) and stops
+//! accepting on shutdown while in-flight requests finish within the drain timeout.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::body::{BoxError, EdgeBody};
+use crate::conn_io::{HeadState, HeadTimeouts, TimedIo};
+use crate::Edge;
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Connection-level limits, from `[server]` of the config.
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    /// Request head size ceiling (431 beyond).
+    pub max_header_bytes: usize,
+    /// Header count ceiling (431 beyond).
+    pub max_headers: usize,
+    /// Time to receive a whole request head once it started (408 beyond).
+    pub header_read_timeout: Duration,
+    /// Time a keep-alive connection may stay silent.
+    pub idle_timeout: Duration,
+    /// Time in-flight requests get to finish after SIGTERM.
+    pub drain_timeout: Duration,
+    /// Accept HTTP/2 with prior knowledge on plaintext listeners.
+    pub h2c: bool,
+}
+
+/// What the handler knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The socket peer.
+    pub peer: SocketAddr,
+    /// Our local address.
+    pub local: SocketAddr,
+    /// Whether the client→edge hop is TLS.
+    pub tls: bool,
+}
+
+/// A running set of listeners.
+#[derive(Debug)]
+pub struct Server {
+    edge: Arc<Edge>,
+    limits: ServerLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl Server {
+    /// A server that hands every request to `edge`.
+    pub fn new(edge: Arc<Edge>, limits: ServerLimits, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+        Self { edge, limits, tls }
+    }
+
+    /// Serves on `listeners` until `shutdown` resolves, then drains.
+    ///
+    /// Returns the number of connections that were still open when the drain
+    /// timeout expired (0 on a clean drain).
+    pub async fn run(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) -> usize {
+        let graceful = Arc::new(GracefulShutdown::new());
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let this = Arc::new(self);
+        let mut accept_tasks = Vec::new();
+        for listener in listeners {
+            let this = this.clone();
+            let graceful = graceful.clone();
+            let mut stop = stop_rx.clone();
+            accept_tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = stop.changed() => break,
+                        accepted = listener.accept() => match accepted {
+                            Ok((stream, peer)) => this.clone().spawn_conn(stream, peer, &graceful),
+                            Err(e) => {
+                                // EMFILE and friends: back off instead of spinning.
+                                tracing::warn!(error = %e, "Accept failed.");
+                                tokio::time::sleep(Duration::from_millis(20)).await;
+                            }
+                        }
+                    }
+                }
+            }));
+        }
+        shutdown.await;
+        tracing::info!(drain_secs = this.limits.drain_timeout.as_secs_f64(), "Shutting down: no new connections, draining in-flight requests.");
+        let _ = stop_tx.send(true);
+        for t in accept_tasks {
+            let _ = t.await;
+        }
+        let graceful = match Arc::try_unwrap(graceful) {
+            Ok(g) => g,
+            Err(_) => return 0,
+        };
+        let open = graceful.count();
+        tokio::select! {
+            _ = graceful.shutdown() => {
+                tracing::info!(connections = open, "Drained.");
+                0
+            }
+            _ = tokio::time::sleep(this.limits.drain_timeout) => {
+                tracing::warn!("Drain timeout expired with connections still open.");
+                open.max(1)
+            }
+        }
+    }
+
+    fn spawn_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+        let _ = stream.set_nodelay(true);
+        let local = match stream.local_addr() {
+            Ok(a) => a,
+            Err(_) => return,
+        };
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let info = ConnInfo { peer, local, tls: self.tls.is_some() };
+            if let Some(acceptor) = self.tls.clone() {
+                let accept = tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                let tls = match accept.await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed.");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+                let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
+                if h2 {
+                    self.serve_h2(tls, info, watcher).await;
+                } else {
+                    self.serve_h1(tls, info, watcher).await;
+                }
+            } else {
+                let h2 = self.limits.h2c && sniff_h2(&stream, self.limits.header_read_timeout).await;
+                if h2 {
+                    self.serve_h2(stream, info, watcher).await;
+                } else {
+                    self.serve_h1(stream, info, watcher).await;
+                }
+            }
+        });
+    }
+
+    async fn serve_h1<I>(&self, io: I, info: ConnInfo, watcher: hyper_util::server::graceful::Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let state = Arc::new(HeadState::default());
+        let timeouts = HeadTimeouts {
+            header_read: self.limits.header_read_timeout,
+            idle: self.limits.idle_timeout,
+        };
+        let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts));
+        let edge = self.edge.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let edge = edge.clone();
+            let state = state.clone();
+            state.request_started();
+            async move {
+                let resp = edge.handle(req, &info).await;
+                Ok::<_, Infallible>(resp.map(|b| FinishNotify { inner: b, state: Some(state) }))
+            }
+        });
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(None)
+            .keep_alive(true)
+            .max_headers(self.limits.max_headers)
+            .max_header_size(self.limits.max_header_bytes)
+            .max_buf_size(self.limits.max_header_bytes.max(8192) + 8192);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(peer = %info.peer, error = %e, "HTTP/1 connection ended with an error.");
+        }
+    }
+
+    async fn serve_h2<I>(&self, io: I, info: ConnInfo, watcher: hyper_util::server::graceful::Watcher)
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let edge = self.edge.clone();
+        let service = service_fn(move |req: Request<Incoming>| {
+            let edge = edge.clone();
+            async move { Ok::<_, Infallible>(edge.handle(req, &info).await) }
+        });
+        let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(Some(self.limits.idle_timeout))
+            .keep_alive_timeout(Duration::from_secs(20))
+            .max_concurrent_streams(Some(256));
+        let conn = builder.serve_connection(TokioIo::new(io), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection ended with an error.");
+        }
+    }
+}
+
+/// Looks at the first bytes without consuming them: the h2 preface means prior-knowledge h2c.
+async fn sniff_h2(stream: &TcpStream, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 24];
+    loop {
+        if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+            return false;
+        }
+        let n = match stream.peek(&mut buf).await {
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        if n == 0 || buf[..n] != H2_PREFACE[..n] {
+            return false;
+        }
+        if n == H2_PREFACE.len() {
+            return true;
+        }
+        // A partial preface: wait for the rest (rare; clients send it in one packet).
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+    }
+}
+
+/// Response body that tells the connection's timers when the response ended.
+struct FinishNotify {
+    inner: EdgeBody,
+    state: Option<Arc<HeadState>>,
+}
+
+impl Body for FinishNotify {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for FinishNotify {
+    fn drop(&mut self) {
+        if let Some(s) = self.state.take() {
+            s.request_finished();
+        }
+    }
+}

@@ -1,0 +1,383 @@
+//! Static files from Magento's `pub/` (`/static/`, `/media/`, `robots.txt`, …).
+//!
+//! nginx semantics: `ETag` as `"<mtime hex>-<size hex>"`, `Last-Modified`,
+//! conditional GET (304), single byte ranges (206/416), `HEAD`, `405` for other
+//! methods, and the location's `add_header`/`expires` set applied only to the
+//! statuses nginx applies them to. Files larger than [`INLINE_MAX`] are streamed
+//! in 64 KiB reads, so memory does not grow with file size.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+
+use crate::body::{self, EdgeBody};
+
+/// Files up to this size are read in one go and served from memory.
+pub const INLINE_MAX: u64 = 256 * 1024;
+const CHUNK: usize = 64 * 1024;
+const ONE_YEAR: Duration = Duration::from_secs(31_536_000);
+
+/// The header set of the nginx location that matched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheHeaders {
+    /// G3: `Cache-Control: public, max-age=31536000, immutable`.
+    Immutable,
+    /// G2: `Cache-Control: public` + `expires +1y`.
+    PublicExpiresYear,
+    /// Archives and XML: `Cache-Control: no-store`.
+    NoStore,
+    /// No cache header.
+    None,
+}
+
+/// Serves `file` for `method`, honouring conditional and range headers.
+pub async fn serve(
+    method: &Method,
+    req_headers: &HeaderMap,
+    file: &Path,
+    cache: CacheHeaders,
+    x_frame_options: bool,
+    now: SystemTime,
+) -> Response<EdgeBody> {
+    if method != Method::GET && method != Method::HEAD {
+        let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let mut f = match tokio::fs::File::open(file).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return plain(StatusCode::FORBIDDEN, "forbidden\n")
+        }
+        Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let meta = match f.metadata().await {
+        Ok(m) if m.is_file() => m,
+        _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
+    };
+    let size = meta.len();
+    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
+    let mtime_secs = mtime
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let etag = format!("\"{mtime_secs:x}-{size:x}\"");
+
+    let mut headers = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(content_type(file)) {
+        headers.insert(header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(
+        UNIX_EPOCH + Duration::from_secs(mtime_secs),
+    )) {
+        headers.insert(header::LAST_MODIFIED, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        headers.insert(header::ETAG, v);
+    }
+    headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    apply_location_headers(&mut headers, cache, x_frame_options, now);
+
+    if not_modified(req_headers, &etag, mtime_secs) {
+        headers.remove(header::CONTENT_TYPE);
+        headers.remove(header::ACCEPT_RANGES);
+        let mut r = Response::new(body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        *r.headers_mut() = headers;
+        return r;
+    }
+
+    let (status, start, len) = match range(req_headers, &etag, mtime_secs, size) {
+        RangeResult::Full => (StatusCode::OK, 0, size),
+        RangeResult::Partial(start, end) => {
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
+                headers.insert(header::CONTENT_RANGE, v);
+            }
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeResult::Unsatisfiable => {
+            let mut r = plain(StatusCode::RANGE_NOT_SATISFIABLE, "");
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{size}")) {
+                r.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return r;
+        }
+    };
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+
+    let body = if method == Method::HEAD || len == 0 {
+        body::empty()
+    } else {
+        if start > 0 {
+            if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
+            }
+        }
+        if len <= INLINE_MAX {
+            let mut buf = Vec::with_capacity(len as usize);
+            if (&mut f).take(len).read_to_end(&mut buf).await.is_err() {
+                return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
+            }
+            body::full(buf)
+        } else {
+            let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), CHUNK)
+                .map_ok(http_body::Frame::data)
+                .map_err(|e| -> crate::body::BoxError { e.into() });
+            http_body_util::StreamBody::new(stream).boxed_unsync()
+        }
+    };
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
+    r
+}
+
+/// `add_header`/`expires` of the matched location. nginx emits them only for
+/// 200, 201, 204, 206, 301, 302, 303, 304, 307 and 308; every caller here answers
+/// one of those.
+pub fn apply_location_headers(
+    headers: &mut HeaderMap,
+    cache: CacheHeaders,
+    x_frame_options: bool,
+    now: SystemTime,
+) {
+    match cache {
+        CacheHeaders::Immutable => {
+            headers.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
+        }
+        CacheHeaders::PublicExpiresYear => {
+            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now + ONE_YEAR)) {
+                headers.insert(header::EXPIRES, v);
+            }
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
+            headers.append(header::CACHE_CONTROL, HeaderValue::from_static("public"));
+        }
+        CacheHeaders::NoStore => {
+            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        }
+        CacheHeaders::None => {}
+    }
+    if x_frame_options {
+        headers.insert(
+            header::X_FRAME_OPTIONS,
+            HeaderValue::from_static("SAMEORIGIN"),
+        );
+    }
+}
+
+fn not_modified(req: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
+    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
+        return inm.split(',').any(|t| {
+            let t = t.trim();
+            t == "*" || t.trim_start_matches("W/") == etag
+        });
+    }
+    if let Some(ims) = req
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    {
+        let ims = ims.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        return mtime_secs <= ims;
+    }
+    false
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeResult {
+    Full,
+    /// Inclusive byte positions.
+    Partial(u64, u64),
+    Unsatisfiable,
+}
+
+/// One `bytes=` range, as nginx serves it; several ranges get the whole file.
+fn range(req: &HeaderMap, etag: &str, mtime_secs: u64, size: u64) -> RangeResult {
+    let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
+        return RangeResult::Full;
+    };
+    if let Some(ir) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
+        let fresh = if ir.starts_with('"') {
+            ir == etag
+        } else {
+            httpdate::parse_http_date(ir)
+                .ok()
+                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                .map(|d| d.as_secs() == mtime_secs)
+                .unwrap_or(false)
+        };
+        if !fresh {
+            return RangeResult::Full;
+        }
+    }
+    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
+        return RangeResult::Full;
+    };
+    if spec.contains(',') {
+        return RangeResult::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeResult::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = match (a.is_empty(), b.is_empty()) {
+        (true, true) => return RangeResult::Full,
+        (true, false) => match b.parse::<u64>() {
+            Ok(0) => return RangeResult::Unsatisfiable,
+            Ok(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
+            Err(_) => None,
+        },
+        (false, _) => match a.parse::<u64>() {
+            Ok(start) => {
+                let end = if b.is_empty() {
+                    Some(size.saturating_sub(1))
+                } else {
+                    b.parse::<u64>().ok().map(|e| e.min(size.saturating_sub(1)))
+                };
+                end.map(|e| (start, e))
+            }
+            Err(_) => None,
+        },
+    };
+    match parsed {
+        None => RangeResult::Full,
+        Some((start, end)) if start >= size || start > end => RangeResult::Unsatisfiable,
+        Some((start, end)) => RangeResult::Partial(start, end),
+    }
+}
+
+/// A small plain-text response.
+pub fn plain(status: StatusCode, text: &'static str) -> Response<EdgeBody> {
+    let mut r = Response::new(body::full(Bytes::from_static(text.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    r
+}
+
+/// nginx `mime.types` for what a Magento pub/ holds; default `application/octet-stream`.
+pub fn content_type(path: &Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" | "shtml" => "text/html",
+        "css" => "text/css",
+        "xml" => "text/xml",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "js" => "application/javascript",
+        "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "gif" => "image/gif",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "svg" | "svgz" => "image/svg+xml",
+        "webp" => "image/webp",
+        "avif" | "avifs" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "eot" => "application/vnd.ms-fontobject",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "gzip" => "application/gzip",
+        "bz2" => "application/x-bzip2",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn ranges() {
+        let e = "\"1-a\"";
+        assert_eq!(range(&req(&[]), e, 1, 10), RangeResult::Full);
+        assert_eq!(range(&req(&[("range", "bytes=0-3")]), e, 1, 10), RangeResult::Partial(0, 3));
+        assert_eq!(range(&req(&[("range", "bytes=5-")]), e, 1, 10), RangeResult::Partial(5, 9));
+        assert_eq!(range(&req(&[("range", "bytes=-4")]), e, 1, 10), RangeResult::Partial(6, 9));
+        assert_eq!(range(&req(&[("range", "bytes=2-100")]), e, 1, 10), RangeResult::Partial(2, 9));
+        assert_eq!(range(&req(&[("range", "bytes=10-")]), e, 1, 10), RangeResult::Unsatisfiable);
+        assert_eq!(range(&req(&[("range", "bytes=-0")]), e, 1, 10), RangeResult::Unsatisfiable);
+        assert_eq!(range(&req(&[("range", "bytes=0-1,4-5")]), e, 1, 10), RangeResult::Full);
+        assert_eq!(range(&req(&[("range", "items=0-1")]), e, 1, 10), RangeResult::Full);
+        assert_eq!(range(&req(&[("range", "bytes=x-1")]), e, 1, 10), RangeResult::Full);
+        assert_eq!(
+            range(&req(&[("range", "bytes=0-1"), ("if-range", "\"other\"")]), e, 1, 10),
+            RangeResult::Full
+        );
+    }
+
+    #[test]
+    fn conditionals() {
+        assert!(not_modified(&req(&[("if-none-match", "\"5-a\"")]), "\"5-a\"", 5));
+        assert!(not_modified(&req(&[("if-none-match", "W/\"5-a\", \"x\"")]), "\"5-a\"", 5));
+        assert!(!not_modified(&req(&[("if-none-match", "\"6-a\"")]), "\"5-a\"", 5));
+        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(100));
+        assert!(not_modified(&req(&[("if-modified-since", &date)]), "\"x\"", 100));
+        assert!(!not_modified(&req(&[("if-modified-since", &date)]), "\"x\"", 101));
+    }
+
+    #[tokio::test]
+    async fn serves_file_with_g3_headers_and_304() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("styles.css");
+        std::fs::write(&p, "body{}").unwrap();
+        let now = SystemTime::now();
+        let r = serve(&Method::GET, &HeaderMap::new(), &p, CacheHeaders::Immutable, true, now).await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(r.headers()["content-type"], "text/css");
+        assert!(r.headers().get("expires").is_none());
+        let etag = r.headers()["etag"].to_str().unwrap().to_string();
+        let r = serve(&Method::GET, &req(&[("if-none-match", &etag)]), &p, CacheHeaders::Immutable, true, now).await;
+        assert_eq!(r.status(), 304);
+        let r = serve(&Method::POST, &HeaderMap::new(), &p, CacheHeaders::Immutable, true, now).await;
+        assert_eq!(r.status(), 405);
+    }
+
+    #[tokio::test]
+    async fn g2_sends_expires_and_two_cache_control_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("a.js");
+        std::fs::write(&p, "x").unwrap();
+        let r = serve(&Method::GET, &HeaderMap::new(), &p, CacheHeaders::PublicExpiresYear, true, SystemTime::now()).await;
+        assert!(r.headers().get("expires").is_some());
+        let cc: Vec<_> = r.headers().get_all("cache-control").iter().collect();
+        assert_eq!(cc.len(), 2);
+    }
+}

@@ -1,0 +1,78 @@
+//! TLS termination: rustls with ALPN, h2 and HTTP/1.1 over TLS.
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+use magestack_edge::{Edge, Server, UpstreamTarget};
+use rustls::pki_types::ServerName;
+use support::*;
+use tokio::net::{TcpListener, TcpStream};
+
+async fn tls_edge(dir: &std::path::Path) -> (std::net::SocketAddr, rustls::RootCertStore) {
+    let cert = rcgen::generate_simple_self_signed(vec!["shop.test".to_string()]).unwrap();
+    let cert_path = dir.join("tls.crt");
+    let key_path = dir.join("tls.key");
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+
+    let app = magestack_edge::demo::spawn_storefront().await.unwrap();
+    let edge = Arc::new(Edge::new(settings(UpstreamTarget::Http(app.to_string()), None)).unwrap());
+    let acceptor = magestack_edge::tls::acceptor(&cert_path, &key_path, true).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(Server::new(edge, limits(), Some(acceptor)).run(vec![listener], std::future::pending()));
+    (addr, roots)
+}
+
+async fn connect(addr: std::net::SocketAddr, roots: rustls::RootCertStore, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    connector.connect(ServerName::try_from("shop.test").unwrap(), tcp).await.unwrap()
+}
+
+#[tokio::test]
+async fn h2_over_tls_via_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, roots) = tls_edge(dir.path()).await;
+    let tls = connect(addr, roots, &[b"h2", b"http/1.1"]).await;
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(Request::get("https://shop.test/").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("Home page"));
+}
+
+#[tokio::test]
+async fn http1_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, roots) = tls_edge(dir.path()).await;
+    let tls = connect(addr, roots, &[b"http/1.1"]).await;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender
+        .send_request(Request::get("/women/tops.html").header("host", "shop.test").body(Full::new(Bytes::new())).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+}

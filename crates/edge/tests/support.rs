@@ -1,0 +1,171 @@
+//! Shared helpers for the end-to-end tests: start an edge in-process on an
+//! ephemeral port and talk to it over real sockets.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use magestack_edge::static_files::CacheHeaders;
+use magestack_edge::{Edge, EdgeSettings, Server, ServerLimits, UpstreamTarget};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Where `scripts/deps` started PHP-FPM with the storefront. Missing means the test
+/// environment is broken: fail loudly, never skip.
+pub struct PhpEnv {
+    pub fpm_addr: String,
+    pub fpm_sock: Option<PathBuf>,
+    pub storefront: PathBuf,
+}
+
+pub fn php_env() -> PhpEnv {
+    let fpm_addr = std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
+        panic!("MAGESTACK_FPM_ADDR is not set: these end-to-end tests need the real PHP-FPM that ./scripts/test starts (or run `scripts/deps start` and `source .deps/env`)")
+    });
+    let storefront = std::env::var("MAGESTACK_STOREFRONT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/storefront"));
+    assert!(storefront.join("pub/index.php").is_file(), "storefront missing at {}", storefront.display());
+    PhpEnv {
+        fpm_addr,
+        fpm_sock: std::env::var("MAGESTACK_FPM_SOCK").ok().map(PathBuf::from),
+        storefront,
+    }
+}
+
+pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSettings {
+    EdgeSettings {
+        docroot,
+        static_cache: CacheHeaders::Immutable,
+        server_name: "localhost".into(),
+        trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
+        max_body_bytes: 64 * 1024 * 1024,
+        gzip: true,
+        gzip_min_length: 1100,
+        php_value: Some("memory_limit=756M\nmax_execution_time=18000".into()),
+        php_flag: Some("session.auto_start=off\nsuhosin.session.cryptua=off".into()),
+        mage_mode: None,
+        mage_run: vec![],
+        upstream,
+        connect_timeout: Duration::from_secs(2),
+        read_timeout: Duration::from_secs(30),
+        keepalive_connections: 16,
+        max_response_header_bytes: 32 * 1024,
+        access_log: false,
+    }
+}
+
+pub fn limits() -> ServerLimits {
+    ServerLimits {
+        max_header_bytes: 16 * 1024,
+        max_headers: 100,
+        header_read_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+        drain_timeout: Duration::from_secs(5),
+        h2c: true,
+    }
+}
+
+pub struct Running {
+    pub addr: SocketAddr,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub done: tokio::task::JoinHandle<usize>,
+}
+
+impl Running {
+    /// Starts the drain and waits for the server to finish.
+    pub async fn shutdown(mut self) -> usize {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        self.done.await.unwrap()
+    }
+}
+
+pub async fn start(settings: EdgeSettings, limits: ServerLimits) -> Running {
+    let edge = Arc::new(Edge::new(settings).expect("edge settings"));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = Server::new(edge, limits, None);
+    let done = tokio::spawn(server.run(vec![listener], async move {
+        let _ = rx.await;
+    }));
+    Running { addr, stop: Some(tx), done }
+}
+
+pub async fn start_php() -> (Running, PhpEnv) {
+    let env = php_env();
+    let s = settings(UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    (start(s, limits()).await, env)
+}
+
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers.get(name).map(|v| v.to_str().unwrap_or("").to_string())
+    }
+}
+
+/// One request over a fresh HTTP/1.1 connection.
+pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    tokio::spawn(conn);
+    let resp = sender.send_request(req).await.unwrap();
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Resp { status: parts.status, headers: parts.headers, body }
+}
+
+pub async fn get(addr: SocketAddr, path: &str) -> Resp {
+    get_with(addr, path, &[]).await
+}
+
+pub async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> Resp {
+    let mut b = Request::get(path).header("host", "shop.test");
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    request(addr, b.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Sends raw bytes and returns everything the server answered until it closed
+/// (or `wait` passed).
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A TCP port on loopback that nothing listens on.
+pub fn dead_port() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let a = l.local_addr().unwrap();
+    drop(l);
+    a.to_string()
+}
+
+/// Resident set size of this process, in bytes.
+pub fn rss_bytes() -> u64 {
+    let s = std::fs::read_to_string("/proc/self/status").unwrap();
+    let line = s.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kb * 1024
+}

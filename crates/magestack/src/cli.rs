@@ -1,0 +1,60 @@
+//! Command-line interface.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// magestack: one binary for Magento 2 at scale.
+#[derive(Debug, Parser)]
+#[command(name = "magestack", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the edge: HTTP in front of PHP-FPM (FastCGI) or an HTTP app, with Magento's nginx rules.
+    Edge(EdgeArgs),
+    /// Validate a configuration file; prints every error with its key and line, exit 1 on errors.
+    Check {
+        /// The TOML file to check.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
+    Demo {
+        /// Address of the demo edge.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EdgeArgs {
+    /// TOML configuration file (see docs/configuration.md). Flags override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Traffic listener (repeatable), e.g. 0.0.0.0:8080.
+    #[arg(long)]
+    pub listen: Vec<SocketAddr>,
+    /// Upstream: fcgi://host:port, fcgi+unix:///path/to.sock or http://host:port.
+    #[arg(long)]
+    pub upstream: Option<String>,
+    /// Magento's pub/ directory (static files, PHP scripts).
+    #[arg(long)]
+    pub docroot: Option<PathBuf>,
+    /// Admin listener (health, readiness).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
+    /// Log format.
+    #[arg(long, value_enum)]
+    pub log_format: Option<LogFormat>,
+}

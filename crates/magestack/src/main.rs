@@ -1,0 +1,22 @@
+//! The `magestack` binary: wires the CLI and configuration to the edge.
+//! Everything of substance lives in the library crates; this file only connects them.
+
+#![forbid(unsafe_code)]
+
+mod cli;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match run::main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("magestack: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,207 @@
+//! Subcommand implementations: config → runtime objects → tokio.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use magestack_config::{LogFormat, NginxGeneration, UpstreamUrl, Validated};
+use magestack_edge::static_files::CacheHeaders;
+use magestack_edge::{admin, EdgeSettings, Server, ServerLimits, UpstreamTarget};
+use tokio::net::TcpListener;
+
+use crate::cli::{self, Cli, Command, EdgeArgs};
+
+pub fn main(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Edge(args) => {
+            let cfg = load(&args)?;
+            init_logging(&cfg);
+            runtime()?.block_on(edge(cfg))
+        }
+        Command::Demo { listen } => {
+            let mut cfg = magestack_config::load(None, &magestack_config::Overrides::default())
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            cfg.server.listen = vec![listen];
+            init_logging(&cfg);
+            runtime()?.block_on(demo(cfg))
+        }
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")
+}
+
+fn check(path: &std::path::Path) -> Result<ExitCode> {
+    match magestack_config::load(Some(path), &magestack_config::Overrides::default()) {
+        Ok(_) => {
+            println!("{}: ok", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                eprintln!("{line}");
+            }
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn load(args: &EdgeArgs) -> Result<Validated> {
+    let overrides = magestack_config::Overrides {
+        listen: args.listen.clone(),
+        upstream: args.upstream.clone(),
+        docroot: args.docroot.clone(),
+        admin_listen: args.admin_listen,
+        log_format: args.log_format.map(|f| match f {
+            cli::LogFormat::Text => LogFormat::Text,
+            cli::LogFormat::Json => LogFormat::Json,
+        }),
+    };
+    magestack_config::load(args.config.as_deref(), &overrides).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+}
+
+fn init_logging(cfg: &Validated) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// The pipeline settings from the validated config.
+fn edge_settings(cfg: &Validated) -> EdgeSettings {
+    let m = &cfg.magento;
+    EdgeSettings {
+        docroot: m.docroot.clone(),
+        static_cache: match m.nginx_generation {
+            NginxGeneration::G3 => CacheHeaders::Immutable,
+            NginxGeneration::G2 => CacheHeaders::PublicExpiresYear,
+        },
+        server_name: cfg.server.server_name.clone(),
+        trusted_proxies: cfg.server.trusted_proxies.clone(),
+        max_body_bytes: cfg.server.max_body_bytes,
+        gzip: m.gzip,
+        gzip_min_length: m.gzip_min_length as u64,
+        php_value: m.php_value.clone(),
+        php_flag: m.php_flag.clone(),
+        mage_mode: m.mage_mode.map(|x| x.as_str().to_string()),
+        mage_run: m
+            .run
+            .iter()
+            .map(|r| (r.host.clone(), r.code.clone(), r.run_type.as_str().to_string()))
+            .collect(),
+        upstream: match &cfg.upstream.url {
+            UpstreamUrl::FastCgiTcp { host, port } => UpstreamTarget::FastCgiTcp(if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            }),
+            UpstreamUrl::FastCgiUnix(p) => UpstreamTarget::FastCgiUnix(p.clone()),
+            UpstreamUrl::Http { authority } => UpstreamTarget::Http(authority.clone()),
+        },
+        connect_timeout: cfg.upstream.connect_timeout,
+        read_timeout: cfg.upstream.read_timeout,
+        keepalive_connections: cfg.upstream.keepalive_connections,
+        max_response_header_bytes: cfg.upstream.max_response_header_bytes,
+        access_log: cfg.log.access_log,
+    }
+}
+
+fn server_limits(cfg: &Validated) -> ServerLimits {
+    let s = &cfg.server;
+    ServerLimits {
+        max_header_bytes: s.max_header_bytes,
+        max_headers: s.max_headers,
+        header_read_timeout: s.header_read_timeout,
+        idle_timeout: s.idle_timeout,
+        drain_timeout: s.drain_timeout,
+        h2c: s.h2c,
+    }
+}
+
+async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for a in addrs {
+        out.push(TcpListener::bind(a).await.with_context(|| format!("binding server.listen {a}"))?);
+    }
+    Ok(out)
+}
+
+async fn edge(cfg: Validated) -> Result<ExitCode> {
+    let settings = edge_settings(&cfg);
+    let upstream = cfg.upstream.url.to_string();
+    let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
+    let tls = match &cfg.server.tls {
+        Some(t) => Some(magestack_edge::tls::acceptor(&t.cert_file, &t.key_file, true).context("server.tls")?),
+        None => None,
+    };
+    let listeners = bind_all(&cfg.server.listen).await?;
+    let ready = Arc::new(admin::Readiness::default());
+    if let Some(addr) = cfg.server.admin_listen {
+        let l = TcpListener::bind(addr).await.with_context(|| format!("binding server.admin_listen {addr}"))?;
+        tokio::spawn(admin::serve(l, ready.clone()));
+    }
+    for l in &listeners {
+        if let Ok(a) = l.local_addr() {
+            tracing::info!(listen = %a, %upstream, tls = cfg.server.tls.is_some(), "Edge listening.");
+        }
+    }
+    ready.set(true);
+    let server = Server::new(edge, server_limits(&cfg), tls);
+    let ready_on_stop = ready.clone();
+    let open = server
+        .run(listeners, async move {
+            shutdown_signal().await;
+            ready_on_stop.set(false);
+        })
+        .await;
+    Ok(if open == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+async fn demo(mut cfg: Validated) -> Result<ExitCode> {
+    let app = magestack_edge::demo::spawn_storefront().await.context("starting the demo storefront")?;
+    cfg.upstream.url = UpstreamUrl::Http { authority: app.to_string() };
+    cfg.magento.docroot = None;
+    let listen = cfg.server.listen.first().copied();
+    if let Some(a) = listen {
+        println!("magestack demo: edge on http://{a}/ in front of the built-in storefront (app on {app}).");
+        println!("Try:");
+        println!("  curl -i http://{a}/women/tops.html         # a category page with X-Magento-Tags");
+        println!("  curl -i --compressed http://{a}/           # gzip like nginx's Magento sample");
+        println!("  curl -i -c jar -b jar http://{a}/customer/account/login   # log in: X-Magento-Vary cookie");
+        println!("  curl -i -b jar http://{a}/checkout/cart/   # personalised, never cached");
+        println!("  curl -i --http2-prior-knowledge http://{a}/ # h2c");
+        println!("Stop with Ctrl-C.");
+    }
+    edge(cfg).await
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

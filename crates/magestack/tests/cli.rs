@@ -1,0 +1,109 @@
+//! The binary as an operator runs it.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_magestack"))
+}
+
+#[test]
+fn check_reports_every_error_with_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:8080\"]\nmax_headers = \"many\"\n\n[upstream]\nurl = \"fcgi://127.0.0.1:9000\"\nconect_timeout_secs = 5\n",
+    )
+    .unwrap();
+    let out = bin().arg("check").arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(":3:") && err.contains("server.max_headers"), "{err}");
+    assert!(err.contains(":7:") && err.contains("upstream.conect_timeout_secs"), "{err}");
+}
+
+#[test]
+fn check_accepts_the_example_config() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/edge.toml");
+    let out = bin().arg("check").arg("--config").arg(example).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn wait_up(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "edge did not start on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
+    let fpm = std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
+        panic!("MAGESTACK_FPM_ADDR is not set: run ./scripts/test (it starts PHP-FPM with the storefront)")
+    });
+    let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
+    let addr = free_addr();
+    let child = bin()
+        .args(["edge", "--listen", &addr.to_string(), "--upstream", &format!("fcgi://{fpm}"), "--docroot", docroot])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(child);
+    wait_up(addr);
+    let home = http_get(addr, "/");
+    assert!(home.starts_with("HTTP/1.1 200"), "{home}");
+    for p in ["/app/etc/env.php", "/.git/config", "/cron.php", "/media/customer/x"] {
+        let r = http_get(addr, p);
+        assert!(r.starts_with("HTTP/1.1 404"), "{p}: {r}");
+    }
+}
+
+#[test]
+fn sigterm_drains_and_exits_zero() {
+    let addr = free_addr();
+    let mut child = bin()
+        .args(["edge", "--listen", &addr.to_string(), "--upstream", "http://127.0.0.1:9"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_up(addr);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "edge did not exit after SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
