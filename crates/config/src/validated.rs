@@ -1,0 +1,766 @@
+//! [`Validated`]: the configuration the runtime uses, and [`compile`], which
+//! builds it from [`file::Config`] while collecting every error.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use crate::error::{ConfigError, ErrorKind, KeyPath};
+use crate::file;
+use crate::upstream::UpstreamUrl;
+
+/// A checked configuration. The runtime sees only this type: every address is
+/// parsed, every limit is known to be usable, every choice is an enum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validated {
+    /// From `[server]`.
+    pub server: ServerSettings,
+    /// From `[log]`.
+    pub log: LogSettings,
+    /// From `[magento]`.
+    pub magento: MagentoSettings,
+    /// From `[upstream]`.
+    pub upstream: UpstreamSettings,
+}
+
+/// Checked `[server]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Traffic listeners; never empty, no two on one port.
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener (health, metrics, admin API), if any.
+    pub admin_listen: Option<SocketAddr>,
+    /// `SERVER_NAME` for PHP.
+    pub server_name: String,
+    /// Peers whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Request head limit in bytes (→ 431). Positive.
+    pub max_header_bytes: usize,
+    /// Request header count limit (→ 431). Positive.
+    pub max_headers: usize,
+    /// Request body limit in bytes (→ 413). Positive.
+    pub max_body_bytes: u64,
+    /// Time allowed to receive the request head (→ 408). Positive.
+    pub header_read_timeout: Duration,
+    /// Keep-alive idle time before the connection is closed. Positive.
+    pub idle_timeout: Duration,
+    /// Drain time on SIGTERM; zero exits at once.
+    pub drain_timeout: Duration,
+    /// Accept h2c prior knowledge on plaintext listeners.
+    pub h2c: bool,
+    /// TLS for every listener, if configured.
+    pub tls: Option<TlsSettings>,
+}
+
+/// Checked `[server.tls]`. The files are not opened here; the edge reads
+/// them when it binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Checked `[log]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// Output format.
+    pub format: LogFormat,
+    /// A `tracing` filter directive that parses.
+    pub level: String,
+    /// One log line per request.
+    pub access_log: bool,
+}
+
+/// Checked `[magento]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MagentoSettings {
+    /// Magento's `pub/` directory, absolute. Always `Some` when the upstream
+    /// is FastCGI.
+    pub docroot: Option<PathBuf>,
+    /// Static-file header flavour.
+    pub nginx_generation: NginxGeneration,
+    /// Gzip compressible responses.
+    pub gzip: bool,
+    /// Smallest body that is gzipped, in bytes.
+    pub gzip_min_length: usize,
+    /// `PHP_VALUE` to send; `None` when configured empty.
+    pub php_value: Option<String>,
+    /// `PHP_FLAG` to send; `None` when configured empty.
+    pub php_flag: Option<String>,
+    /// `MAGE_MODE` to send; `None` when configured empty.
+    pub mage_mode: Option<MageMode>,
+    /// Host → store/website mappings; hosts lower-case and unique.
+    pub run: Vec<RunMapping>,
+}
+
+/// One checked `[[magento.run]]` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunMapping {
+    /// Request host (lower-case, no port).
+    pub host: String,
+    /// `MAGE_RUN_CODE`.
+    pub code: String,
+    /// `MAGE_RUN_TYPE`.
+    pub run_type: RunType,
+}
+
+/// Checked `[upstream]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamSettings {
+    /// Where PHP runs.
+    pub url: UpstreamUrl,
+    /// Connect timeout (→ 504). Positive.
+    pub connect_timeout: Duration,
+    /// Response read timeout (→ 504). Positive.
+    pub read_timeout: Duration,
+    /// Idle keep-alive connections kept per endpoint; 0 disables pooling.
+    pub keepalive_connections: usize,
+    /// Response head limit in bytes (→ 502). Positive.
+    pub max_response_header_bytes: usize,
+}
+
+macro_rules! word_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $word:literal, )+ }
+        expected = $expected:literal;
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )+
+        }
+
+        impl $name {
+            /// The configuration word for this value.
+            pub fn as_str(&self) -> &'static str {
+                match self { $( Self::$variant => $word, )+ }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ErrorKind;
+            fn from_str(s: &str) -> Result<Self, ErrorKind> {
+                match s {
+                    $( $word => Ok(Self::$variant), )+
+                    other => Err(ErrorKind::UnknownVariant {
+                        value: other.to_owned(),
+                        expected: $expected,
+                    }),
+                }
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+word_enum! {
+    /// `log.format`.
+    pub enum LogFormat {
+        /// Human-readable lines.
+        Text => "text",
+        /// One JSON object per line.
+        Json => "json",
+    }
+    expected = "\"text\", \"json\"";
+}
+
+word_enum! {
+    /// `magento.nginx_generation`: which `nginx.conf.sample` the static-file
+    /// headers copy.
+    pub enum NginxGeneration {
+        /// 2.4-era sample: `Cache-Control: public` plus `Expires` one year ahead.
+        G2 => "g2",
+        /// Current sample: `Cache-Control: public, max-age=31536000, immutable`.
+        G3 => "g3",
+    }
+    expected = "\"g3\", \"g2\"";
+}
+
+word_enum! {
+    /// `magento.mage_mode`.
+    pub enum MageMode {
+        /// `default`.
+        Default => "default",
+        /// `developer`.
+        Developer => "developer",
+        /// `production`.
+        Production => "production",
+    }
+    expected = "\"\", \"default\", \"developer\", \"production\"";
+}
+
+word_enum! {
+    /// `magento.run[].type`: the `MAGE_RUN_TYPE` sent with the code.
+    pub enum RunType {
+        /// `store`: the code names a store view.
+        Store => "store",
+        /// `website`: the code names a website.
+        Website => "website",
+    }
+    expected = "\"store\", \"website\"";
+}
+
+/// Collects errors while compiling.
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: KeyPath, kind: ErrorKind) {
+        self.0.push(ConfigError::new(path, kind));
+    }
+
+    /// `secs` as a positive duration.
+    fn positive_secs(&mut self, path: KeyPath, secs: u64) -> Duration {
+        if secs == 0 {
+            self.push(path, ErrorKind::Zero);
+        }
+        Duration::from_secs(secs)
+    }
+
+    /// `n` as a `usize`.
+    fn size(&mut self, path: KeyPath, n: u64) -> usize {
+        match usize::try_from(n) {
+            Ok(v) => v,
+            Err(_) => {
+                self.push(path, ErrorKind::TooLarge { value: n });
+                0
+            }
+        }
+    }
+
+    /// `n` as a positive `usize`.
+    fn positive_size(&mut self, path: KeyPath, n: u64) -> usize {
+        if n == 0 {
+            self.push(path, ErrorKind::Zero);
+            return 0;
+        }
+        self.size(path, n)
+    }
+
+    fn word<T: FromStr<Err = ErrorKind>>(&mut self, path: KeyPath, s: &str) -> Option<T> {
+        match s.parse() {
+            Ok(v) => Some(v),
+            Err(kind) => {
+                self.push(path, kind);
+                None
+            }
+        }
+    }
+}
+
+fn p(dotted: &str) -> KeyPath {
+    KeyPath::from_dotted(dotted)
+}
+
+/// Builds the runtime configuration from the file types.
+///
+/// Checks everything the types cannot: addresses and CIDRs parse, limits and
+/// timeouts are positive, listeners do not clash, `[server.tls]` has both
+/// files, enumerated words are known, `magento.docroot` is present for
+/// FastCGI upstreams, multi-store hosts are unique.
+///
+/// Pure: no file is opened and no name is resolved.
+///
+/// # Errors
+///
+/// Every problem found, each with the key path it concerns, in schema order.
+pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
+    let mut errs = Errors::default();
+    let server = compile_server(config.server, &mut errs);
+    let log = compile_log(config.log, &mut errs);
+    let upstream = compile_upstream(config.upstream, &mut errs);
+    let fastcgi = upstream.as_ref().map(|u| u.url.is_fastcgi());
+    let magento = compile_magento(config.magento, fastcgi, &mut errs);
+    match (log, magento, upstream) {
+        (Some(log), Some(magento), Some(upstream)) if errs.0.is_empty() => Ok(Validated {
+            server,
+            log,
+            magento,
+            upstream,
+        }),
+        _ => Err(errs.0),
+    }
+}
+
+fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<SocketAddr> {
+    match s.parse() {
+        Ok(a) => Some(a),
+        Err(_) => {
+            errs.push(
+                path,
+                ErrorKind::SocketAddr {
+                    value: s.to_owned(),
+                },
+            );
+            None
+        }
+    }
+}
+
+/// Two listeners clash when they share a non-zero port and either binds the
+/// same address or one of them binds the unspecified address.
+fn clash(a: &SocketAddr, b: &SocketAddr) -> bool {
+    a.port() != 0
+        && a.port() == b.port()
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
+    let mut listen: Vec<(KeyPath, SocketAddr)> = Vec::new();
+    if s.listen.is_empty() {
+        errs.push(p("server.listen"), ErrorKind::Empty);
+    }
+    for (i, text) in s.listen.iter().enumerate() {
+        let path = p("server.listen").index(i);
+        if let Some(addr) = parse_socket_addr(path.clone(), text, errs) {
+            if let Some((other, other_addr)) = listen.iter().find(|(_, o)| clash(o, &addr)) {
+                let other = format!("{other} ({other_addr})");
+                errs.push(path.clone(), ErrorKind::Conflict { other });
+            }
+            listen.push((path, addr));
+        }
+    }
+    let admin_listen = s.admin_listen.as_deref().and_then(|text| {
+        let path = p("server.admin_listen");
+        let addr = parse_socket_addr(path.clone(), text, errs)?;
+        if let Some((other, other_addr)) = listen.iter().find(|(_, o)| clash(o, &addr)) {
+            let other = format!("{other} ({other_addr})");
+            errs.push(path, ErrorKind::Conflict { other });
+        }
+        Some(addr)
+    });
+
+    if s.server_name.is_empty() {
+        errs.push(p("server.server_name"), ErrorKind::Empty);
+    } else if s
+        .server_name
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        errs.push(
+            p("server.server_name"),
+            ErrorKind::Invalid(format!(
+                "{:?} contains whitespace or control characters",
+                s.server_name
+            )),
+        );
+    }
+
+    let mut trusted_proxies = Vec::with_capacity(s.trusted_proxies.len());
+    for (i, text) in s.trusted_proxies.iter().enumerate() {
+        let net = text
+            .parse::<IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => trusted_proxies.push(n),
+            Err(_) => errs.push(
+                p("server.trusted_proxies").index(i),
+                ErrorKind::Cidr {
+                    value: text.clone(),
+                },
+            ),
+        }
+    }
+
+    let max_header_bytes = errs.positive_size(p("server.max_header_bytes"), s.max_header_bytes);
+    let max_headers = errs.positive_size(p("server.max_headers"), u64::from(s.max_headers));
+    if s.max_body_bytes == 0 {
+        errs.push(p("server.max_body_bytes"), ErrorKind::Zero);
+    }
+    let header_read_timeout = errs.positive_secs(
+        p("server.header_read_timeout_secs"),
+        s.header_read_timeout_secs,
+    );
+    let idle_timeout = errs.positive_secs(p("server.idle_timeout_secs"), s.idle_timeout_secs);
+
+    let tls = s.tls.map(|t| {
+        for (key, file) in [("cert_file", &t.cert_file), ("key_file", &t.key_file)] {
+            if file.as_os_str().is_empty() {
+                errs.push(
+                    p("server.tls").key(key),
+                    ErrorKind::Required {
+                        because: "when [server.tls] is present",
+                    },
+                );
+            }
+        }
+        TlsSettings {
+            cert_file: t.cert_file,
+            key_file: t.key_file,
+        }
+    });
+
+    ServerSettings {
+        listen: listen.into_iter().map(|(_, a)| a).collect(),
+        admin_listen,
+        server_name: s.server_name,
+        trusted_proxies,
+        max_header_bytes,
+        max_headers,
+        max_body_bytes: s.max_body_bytes,
+        header_read_timeout,
+        idle_timeout,
+        drain_timeout: Duration::from_secs(s.drain_timeout_secs),
+        h2c: s.h2c,
+        tls,
+    }
+}
+
+fn compile_log(l: file::LogConfig, errs: &mut Errors) -> Option<LogSettings> {
+    let format = errs.word::<LogFormat>(p("log.format"), &l.format);
+    if l.level.trim().is_empty() {
+        errs.push(p("log.level"), ErrorKind::Empty);
+    } else if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&l.level) {
+        errs.push(
+            p("log.level"),
+            ErrorKind::Invalid(format!("invalid tracing filter {:?}: {e}", l.level)),
+        );
+    }
+    Some(LogSettings {
+        format: format?,
+        level: l.level,
+        access_log: l.access_log,
+    })
+}
+
+/// Checks newline-separated `name=value` ini lines for `PHP_VALUE`/`PHP_FLAG`.
+fn php_ini(path: KeyPath, text: String, errs: &mut Errors) -> Option<String> {
+    if text.is_empty() {
+        return None;
+    }
+    if text.contains('\0') {
+        errs.push(
+            path,
+            ErrorKind::Invalid("contains a NUL character".to_owned()),
+        );
+        return Some(text);
+    }
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        let name_ok = line
+            .split_once('=')
+            .is_some_and(|(name, _)| !name.trim().is_empty());
+        if !name_ok {
+            errs.push(
+                path.clone(),
+                ErrorKind::Invalid(format!(
+                    "line {} ({line:?}) is not name=value; separate settings with \\n",
+                    n + 1
+                )),
+            );
+        }
+    }
+    Some(text)
+}
+
+fn compile_magento(
+    m: file::MagentoConfig,
+    fastcgi: Option<bool>,
+    errs: &mut Errors,
+) -> Option<MagentoSettings> {
+    match &m.docroot {
+        Some(d) if d.as_os_str().is_empty() => errs.push(p("magento.docroot"), ErrorKind::Empty),
+        Some(d) if !d.is_absolute() => errs.push(
+            p("magento.docroot"),
+            ErrorKind::Invalid(format!(
+                "must be an absolute path (Magento's pub/ directory), got {:?}",
+                d.display().to_string()
+            )),
+        ),
+        Some(_) => {}
+        None if fastcgi == Some(true) => errs.push(
+            p("magento.docroot"),
+            ErrorKind::Required {
+                because: "when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)",
+            },
+        ),
+        None => {}
+    }
+    let nginx_generation =
+        errs.word::<NginxGeneration>(p("magento.nginx_generation"), &m.nginx_generation);
+    let gzip_min_length = errs.size(p("magento.gzip_min_length"), m.gzip_min_length);
+    let php_value = php_ini(p("magento.php_value"), m.php_value, errs);
+    let php_flag = php_ini(p("magento.php_flag"), m.php_flag, errs);
+    let mage_mode = if m.mage_mode.is_empty() {
+        Some(None)
+    } else {
+        errs.word::<MageMode>(p("magento.mage_mode"), &m.mage_mode)
+            .map(Some)
+    };
+
+    let mut run: Vec<RunMapping> = Vec::with_capacity(m.run.len());
+    let mut run_ok = true;
+    for (i, r) in m.run.into_iter().enumerate() {
+        let base = p("magento.run").index(i);
+        let host = r.host.to_ascii_lowercase();
+        if host.is_empty() {
+            errs.push(base.key("host"), ErrorKind::Empty);
+        } else if !host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        {
+            errs.push(
+                base.key("host"),
+                ErrorKind::Invalid(format!(
+                    "{:?} is not a host name (no port, scheme or path), e.g. \"de.example.com\"",
+                    r.host
+                )),
+            );
+        } else if let Some(j) = run.iter().position(|o| o.host == host) {
+            errs.push(
+                base.key("host"),
+                ErrorKind::Conflict {
+                    other: format!("magento.run[{j}].host ({host:?})"),
+                },
+            );
+        }
+        if r.code.is_empty() {
+            errs.push(base.key("code"), ErrorKind::Empty);
+        } else if !r
+            .code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            errs.push(
+                base.key("code"),
+                ErrorKind::Invalid(format!(
+                    "{:?}: store and website codes contain only letters, digits and _",
+                    r.code
+                )),
+            );
+        }
+        match errs.word::<RunType>(base.key("type"), &r.run_type) {
+            Some(run_type) => run.push(RunMapping {
+                host,
+                code: r.code,
+                run_type,
+            }),
+            None => run_ok = false,
+        }
+    }
+
+    Some(MagentoSettings {
+        docroot: m.docroot,
+        nginx_generation: nginx_generation?,
+        gzip: m.gzip,
+        gzip_min_length,
+        php_value,
+        php_flag,
+        mage_mode: mage_mode?,
+        run: if run_ok { run } else { return None },
+    })
+}
+
+fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<UpstreamSettings> {
+    let url = match u.url.parse::<UpstreamUrl>() {
+        Ok(url) => Some(url),
+        Err(e) => {
+            errs.push(p("upstream.url"), ErrorKind::UpstreamUrl(e));
+            None
+        }
+    };
+    let connect_timeout =
+        errs.positive_secs(p("upstream.connect_timeout_secs"), u.connect_timeout_secs);
+    let read_timeout = errs.positive_secs(p("upstream.read_timeout_secs"), u.read_timeout_secs);
+    let keepalive_connections = errs.size(
+        p("upstream.keepalive_connections"),
+        u64::from(u.keepalive_connections),
+    );
+    let max_response_header_bytes = errs.positive_size(
+        p("upstream.max_response_header_bytes"),
+        u.max_response_header_bytes,
+    );
+    Some(UpstreamSettings {
+        url: url?,
+        connect_timeout,
+        read_timeout,
+        keepalive_connections,
+        max_response_header_bytes,
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn with_docroot() -> file::Config {
+        let mut c = file::Config::default();
+        c.magento.docroot = Some(PathBuf::from("/var/www/magento/pub"));
+        c
+    }
+
+    fn errors(c: file::Config) -> Vec<String> {
+        match compile(c) {
+            Ok(v) => panic!("expected errors, got {v:?}"),
+            Err(e) => e.iter().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn defaults_compile_once_docroot_is_set() {
+        let v = match compile(with_docroot()) {
+            Ok(v) => v,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(
+            v.server.listen,
+            vec![SocketAddr::from(([127, 0, 0, 1], 8080))]
+        );
+        assert_eq!(v.server.max_body_bytes, 64 * 1024 * 1024);
+        assert_eq!(v.upstream.read_timeout, Duration::from_secs(600));
+        assert_eq!(
+            v.magento.php_value.as_deref(),
+            Some(file::DEFAULT_PHP_VALUE)
+        );
+        assert_eq!(v.magento.mage_mode, None);
+        assert_eq!(v.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn fastcgi_needs_docroot_http_does_not() {
+        assert_eq!(
+            errors(file::Config::default()),
+            vec!["magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)"]
+        );
+        let mut c = file::Config::default();
+        c.upstream.url = "http://127.0.0.1:9000".into();
+        assert!(compile(c).is_ok());
+    }
+
+    #[test]
+    fn collects_every_error_with_paths() {
+        let mut c = with_docroot();
+        c.server.listen = vec![
+            "127.0.0.1:8080".into(),
+            "0.0.0.0:8080".into(),
+            "nope".into(),
+        ];
+        c.server.admin_listen = Some("127.0.0.1:8080".into());
+        c.server.trusted_proxies = vec!["10.0.0.0/8".into(), "10.0.0.0/33".into()];
+        c.server.max_headers = 0;
+        c.server.header_read_timeout_secs = 0;
+        c.server.tls = Some(file::TlsConfig {
+            cert_file: "/etc/tls.crt".into(),
+            key_file: PathBuf::new(),
+        });
+        c.log.format = "xml".into();
+        c.log.level = "info,magestack=loud".into();
+        c.magento.nginx_generation = "g4".into();
+        c.magento.php_flag = "session.auto_start".into();
+        c.magento.mage_mode = "prod".into();
+        c.magento.run = vec![
+            file::RunConfig {
+                host: "DE.example.com".into(),
+                code: "de".into(),
+                run_type: "store".into(),
+            },
+            file::RunConfig {
+                host: "de.example.com".into(),
+                code: "d e".into(),
+                run_type: "shop".into(),
+            },
+        ];
+        c.upstream.url = "fcgi://127.0.0.1".into();
+        c.upstream.max_response_header_bytes = 0;
+        let got = errors(c);
+        let want = [
+            "server.listen[1]: conflicts with server.listen[0] (127.0.0.1:8080)",
+            "server.listen[2]: invalid socket address \"nope\": expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080 (host names are not accepted)",
+            "server.admin_listen: conflicts with server.listen[0] (127.0.0.1:8080)",
+            "server.trusted_proxies[1]: invalid CIDR \"10.0.0.0/33\": expected an address block like 10.0.0.0/8 or fd00::/8, or a single IP address",
+            "server.max_headers: must be greater than 0",
+            "server.header_read_timeout_secs: must be greater than 0",
+            "server.tls.key_file: required when [server.tls] is present",
+            "log.format: unknown value \"xml\", expected one of \"text\", \"json\"",
+            "upstream.url: missing port; FastCGI has no default port, e.g. fcgi://127.0.0.1:9000",
+            "upstream.max_response_header_bytes: must be greater than 0",
+            "magento.nginx_generation: unknown value \"g4\", expected one of \"g3\", \"g2\"",
+            "magento.php_flag: line 1 (\"session.auto_start\") is not name=value; separate settings with \\n",
+            "magento.mage_mode: unknown value \"prod\", expected one of \"\", \"default\", \"developer\", \"production\"",
+            "magento.run[1].host: conflicts with magento.run[0].host (\"de.example.com\")",
+            "magento.run[1].code: \"d e\": store and website codes contain only letters, digits and _",
+            "magento.run[1].type: unknown value \"shop\", expected one of \"store\", \"website\"",
+        ];
+        let level = got
+            .iter()
+            .position(|e| e.starts_with("log.level: invalid tracing filter"));
+        assert!(level.is_some(), "{got:#?}");
+        let got: Vec<&str> = got
+            .iter()
+            .map(String::as_str)
+            .filter(|e| !e.starts_with("log.level"))
+            .collect();
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn semantic_edge_cases() {
+        let mut c = with_docroot();
+        c.server.listen = vec![];
+        c.magento.docroot = Some("pub".into());
+        c.magento.run = vec![file::RunConfig::default()];
+        assert_eq!(
+            errors(c),
+            vec![
+                "server.listen: must not be empty",
+                "magento.docroot: must be an absolute path (Magento's pub/ directory), got \"pub\"",
+                "magento.run[0].host: must not be empty",
+                "magento.run[0].code: must not be empty",
+            ]
+        );
+        // Port 0 (ephemeral) never clashes; different ports never clash.
+        let mut c = with_docroot();
+        c.server.listen = vec![
+            "127.0.0.1:0".into(),
+            "127.0.0.1:0".into(),
+            "[::1]:8080".into(),
+        ];
+        c.server.admin_listen = Some("0.0.0.0:9180".into());
+        c.server.trusted_proxies = vec!["10.1.2.3/8".into(), "::1".into(), "192.168.0.7".into()];
+        c.server.drain_timeout_secs = 0;
+        c.upstream.keepalive_connections = 0;
+        c.magento.php_value = String::new();
+        c.magento.mage_mode = "production".into();
+        let v = match compile(c) {
+            Ok(v) => v,
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(
+            v.server.trusted_proxies,
+            vec![
+                "10.0.0.0/8".parse::<IpNet>().unwrap(),
+                "::1/128".parse::<IpNet>().unwrap(),
+                "192.168.0.7/32".parse::<IpNet>().unwrap(),
+            ]
+        );
+        assert_eq!(v.server.drain_timeout, Duration::ZERO);
+        assert_eq!(v.magento.php_value, None);
+        assert_eq!(v.magento.mage_mode, Some(MageMode::Production));
+    }
+
+    #[test]
+    fn words_round_trip() {
+        for f in [LogFormat::Text, LogFormat::Json] {
+            assert_eq!(f.as_str().parse::<LogFormat>(), Ok(f));
+        }
+        for g in [NginxGeneration::G2, NginxGeneration::G3] {
+            assert_eq!(g.to_string().parse::<NginxGeneration>(), Ok(g));
+        }
+    }
+}

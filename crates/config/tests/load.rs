@@ -1,0 +1,536 @@
+//! Loading from TOML text: every error with key path and line, the example
+//! file as a golden test, command-line overrides, and schema guards.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use magestack_config::{
+    file, load, load_file, load_str, ConfigErrors, LogFormat, LogSettings, MageMode,
+    MagentoSettings, NginxGeneration, Overrides, RunMapping, RunType, ServerSettings, TlsSettings,
+    UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
+};
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The lines `magestack check` would print.
+fn errors(src: &str) -> Vec<String> {
+    match load_str(src, "edge.toml") {
+        Ok(v) => panic!("expected errors, got {v:#?}"),
+        Err(e) => lines(&e),
+    }
+}
+
+fn lines(e: &ConfigErrors) -> Vec<String> {
+    e.to_string().lines().map(str::to_owned).collect()
+}
+
+fn ok(src: &str) -> Validated {
+    match load_str(src, "edge.toml") {
+        Ok(v) => v,
+        Err(e) => panic!("unexpected errors:\n{e}"),
+    }
+}
+
+const DOCROOT: &str = "[magento]\ndocroot = \"/srv/pub\"\n";
+
+#[test]
+fn default_config_round_trips() {
+    let default = file::Config::default();
+    let text = toml::to_string(&default).unwrap();
+    let back: file::Config = toml::from_str(&text).unwrap();
+    assert_eq!(back, default);
+
+    // The defaults are complete except for the docroot a FastCGI upstream needs.
+    let mut with_docroot = file::Config::default();
+    with_docroot.magento.docroot = Some("/srv/pub".into());
+    let text = toml::to_string(&with_docroot).unwrap();
+    assert_eq!(ok(&text), magestack_config::compile(with_docroot).unwrap());
+
+    // An empty file is the defaults.
+    assert_eq!(ok(DOCROOT), ok(&text));
+}
+
+#[test]
+fn example_round_trips_through_the_file_types() {
+    let src = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
+    let parsed: file::Config = toml::from_str(&src).unwrap();
+    let text = toml::to_string(&parsed).unwrap();
+    let back: file::Config = toml::from_str(&text).unwrap();
+    assert_eq!(back, parsed);
+}
+
+#[test]
+fn typo_is_rejected_with_path_and_line() {
+    let src = "[upstream]\nurl = \"http://127.0.0.1:9000\"\nconect_timeout_secs = 5\n";
+    assert_eq!(
+        errors(src),
+        ["edge.toml:3: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_response_header_bytes`"]
+    );
+}
+
+#[test]
+fn unknown_key_and_wrong_type_are_both_reported() {
+    let src = r#"# edge.toml
+[server]
+listen = ["127.0.0.1:8080"]
+
+max_headers = "many"
+
+[log]
+level = "info"
+
+[upstream]
+url = "http://127.0.0.1:9000"
+conect_timeout_secs = 5
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:5: server.max_headers: invalid type: string \"many\", expected u32",
+            "edge.toml:12: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_response_header_bytes`",
+        ]
+    );
+    // Same errors in the other order of appearance.
+    let src = "[upstream]\nconect_timeout_secs = 5\n[server]\nmax_headers = \"many\"\n";
+    let got = errors(src);
+    assert!(
+        got[0].starts_with("edge.toml:2: upstream.conect_timeout_secs: unknown field"),
+        "{got:#?}"
+    );
+    assert_eq!(
+        got[1],
+        "edge.toml:4: server.max_headers: invalid type: string \"many\", expected u32"
+    );
+    assert_eq!(got.len(), 3, "{got:#?}"); // plus the missing docroot
+    assert_eq!(got[2], "edge.toml: magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)");
+}
+
+#[test]
+fn nested_table_errors_have_full_paths() {
+    let src =
+        format!("{DOCROOT}[server.tls]\ncert_file = \"/etc/tls.crt\"\nkey = \"/etc/tls.key\"\n");
+    assert_eq!(
+        errors(&src),
+        [
+            "edge.toml:3: server.tls.key_file: required when [server.tls] is present",
+            "edge.toml:5: server.tls.key: unknown field, expected `cert_file` or `key_file`",
+        ]
+    );
+}
+
+#[test]
+fn many_kinds_of_schema_error_in_one_file() {
+    let src = r#"
+log = 5
+[server]
+listen = ["127.0.0.1:8080", 8081]
+max_body_bytes = -1
+h2c = "yes"
+tls = { cert_file = "/c", key_fil = "/k" }
+
+[server.extra]
+a = 1
+
+[[magento.run]]
+host = "de.example.com"
+code = "de"
+
+[[magento.run]]
+host = "fr.example.com"
+cod = "fr"
+
+[upstream]
+url = 9000
+read_timeout_secs = 1.5
+keepalive_connections = 32
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:2: log: invalid type: integer `5`, expected struct LogConfig",
+            "edge.toml:4: server.listen[1]: invalid type: integer `8081`, expected a string",
+            "edge.toml:5: server.max_body_bytes: invalid value: integer `-1`, expected u64",
+            "edge.toml:6: server.h2c: invalid type: string \"yes\", expected a boolean",
+            "edge.toml:7: server.tls.key_fil: unknown field, expected `cert_file` or `key_file`",
+            "edge.toml:9: server.extra: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `tls`",
+            // The missing docroot is located at the first line of [magento];
+            // the entry with the typo'd key lacks its code.
+            "edge.toml:12: magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)",
+            "edge.toml:16: magento.run[1].code: must not be empty",
+            "edge.toml:18: magento.run[1].cod: unknown field, expected one of `host`, `code`, `type`",
+            "edge.toml:21: upstream.url: invalid type: integer `9000`, expected a string",
+            "edge.toml:22: upstream.read_timeout_secs: invalid type: floating point `1.5`, expected u64",
+        ]
+    );
+}
+
+#[test]
+fn table_of_wrong_type_is_reported_once() {
+    let src = format!("{DOCROOT}[log.format]\nx = 1\ny = 2\n");
+    assert_eq!(
+        errors(&src),
+        ["edge.toml:3: log.format: invalid type: map, expected a string"]
+    );
+}
+
+#[test]
+fn syntax_error_is_reported_once_with_its_line() {
+    let src = "[server]\nlisten = [\"127.0.0.1:8080\"]\nmax_headers = = 3\n[log\nlevel = 1\n";
+    let got = errors(src);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("edge.toml:3: invalid TOML: "),
+        "{got:#?}"
+    );
+
+    let got = errors("a = 1\na = 2\n");
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert!(
+        got[0].starts_with("edge.toml:2: invalid TOML: duplicate key"),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn semantic_errors_have_paths_and_lines() {
+    let src = r#"[server]
+listen = []
+admin_listen = "127.0.0.1:9180"
+max_headers = 0
+
+[magento]
+docroot = "relative/pub"
+nginx_generation = "g1"
+
+[[magento.run]]
+host = "de.example.com"
+code = "de"
+type = "shop"
+
+[upstream]
+url = "https://php:443"
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:2: server.listen: must not be empty",
+            "edge.toml:4: server.max_headers: must be greater than 0",
+            "edge.toml:7: magento.docroot: must be an absolute path (Magento's pub/ directory), got \"relative/pub\"",
+            "edge.toml:8: magento.nginx_generation: unknown value \"g1\", expected one of \"g3\", \"g2\"",
+            "edge.toml:13: magento.run[0].type: unknown value \"shop\", expected one of \"store\", \"website\"",
+            "edge.toml:16: upstream.url: https upstreams are not supported yet; use http:// (e.g. on a private network or loopback) or fcgi://",
+        ]
+    );
+    // Conflicting listeners; the missing key is located at its table.
+    let src = "[server]\nlisten = [\"0.0.0.0:8080\"]\nadmin_listen = \"127.0.0.1:8080\"\n[[magento.run]]\ncode = \"de\"\n[upstream]\nurl = \"http://php:9000\"\n";
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:3: server.admin_listen: conflicts with server.listen[0] (0.0.0.0:8080)",
+            "edge.toml:4: magento.run[0].host: must not be empty",
+        ]
+    );
+}
+
+#[test]
+fn bad_upstream_urls() {
+    let cases = [
+        ("fcgi://127.0.0.1", "missing port; FastCGI has no default port, e.g. fcgi://127.0.0.1:9000"),
+        ("127.0.0.1:9000", "missing scheme in \"127.0.0.1:9000\"; expected fcgi://host:port, fcgi+unix:///path/to.sock or http://host:port"),
+        ("unix:///run/php.sock", "unsupported scheme \"unix\"; expected fcgi://host:port, fcgi+unix:///path/to.sock or http://host:port"),
+        ("fcgi+unix://run/php.sock", "invalid Unix socket path \"run/php.sock\": expected an absolute path, e.g. fcgi+unix:///run/php-fpm.sock"),
+        ("http://php:9000/index.php", "unexpected \"/index.php\" after host:port; upstream URLs have no path, query or fragment"),
+        ("fcgi://php:70000", "invalid port \"70000\": expected a number from 1 to 65535"),
+    ];
+    for (url, message) in cases {
+        let src = format!("{DOCROOT}\n[upstream]\nurl = \"{url}\"\n");
+        assert_eq!(
+            errors(&src),
+            [format!("edge.toml:5: upstream.url: {message}")],
+            "{url}"
+        );
+    }
+}
+
+#[test]
+fn golden_example_file() {
+    let path = repo_root().join("examples/edge.toml");
+    let got = match load_file(&path) {
+        Ok(v) => v,
+        Err(e) => panic!("{e}"),
+    };
+    let addr = |s: &str| s.parse::<SocketAddr>().unwrap();
+    let want = Validated {
+        server: ServerSettings {
+            listen: vec![addr("0.0.0.0:8080"), addr("[::]:8081")],
+            admin_listen: Some(addr("127.0.0.1:9180")),
+            server_name: "shop.example.com".into(),
+            trusted_proxies: vec![
+                "10.0.0.0/8".parse().unwrap(),
+                "fd00::/8".parse().unwrap(),
+                "192.168.1.10/32".parse().unwrap(),
+            ],
+            max_header_bytes: 65536,
+            max_headers: 100,
+            max_body_bytes: 67_108_864,
+            header_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(75),
+            drain_timeout: Duration::from_secs(30),
+            h2c: true,
+            tls: Some(TlsSettings {
+                cert_file: "/etc/magestack/tls.crt".into(),
+                key_file: "/etc/magestack/tls.key".into(),
+            }),
+        },
+        log: LogSettings {
+            format: LogFormat::Json,
+            level: "info,magestack_edge=debug".into(),
+            access_log: true,
+        },
+        magento: MagentoSettings {
+            docroot: Some("/var/www/magento/pub".into()),
+            nginx_generation: NginxGeneration::G3,
+            gzip: true,
+            gzip_min_length: 1100,
+            php_value: Some("memory_limit=756M\nmax_execution_time=18000".into()),
+            php_flag: Some("session.auto_start=off\nsuhosin.session.cryptua=off".into()),
+            mage_mode: Some(MageMode::Production),
+            run: vec![
+                RunMapping {
+                    host: "de.example.com".into(),
+                    code: "de".into(),
+                    run_type: RunType::Store,
+                },
+                RunMapping {
+                    host: "b2b.example.com".into(),
+                    code: "b2b".into(),
+                    run_type: RunType::Website,
+                },
+            ],
+        },
+        upstream: UpstreamSettings {
+            url: UpstreamUrl::FastCgiTcp {
+                host: "127.0.0.1".into(),
+                port: 9000,
+            },
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(600),
+            keepalive_connections: 32,
+            max_response_header_bytes: 32768,
+        },
+    };
+    assert_eq!(got, want);
+}
+
+#[test]
+fn flags_alone_make_a_valid_config() {
+    let overrides = Overrides {
+        listen: vec!["127.0.0.1:8080".parse().unwrap()],
+        upstream: Some("http://127.0.0.1:9000".into()),
+        ..Overrides::default()
+    };
+    let v = load(None, &overrides).unwrap();
+    assert_eq!(
+        v.upstream.url,
+        UpstreamUrl::Http {
+            authority: "127.0.0.1:9000".into()
+        }
+    );
+    assert_eq!(v.magento.docroot, None);
+
+    // FastCGI without --docroot: the error names the flag, attributed to the command line.
+    let overrides = Overrides {
+        upstream: Some("fcgi://127.0.0.1:9000".into()),
+        ..Overrides::default()
+    };
+    let e = load(None, &overrides).unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [format!("{COMMAND_LINE}: magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)")]
+    );
+
+    // A relative --docroot is made absolute against the working directory.
+    let overrides = Overrides {
+        upstream: Some("fcgi+unix:///run/php-fpm.sock".into()),
+        docroot: Some("pub".into()),
+        ..Overrides::default()
+    };
+    let v = load(None, &overrides).unwrap();
+    assert_eq!(
+        v.magento.docroot,
+        Some(std::env::current_dir().unwrap().join("pub"))
+    );
+}
+
+#[test]
+fn command_line_beats_file_beats_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    std::fs::write(
+        &path,
+        "[server]\nlisten = [\"127.0.0.1:1111\"]\nadmin_listen = \"127.0.0.1:2222\"\nmax_headers = 50\n\
+         [log]\nformat = \"json\"\n[magento]\ndocroot = \"/file/pub\"\n[upstream]\nurl = \"fcgi://file:9000\"\n",
+    )
+    .unwrap();
+
+    // File only: file values, defaults elsewhere.
+    let v = load(Some(&path), &Overrides::default()).unwrap();
+    assert_eq!(
+        v.server.listen,
+        vec!["127.0.0.1:1111".parse::<SocketAddr>().unwrap()]
+    );
+    assert_eq!(v.server.max_headers, 50);
+    assert_eq!(v.server.max_header_bytes, 65536);
+    assert_eq!(v.log.format, LogFormat::Json);
+    assert_eq!(v, load_file(&path).unwrap());
+
+    // Flags win key by key; keys without a flag keep the file's value.
+    let overrides = Overrides {
+        listen: vec![
+            "127.0.0.1:3333".parse().unwrap(),
+            "127.0.0.1:4444".parse().unwrap(),
+        ],
+        upstream: Some("http://flag:8000".into()),
+        docroot: Some("/flag/pub".into()),
+        admin_listen: Some("127.0.0.1:5555".parse().unwrap()),
+        log_format: Some(LogFormat::Text),
+    };
+    let v = load(Some(&path), &overrides).unwrap();
+    assert_eq!(v.server.listen, overrides.listen);
+    assert_eq!(v.server.admin_listen, overrides.admin_listen);
+    assert_eq!(v.server.max_headers, 50);
+    assert_eq!(v.log.format, LogFormat::Text);
+    assert_eq!(v.magento.docroot, Some(PathBuf::from("/flag/pub")));
+    assert_eq!(
+        v.upstream.url,
+        UpstreamUrl::Http {
+            authority: "flag:8000".into()
+        }
+    );
+
+    // An error caused by a flag is attributed to the command line, one caused
+    // by the file to its line.
+    let overrides = Overrides {
+        listen: vec!["127.0.0.1:2222".parse().unwrap()],
+        upstream: Some("https://flag".into()),
+        ..Overrides::default()
+    };
+    let e = load(Some(&path), &overrides).unwrap_err();
+    let origin = path.display().to_string();
+    assert_eq!(
+        lines(&e),
+        [
+            format!("{origin}:3: server.admin_listen: conflicts with server.listen[0] (127.0.0.1:2222)"),
+            format!("{COMMAND_LINE}: upstream.url: https upstreams are not supported yet; use http:// (e.g. on a private network or loopback) or fcgi://"),
+        ]
+    );
+}
+
+#[test]
+fn unreadable_file_is_one_error() {
+    let e = load_file("/nonexistent/edge.toml").unwrap_err();
+    let got = lines(&e);
+    assert_eq!(got.len(), 1);
+    assert!(
+        got[0].starts_with("/nonexistent/edge.toml: cannot read configuration: "),
+        "{got:#?}"
+    );
+}
+
+/// Every key path of the schema, from a default config with the optional
+/// parts filled in.
+fn schema_keys() -> Vec<String> {
+    let mut c = file::Config::default();
+    c.server.admin_listen = Some(String::new());
+    c.server.tls = Some(file::TlsConfig::default());
+    c.magento.docroot = Some(PathBuf::new());
+    c.magento.run = vec![file::RunConfig::default()];
+    let text = toml::to_string(&c).unwrap();
+    let doc: toml_edit::DocumentMut = text.parse().unwrap();
+    let mut out = Vec::new();
+    fn walk(prefix: &str, table: &dyn toml_edit::TableLike, out: &mut Vec<String>) {
+        for (k, item) in table.iter() {
+            let path = if prefix.is_empty() {
+                k.to_owned()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            if let Some(t) = item.as_table_like() {
+                walk(&path, t, out);
+            } else if let Some(a) = item.as_array_of_tables() {
+                for t in a.iter() {
+                    walk(&format!("{path}[]"), t, out);
+                }
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    walk("", doc.as_table(), &mut out);
+    out
+}
+
+#[test]
+fn reference_and_example_mention_every_key() {
+    let keys = schema_keys();
+    assert_eq!(keys.len(), 31, "{keys:#?}");
+    let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
+    let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
+    for key in keys {
+        assert!(
+            reference.contains(&format!("`{key}`")),
+            "docs/configuration.md lacks `{key}`"
+        );
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(
+            example
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
+            "examples/edge.toml lacks {key}"
+        );
+    }
+}
+
+#[test]
+fn errors_inside_inline_tables_dotted_keys_and_multiline_arrays() {
+    let src = "[server]\r\nlisten = [\r\n  \"127.0.0.1:8080\",\r\n  \"ünïcödé\",\r\n  8081,\r\n]\r\nserver_name = \"shop\" # ✓\r\ntls.cert_file = 1\r\n\
+               [magento]\r\ndocroot = \"/srv/pub\"\r\nrun = [{ host = \"a.example\", code = \"a\" }, { host = \"b.example\", cod = \"b\" }]\r\n";
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:5: server.listen[2]: invalid type: integer `8081`, expected a string",
+            "edge.toml:8: server.tls.cert_file: invalid type: integer `1`, expected path string",
+            "edge.toml:11: magento.run[1].cod: unknown field, expected one of `host`, `code`, `type`",
+        ]
+    );
+    // Once the types are right, the semantic error in the array is located
+    // at its element.
+    let src = "[server]\nlisten = [\n  \"127.0.0.1:8080\",\n  \"ünïcödé\",\n]\n[magento]\ndocroot = \"/srv/pub\"\n";
+    assert_eq!(
+        errors(src),
+        ["edge.toml:4: server.listen[1]: invalid socket address \"ünïcödé\": expected IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080 (host names are not accepted)"]
+    );
+}
+
+#[test]
+fn every_error_of_a_long_file_is_reported() {
+    // 120 unknown keys: more than the 100 rounds the loader allows.
+    let mut src = String::from("[server]\n");
+    for i in 0..120 {
+        src.push_str(&format!("unknown_{i} = {i}\n"));
+    }
+    let got = errors(&src);
+    assert_eq!(got.len(), 101, "{got:#?}");
+    for line in &got[..100] {
+        let (_, rest) = line.split_once(':').unwrap();
+        let (n, rest) = rest.split_once(':').unwrap();
+        let n: usize = n.parse().unwrap();
+        assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `tls`", n - 2));
+    }
+    assert_eq!(got[100], "edge.toml: too many errors; stopped after 100");
+}
