@@ -466,13 +466,17 @@ impl Router {
     /// `$MAGE_ROOT` = the docroot's parent.
     ///
     /// Paths are used as given (no canonicalization, no I/O); pass an
-    /// absolute path. Trailing slashes are dropped.
+    /// absolute path. Trailing slashes are dropped; a relative `pub` gets
+    /// `.` as `$MAGE_ROOT`.
     #[must_use]
     pub fn new(docroot: impl Into<PathBuf>, generation: Generation) -> Self {
-        let docroot = trim_trailing_slashes(docroot.into());
-        let mage_root = docroot
-            .parent()
-            .map_or_else(|| docroot.clone(), Path::to_path_buf);
+        let docroot = clean_root(docroot.into());
+        let mage_root = match docroot.parent() {
+            // "pub" → "."; never "", which would join to "/…".
+            Some(p) if p.as_os_str().is_empty() => PathBuf::from("."),
+            Some(p) => p.to_path_buf(),
+            None => docroot.clone(),
+        };
         Self {
             docroot,
             mage_root,
@@ -485,7 +489,7 @@ impl Router {
     /// the docroot's parent.
     #[must_use]
     pub fn with_mage_root(mut self, mage_root: impl Into<PathBuf>) -> Self {
-        self.mage_root = trim_trailing_slashes(mage_root.into());
+        self.mage_root = clean_root(mage_root.into());
         self
     }
 
@@ -803,8 +807,13 @@ fn lossy(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn trim_trailing_slashes(p: PathBuf) -> PathBuf {
+/// Drops trailing slashes ("/" stays "/") and turns "" into ".", so that
+/// `root + uri` never lands at the filesystem root by accident.
+fn clean_root(p: PathBuf) -> PathBuf {
     let bytes = path_bytes(&p);
+    if bytes.is_empty() {
+        return PathBuf::from(".");
+    }
     let trimmed = bytes.len() - bytes.iter().rev().take_while(|&&b| b == b'/').count();
     if trimmed == bytes.len() || trimmed == 0 {
         // Nothing to trim, or the path is "/" itself.

@@ -830,3 +830,28 @@ fn route_labels() {
     assert_eq!(PhpProfile::Setup.php_value(), Some(PHP_VALUE_SETUP));
     assert_eq!(PhpProfile::Main.timeout_secs(), 600);
 }
+
+#[test]
+fn relative_and_empty_roots_never_join_to_filesystem_root() {
+    let r = Router::new("pub", Generation::G3);
+    assert_eq!(r.mage_root(), Path::new("."));
+    let fs = MemFs::new()
+        .with_file("./setup/index.php")
+        .with_file("pub/index.php");
+    let p = php(route_with(&r, &fs, "GET", "/setup/"));
+    assert_eq!(p.script_filename, PathBuf::from("./setup/index.php"));
+    let p = php(route_with(&r, &fs, "GET", "/x"));
+    assert_eq!(p.script_filename, PathBuf::from("pub/index.php"));
+    let r = Router::new("", Generation::G3);
+    assert_eq!(r.docroot(), Path::new("."));
+}
+
+#[test]
+fn pub_alias_serves_errors_xml_like_nginx_does() {
+    // Faithful to the sample, not a recommendation: /pub/ has no xml deny,
+    // so /pub/errors/local.xml is served when the file exists.
+    assert_eq!(
+        get("/pub/errors/local.xml"),
+        static_file("/app/pub/errors/local.xml", StaticHeaders::None, true)
+    );
+}
