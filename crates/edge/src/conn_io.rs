@@ -7,6 +7,7 @@
 //! The wrapper learns where request boundaries are from [`HeadState`], which the
 //! service flips when hyper hands it a parsed request and when the response ends.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -16,7 +16,7 @@ use crate::http_upstream::{HttpUpstream, HttpUpstreamError};
 use crate::request_body::{self, BodyError};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, UpstreamTarget};
-use crate::static_files::{self, CacheHeaders};
+use crate::static_files;
 
 /// What the pipeline did with a request; the access log and metrics label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,7 +88,7 @@ impl Edge {
                     return Err(EdgeError::DocrootMissing(d.display().to_string()));
                 }
                 let docroot = d.canonicalize().unwrap_or_else(|_| d.clone());
-                Some(magestack_routing::Router::new(docroot, s.static_cache == CacheHeaders::PublicExpiresYear))
+                Some(magestack_routing::Router::new(docroot, s.generation))
             }
             None => None,
         };
@@ -99,14 +99,13 @@ impl Edge {
                 s.read_timeout,
                 s.keepalive_connections,
             )),
-            target => {
+            UpstreamTarget::FastCgiTcp(_) | UpstreamTarget::FastCgiUnix(_) => {
                 if router.is_none() {
                     return Err(EdgeError::DocrootRequired);
                 }
-                let endpoint = match target {
+                let endpoint = match &s.upstream {
                     UpstreamTarget::FastCgiUnix(p) => magestack_fastcgi::Endpoint::Unix(p.clone()),
-                    UpstreamTarget::FastCgiTcp(a) => magestack_fastcgi::Endpoint::Tcp(a.clone()),
-                    UpstreamTarget::Http(_) => unreachable_http(),
+                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => magestack_fastcgi::Endpoint::Tcp(a.clone()),
                 };
                 Upstream::FastCgi(magestack_fastcgi::Client::new(
                     endpoint,
@@ -169,13 +168,7 @@ impl Edge {
         let route = router.route(&magestack_routing::RealFs, req.method(), &path, req.uri().query());
         match route {
             magestack_routing::Route::Static { file, headers, x_frame_options } => {
-                let cache = match headers {
-                    magestack_routing::StaticHeaders::Immutable => CacheHeaders::Immutable,
-                    magestack_routing::StaticHeaders::PublicExpires => CacheHeaders::PublicExpiresYear,
-                    magestack_routing::StaticHeaders::NoStore => CacheHeaders::NoStore,
-                    magestack_routing::StaticHeaders::None => CacheHeaders::None,
-                };
-                let r = static_files::serve(req.method(), req.headers(), &file, cache, x_frame_options, SystemTime::now()).await;
+                let r = static_files::serve(req.method(), req.headers(), &file, headers, x_frame_options, SystemTime::now()).await;
                 (r, Outcome::Static)
             }
             magestack_routing::Route::FastCgi(php) => self.php(req, conn, client, &php).await,
@@ -188,6 +181,11 @@ impl Edge {
             }
             magestack_routing::Route::NotFound => (error_page(StatusCode::NOT_FOUND, None), Outcome::Denied),
             magestack_routing::Route::Forbidden => (error_page(StatusCode::FORBIDDEN, None), Outcome::Denied),
+            magestack_routing::Route::MethodNotAllowed => {
+                let mut r = error_page(StatusCode::METHOD_NOT_ALLOWED, None);
+                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                (r, Outcome::Edge)
+            }
             magestack_routing::Route::LoopError => (error_page(StatusCode::INTERNAL_SERVER_ERROR, None), Outcome::Edge),
         }
     }
@@ -207,12 +205,17 @@ impl Edge {
             return (error_page(StatusCode::BAD_GATEWAY, None), Outcome::UpstreamError);
         };
         let (parts, incoming) = req.into_parts();
-        let prepared = match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
-            Ok(p) => p,
-            Err(BodyError::TooLarge { .. }) => {
-                return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge)
+        let prepared = if php.error_page {
+            // nginx discards the body when it redirects to the error page.
+            request_body::PreparedBody { length: None, body: body::empty() }
+        } else {
+            match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+                Ok(p) => p,
+                Err(BodyError::TooLarge { .. }) => {
+                    return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge)
+                }
+                Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
             }
-            Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
         };
         let https = client_ip::is_https(conn.tls, conn.peer.ip(), &parts.headers, &self.s.trusted_proxies);
         let host = cgi::host_of(&parts.headers, parts.uri.authority().map(|a| a.as_str()), &self.s.server_name);
@@ -222,11 +225,16 @@ impl Edge {
             .iter()
             .find(|(h, _, _)| h.eq_ignore_ascii_case(&host))
             .map(|(_, code, kind)| (code.as_str(), kind.as_str()));
+        let (php_value, php_flag) = self.php_ini(php);
+        let method = match php.request_method(parts.method.as_str()) {
+            "GET" => Method::GET,
+            _ => parts.method.clone(),
+        };
         let request_uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
         let script_filename = php.script_filename.to_string_lossy();
         let document_root = php.document_root.to_string_lossy();
         let cgi_req = CgiRequest {
-            method: &parts.method,
+            method: &method,
             request_uri,
             version: parts.version,
             headers: &parts.headers,
@@ -242,8 +250,8 @@ impl Edge {
             remote: SocketAddr::new(client, conn.peer.port()),
             local: conn.local,
             server_name: &self.s.server_name,
-            php_value: self.php_value(php),
-            php_flag: self.s.php_flag.as_deref(),
+            php_value,
+            php_flag,
             mage_mode: self.s.mage_mode.as_deref(),
             mage_run,
         };
@@ -257,7 +265,7 @@ impl Edge {
                 ));
                 *resp.status_mut() = r.status;
                 *resp.headers_mut() = r.headers;
-                (resp, Outcome::Php)
+                (resp, if php.error_page { Outcome::Denied } else { Outcome::Php })
             }
             Err(e) => {
                 let status = if e.is_timeout() {
@@ -271,10 +279,12 @@ impl Edge {
         }
     }
 
-    fn php_value(&self, php: &magestack_routing::FastCgiRoute) -> Option<&str> {
+    /// `PHP_VALUE`/`PHP_FLAG`: the configured ones for the main block, the
+    /// sample's fixed ones for `/setup` and `/update`.
+    fn php_ini(&self, php: &magestack_routing::FastCgiRoute) -> (Option<&str>, Option<&str>) {
         match php.profile {
-            magestack_routing::PhpProfile::Setup => Some("memory_limit=756M\nmax_execution_time=600"),
-            _ => self.s.php_value.as_deref(),
+            magestack_routing::PhpProfile::Main => (self.s.php_value.as_deref(), self.s.php_flag.as_deref()),
+            other => (other.php_value(), other.php_flag()),
         }
     }
 
@@ -319,7 +329,7 @@ impl Edge {
     fn filter_response(&self, req_headers: &http::HeaderMap, is_head: bool, resp: &mut Response<EdgeBody>) {
         if let Some(ct) = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             if !ct.to_ascii_lowercase().contains("charset=") && magestack_routing::charset_applies(ct) {
-                if let Ok(v) = HeaderValue::from_str(&format!("{ct}; charset=utf-8")) {
+                if let Ok(v) = HeaderValue::from_str(&format!("{ct}; charset={}", magestack_routing::CHARSET)) {
                     resp.headers_mut().insert(header::CONTENT_TYPE, v);
                 }
             }
@@ -337,10 +347,6 @@ impl Edge {
             }
         }
     }
-}
-
-fn unreachable_http() -> magestack_fastcgi::Endpoint {
-    magestack_fastcgi::Endpoint::Tcp(String::new())
 }
 
 /// A short error answer produced by the edge itself.

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::Request;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -57,11 +57,19 @@ pub struct ConnInfo {
 }
 
 /// A running set of listeners.
-#[derive(Debug)]
 pub struct Server {
     edge: Arc<Edge>,
     limits: ServerLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("limits", &self.limits)
+            .field("tls", &self.tls.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Server {
@@ -186,7 +194,7 @@ impl Server {
             .max_headers(self.limits.max_headers)
             .max_header_size(self.limits.max_header_bytes)
             .max_buf_size(self.limits.max_header_bytes.max(8192) + 8192);
-        let conn = builder.serve_connection(io, service).with_upgrades();
+        let conn = builder.serve_connection(io, service);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(peer = %info.peer, error = %e, "HTTP/1 connection ended with an error.");
         }

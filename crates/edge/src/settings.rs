@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
-use crate::static_files::CacheHeaders;
+pub use magestack_routing::Generation;
 
 /// Where requests that are not static files go.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,8 +23,8 @@ pub enum UpstreamTarget {
 pub struct EdgeSettings {
     /// Magento's `pub/`; `None` with an HTTP upstream means "proxy everything".
     pub docroot: Option<PathBuf>,
-    /// G3 (immutable) or G2 (public + Expires) static headers.
-    pub static_cache: CacheHeaders,
+    /// Which `nginx.conf.sample` to emulate: G3 (immutable) or G2 (public + Expires).
+    pub generation: Generation,
     /// `server_name` for `SERVER_NAME`.
     pub server_name: String,
     /// Networks whose `X-Forwarded-*` headers are believed.

@@ -21,27 +21,15 @@ use crate::body::{self, EdgeBody};
 /// Files up to this size are read in one go and served from memory.
 pub const INLINE_MAX: u64 = 256 * 1024;
 const CHUNK: usize = 64 * 1024;
-const ONE_YEAR: Duration = Duration::from_secs(31_536_000);
 
-/// The header set of the nginx location that matched.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CacheHeaders {
-    /// G3: `Cache-Control: public, max-age=31536000, immutable`.
-    Immutable,
-    /// G2: `Cache-Control: public` + `expires +1y`.
-    PublicExpiresYear,
-    /// Archives and XML: `Cache-Control: no-store`.
-    NoStore,
-    /// No cache header.
-    None,
-}
+pub use magestack_routing::StaticHeaders;
 
 /// Serves `file` for `method`, honouring conditional and range headers.
 pub async fn serve(
     method: &Method,
     req_headers: &HeaderMap,
     file: &Path,
-    cache: CacheHeaders,
+    cache: StaticHeaders,
     x_frame_options: bool,
     now: SystemTime,
 ) -> Response<EdgeBody> {
@@ -144,28 +132,18 @@ pub async fn serve(
 /// one of those.
 pub fn apply_location_headers(
     headers: &mut HeaderMap,
-    cache: CacheHeaders,
+    cache: StaticHeaders,
     x_frame_options: bool,
     now: SystemTime,
 ) {
-    match cache {
-        CacheHeaders::Immutable => {
-            headers.insert(
-                header::CACHE_CONTROL,
-                HeaderValue::from_static("public, max-age=31536000, immutable"),
-            );
+    // `expires` comes first, then `add_header`, as nginx writes them.
+    if let Some(secs) = cache.expires_secs() {
+        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(secs))) {
+            headers.insert(header::EXPIRES, v);
         }
-        CacheHeaders::PublicExpiresYear => {
-            if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now + ONE_YEAR)) {
-                headers.insert(header::EXPIRES, v);
-            }
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=31536000"));
-            headers.append(header::CACHE_CONTROL, HeaderValue::from_static("public"));
-        }
-        CacheHeaders::NoStore => {
-            headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        }
-        CacheHeaders::None => {}
+    }
+    for line in cache.cache_control() {
+        headers.append(header::CACHE_CONTROL, HeaderValue::from_static(line));
     }
     if x_frame_options {
         headers.insert(
@@ -357,16 +335,16 @@ mod tests {
         let p = dir.path().join("styles.css");
         std::fs::write(&p, "body{}").unwrap();
         let now = SystemTime::now();
-        let r = serve(&Method::GET, &HeaderMap::new(), &p, CacheHeaders::Immutable, true, now).await;
+        let r = serve(&Method::GET, &HeaderMap::new(), &p, StaticHeaders::Immutable, true, now).await;
         assert_eq!(r.status(), 200);
         assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
         assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
         assert_eq!(r.headers()["content-type"], "text/css");
         assert!(r.headers().get("expires").is_none());
         let etag = r.headers()["etag"].to_str().unwrap().to_string();
-        let r = serve(&Method::GET, &req(&[("if-none-match", &etag)]), &p, CacheHeaders::Immutable, true, now).await;
+        let r = serve(&Method::GET, &req(&[("if-none-match", &etag)]), &p, StaticHeaders::Immutable, true, now).await;
         assert_eq!(r.status(), 304);
-        let r = serve(&Method::POST, &HeaderMap::new(), &p, CacheHeaders::Immutable, true, now).await;
+        let r = serve(&Method::POST, &HeaderMap::new(), &p, StaticHeaders::Immutable, true, now).await;
         assert_eq!(r.status(), 405);
     }
 
@@ -375,7 +353,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.js");
         std::fs::write(&p, "x").unwrap();
-        let r = serve(&Method::GET, &HeaderMap::new(), &p, CacheHeaders::PublicExpiresYear, true, SystemTime::now()).await;
+        let r = serve(&Method::GET, &HeaderMap::new(), &p, StaticHeaders::PublicExpires, true, SystemTime::now()).await;
         assert!(r.headers().get("expires").is_some());
         let cc: Vec<_> = r.headers().get_all("cache-control").iter().collect();
         assert_eq!(cc.len(), 2);

@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
-use magestack_edge::static_files::CacheHeaders;
 use magestack_edge::{Edge, EdgeSettings, Server, ServerLimits, UpstreamTarget};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -42,7 +41,7 @@ pub fn php_env() -> PhpEnv {
 pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSettings {
     EdgeSettings {
         docroot,
-        static_cache: CacheHeaders::Immutable,
+        generation: magestack_edge::settings::Generation::G3,
         server_name: "localhost".into(),
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         max_body_bytes: 64 * 1024 * 1024,

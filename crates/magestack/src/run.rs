@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use magestack_config::{LogFormat, NginxGeneration, UpstreamUrl, Validated};
-use magestack_edge::static_files::CacheHeaders;
 use magestack_edge::{admin, EdgeSettings, Server, ServerLimits, UpstreamTarget};
 use tokio::net::TcpListener;
 
@@ -21,9 +20,13 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(edge(cfg))
         }
         Command::Demo { listen } => {
-            let mut cfg = magestack_config::load(None, &magestack_config::Overrides::default())
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            cfg.server.listen = vec![listen];
+            // The real upstream address is known only once the built-in storefront is bound.
+            let overrides = magestack_config::Overrides {
+                listen: vec![listen],
+                upstream: Some("http://127.0.0.1:1".into()),
+                ..Default::default()
+            };
+            let cfg = magestack_config::load(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(&cfg);
             runtime()?.block_on(demo(cfg))
         }
@@ -82,9 +85,9 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
     let m = &cfg.magento;
     EdgeSettings {
         docroot: m.docroot.clone(),
-        static_cache: match m.nginx_generation {
-            NginxGeneration::G3 => CacheHeaders::Immutable,
-            NginxGeneration::G2 => CacheHeaders::PublicExpiresYear,
+        generation: match m.nginx_generation {
+            NginxGeneration::G3 => magestack_edge::settings::Generation::G3,
+            NginxGeneration::G2 => magestack_edge::settings::Generation::G2,
         },
         server_name: cfg.server.server_name.clone(),
         trusted_proxies: cfg.server.trusted_proxies.clone(),
