@@ -38,7 +38,8 @@
 //! connections wait in the backlog until their read timeout. So while any
 //! request waits for the first byte on a fresh connection, finished
 //! connections are closed instead of pooled, which frees their workers for
-//! the backlog. Keep `max_idle` below `pm.max_children` as well, and mind that
+//! the backlog. The price: while a slow script runs on a fresh connection,
+//! keep-alive is in effect off (a connect per request), never a stall. Keep `max_idle` below `pm.max_children` as well, and mind that
 //! other clients of the same FPM pool (other edge processes) cannot see each
 //! other's waiters: `idle_timeout` bounds how long an idle connection pins a
 //! worker.

@@ -10,7 +10,9 @@ use bytes::Bytes;
 use http::{header, StatusCode};
 use http_body::Body as _;
 use http_body_util::BodyExt;
-use magestack_fastcgi::{Client, ClientConfig, Endpoint, RequestBody};
+use magestack_fastcgi::codec::{self, Limits, PairList, ProtocolStatus, Record, RecordBody, Role};
+use magestack_fastcgi::{Client, ClientConfig, Endpoint, HeadParser, RequestBody};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use common::{collect, md5_hex, pseudo_random, ChannelBody, Fpm, Listen, LogCapture};
 
@@ -504,4 +506,115 @@ async fn head_request_has_no_body_and_keeps_the_connection() {
     assert!(resp.body.is_end_stream(), "{:?}", resp.body);
     assert_eq!(client.stats().idle, 1);
     assert!(collect(resp.body).await.expect("body").is_empty());
+}
+
+/// Sends `wire` on a fresh connection and returns the records FPM sends
+/// until END_REQUEST or GET_VALUES_RESULT.
+async fn raw_exchange(fpm: &Fpm, wire: &[u8]) -> Vec<Record> {
+    let Endpoint::Tcp(addr) = &fpm.endpoint else {
+        panic!("tcp endpoint expected");
+    };
+    let mut s = tokio::net::TcpStream::connect(addr.as_str())
+        .await
+        .expect("connect");
+    s.write_all(wire).await.expect("write");
+    let mut buf = bytes::BytesMut::new();
+    let mut records = Vec::new();
+    loop {
+        while let Some(r) =
+            codec::decode(&mut buf, &Limits::default()).expect("fpm sends valid records")
+        {
+            let last = matches!(
+                r.body,
+                RecordBody::EndRequest { .. } | RecordBody::GetValuesResult(_)
+            );
+            records.push(r);
+            if last {
+                assert!(buf.is_empty(), "{} bytes after the last record", buf.len());
+                return records;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read_buf(&mut buf))
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "fpm went silent after {records:?} + {buf:?}\n{}",
+                    fpm.logs()
+                )
+            })
+            .expect("read");
+        assert!(n > 0, "fpm closed early after {records:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bare_codec_talks_to_php_fpm() {
+    let fpm = Fpm::start(Listen::Tcp);
+    fpm.script("hello.php", HELLO);
+
+    // A responder request with request id 7 and no keep-conn.
+    let mut wire = bytes::BytesMut::new();
+    codec::encode_begin_request(&mut wire, 7, Role::RESPONDER, 0);
+    codec::encode_params(
+        &mut wire,
+        7,
+        &fpm.params("hello.php", "GET", "name=raw", None),
+    )
+    .expect("fits");
+    codec::encode_stdin_end(&mut wire, 7);
+    let records = raw_exchange(&fpm, &wire).await;
+    let mut stdout = Vec::new();
+    for r in &records[..records.len() - 1] {
+        assert_eq!(r.request_id, 7);
+        match &r.body {
+            // php-fpm 8.2 goes straight to END_REQUEST without the empty
+            // STDOUT record; the client does not rely on either.
+            RecordBody::Stdout(c) if c.is_empty() => {}
+            RecordBody::Stdout(c) => stdout.extend_from_slice(c),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        records.last().map(|r| (r.request_id, &r.body)),
+        Some((
+            7,
+            &RecordBody::EndRequest {
+                app_status: 0,
+                protocol_status: ProtocolStatus::REQUEST_COMPLETE
+            }
+        ))
+    );
+    let head = HeadParser::new(magestack_fastcgi::DEFAULT_MAX_HEADER_BYTES)
+        .push(Bytes::from(stdout))
+        .expect("valid head")
+        .expect("complete head");
+    assert_eq!(head.status, StatusCode::OK);
+    assert_eq!(&head.body[..], b"hello GET name=raw raw");
+
+    // GET_VALUES: FPM says it does not multiplex connections.
+    let mut names = PairList::new();
+    for n in ["FCGI_MAX_CONNS", "FCGI_MAX_REQS", "FCGI_MPXS_CONNS"] {
+        names.try_push(n, "").expect("fits");
+    }
+    let mut wire = bytes::BytesMut::new();
+    Record {
+        request_id: codec::NULL_REQUEST_ID,
+        body: RecordBody::GetValues(names),
+    }
+    .encode(&mut wire);
+    let records = raw_exchange(&fpm, &wire).await;
+    let [Record {
+        request_id: 0,
+        body: RecordBody::GetValuesResult(values),
+    }] = &records[..]
+    else {
+        panic!("expected one GET_VALUES_RESULT, got {records:?}");
+    };
+    assert_eq!(
+        values.get(b"FCGI_MPXS_CONNS").map(|v| &v[..]),
+        Some(&b"0"[..]),
+        "{values:?}"
+    );
+    // php-fpm 8.2 answers only the names it knows, i.e. FCGI_MPXS_CONNS.
+    assert_eq!(values.len(), 1, "{values:?}");
 }
