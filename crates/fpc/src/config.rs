@@ -411,9 +411,8 @@ mod tests {
 
     #[test]
     fn invalid_tracking_param_is_named() {
-        let err = TrackingParams::new(["utm_[a-z]+", "bad(("]).unwrap_err();
-        match err {
-            PolicyError::TrackingParam { index, name, .. } => {
+        match TrackingParams::new(["utm_[a-z]+", "bad(("]) {
+            Err(PolicyError::TrackingParam { index, name, .. }) => {
                 assert_eq!(index, 1);
                 assert_eq!(name, "bad((");
             }
@@ -442,8 +441,10 @@ mod tests {
         assert_eq!(d.lookup(Some(b"Android Mobile")), Some("other"));
         assert_eq!(d.lookup(Some(b"Desktop")), None);
         assert_eq!(d.lookup(None), None);
-        let err = DesignExceptions::new([("ok", "a"), ("(", "b")]).unwrap_err();
-        assert!(matches!(err, PolicyError::DesignException { index: 1, .. }));
+        assert!(matches!(
+            DesignExceptions::new([("ok", "a"), ("(", "b")]),
+            Err(PolicyError::DesignException { index: 1, .. })
+        ));
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::request::{classify, RequestDecision};
-use http::header::{HeaderName, AGE};
+use http::header::HeaderName;
 use http::Method;
 use std::time::UNIX_EPOCH;
 
@@ -678,7 +678,6 @@ fn object_times_from_decision() {
         .respond(500, &[])
         .object_times(now())
         .is_none());
-    let _ = AGE;
 }
 
 #[test]
