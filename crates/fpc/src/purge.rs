@@ -391,6 +391,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // informational timing only
     fn s8_large_magento_header_parses_on_the_fast_path() {
         // ~7,600 bytes of groups, as PurgeCache::chunkTags produces.
         let mut groups = Vec::new();

@@ -21,8 +21,11 @@ use crate::key::{CacheKey, KeyParts};
 pub struct RequestView<'a> {
     /// The request method, compared case-sensitively (`purge` is not `PURGE`).
     pub method: &'a Method,
-    /// The request target as received: origin-form `/path?query`, or
-    /// absolute-form `http://host/path?query`.
+    /// The request target as received on HTTP/1.1: origin-form
+    /// `/path?query`, or absolute-form `http://host/path?query` (Varnish
+    /// keys the latter as `host/path?query`). For HTTP/2, whose URI always
+    /// carries scheme and authority, pass the path and query only and give
+    /// the `:authority` as [`RequestView::host_fallback`].
     pub target: &'a str,
     /// The client's request headers (several `Cookie` lines allowed).
     pub headers: &'a HeaderMap,

@@ -4,7 +4,8 @@
 use std::time::{Duration, SystemTime};
 
 use http::header::{
-    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_TYPE, DATE, EXPIRES, SET_COOKIE, VARY,
+    HeaderMap, HeaderValue, CACHE_CONTROL, CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, DATE,
+    ETAG, EXPIRES, SET_COOKIE, VARY,
 };
 use http::StatusCode;
 
@@ -217,6 +218,50 @@ pub fn copy_debug_cache_control(headers: &mut HeaderMap) {
         .and_then(|v| HeaderValue::from_bytes(&v).ok());
     if let Some(v) = value {
         headers.insert(X_MAGENTO_CACHE_CONTROL, v);
+    }
+}
+
+/// Whether the backend body is already content-encoded (then `gzip` is not
+/// applied: Varnish only gzips identity bodies).
+pub fn is_encoded(headers: &HeaderMap) -> bool {
+    headers
+        .get(CONTENT_ENCODING)
+        .is_some_and(|v| !v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"identity"))
+}
+
+/// The header edits of storing a body gzip-compressed (contract §10,
+/// Varnish `do_gzip`): `Content-Encoding: gzip`, no `Content-Length`, a
+/// strong `ETag` weakened to `W/…`, and `Accept-Encoding` added to `Vary`
+/// (appended to an existing value unless already listed).
+pub fn gzip_stored_headers(headers: &mut HeaderMap) {
+    headers.insert(CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    headers.remove(CONTENT_LENGTH);
+    if let Some(etag) = headers.get(ETAG) {
+        if !etag.as_bytes().starts_with(b"W/") {
+            let mut weak = b"W/".to_vec();
+            weak.extend_from_slice(etag.as_bytes());
+            if let Ok(v) = HeaderValue::from_bytes(&weak) {
+                headers.insert(ETAG, v);
+            }
+        }
+    }
+    let has_ae = headers
+        .get_all(VARY)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"accept-encoding"));
+    if !has_ae {
+        let value = match headers::collect(headers, &VARY, b", ") {
+            Some(old) => {
+                let mut v = old.into_owned();
+                v.extend_from_slice(b", Accept-Encoding");
+                HeaderValue::from_bytes(&v).ok()
+            }
+            None => Some(HeaderValue::from_static("Accept-Encoding")),
+        };
+        if let Some(v) = value {
+            headers.insert(VARY, v);
+        }
     }
 }
 

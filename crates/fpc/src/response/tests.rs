@@ -690,3 +690,30 @@ fn reason_labels() {
     assert_eq!(Case::get("/").respond(200, &[]).as_str(), "cacheable");
     assert_eq!(Case::get("/").respond(500, &[]).as_str(), "status");
 }
+
+// --- §10 gzip header edits ---------------------------------------------------
+
+#[test]
+fn s10_gzip_stored_headers() {
+    let mut h = headers(&[("content-length", "10"), ("etag", "\"abc\"")]);
+    assert!(!is_encoded(&h));
+    gzip_stored_headers(&mut h);
+    assert_eq!(h["content-encoding"], "gzip");
+    assert!(!h.contains_key("content-length"));
+    assert_eq!(h["etag"], "W/\"abc\"");
+    assert_eq!(h["vary"], "Accept-Encoding");
+    assert!(is_encoded(&h));
+
+    let mut h = headers(&[("etag", "W/\"x\""), ("vary", "Cookie"), ("vary", "Origin")]);
+    gzip_stored_headers(&mut h);
+    assert_eq!(h["etag"], "W/\"x\"");
+    assert_eq!(h["vary"], "Cookie, Origin, Accept-Encoding");
+    assert_eq!(h.get_all("vary").iter().count(), 1);
+
+    let mut h = headers(&[("vary", "accept-encoding, Cookie")]);
+    gzip_stored_headers(&mut h);
+    assert_eq!(h["vary"], "accept-encoding, Cookie");
+
+    assert!(!is_encoded(&headers(&[("content-encoding", "identity")])));
+    assert!(is_encoded(&headers(&[("content-encoding", "br")])));
+}
