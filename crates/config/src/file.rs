@@ -52,6 +52,8 @@ pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 5;
 pub const DEFAULT_READ_TIMEOUT_SECS: u64 = 600;
 /// Default `upstream.keepalive_connections`.
 pub const DEFAULT_KEEPALIVE_CONNECTIONS: u32 = 32;
+/// Default `upstream.max_connections` (0 = no cap).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 0;
 /// Default `upstream.max_response_header_bytes` (Magento's `fastcgi_buffer_size 32k`).
 pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: u64 = 32 * 1024;
 
@@ -248,6 +250,13 @@ pub struct UpstreamConfig {
     /// Idle keep-alive connections kept per endpoint; 0 closes each
     /// connection after its request. Default 32.
     pub keepalive_connections: u32,
+    /// Most FastCGI connections open at once per endpoint; requests beyond it
+    /// wait for a free connection. Set it to PHP-FPM's `pm.max_children`: each
+    /// FPM child serves one keep-alive connection at a time, so connections
+    /// beyond the children only queue inside FPM. 0 = no cap (the client then
+    /// closes returned connections while fresh ones wait in FPM's backlog, so
+    /// nothing deadlocks, at the cost of reconnects under overload). Default 0.
+    pub max_connections: u32,
     /// Largest response head from PHP in bytes, like nginx
     /// `fastcgi_buffer_size`; larger heads give 502. Default 32768.
     pub max_response_header_bytes: u64,
@@ -260,6 +269,7 @@ impl Default for UpstreamConfig {
             connect_timeout_secs: DEFAULT_CONNECT_TIMEOUT_SECS,
             read_timeout_secs: DEFAULT_READ_TIMEOUT_SECS,
             keepalive_connections: DEFAULT_KEEPALIVE_CONNECTIONS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
             max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
         }
     }

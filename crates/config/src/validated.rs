@@ -120,6 +120,8 @@ pub struct UpstreamSettings {
     pub read_timeout: Duration,
     /// Idle keep-alive connections kept per endpoint; 0 disables pooling.
     pub keepalive_connections: usize,
+    /// Cap on open connections per endpoint (PHP-FPM's `pm.max_children`); 0 = none.
+    pub max_connections: usize,
     /// Response head limit in bytes (→ 502). Positive.
     pub max_response_header_bytes: usize,
 }
@@ -581,6 +583,7 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
         p("upstream.keepalive_connections"),
         u64::from(u.keepalive_connections),
     );
+    let max_connections = errs.size(p("upstream.max_connections"), u64::from(u.max_connections));
     let max_response_header_bytes = errs.positive_size(
         p("upstream.max_response_header_bytes"),
         u.max_response_header_bytes,
@@ -590,6 +593,7 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
         connect_timeout,
         read_timeout,
         keepalive_connections,
+        max_connections,
         max_response_header_bytes,
     })
 }

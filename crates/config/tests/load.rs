@@ -69,7 +69,7 @@ fn typo_is_rejected_with_path_and_line() {
     let src = "[upstream]\nurl = \"http://127.0.0.1:9000\"\nconect_timeout_secs = 5\n";
     assert_eq!(
         errors(src),
-        ["edge.toml:3: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_response_header_bytes`"]
+        ["edge.toml:3: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`"]
     );
 }
 
@@ -92,7 +92,7 @@ conect_timeout_secs = 5
         errors(src),
         [
             "edge.toml:5: server.max_headers: invalid type: string \"many\", expected u32",
-            "edge.toml:12: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_response_header_bytes`",
+            "edge.toml:12: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`",
         ]
     );
     // Same errors in the other order of appearance.
@@ -321,6 +321,7 @@ fn golden_example_file() {
             connect_timeout: Duration::from_secs(5),
             read_timeout: Duration::from_secs(600),
             keepalive_connections: 32,
+            max_connections: 16,
             max_response_header_bytes: 32768,
         },
     };
