@@ -1,0 +1,654 @@
+//! Cached objects: what a hit hands out, and the builder a writer fills.
+
+use std::fmt;
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+
+use bytes::Bytes;
+
+use crate::{OBJECT_OVERHEAD, TAG_REF_OVERHEAD};
+
+/// A primary cache key: a well-distributed 16-byte hash built by the policy
+/// crate (URL, host, `X-Magento-Vary`, …). The store never re-hashes it.
+pub type PrimaryKey = [u8; 16];
+
+/// Longest duration a TTL, grace or keep can have, in milliseconds (about
+/// 49.7 days). Longer values are clamped: an object then expires earlier than
+/// asked, which a cache may always do.
+pub const MAX_DURATION_MS: u64 = u32::MAX as u64;
+
+/// The secondary key of an object: a hash of the request header values named
+/// by the response's `Vary`, computed by the caller.
+///
+/// Several variants can live under one [`PrimaryKey`]; an insert replaces the
+/// variant with the same `Variance`. Stored as 8 bytes; a 16-byte variance
+/// hash is folded by [`Variance::from_hash`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Variance(pub u64);
+
+impl Variance {
+    /// The variance of a response without `Vary`.
+    pub const NONE: Variance = Variance(0);
+
+    /// Folds a 16-byte variance hash into the stored 8 bytes.
+    pub fn from_hash(hash: &[u8; 16]) -> Variance {
+        let mut lo = [0u8; 8];
+        let mut hi = [0u8; 8];
+        lo.copy_from_slice(&hash[..8]);
+        hi.copy_from_slice(&hash[8..]);
+        Variance(u64::from_le_bytes(lo) ^ u64::from_le_bytes(hi))
+    }
+}
+
+impl From<[u8; 16]> for Variance {
+    fn from(hash: [u8; 16]) -> Self {
+        Variance::from_hash(&hash)
+    }
+}
+
+impl From<Option<[u8; 16]>> for Variance {
+    fn from(hash: Option<[u8; 16]>) -> Self {
+        hash.map_or(Variance::NONE, |h| Variance::from_hash(&h))
+    }
+}
+
+/// An interned tag: index in the tag dictionary (low 24 bits) plus a
+/// generation (high 8 bits) so a purge that raced with the reuse of an index
+/// never matches the new tag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TagId(pub(crate) u32);
+
+impl TagId {
+    /// The raw 32-bit value (for logs and metrics; not stable across processes).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
+}
+
+pub(crate) const FLAG_HIT_FOR_MISS: u8 = 1;
+pub(crate) const FLAG_GZIP: u8 = 1 << 1;
+pub(crate) const FLAG_SOFT_PURGED: u8 = 1 << 2;
+
+/// One cached response (or a hit-for-miss marker), shared by `Arc`.
+///
+/// Immutable once stored, except three atomics: the hit counter, the
+/// soft-purge flag and the TTL, which a soft purge shortens to "expired now".
+///
+/// Layout (104 bytes, 120 with the `Arc` counts) is kept small on purpose:
+/// the headers and the interned tag ids share one boxed slice (`blob`), and
+/// durations are `u32` milliseconds. See the crate docs for the accounting.
+pub struct CachedObject {
+    body: Bytes,
+    /// `4 * n_tags` bytes of little-endian tag ids, then the header block.
+    blob: Box<[u8]>,
+    key: PrimaryKey,
+    variance: Variance,
+    created_ms: u64,
+    ttl_ms: AtomicU32,
+    grace_ms: u32,
+    keep_ms: u32,
+    hits: AtomicU32,
+    status: u16,
+    n_tags: u16,
+    flags: AtomicU8,
+    /// S3-FIFO 2-bit access frequency, bumped by lookups. Kept in the object
+    /// (padding space) so a hit touches no other per-slot array.
+    freq: AtomicU8,
+}
+
+impl fmt::Debug for CachedObject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CachedObject")
+            .field("status", &self.status)
+            .field("key", &Hex(&self.key))
+            .field("variance", &self.variance)
+            .field("body_len", &self.body.len())
+            .field("headers_len", &self.headers().len())
+            .field("gzip", &self.is_gzip())
+            .field("created_ms", &self.created_ms)
+            .field("ttl_ms", &self.ttl_ms())
+            .field("grace_ms", &self.grace_ms)
+            .field("keep_ms", &self.keep_ms)
+            .field("hits", &self.hits())
+            .field("hit_for_miss", &self.is_hit_for_miss())
+            .field("soft_purged", &self.is_soft_purged())
+            .field("tags", &self.n_tags)
+            .finish()
+    }
+}
+
+struct Hex<'a>(&'a [u8]);
+
+impl fmt::Debug for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl CachedObject {
+    /// HTTP status of the stored response (0 for a hit-for-miss marker built
+    /// by [`ObjectBuilder::hit_for_miss`]).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The pre-encoded header block: HTTP/1.1 field lines `name: value\r\n`,
+    /// exactly as the writer gave them. See [`CachedObject::header_iter`].
+    pub fn headers(&self) -> &[u8] {
+        self.blob.get(self.tag_bytes()..).unwrap_or(&[])
+    }
+
+    /// Iterates `(name, value)` pairs of the header block.
+    pub fn header_iter(&self) -> HeaderIter<'_> {
+        HeaderIter {
+            rest: self.headers(),
+        }
+    }
+
+    /// The stored body: a refcounted `Bytes` shared with the writer and with
+    /// every reader. Cloning it never copies the bytes.
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// True if [`CachedObject::body`] is gzip-compressed (one stored
+    /// representation, as Varnish does; the edge gunzips for clients that do
+    /// not accept gzip).
+    pub fn is_gzip(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & FLAG_GZIP != 0
+    }
+
+    /// The primary key the object is stored under.
+    pub fn key(&self) -> &PrimaryKey {
+        &self.key
+    }
+
+    /// The variance the object is stored under.
+    pub fn variance(&self) -> Variance {
+        self.variance
+    }
+
+    /// Insert time, in the caller's millisecond clock.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// Current TTL in milliseconds (shortened by a soft purge).
+    pub fn ttl_ms(&self) -> u64 {
+        u64::from(self.ttl_ms.load(Ordering::Relaxed))
+    }
+
+    /// Grace in milliseconds: how long after expiry the object may be served
+    /// stale while it is refreshed.
+    pub fn grace_ms(&self) -> u64 {
+        u64::from(self.grace_ms)
+    }
+
+    /// Keep in milliseconds: how long after grace the object is retained for
+    /// conditional revalidation.
+    pub fn keep_ms(&self) -> u64 {
+        u64::from(self.keep_ms)
+    }
+
+    /// End of freshness: `created + ttl`.
+    pub fn expires_ms(&self) -> u64 {
+        self.created_ms.saturating_add(self.ttl_ms())
+    }
+
+    /// End of grace: `created + ttl + grace`.
+    pub fn grace_until_ms(&self) -> u64 {
+        self.expires_ms().saturating_add(self.grace_ms())
+    }
+
+    /// End of retention: `created + ttl + grace + keep`. A lookup after this
+    /// instant is a miss.
+    pub fn keep_until_ms(&self) -> u64 {
+        self.grace_until_ms().saturating_add(self.keep_ms())
+    }
+
+    /// Fresh at `now_ms` (`now < created + ttl`).
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        now_ms < self.expires_ms()
+    }
+
+    /// Expired but within grace at `now_ms`: servable stale.
+    pub fn in_grace(&self, now_ms: u64) -> bool {
+        !self.is_fresh(now_ms) && now_ms < self.grace_until_ms()
+    }
+
+    /// Still retained (fresh, in grace or in keep) at `now_ms`.
+    pub fn is_retained(&self, now_ms: u64) -> bool {
+        now_ms < self.keep_until_ms()
+    }
+
+    /// How many lookups returned this object. `hits() > 0` is Magento's
+    /// `obj.hits > 0` (debug header `HIT` rather than `MISS`). Saturates near
+    /// `2^31`.
+    pub fn hits(&self) -> u32 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// True for a hit-for-miss marker: "this key is uncacheable for a while;
+    /// do not coalesce, go to the backend".
+    pub fn is_hit_for_miss(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & FLAG_HIT_FOR_MISS != 0
+    }
+
+    /// True once a soft purge has marked the object stale.
+    pub fn is_soft_purged(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & FLAG_SOFT_PURGED != 0
+    }
+
+    /// Number of tags the object carries.
+    pub fn tag_count(&self) -> usize {
+        usize::from(self.n_tags)
+    }
+
+    /// The object's interned tags, sorted and distinct.
+    pub fn tag_ids(&self) -> impl Iterator<Item = TagId> + '_ {
+        self.blob
+            .get(..self.tag_bytes())
+            .unwrap_or(&[])
+            .chunks_exact(4)
+            .map(|c| TagId(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+    }
+
+    /// Body plus header bytes: the payload part of the accounted charge.
+    pub fn payload_bytes(&self) -> usize {
+        self.body.len() + self.headers().len()
+    }
+
+    /// Bytes this object is charged against the store's ceiling:
+    /// payload + [`OBJECT_OVERHEAD`] + [`TAG_REF_OVERHEAD`] per tag.
+    pub fn charge(&self) -> u64 {
+        charge_for(self.payload_bytes(), self.tag_count())
+    }
+
+    fn tag_bytes(&self) -> usize {
+        usize::from(self.n_tags) * 4
+    }
+
+    pub(crate) fn freq(&self) -> u8 {
+        self.freq.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_freq(&self, f: u8) {
+        self.freq.store(f, Ordering::Relaxed);
+    }
+
+    /// Saturating at `max`. A racy load/store on purpose: concurrent readers
+    /// may lose an increment, and nothing is written once saturated.
+    pub(crate) fn bump_freq(&self, max: u8) {
+        let f = self.freq.load(Ordering::Relaxed);
+        if f < max {
+            self.freq.store(f + 1, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn record_hit(&self) {
+        // Saturate well below wrap-around so `hits() > 0` never flips back.
+        if self.hits.fetch_add(1, Ordering::Relaxed) >= (1 << 31) {
+            self.hits.store(1 << 31, Ordering::Relaxed);
+        }
+    }
+
+    /// Soft purge: TTL becomes "expired at `now_ms`", grace and keep count
+    /// from there (Varnish `purge.soft()`). Returns false if the object was
+    /// already expired (it is still flagged).
+    pub(crate) fn soft_purge(&self, now_ms: u64) -> bool {
+        self.flags.fetch_or(FLAG_SOFT_PURGED, Ordering::Relaxed);
+        let elapsed = clamp_ms(now_ms.saturating_sub(self.created_ms));
+        self.ttl_ms.fetch_min(elapsed, Ordering::Relaxed) > elapsed
+    }
+}
+
+pub(crate) fn charge_for(payload: usize, tags: usize) -> u64 {
+    payload as u64 + OBJECT_OVERHEAD + TAG_REF_OVERHEAD * tags as u64
+}
+
+fn clamp_ms(ms: u64) -> u32 {
+    u32::try_from(ms).unwrap_or(u32::MAX)
+}
+
+/// Iterator over the `name: value\r\n` lines of a header block.
+#[derive(Debug, Clone)]
+pub struct HeaderIter<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let line_end = self
+                .rest
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .unwrap_or(self.rest.len());
+            let line = &self.rest[..line_end];
+            self.rest = self.rest.get(line_end + 2..).unwrap_or(&[]);
+            let Some(colon) = line.iter().position(|&b| b == b':') else {
+                continue;
+            };
+            let name = &line[..colon];
+            let mut value = &line[colon + 1..];
+            while let [b' ' | b'\t', tail @ ..] = value {
+                value = tail;
+            }
+            return Some((name, value));
+        }
+    }
+}
+
+/// Builds the object a writer inserts. Tags are given as strings and interned
+/// by [`crate::Store::insert`].
+///
+/// ```
+/// use bytes::Bytes;
+/// use magestack_fpc_store::ObjectBuilder;
+///
+/// let obj = ObjectBuilder::new(200, Bytes::from_static(b"<html>hi</html>"))
+///     .header(b"content-type", b"text/html; charset=UTF-8")
+///     .ttl_ms(86_400_000)
+///     .grace_ms(3 * 86_400_000)
+///     .tags(["cat_p_42", "cat_c_7"]);
+/// # let _ = obj;
+/// ```
+#[derive(Debug, Clone)]
+pub struct ObjectBuilder {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<u8>,
+    pub(crate) body: Bytes,
+    pub(crate) gzip: bool,
+    pub(crate) ttl_ms: u64,
+    pub(crate) grace_ms: u64,
+    pub(crate) keep_ms: u64,
+    pub(crate) hit_for_miss: bool,
+    pub(crate) tags: Vec<String>,
+}
+
+impl ObjectBuilder {
+    /// A response with `status` and `body`; TTL, grace and keep start at 0.
+    pub fn new(status: u16, body: Bytes) -> ObjectBuilder {
+        ObjectBuilder {
+            status,
+            headers: Vec::new(),
+            body,
+            gzip: false,
+            ttl_ms: 0,
+            grace_ms: 0,
+            keep_ms: 0,
+            hit_for_miss: false,
+            tags: Vec::new(),
+        }
+    }
+
+    /// A hit-for-miss marker valid for `ttl_ms` (Varnish: 120 s for
+    /// uncacheable responses). It has no grace and no keep.
+    pub fn hit_for_miss(ttl_ms: u64) -> ObjectBuilder {
+        let mut b = ObjectBuilder::new(0, Bytes::new());
+        b.hit_for_miss = true;
+        b.ttl_ms = ttl_ms;
+        b
+    }
+
+    /// Appends one `name: value\r\n` line. The caller passes a valid field
+    /// name and value (as `http::HeaderName`/`HeaderValue` guarantee: no
+    /// `:` in names, no CR/LF anywhere).
+    pub fn header(mut self, name: &[u8], value: &[u8]) -> ObjectBuilder {
+        self.headers.reserve(name.len() + value.len() + 4);
+        self.headers.extend_from_slice(name);
+        self.headers.extend_from_slice(b": ");
+        self.headers.extend_from_slice(value);
+        self.headers.extend_from_slice(b"\r\n");
+        self
+    }
+
+    /// Replaces the header block with an already encoded one.
+    pub fn headers_block(mut self, block: Vec<u8>) -> ObjectBuilder {
+        self.headers = block;
+        self
+    }
+
+    /// Marks the body as gzip-compressed.
+    pub fn gzip(mut self, gzip: bool) -> ObjectBuilder {
+        self.gzip = gzip;
+        self
+    }
+
+    /// Freshness lifetime in ms (clamped to [`MAX_DURATION_MS`]).
+    pub fn ttl_ms(mut self, ms: u64) -> ObjectBuilder {
+        self.ttl_ms = ms;
+        self
+    }
+
+    /// Grace in ms (clamped to [`MAX_DURATION_MS`]).
+    pub fn grace_ms(mut self, ms: u64) -> ObjectBuilder {
+        self.grace_ms = ms;
+        self
+    }
+
+    /// Keep in ms (clamped to [`MAX_DURATION_MS`]).
+    pub fn keep_ms(mut self, ms: u64) -> ObjectBuilder {
+        self.keep_ms = ms;
+        self
+    }
+
+    /// Adds one tag (empty strings are ignored).
+    pub fn tag(mut self, tag: &str) -> ObjectBuilder {
+        if !tag.is_empty() {
+            self.tags.push(tag.to_owned());
+        }
+        self
+    }
+
+    /// Adds tags (empty strings are ignored; duplicates are removed at insert).
+    pub fn tags<I, S>(mut self, tags: I) -> ObjectBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        for t in tags {
+            let t = t.as_ref();
+            if !t.is_empty() {
+                self.tags.push(t.to_owned());
+            }
+        }
+        self
+    }
+
+    /// Payload bytes (body + header block) this object will be charged for.
+    pub fn payload_bytes(&self) -> usize {
+        self.body.len() + self.headers.len()
+    }
+
+    /// Builds the shared object once the tags are interned (sorted, distinct).
+    pub(crate) fn build(
+        self,
+        key: PrimaryKey,
+        variance: Variance,
+        tags: &[TagId],
+        now_ms: u64,
+    ) -> CachedObject {
+        let mut blob = Vec::with_capacity(tags.len() * 4 + self.headers.len());
+        for t in tags {
+            blob.extend_from_slice(&t.0.to_le_bytes());
+        }
+        blob.extend_from_slice(&self.headers);
+        let mut flags = 0;
+        if self.hit_for_miss {
+            flags |= FLAG_HIT_FOR_MISS;
+        }
+        if self.gzip {
+            flags |= FLAG_GZIP;
+        }
+        let (grace, keep) = if self.hit_for_miss {
+            (0, 0)
+        } else {
+            (clamp_ms(self.grace_ms), clamp_ms(self.keep_ms))
+        };
+        CachedObject {
+            body: self.body,
+            blob: blob.into_boxed_slice(),
+            key,
+            variance,
+            created_ms: now_ms,
+            ttl_ms: AtomicU32::new(clamp_ms(self.ttl_ms)),
+            grace_ms: grace,
+            keep_ms: keep,
+            hits: AtomicU32::new(0),
+            status: self.status,
+            n_tags: u16::try_from(tags.len()).unwrap_or(u16::MAX),
+            flags: AtomicU8::new(flags),
+            freq: AtomicU8::new(0),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn obj(b: ObjectBuilder, tags: &[TagId], now: u64) -> CachedObject {
+        b.build([7; 16], Variance(3), tags, now)
+    }
+
+    #[test]
+    fn layout_is_small() {
+        assert!(std::mem::size_of::<CachedObject>() <= 104);
+    }
+
+    #[test]
+    fn headers_and_tags_share_one_blob() {
+        let o = obj(
+            ObjectBuilder::new(200, Bytes::from_static(b"body"))
+                .header(b"content-type", b"text/html")
+                .header(b"x-a", b"1"),
+            &[TagId(3), TagId(9)],
+            5,
+        );
+        assert_eq!(o.headers(), b"content-type: text/html\r\nx-a: 1\r\n");
+        assert_eq!(o.tag_ids().collect::<Vec<_>>(), vec![TagId(3), TagId(9)]);
+        let h: Vec<_> = o.header_iter().collect();
+        assert_eq!(
+            h,
+            vec![
+                (&b"content-type"[..], &b"text/html"[..]),
+                (&b"x-a"[..], &b"1"[..])
+            ]
+        );
+        assert_eq!(o.payload_bytes(), 4 + o.headers().len());
+        assert_eq!(
+            o.charge(),
+            (4 + o.headers().len()) as u64 + OBJECT_OVERHEAD + 2 * TAG_REF_OVERHEAD
+        );
+        assert_eq!(o.status(), 200);
+        assert_eq!(o.key(), &[7; 16]);
+        assert_eq!(o.variance(), Variance(3));
+        assert!(format!("{o:?}").contains("0707"));
+    }
+
+    #[test]
+    fn header_iter_tolerates_odd_blocks() {
+        let o = obj(
+            ObjectBuilder::new(200, Bytes::new())
+                .headers_block(b"junk\r\na:\t b\r\nlast:x".to_vec()),
+            &[],
+            0,
+        );
+        let h: Vec<_> = o.header_iter().collect();
+        assert_eq!(h, vec![(&b"a"[..], &b"b"[..]), (&b"last"[..], &b"x"[..])]);
+    }
+
+    #[test]
+    fn freshness_windows() {
+        let o = obj(
+            ObjectBuilder::new(200, Bytes::new())
+                .ttl_ms(100)
+                .grace_ms(50)
+                .keep_ms(25),
+            &[],
+            1000,
+        );
+        assert!(o.is_fresh(1099));
+        assert!(!o.is_fresh(1100));
+        assert!(o.in_grace(1100) && o.in_grace(1149) && !o.in_grace(1150));
+        assert!(o.is_retained(1174) && !o.is_retained(1175));
+        assert_eq!(
+            (o.expires_ms(), o.grace_until_ms(), o.keep_until_ms()),
+            (1100, 1150, 1175)
+        );
+    }
+
+    #[test]
+    fn soft_purge_expires_now_and_grace_counts_from_there() {
+        let o = obj(
+            ObjectBuilder::new(200, Bytes::new())
+                .ttl_ms(1_000)
+                .grace_ms(50),
+            &[],
+            0,
+        );
+        assert!(o.soft_purge(10));
+        assert!(o.is_soft_purged());
+        assert!(!o.is_fresh(10));
+        assert!(o.in_grace(59) && !o.in_grace(60));
+        // Already expired: TTL is not extended.
+        assert!(!o.soft_purge(20));
+        assert_eq!(o.ttl_ms(), 10);
+    }
+
+    #[test]
+    fn hit_for_miss_has_no_grace_and_durations_clamp() {
+        let o = obj(ObjectBuilder::hit_for_miss(120_000).grace_ms(9), &[], 0);
+        assert!(o.is_hit_for_miss());
+        assert_eq!((o.grace_ms(), o.keep_ms()), (0, 0));
+        let o = obj(
+            ObjectBuilder::new(200, Bytes::new())
+                .ttl_ms(u64::MAX)
+                .gzip(true),
+            &[],
+            0,
+        );
+        assert_eq!(o.ttl_ms(), MAX_DURATION_MS);
+        assert!(o.is_gzip());
+    }
+
+    #[test]
+    fn hits_saturate() {
+        let o = obj(ObjectBuilder::new(200, Bytes::new()), &[], 0);
+        assert_eq!(o.hits(), 0);
+        o.record_hit();
+        assert_eq!(o.hits(), 1);
+        o.hits.store(u32::MAX - 1, Ordering::Relaxed);
+        o.record_hit();
+        o.record_hit();
+        assert!(o.hits() > 0);
+    }
+
+    #[test]
+    fn variance_folds() {
+        assert_eq!(Variance::from(None::<[u8; 16]>), Variance::NONE);
+        let mut h = [0u8; 16];
+        h[0] = 1;
+        h[8] = 2;
+        assert_eq!(Variance::from(h), Variance(3));
+        assert_eq!(Variance::from(Some(h)), Variance(3));
+    }
+
+    #[test]
+    fn builder_ignores_empty_tags() {
+        let b = ObjectBuilder::new(200, Bytes::new())
+            .tag("")
+            .tag("a")
+            .tags(["", "b"]);
+        assert_eq!(b.tags, vec!["a".to_owned(), "b".to_owned()]);
+    }
+}
