@@ -141,6 +141,65 @@ pub fn add_vary(headers: &mut HeaderMap) {
     }
 }
 
+/// Decompresses a gzip body as it streams (stored gzip objects for clients
+/// that do not accept gzip).
+pub fn gunzip(body: EdgeBody) -> EdgeBody {
+    http_body_util::BodyExt::boxed_unsync(GunzipBody {
+        inner: body,
+        decoder: Some(flate2::write::GzDecoder::new(Vec::with_capacity(16 * 1024))),
+    })
+}
+
+struct GunzipBody {
+    inner: EdgeBody,
+    decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
+}
+
+impl Body for GunzipBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let Some(decoder) = this.decoder.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match Pin::new(&mut this.inner).poll_frame(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => {
+                    this.decoder = None;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(Some(Ok(frame))) => {
+                    let Ok(data) = frame.into_data() else { continue };
+                    if let Err(e) = decoder.write_all(&data) {
+                        this.decoder = None;
+                        return Poll::Ready(Some(Err(e.into())));
+                    }
+                    let out = std::mem::take(decoder.get_mut());
+                    if !out.is_empty() {
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
+                    }
+                }
+                Poll::Ready(None) => {
+                    let Some(decoder) = this.decoder.take() else {
+                        return Poll::Ready(None);
+                    };
+                    return match decoder.finish() {
+                        Ok(out) if out.is_empty() => Poll::Ready(None),
+                        Ok(out) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
+                        Err(e) => Poll::Ready(Some(Err(e.into()))),
+                    };
+                }
+            }
+        }
+    }
+}
+
 /// Streaming gzip body.
 struct GzipBody {
     inner: EdgeBody,

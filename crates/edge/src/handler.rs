@@ -1,6 +1,8 @@
 //! The request pipeline: one [`Edge`] per process, shared by every connection.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use bytes::Bytes;
@@ -9,11 +11,12 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::body::{self, EdgeBody};
+use crate::cache::Cache;
 use crate::cgi::{self, CgiRequest};
 use crate::client_ip;
 use crate::compress::{self, GzipDecision};
 use crate::http_upstream::{HttpUpstream, HttpUpstreamError};
-use crate::request_body::{self, BodyError};
+use crate::request_body::{self, BodyError, ClientBody};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, UpstreamTarget};
 use crate::static_files;
@@ -33,6 +36,8 @@ pub enum Outcome {
     Edge,
     /// The upstream failed (502/504).
     UpstreamError,
+    /// Served from the full-page cache.
+    Cache,
 }
 
 impl Outcome {
@@ -45,6 +50,7 @@ impl Outcome {
             Outcome::Denied => "denied",
             Outcome::Edge => "edge",
             Outcome::UpstreamError => "upstream_error",
+            Outcome::Cache => "cache",
         }
     }
 }
@@ -59,6 +65,7 @@ pub struct Edge {
     s: EdgeSettings,
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
+    cache: Option<Arc<Cache>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -119,11 +126,81 @@ impl Edge {
                 ))
             }
         };
-        Ok(Self { s, router, upstream })
+        let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
+        Ok(Self { s, router, upstream, cache })
+    }
+
+    /// The settings the edge runs with.
+    pub fn settings(&self) -> &EdgeSettings {
+        &self.s
+    }
+
+    /// Starts the background tasks (the backend health probe of the cache).
+    /// Idempotent enough: call once per process; the server does.
+    pub fn start_background(self: &Arc<Self>) {
+        if let Some(cache) = &self.cache {
+            let this = self.clone();
+            let cache = cache.clone();
+            tokio::spawn(async move { this.health_probe(cache).await });
+        }
+    }
+
+    /// Magento's VCL probe: `GET /health_check.php` every interval; healthy with
+    /// `threshold` good answers among the last `window`.
+    async fn health_probe(self: Arc<Self>, cache: Arc<Cache>) {
+        let hc = cache.s.health_check.clone();
+        let mut window = magestack_fpc::prelude::HealthWindow::new(hc.window, hc.threshold, hc.threshold);
+        let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let conn = ConnInfo { peer: local, local, tls: false };
+        let mut tick = tokio::time::interval(hc.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let req = Request::get(hc.path.as_str())
+                .header(header::HOST, self.s.server_name.as_str())
+                .header(header::CONNECTION, "close")
+                .body(ClientBody::Empty);
+            let Ok(req) = req else { return };
+            let ok = match tokio::time::timeout(hc.timeout, self.dispatch(req, &conn, local.ip())).await {
+                Ok((resp, _)) => {
+                    let status = resp.status().as_u16();
+                    let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+                    magestack_fpc::grace::probe_ok(status)
+                }
+                Err(_) => false,
+            };
+            let before = cache.healthy.load(Ordering::Relaxed);
+            window.record(ok);
+            let now = window.healthy();
+            cache.healthy.store(now, Ordering::Relaxed);
+            if before != now {
+                tracing::warn!(healthy = now, path = %hc.path, "Backend health changed.");
+            }
+        }
+    }
+
+    /// Cache counters and store statistics, for the admin API.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        let c = self.cache.as_ref()?;
+        let st = c.store.stats();
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        Some(CacheStats {
+            objects: st.objects as u64,
+            bytes: st.bytes_accounted,
+            max_bytes: c.s.size_bytes,
+            hits: load(&c.counters.hits),
+            misses: load(&c.counters.misses),
+            passes: load(&c.counters.passes),
+            purges: load(&c.counters.purges),
+            purged_objects: load(&c.counters.purged_objects),
+            purges_refused: load(&c.counters.purges_refused),
+            evictions: st.evictions,
+            healthy: c.healthy.load(Ordering::Relaxed),
+        })
     }
 
     /// Handles one request; never fails: errors become 4xx/5xx responses.
-    pub async fn handle(&self, req: Request<Incoming>, conn: &ConnInfo) -> Response<EdgeBody> {
+    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &ConnInfo) -> Response<EdgeBody> {
         let started = Instant::now();
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
         let log = self.s.access_log.then(|| {
@@ -131,7 +208,16 @@ impl Edge {
         });
         let accept_headers = req.headers().clone();
         let is_head = req.method() == Method::HEAD;
-        let (mut resp, outcome) = self.dispatch(req, conn, client).await;
+        let (mut resp, outcome, cache_label) = match &self.cache {
+            Some(cache) => {
+                let served = self.cached(cache, req, conn, client).await;
+                (served.resp, served.outcome, served.cache)
+            }
+            None => {
+                let (resp, outcome) = self.dispatch(req.map(ClientBody::Incoming), conn, client).await;
+                (resp, outcome, "-")
+            }
+        };
         self.filter_response(&accept_headers, is_head, &mut resp);
         if let Some((method, path, version)) = log {
             tracing::info!(
@@ -142,6 +228,7 @@ impl Edge {
                 version = ?version,
                 status = resp.status().as_u16(),
                 outcome = outcome.as_str(),
+                cache = cache_label,
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                 "Request served."
             );
@@ -149,9 +236,11 @@ impl Edge {
         resp
     }
 
-    async fn dispatch(
+    /// Routes a request by Magento's nginx rules and answers it from a file,
+    /// PHP or the HTTP upstream. The cache layer calls this for its fetches.
+    pub(crate) async fn dispatch(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: &ConnInfo,
         client: IpAddr,
     ) -> (Response<EdgeBody>, Outcome) {
@@ -193,7 +282,7 @@ impl Edge {
     /// A request for a PHP script.
     async fn php(
         &self,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: &ConnInfo,
         client: IpAddr,
         php: &magestack_routing::FastCgiRoute,
@@ -289,7 +378,7 @@ impl Edge {
     }
 
     /// Forwards the request as-is to an HTTP upstream.
-    async fn proxy(&self, req: Request<Incoming>, conn: &ConnInfo, client: IpAddr) -> (Response<EdgeBody>, Outcome) {
+    async fn proxy(&self, req: Request<ClientBody>, conn: &ConnInfo, client: IpAddr) -> (Response<EdgeBody>, Outcome) {
         let Upstream::Http(up) = &self.upstream else {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
         };
@@ -347,6 +436,33 @@ impl Edge {
             }
         }
     }
+}
+
+/// Full-page cache figures, for the admin API and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    /// Objects stored (hit-for-miss markers included).
+    pub objects: u64,
+    /// Bytes accounted against the ceiling.
+    pub bytes: u64,
+    /// The ceiling (`cache.size`).
+    pub max_bytes: u64,
+    /// Requests served from the cache.
+    pub hits: u64,
+    /// Lookups that went to the backend.
+    pub misses: u64,
+    /// Requests that bypassed the cache.
+    pub passes: u64,
+    /// Accepted PURGE requests.
+    pub purges: u64,
+    /// Objects removed (or marked stale) by purges.
+    pub purged_objects: u64,
+    /// Refused PURGE requests.
+    pub purges_refused: u64,
+    /// Objects evicted for space.
+    pub evictions: u64,
+    /// Backend health per the probe.
+    pub healthy: bool,
 }
 
 /// A short error answer produced by the edge itself.

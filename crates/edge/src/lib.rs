@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub mod body;
+mod cache;
 pub mod cgi;
 pub mod client_ip;
 pub mod compress;
@@ -24,6 +25,6 @@ pub mod settings;
 pub mod static_files;
 pub mod tls;
 
-pub use handler::Edge;
+pub use handler::{CacheStats, Edge};
 pub use server::{ConnInfo, Server, ServerLimits};
-pub use settings::{EdgeSettings, UpstreamTarget};
+pub use settings::{CacheSettings, EdgeSettings, HealthCheckSettings, UpstreamTarget};

@@ -42,8 +42,22 @@ pub struct PreparedBody {
     pub body: EdgeBody,
 }
 
+/// A request body as the pipeline receives it: the client's, or none for
+/// requests the edge makes itself (cache fetches, ESI fragments, probes).
+#[derive(Debug)]
+pub enum ClientBody {
+    /// The client's body stream.
+    Incoming(Incoming),
+    /// No body.
+    Empty,
+}
+
 /// Checks the declared length and either streams or buffers the body.
-pub async fn prepare(headers: &HeaderMap, body: Incoming, limit: u64) -> Result<PreparedBody, BodyError> {
+pub async fn prepare(headers: &HeaderMap, body: ClientBody, limit: u64) -> Result<PreparedBody, BodyError> {
+    let body = match body {
+        ClientBody::Incoming(b) => b,
+        ClientBody::Empty => return Ok(PreparedBody { length: None, body: crate::body::empty() }),
+    };
     let declared = match headers.get(http::header::CONTENT_LENGTH) {
         Some(v) => Some(
             v.to_str()

@@ -83,6 +83,7 @@ impl Server {
     /// Returns the number of connections that were still open when the drain
     /// timeout expired (0 on a clean drain).
     pub async fn run(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) -> usize {
+        self.edge.start_background();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let this = Arc::new(self);

@@ -55,4 +55,70 @@ pub struct EdgeSettings {
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.
     pub access_log: bool,
+    /// The full-page cache; `None` = off.
+    pub cache: Option<CacheSettings>,
+}
+
+/// The full-page cache (Magento's Varnish integration, in process).
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    /// Memory ceiling of the object store, bytes.
+    pub size_bytes: u64,
+    /// Who may send `PURGE` (checked against the socket peer, as Varnish does).
+    pub purge_acl: Vec<IpNet>,
+    /// Magento's VCL behaviour, as data.
+    pub policy: magestack_fpc::FpcPolicy,
+    /// `PURGE` marks objects stale (served within grace while refreshed) instead of evicting.
+    pub soft_purge: bool,
+    /// Larger responses are streamed through uncached.
+    pub max_object_bytes: usize,
+    /// Process `<esi:include>` in text responses.
+    pub esi: bool,
+    /// The backend health probe (`/health_check.php` as Magento's VCL).
+    pub health_check: HealthCheckSettings,
+}
+
+/// Magento's VCL probe: every `interval`, healthy with `threshold` of the last `window` good.
+#[derive(Debug, Clone)]
+pub struct HealthCheckSettings {
+    /// Probe path.
+    pub path: String,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Probe timeout.
+    pub timeout: Duration,
+    /// Probes remembered.
+    pub window: u8,
+    /// Good probes needed among them.
+    pub threshold: u8,
+}
+
+impl Default for HealthCheckSettings {
+    fn default() -> Self {
+        Self {
+            path: "/health_check.php".into(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            window: 10,
+            threshold: 5,
+        }
+    }
+}
+
+impl CacheSettings {
+    /// Defaults that match a Varnish configured by Magento.
+    pub fn magento_defaults() -> Self {
+        Self {
+            size_bytes: 256 << 20,
+            purge_acl: vec![
+                IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),
+                IpNet::from(std::net::IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+            ],
+            policy: magestack_fpc::FpcPolicy::default(),
+            soft_purge: false,
+            max_object_bytes: 16 << 20,
+            esi: true,
+            health_check: HealthCheckSettings::default(),
+        }
+    }
 }

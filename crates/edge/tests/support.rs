@@ -57,6 +57,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         keepalive_connections: 16,
         max_response_header_bytes: 32 * 1024,
         access_log: false,
+        cache: None,
     }
 }
 

@@ -116,6 +116,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         keepalive_connections: cfg.upstream.keepalive_connections,
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
         access_log: cfg.log.access_log,
+        cache: Some(magestack_edge::CacheSettings::magento_defaults()),
     }
 }
 

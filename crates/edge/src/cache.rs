@@ -1,0 +1,724 @@
+//! The full-page cache on the request path: the I/O shell around the pure
+//! policy ([`magestack_fpc`]) and the object store ([`magestack_fpc_store`]).
+//!
+//! Phases, in order (Magento's VCL, `magento-fpc-contract.md`):
+//! classify (purge / pass / lookup) → lookup (fresh, stale within grace,
+//! hit-for-miss, miss) → on a miss one fetch per key while others wait
+//! (coalescing) → cacheability → store (gzip once, ESI parsed once) →
+//! delivery with Magento's header hygiene and `X-Magento-Cache-Debug`.
+//! Stale objects are refreshed in the background; while the health probe says
+//! the backend is sick they are served without limit.
+
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use magestack_fpc::prelude::*;
+use magestack_fpc::key::variance;
+use magestack_fpc_store::coalesce::{Flights, Join};
+use magestack_fpc_store::{CachedObject, Lookup, ObjectBuilder, Store, StoreConfig, Variance};
+use tokio::sync::watch;
+
+use crate::body::{self, BoxError, EdgeBody};
+use crate::handler::{error_page, Outcome};
+use crate::request_body::ClientBody;
+use crate::server::ConnInfo;
+use crate::settings::CacheSettings;
+use crate::Edge;
+
+/// Most ESI nesting levels followed (Varnish `max_esi_depth` is 5).
+const MAX_ESI_DEPTH: u8 = 5;
+
+/// Wakes the requests waiting for a fetch of the same key (level-triggered).
+#[derive(Clone)]
+pub(crate) struct FlightSignal(Arc<watch::Sender<bool>>);
+
+impl magestack_fpc_store::coalesce::FlightSignal for FlightSignal {
+    fn wake(&self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// Counters for the admin API and metrics.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Requests served from the cache (fresh or stale).
+    pub hits: AtomicU64,
+    /// Lookups that fetched.
+    pub misses: AtomicU64,
+    /// Requests passed (never looked up).
+    pub passes: AtomicU64,
+    /// Accepted `PURGE` requests.
+    pub purges: AtomicU64,
+    /// Objects removed or marked stale by purges.
+    pub purged_objects: AtomicU64,
+    /// Refused `PURGE` requests (ACL or missing headers).
+    pub purges_refused: AtomicU64,
+}
+
+/// The cache state shared by every request.
+pub(crate) struct Cache {
+    pub(crate) s: CacheSettings,
+    pub(crate) store: Store,
+    flights: Arc<Flights<FlightSignal>>,
+    /// Backend health from the probe; starts healthy.
+    pub(crate) healthy: AtomicBool,
+    xid: AtomicU64,
+    pub(crate) counters: CacheCounters,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache").field("settings", &self.s).finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    pub(crate) fn new(s: CacheSettings) -> Self {
+        let store = Store::new(StoreConfig {
+            max_bytes: s.size_bytes,
+            max_object_bytes: s.max_object_bytes as u64 + 64 * 1024,
+            ..StoreConfig::default()
+        });
+        Self {
+            s,
+            store,
+            flights: Flights::new(64),
+            healthy: AtomicBool::new(true),
+            xid: AtomicU64::new(1),
+            counters: CacheCounters::default(),
+        }
+    }
+}
+
+/// Milliseconds since the epoch: the store's clock.
+fn ms(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+/// A response about to be delivered, with what the cache did.
+pub(crate) struct Served {
+    pub(crate) resp: Response<EdgeBody>,
+    pub(crate) outcome: Outcome,
+    /// `X-Magento-Cache-Debug` value, for the access log.
+    pub(crate) cache: &'static str,
+}
+
+/// What a delivery needs to know about the client request.
+struct ClientView {
+    method: Method,
+    headers: HeaderMap,
+    accept_gzip: bool,
+}
+
+impl Edge {
+    /// Entry point for every request when the cache is on.
+    pub(crate) async fn cached(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        client: IpAddr,
+    ) -> Served {
+        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+        let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        let decision = {
+            let mut view = RequestView::new(req.method(), &target, req.headers());
+            if let Some(a) = authority.as_deref() {
+                view = view.with_host_fallback(a);
+            }
+            classify(&view, &cache.s.policy)
+        };
+        match decision {
+            RequestDecision::Purge => self.purge(cache, &req, conn),
+            RequestDecision::Pipe | RequestDecision::Pass(_) => {
+                cache.counters.passes.fetch_add(1, Ordering::Relaxed);
+                let path = req.uri().path().to_owned();
+                let (mut resp, outcome) = self.dispatch(req.map(ClientBody::Incoming), conn, client).await;
+                deliver_headers(resp.headers_mut(), CacheDebug::Uncacheable, &path, 0);
+                Served { resp, outcome, cache: "UNCACHEABLE" }
+            }
+            RequestDecision::Lookup(plan) => {
+                let (parts, _body) = req.into_parts();
+                let cv = ClientView {
+                    accept_gzip: plan.accept_gzip,
+                    method: parts.method.clone(),
+                    headers: parts.headers.clone(),
+                };
+                self.lookup(cache, parts, plan, &cv, conn, client, 0).await
+            }
+        }
+    }
+
+    /// `PURGE` as Magento sends it (contract §8): ACL on the socket peer,
+    /// Varnish's synthetic answer, connection closed afterwards.
+    fn purge(&self, cache: &Cache, req: &Request<Incoming>, conn: &ConnInfo) -> Served {
+        let peer = conn.peer.ip();
+        let allowed = crate::client_ip::is_trusted(peer, &cache.s.purge_acl);
+        let verdict = purge_decision(allowed, req.headers());
+        let mut purged = 0u64;
+        match &verdict {
+            PurgeVerdict::Purge(p) => {
+                let now = ms(SystemTime::now());
+                if let Some(tags) = &p.tags {
+                    purged += apply_pattern(cache, tags, now, "");
+                }
+                if let Some(pool) = &p.pool {
+                    purged += apply_pattern(cache, pool, now, POOL_PREFIX);
+                }
+                cache.counters.purges.fetch_add(1, Ordering::Relaxed);
+                cache.counters.purged_objects.fetch_add(purged, Ordering::Relaxed);
+                tracing::info!(%peer, objects = purged, soft = cache.s.soft_purge, "Purged.");
+            }
+            _ => {
+                cache.counters.purges_refused.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(%peer, verdict = verdict.as_str(), "PURGE refused.");
+            }
+        }
+        let xid = cache.xid.fetch_add(1, Ordering::Relaxed);
+        let synth = purge_response(&verdict, xid);
+        let len = synth.body.len();
+        let mut resp = Response::new(body::full(synth.body));
+        *resp.status_mut() = synth.status;
+        *resp.headers_mut() = synth.headers;
+        let h = resp.headers_mut();
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+        // Magento's socket client reads until EOF: answer and close.
+        h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(synth.reason.as_bytes()) {
+            resp.extensions_mut().insert(reason);
+        }
+        Served { resp, outcome: Outcome::Edge, cache: "PURGE" }
+    }
+
+    /// Lookup, then hit / grace / coalesced miss.
+    #[allow(clippy::too_many_arguments)]
+    fn lookup<'a>(
+        self: &'a Arc<Self>,
+        cache: &'a Arc<Cache>,
+        parts: http::request::Parts,
+        plan: LookupPlan,
+        cv: &'a ClientView,
+        conn: &'a ConnInfo,
+        client: IpAddr,
+        esi_depth: u8,
+    ) -> futures_util::future::BoxFuture<'a, Served> {
+        Box::pin(async move {
+            let mut plan = plan;
+            for attempt in 0..3 {
+                let now = SystemTime::now();
+                let found = if plan.always_miss {
+                    Lookup::Miss
+                } else {
+                    cache.store.lookup(&plan.key.primary, |obj| variance_matches(obj, &parts.headers, plan.accept_gzip), ms(now))
+                };
+                match found {
+                    Lookup::Fresh(obj) => {
+                        cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+                        return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace: GraceState::None }, conn, client, esi_depth).await;
+                    }
+                    Lookup::Stale(obj) => {
+                        let times = object_times(&obj);
+                        let healthy = cache.healthy.load(Ordering::Relaxed);
+                        match hit_decision(&times, now, healthy, &cache.s.policy) {
+                            HitDecision::Fresh => {
+                                cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+                                return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace: GraceState::None }, conn, client, esi_depth).await;
+                            }
+                            HitDecision::StaleServe { refresh, grace } => {
+                                if refresh {
+                                    self.refresh_in_background(cache, &parts, &plan, conn, client);
+                                }
+                                cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+                                return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace }, conn, client, esi_depth).await;
+                            }
+                            HitDecision::Miss => {
+                                // Varnish restarts with hash_always_miss: fetch now.
+                                plan.always_miss = true;
+                            }
+                        }
+                    }
+                    Lookup::HitForMiss => {
+                        cache.counters.misses.fetch_add(1, Ordering::Relaxed);
+                        return self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await;
+                    }
+                    Lookup::Miss => {}
+                }
+                cache.counters.misses.fetch_add(1, Ordering::Relaxed);
+                if attempt == 2 {
+                    break;
+                }
+                match cache.flights.join(plan.key.primary, || FlightSignal(Arc::new(watch::channel(false).0))) {
+                    Join::Leader(guard) => {
+                        let served = self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await;
+                        drop(guard);
+                        return served;
+                    }
+                    Join::Follower(signal) => {
+                        let mut rx = signal.0.subscribe();
+                        let wait = rx.wait_for(|done| *done);
+                        // A leader that hangs must not hang its followers longer than it may.
+                        let _ = tokio::time::timeout(self.read_timeout() + Duration::from_secs(1), wait).await;
+                        plan.always_miss = false;
+                    }
+                }
+            }
+            self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await
+        })
+    }
+
+    /// Refreshes a stale object once per key, off the request path.
+    fn refresh_in_background(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        parts: &http::request::Parts,
+        plan: &LookupPlan,
+        conn: &ConnInfo,
+        client: IpAddr,
+    ) {
+        let guard = match cache.flights.join(plan.key.primary, || FlightSignal(Arc::new(watch::channel(false).0))) {
+            Join::Leader(g) => g,
+            Join::Follower(_) => return,
+        };
+        let this = self.clone();
+        let cache = cache.clone();
+        let plan = plan.clone();
+        let conn = *conn;
+        let fetch_parts = fetch_parts(parts, &plan);
+        tokio::spawn(async move {
+            let fetched = this.fetch(&cache, fetch_parts, &plan, &conn, client).await;
+            if let Err(e) = fetched {
+                tracing::debug!(error = %e, "Background refresh failed; the stale object stays.");
+            }
+            drop(guard);
+        });
+    }
+
+    /// Fetches for a miss, stores what may be stored, and delivers it.
+    #[allow(clippy::too_many_arguments)]
+    async fn fetch_and_deliver(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        parts: &http::request::Parts,
+        plan: &LookupPlan,
+        cv: &ClientView,
+        conn: &ConnInfo,
+        client: IpAddr,
+        esi_depth: u8,
+    ) -> Served {
+        match self.fetch(cache, fetch_parts(parts, plan), plan, conn, client).await {
+            Ok(Fetched::Stored(obj)) => {
+                self.deliver(cache, &obj, cv, plan, CacheDebug::Miss, conn, client, esi_depth).await
+            }
+            Ok(Fetched::Uncacheable { mut resp, outcome, esi }) => {
+                if esi && cache.s.esi && esi_depth < MAX_ESI_DEPTH {
+                    resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
+                }
+                deliver_headers(resp.headers_mut(), CacheDebug::Uncacheable, &plan.url, 0);
+                let resp = decode_for_client(resp, cv.accept_gzip);
+                Served { resp, outcome, cache: "UNCACHEABLE" }
+            }
+            Err(FetchError::Upstream(resp, outcome)) => Served { resp, outcome, cache: "UNCACHEABLE" },
+            Err(FetchError::Body(e)) => {
+                tracing::warn!(error = %e, url = %plan.url, "Backend body failed during a cache fetch.");
+                Served { resp: error_page(StatusCode::BAD_GATEWAY, Some(5)), outcome: Outcome::UpstreamError, cache: "UNCACHEABLE" }
+            }
+        }
+    }
+
+    /// The backend fetch of a lookup: GET, normalised URL, `Accept-Encoding: gzip`.
+    async fn fetch(
+        &self,
+        cache: &Cache,
+        parts: http::request::Parts,
+        plan: &LookupPlan,
+        conn: &ConnInfo,
+        client: IpAddr,
+    ) -> Result<Fetched, FetchError> {
+        let req_headers = parts.headers.clone();
+        let req = Request::from_parts(parts, ClientBody::Empty);
+        let (resp, outcome) = self.dispatch(req, conn, client).await;
+        if outcome == Outcome::UpstreamError {
+            return Err(FetchError::Upstream(resp, outcome));
+        }
+        let (mut head, body_stream) = resp.into_parts();
+        // Buffer up to the object ceiling; beyond it the response streams through uncached.
+        let mut buf = BytesMut::new();
+        let mut stream = body_stream;
+        let mut overflow: Option<EdgeBody> = None;
+        while let Some(frame) = stream.frame().await {
+            let frame = frame.map_err(FetchError::Body)?;
+            if let Ok(data) = frame.into_data() {
+                buf.extend_from_slice(&data);
+                if buf.len() > cache.s.max_object_bytes {
+                    overflow = Some(stream);
+                    break;
+                }
+            }
+        }
+        if let Some(rest) = overflow {
+            let prefix = buf.freeze();
+            use futures_util::StreamExt;
+            let chained = futures_util::stream::once(async move { Ok::<_, BoxError>(http_body::Frame::data(prefix)) })
+                .chain(http_body_util::BodyStream::new(rest));
+            let body = http_body_util::StreamBody::new(chained).boxed_unsync();
+            head.headers.remove(header::CONTENT_LENGTH);
+            return Ok(Fetched::Uncacheable { resp: Response::from_parts(head, body), outcome, esi: false });
+        }
+        let body = buf.freeze();
+        let now = SystemTime::now();
+        let verdict = {
+            let view = RequestView::new(&Method::GET, &plan.url, &req_headers);
+            classify_response(&view, Fetch::Lookup(plan), &ResponseView { status: head.status, headers: &head.headers }, now, &cache.s.policy)
+        };
+        verdict.apply_to_headers(&mut head.headers);
+        let gzip = verdict.gzip() && !magestack_fpc::response::is_encoded(&head.headers);
+        let (body, gzipped) = if gzip { (gzip_bytes(&body), true) } else { (body, false) };
+        if gzipped {
+            magestack_fpc::response::gzip_stored_headers(&mut head.headers);
+        }
+        match verdict {
+            Cacheability::Cacheable { ttl, grace, keep, esi, tags, pools, .. } => {
+                let variance = Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
+                let mut block = Vec::with_capacity(512);
+                for (name, value) in head.headers.iter() {
+                    if name == header::CONTENT_LENGTH {
+                        continue;
+                    }
+                    block.extend_from_slice(name.as_str().as_bytes());
+                    block.extend_from_slice(b": ");
+                    block.extend_from_slice(value.as_bytes());
+                    block.extend_from_slice(b"\r\n");
+                }
+                let _ = esi; // ESI documents are parsed on delivery; see `deliver`.
+                let builder = ObjectBuilder::new(head.status.as_u16(), body.clone())
+                    .headers_block(block)
+                    .gzip(gzipped)
+                    .ttl_ms(ttl.as_millis() as u64)
+                    .grace_ms(grace.as_millis() as u64)
+                    .keep_ms(keep.as_millis() as u64)
+                    .tags(tags.iter().cloned().chain(pools.iter().map(|p| format!("{POOL_PREFIX}{p}"))));
+                match cache.store.insert(plan.key.primary, variance, builder, ms(now)) {
+                    Ok(obj) => Ok(Fetched::Stored(obj)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, url = %plan.url, "Object not stored.");
+                        let mut resp = Response::from_parts(head, body::full(body));
+                        resp.headers_mut().remove(header::CONTENT_LENGTH);
+                        Ok(Fetched::Uncacheable { resp, outcome, esi })
+                    }
+                }
+            }
+            Cacheability::Uncacheable { hit_for_miss_ttl, esi, reason, .. } => {
+                if !hit_for_miss_ttl.is_zero() {
+                    let variance = Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
+                    let _ = cache.store.insert(plan.key.primary, variance, ObjectBuilder::hit_for_miss(hit_for_miss_ttl.as_millis() as u64), ms(now));
+                }
+                tracing::debug!(reason = reason.as_str(), url = %plan.url, "Uncacheable.");
+                head.headers.remove(header::CONTENT_LENGTH);
+                Ok(Fetched::Uncacheable { resp: Response::from_parts(head, body::full(body)), outcome, esi })
+            }
+        }
+    }
+
+    /// Builds the client response from a stored object.
+    #[allow(clippy::too_many_arguments)]
+    async fn deliver(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        obj: &Arc<CachedObject>,
+        cv: &ClientView,
+        plan: &LookupPlan,
+        debug: CacheDebug,
+        conn: &ConnInfo,
+        client: IpAddr,
+        esi_depth: u8,
+    ) -> Served {
+        let debug = match debug {
+            // Magento's VCL says HIT only for objects delivered before (obj.hits > 0).
+            CacheDebug::Hit { .. } if obj.hits() <= 1 => CacheDebug::Miss,
+            d => d,
+        };
+        let mut headers = HeaderMap::with_capacity(16);
+        for (name, value) in obj.header_iter() {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+                headers.append(n, v);
+            }
+        }
+        let times = object_times(obj);
+        let now = SystemTime::now();
+        let is_esi = cache.s.esi && esi_depth < MAX_ESI_DEPTH && is_text(&headers);
+        deliver_headers(&mut headers, debug, &plan.url, times.age_secs(now));
+        let label = debug.as_str();
+        let status = StatusCode::from_u16(obj.status()).unwrap_or(StatusCode::OK);
+        if status == StatusCode::OK
+            && (cv.method == Method::GET || cv.method == Method::HEAD)
+            && evaluate_conditional(&cv.headers, &headers, now, Some(times.fetched_at))
+        {
+            let mut r = Response::new(body::empty());
+            *r.status_mut() = StatusCode::NOT_MODIFIED;
+            for name in [header::CONTENT_ENCODING, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
+                headers.remove(name);
+            }
+            *r.headers_mut() = headers;
+            return Served { resp: r, outcome: Outcome::Cache, cache: label };
+        }
+        let mut resp = Response::new(body::full(obj.body().clone()));
+        *resp.status_mut() = status;
+        *resp.headers_mut() = headers;
+        if is_esi {
+            let plain = if obj.is_gzip() { gunzip_bytes(obj.body()) } else { Some(obj.body().clone()) };
+            if let Some(plain) = plain {
+                if magestack_fpc::esi::is_esi_candidate(&plain) {
+                    resp.headers_mut().remove(header::CONTENT_ENCODING);
+                    *resp.body_mut() = body::full(plain);
+                    resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
+                }
+            }
+        }
+        let resp = decode_for_client(resp, cv.accept_gzip);
+        Served { resp, outcome: Outcome::Cache, cache: label }
+    }
+
+    /// Splices `<esi:include>` fragments into an uncompressed text response.
+    #[allow(clippy::too_many_arguments)]
+    async fn assemble_esi_response(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        resp: Response<EdgeBody>,
+        cv: &ClientView,
+        plan: &LookupPlan,
+        conn: &ConnInfo,
+        client: IpAddr,
+        esi_depth: u8,
+    ) -> Response<EdgeBody> {
+        let (mut head, body_stream) = resp.into_parts();
+        let Ok(collected) = body_stream.collect().await else {
+            return error_page(StatusCode::BAD_GATEWAY, Some(5));
+        };
+        let mut plain = collected.to_bytes();
+        if head.headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) == Some(b"gzip") {
+            match gunzip_bytes(&plain) {
+                Some(p) => plain = p,
+                None => return Response::from_parts(head, body::full(plain)),
+            }
+            head.headers.remove(header::CONTENT_ENCODING);
+        }
+        let segments = match parse_esi(&plain, &cache.s.policy.esi_limits) {
+            Ok(Some(s)) => s,
+            Ok(None) => return Response::from_parts(head, body::full(plain)),
+            Err(e) => {
+                tracing::warn!(error = %e, url = %plan.url, "ESI document refused; delivered as is.");
+                return Response::from_parts(head, body::full(plain));
+            }
+        };
+        let mut out = BytesMut::with_capacity(plain.len() + 4096);
+        for seg in segments {
+            match seg {
+                EsiSegment::Literal(b) => out.extend_from_slice(&b),
+                EsiSegment::Include(inc) => {
+                    let Some(target) = resolve_include(&inc.src, &plan.url) else {
+                        continue;
+                    };
+                    match self.esi_fragment(cache, &target, cv, conn, client, esi_depth + 1).await {
+                        Some(frag) => out.extend_from_slice(&frag),
+                        None if inc.onerror_continue => {}
+                        None => {}
+                    }
+                }
+            }
+        }
+        head.headers.remove(header::CONTENT_LENGTH);
+        head.headers.remove(header::ETAG);
+        Response::from_parts(head, body::full(out.freeze()))
+    }
+
+    /// One ESI include, through the whole pipeline with its own key, TTL and tags.
+    async fn esi_fragment(
+        self: &Arc<Self>,
+        cache: &Arc<Cache>,
+        target: &magestack_fpc::esi::IncludeTarget,
+        cv: &ClientView,
+        conn: &ConnInfo,
+        client: IpAddr,
+        depth: u8,
+    ) -> Option<Bytes> {
+        let mut headers = subrequest_headers(&cv.headers, false);
+        target.apply_host(&mut headers);
+        let uri: Uri = target.url.parse().ok()?;
+        let decision = classify(&RequestView::new(&Method::GET, &target.url, &headers), &cache.s.policy);
+        let sub_cv = ClientView { method: Method::GET, headers: headers.clone(), accept_gzip: false };
+        let mut builder = Request::builder().method(Method::GET).uri(uri);
+        if let Some(h) = builder.headers_mut() {
+            *h = headers;
+        }
+        let (parts, ()) = builder.body(()).ok()?.into_parts();
+        let served = match decision {
+            RequestDecision::Lookup(plan) => self.lookup(cache, parts, plan, &sub_cv, conn, client, depth).await,
+            _ => {
+                let (resp, outcome) = self.dispatch(Request::from_parts(parts, ClientBody::Empty), conn, client).await;
+                Served { resp, outcome, cache: "UNCACHEABLE" }
+            }
+        };
+        if !served.resp.status().is_success() {
+            return None;
+        }
+        let resp = decode_for_client(served.resp, false);
+        resp.into_body().collect().await.ok().map(|c| c.to_bytes())
+    }
+
+    fn read_timeout(&self) -> Duration {
+        self.settings().read_timeout
+    }
+}
+
+enum Fetched {
+    Stored(Arc<CachedObject>),
+    Uncacheable { resp: Response<EdgeBody>, outcome: Outcome, esi: bool },
+}
+
+enum FetchError {
+    Upstream(Response<EdgeBody>, Outcome),
+    Body(BoxError),
+}
+
+impl std::fmt::Display for FetchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            FetchError::Upstream(resp, _) => write!(f, "backend answered {}", resp.status()),
+            FetchError::Body(e) => write!(f, "backend body: {e}"),
+        }
+    }
+}
+
+/// Tags under which `X-Pool` values are indexed, so `X-Pool` purges use the same index.
+pub(crate) const POOL_PREFIX: &str = "\u{1}pool:";
+
+fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &str) -> u64 {
+    let soft = cache.s.soft_purge;
+    let store = &cache.store;
+    let stats = match pattern {
+        PurgePattern::All if prefix.is_empty() => {
+            if soft {
+                store.soft_purge_all_tagged(now_ms)
+            } else {
+                store.purge_all_tagged()
+            }
+        }
+        PurgePattern::Tags(tags) => {
+            let names: Vec<String> = tags.iter().map(|t| format!("{prefix}{t}")).collect();
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            if soft {
+                store.soft_purge_tags(&refs, now_ms)
+            } else {
+                store.purge_tags(&refs)
+            }
+        }
+        PurgePattern::Empty | PurgePattern::Invalid(_) => return 0,
+        other => {
+            let pred = |tag: &str| -> bool {
+                let is_pool = tag.starts_with(POOL_PREFIX);
+                if prefix.is_empty() {
+                    !is_pool && other.matches_tag(tag)
+                } else {
+                    is_pool && other.matches_tag(&tag[POOL_PREFIX.len()..])
+                }
+            };
+            if soft {
+                store.soft_purge_matching(pred, now_ms)
+            } else {
+                store.purge_matching(pred)
+            }
+        }
+    };
+    stats.objects as u64
+}
+
+/// The fetch request of a lookup: GET, normalised URL, miss headers.
+fn fetch_parts(parts: &http::request::Parts, plan: &LookupPlan) -> http::request::Parts {
+    let mut builder = Request::builder().method(Method::GET).version(http::Version::HTTP_11);
+    builder = builder.uri(plan.url.parse::<Uri>().unwrap_or_else(|_| parts.uri.clone()));
+    let (mut p, ()) = match builder.body(()) {
+        Ok(r) => r.into_parts(),
+        Err(_) => Request::new(()).into_parts(),
+    };
+    p.headers = miss_fetch_headers(&parts.headers);
+    if let Some(a) = parts.uri.authority() {
+        if !p.headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(a.as_str()) {
+                p.headers.insert(header::HOST, v);
+            }
+        }
+    }
+    p
+}
+
+/// Whether a stored object is the variant for this request (Varnish `Vary` matching).
+fn variance_matches(obj: &CachedObject, req: &HeaderMap, accept_gzip: bool) -> bool {
+    let mut vary: Option<HeaderMap> = None;
+    for (name, value) in obj.header_iter() {
+        if name.eq_ignore_ascii_case(b"vary") {
+            if let Ok(v) = HeaderValue::from_bytes(value) {
+                vary.get_or_insert_with(HeaderMap::new).append(header::VARY, v);
+            }
+        }
+    }
+    let wanted = match &vary {
+        Some(h) => Variance::from(variance(h, req, accept_gzip)),
+        None => Variance::from(None::<[u8; 16]>),
+    };
+    wanted == obj.variance()
+}
+
+fn object_times(obj: &CachedObject) -> ObjectTimes {
+    let created = UNIX_EPOCH + Duration::from_millis(obj.created_ms());
+    ObjectTimes::new(
+        created,
+        Duration::from_millis(obj.ttl_ms()),
+        Duration::from_millis(obj.grace_ms()),
+        Duration::from_millis(obj.keep_ms()),
+        Duration::ZERO,
+    )
+}
+
+fn is_text(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.as_bytes().windows(4).any(|w| w == b"text"))
+        .unwrap_or(false)
+}
+
+/// Level 6, as nginx and Varnish use.
+fn gzip_bytes(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::new(6));
+    if enc.write_all(data).is_err() {
+        return Bytes::copy_from_slice(data);
+    }
+    enc.finish().map(Bytes::from).unwrap_or_else(|_| Bytes::copy_from_slice(data))
+}
+
+fn gunzip_bytes(data: &[u8]) -> Option<Bytes> {
+    let mut out = Vec::with_capacity(data.len() * 4);
+    flate2::read::GzDecoder::new(data).read_to_end(&mut out).ok()?;
+    Some(Bytes::from(out))
+}
+
+/// Clients that do not accept gzip get the stored gzip body decompressed.
+fn decode_for_client(resp: Response<EdgeBody>, accept_gzip: bool) -> Response<EdgeBody> {
+    let gz = resp.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes() == b"gzip").unwrap_or(false);
+    if !gz || accept_gzip {
+        return resp;
+    }
+    let (mut head, body) = resp.into_parts();
+    head.headers.remove(header::CONTENT_ENCODING);
+    head.headers.remove(header::CONTENT_LENGTH);
+    let decoded = crate::compress::gunzip(body);
+    Response::from_parts(head, decoded)
+}
