@@ -379,7 +379,13 @@ impl Edge {
             classify_response(&view, Fetch::Lookup(plan), &ResponseView { status: head.status, headers: &head.headers }, now, &cache.s.policy)
         };
         verdict.apply_to_headers(&mut head.headers);
-        let gzip = verdict.gzip() && !magestack_fpc::response::is_encoded(&head.headers);
+        // ESI documents are found once, here; their bodies stay uncompressed so
+        // assembly needs no gunzip, and the edge's gzip filter compresses the result.
+        let has_esi = cache.s.esi
+            && verdict.esi()
+            && !magestack_fpc::response::is_encoded(&head.headers)
+            && matches!(parse_esi(&body, &cache.s.policy.esi_limits), Ok(Some(_)));
+        let gzip = !has_esi && verdict.gzip() && !magestack_fpc::response::is_encoded(&head.headers);
         let (body, gzipped) = if gzip { (gzip_bytes(&body), true) } else { (body, false) };
         if gzipped {
             magestack_fpc::response::gzip_stored_headers(&mut head.headers);
@@ -388,6 +394,9 @@ impl Edge {
             Cacheability::Cacheable { ttl, grace, keep, esi, tags, pools, .. } => {
                 let variance = Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
                 let mut block = Vec::with_capacity(512);
+                if has_esi {
+                    block.extend_from_slice(ESI_MARKER_LINE);
+                }
                 for (name, value) in head.headers.iter() {
                     if name == header::CONTENT_LENGTH {
                         continue;
@@ -440,11 +449,6 @@ impl Edge {
         client: IpAddr,
         esi_depth: u8,
     ) -> Served {
-        let debug = match debug {
-            // Magento's VCL says HIT only for objects delivered before (obj.hits > 0).
-            CacheDebug::Hit { .. } if obj.hits() <= 1 => CacheDebug::Miss,
-            d => d,
-        };
         let mut headers = HeaderMap::with_capacity(16);
         for (name, value) in obj.header_iter() {
             if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
@@ -453,7 +457,7 @@ impl Edge {
         }
         let times = object_times(obj);
         let now = SystemTime::now();
-        let is_esi = cache.s.esi && esi_depth < MAX_ESI_DEPTH && is_text(&headers);
+        let is_esi = headers.remove(ESI_MARKER).is_some() && esi_depth < MAX_ESI_DEPTH;
         deliver_headers(&mut headers, debug, &plan.url, times.age_secs(now));
         let label = debug.as_str();
         let status = StatusCode::from_u16(obj.status()).unwrap_or(StatusCode::OK);
@@ -473,14 +477,7 @@ impl Edge {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         if is_esi {
-            let plain = if obj.is_gzip() { gunzip_bytes(obj.body()) } else { Some(obj.body().clone()) };
-            if let Some(plain) = plain {
-                if magestack_fpc::esi::is_esi_candidate(&plain) {
-                    resp.headers_mut().remove(header::CONTENT_ENCODING);
-                    *resp.body_mut() = body::full(plain);
-                    resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
-                }
-            }
+            resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
         }
         let resp = decode_for_client(resp, cv.accept_gzip);
         Served { resp, outcome: Outcome::Cache, cache: label }
@@ -597,6 +594,10 @@ impl std::fmt::Display for FetchError {
     }
 }
 
+/// Internal marker stored with objects whose body has ESI markup; never delivered.
+const ESI_MARKER: &str = "x-magestack-esi";
+const ESI_MARKER_LINE: &[u8] = b"x-magestack-esi: 1\r\n";
+
 /// Tags under which `X-Pool` values are indexed, so `X-Pool` purges use the same index.
 pub(crate) const POOL_PREFIX: &str = "\u{1}pool:";
 
@@ -685,13 +686,6 @@ fn object_times(obj: &CachedObject) -> ObjectTimes {
         Duration::from_millis(obj.keep_ms()),
         Duration::ZERO,
     )
-}
-
-fn is_text(headers: &HeaderMap) -> bool {
-    headers
-        .get(header::CONTENT_TYPE)
-        .map(|v| v.as_bytes().windows(4).any(|w| w == b"text"))
-        .unwrap_or(false)
 }
 
 /// Level 6, as nginx and Varnish use.
