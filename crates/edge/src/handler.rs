@@ -66,6 +66,8 @@ pub struct Edge {
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
     cache: Option<Arc<Cache>>,
+    /// The bulkhead in front of PHP-FPM: one permit per FPM child.
+    fcgi_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -119,7 +121,11 @@ impl Edge {
                     magestack_fastcgi::ClientConfig {
                         connect_timeout: s.connect_timeout,
                         read_timeout: s.read_timeout,
-                        max_idle: s.keepalive_connections,
+                        max_idle: if s.max_connections > 0 {
+                            s.keepalive_connections.min(s.max_connections)
+                        } else {
+                            s.keepalive_connections
+                        },
                         max_header_bytes: s.max_response_header_bytes,
                         ..Default::default()
                     },
@@ -127,7 +133,9 @@ impl Edge {
             }
         };
         let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
-        Ok(Self { s, router, upstream, cache })
+        let fcgi_slots = (s.max_connections > 0 && matches!(upstream, Upstream::FastCgi(_)))
+            .then(|| Arc::new(tokio::sync::Semaphore::new(s.max_connections)));
+        Ok(Self { s, router, upstream, cache, fcgi_slots })
     }
 
     /// The settings the edge runs with.
@@ -344,14 +352,27 @@ impl Edge {
             mage_mode: self.s.mage_mode.as_deref(),
             mage_run,
         };
+        // Wait for a free PHP-FPM child rather than queue inside FPM's backlog.
+        let permit = match &self.fcgi_slots {
+            Some(slots) => match tokio::time::timeout(self.s.connect_timeout, slots.clone().acquire_owned()).await {
+                Ok(Ok(p)) => Some(p),
+                _ => {
+                    tracing::warn!(script = %php.script_name, "All PHP-FPM children busy; answering 503.");
+                    return (error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)), Outcome::UpstreamError);
+                }
+            },
+            None => None,
+        };
         let mut params = magestack_fastcgi::Params::with_capacity(48);
         cgi::build_params(&cgi_req, |k, v| params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
         let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
         match fcgi.request(&params, body).await {
             Ok(r) => {
-                let mut resp = Response::new(http_body_util::BodyExt::boxed_unsync(
-                    http_body_util::BodyExt::map_err(r.body, |e| -> crate::body::BoxError { e.into() }),
+                let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
+                    r.body,
+                    |e| -> crate::body::BoxError { e.into() },
                 ));
+                let mut resp = Response::new(crate::body::with_guard(body, permit));
                 *resp.status_mut() = r.status;
                 *resp.headers_mut() = r.headers;
                 (resp, if php.error_page { Outcome::Denied } else { Outcome::Php })

@@ -51,6 +51,9 @@ pub struct EdgeSettings {
     pub read_timeout: Duration,
     /// Idle keep-alive connections per upstream endpoint.
     pub keepalive_connections: usize,
+    /// Most requests in PHP-FPM at once (its `pm.max_children`); 0 = no cap.
+    /// Requests beyond wait, up to the connect timeout, then get 503.
+    pub max_connections: usize,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.

@@ -299,3 +299,32 @@ fn md5_hex(data: &[u8]) -> String {
     use md5::{Digest, Md5};
     Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
+
+#[tokio::test]
+async fn bulkhead_caps_fpm_connections_and_sheds_with_503() {
+    let env = php_env();
+    let mut s = settings(magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    s.max_connections = 1;
+    s.connect_timeout = Duration::from_millis(400);
+    let edge = start(s, limits()).await;
+    let addr = edge.addr;
+    let slow = tokio::spawn(async move { get(addr, "/_test/sleep?ms=1500").await });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let shed = get(addr, "/_test/sleep?ms=10").await;
+    assert_eq!(shed.status, 503, "second request waits for the only slot, then is shed");
+    assert!(shed.header("retry-after").is_some());
+    assert_eq!(slow.await.unwrap().status, 200);
+    edge.shutdown().await;
+
+    // Within the cap, queued requests all succeed on kept-alive connections.
+    let mut s = settings(magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    s.max_connections = 2;
+    s.connect_timeout = Duration::from_secs(5);
+    let edge = start(s, limits()).await;
+    let addr = edge.addr;
+    let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(async move { get(addr, "/_test/sleep?ms=200").await })).collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap().status, 200);
+    }
+    edge.shutdown().await;
+}

@@ -55,6 +55,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(30),
         keepalive_connections: 16,
+        max_connections: 0,
         max_response_header_bytes: 32 * 1024,
         access_log: false,
         cache: None,

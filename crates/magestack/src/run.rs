@@ -114,6 +114,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         connect_timeout: cfg.upstream.connect_timeout,
         read_timeout: cfg.upstream.read_timeout,
         keepalive_connections: cfg.upstream.keepalive_connections,
+        max_connections: cfg.upstream.max_connections,
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
         access_log: cfg.log.access_log,
         cache: Some(magestack_edge::CacheSettings::magento_defaults()),
