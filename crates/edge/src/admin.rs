@@ -14,6 +14,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
 use crate::body::{self, EdgeBody};
+use crate::Edge;
 
 /// Shared readiness flag.
 #[derive(Debug, Default)]
@@ -31,17 +32,56 @@ impl Readiness {
     }
 }
 
+/// Who may use the admin API beyond `/healthz` and `/readyz`: peers in the
+/// ACL, or anyone presenting the bearer token (from `MAGESTACK_ADMIN_TOKEN`).
+#[derive(Clone, Default)]
+pub struct AdminAccess {
+    /// Networks allowed without a token.
+    pub acl: Vec<ipnet::IpNet>,
+    /// Bearer token; never logged.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminAccess").field("acl", &self.acl).field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+    }
+}
+
+impl AdminAccess {
+    fn allows(&self, peer: std::net::IpAddr, req: &Request<Incoming>) -> bool {
+        if crate::client_ip::is_trusted(peer, &self.acl) {
+            return true;
+        }
+        let Some(token) = &self.token else { return false };
+        let presented = req
+            .headers()
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        // Constant-time compare: the token must not leak through timing.
+        presented.is_some_and(|p| {
+            p.len() == token.len() && p.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        })
+    }
+}
+
 /// Serves the admin API until the task is dropped.
-pub async fn serve(listener: TcpListener, ready: Arc<Readiness>) {
+pub async fn serve(listener: TcpListener, ready: Arc<Readiness>, edge: Arc<Edge>, access: AdminAccess) {
+    let access = Arc::new(access);
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
+        let Ok((stream, peer)) = listener.accept().await else {
             continue;
         };
         let ready = ready.clone();
+        let edge = edge.clone();
+        let access = access.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let ready = ready.clone();
-                async move { Ok::<_, Infallible>(route(&req, &ready)) }
+                let edge = edge.clone();
+                let access = access.clone();
+                async move { Ok::<_, Infallible>(route(&req, &ready, &edge, &access, peer.ip())) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
@@ -50,11 +90,28 @@ pub async fn serve(listener: TcpListener, ready: Arc<Readiness>) {
     }
 }
 
-fn route(req: &Request<Incoming>, ready: &Readiness) -> Response<EdgeBody> {
+fn route(req: &Request<Incoming>, ready: &Readiness, edge: &Edge, access: &AdminAccess, peer: std::net::IpAddr) -> Response<EdgeBody> {
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if ready.get() => (StatusCode::OK, "ready\n"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/cache/stats" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
+        "/cache/stats" => {
+            let body = match edge.cache_stats() {
+                Some(st) => {
+                    let lookups = st.hits + st.misses;
+                    let ratio = if lookups == 0 { 0.0 } else { st.hits as f64 / lookups as f64 };
+                    format!(
+                        "{{\"enabled\":true,\"objects\":{},\"bytes\":{},\"max_bytes\":{},\"hits\":{},\"misses\":{},\"passes\":{},\"hit_ratio\":{:.4},\"purges\":{},\"purged_objects\":{},\"purges_refused\":{},\"evictions\":{},\"backend_healthy\":{}}}\n",
+                        st.objects, st.bytes, st.max_bytes, st.hits, st.misses, st.passes, ratio, st.purges, st.purged_objects, st.purges_refused, st.evictions, st.healthy
+                    )
+                }
+                None => "{\"enabled\":false}\n".to_string(),
+            };
+            let mut r = Response::new(body::full(body));
+            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            return r;
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut r = Response::new(body::full(text));

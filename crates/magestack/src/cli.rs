@@ -23,6 +23,18 @@ pub enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Purge the full-page cache by tag (or everything) the way Magento does: a raw PURGE with X-Magento-Tags-Pattern.
+    Purge {
+        /// Tags to purge, comma-separated (e.g. cat_p_42,cat_c_7).
+        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+        tags: Vec<String>,
+        /// Purge every tagged object (Magento's "Flush Magento Cache": pattern `.*`).
+        #[arg(long, conflicts_with = "tags")]
+        all: bool,
+        /// The edge's traffic listener, host:port (repeat for several replicas).
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        edge: Vec<String>,
+    },
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.

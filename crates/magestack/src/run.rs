@@ -14,6 +14,7 @@ use crate::cli::{self, Cli, Command, EdgeArgs};
 pub fn main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Edge(args) => {
             let cfg = load(&args)?;
             init_logging(&cfg);
@@ -31,6 +32,46 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(demo(cfg))
         }
     }
+}
+
+/// Sends Magento's PURGE to each edge: the same bytes `PurgeCache::sendPurgeRequest` writes.
+fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
+    use std::io::{Read, Write};
+    let pattern = if all {
+        ".*".to_string()
+    } else {
+        tags.iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| format!("((^|,){t}(,|$))"))
+            .collect::<Vec<_>>()
+            .join("|")
+    };
+    anyhow::ensure!(!pattern.is_empty(), "no tags given");
+    let mut failed = 0;
+    for edge in edges {
+        let host = edge.rsplit_once(':').map(|(h, _)| h).unwrap_or(edge);
+        let result = (|| -> std::io::Result<String> {
+            let mut s = std::net::TcpStream::connect(edge)?;
+            s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
+            write!(s, "PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: {host}\r\n\r\n")?;
+            let mut out = String::new();
+            s.read_to_string(&mut out)?;
+            Ok(out.lines().next().unwrap_or("").to_string())
+        })();
+        match result {
+            Ok(line) if line.starts_with("HTTP/1.1 200") => println!("{edge}: {line}"),
+            Ok(line) => {
+                failed += 1;
+                eprintln!("{edge}: {line}");
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{edge}: {e}");
+            }
+        }
+    }
+    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -117,8 +158,13 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         max_connections: cfg.upstream.max_connections,
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
         access_log: cfg.log.access_log,
-        cache: Some(magestack_edge::CacheSettings::magento_defaults()),
+        cache: cache_settings(cfg),
     }
+}
+
+/// The full-page cache settings, or `None` when `cache.enabled = false`.
+fn cache_settings(_cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
+    Some(magestack_edge::CacheSettings::magento_defaults())
 }
 
 fn server_limits(cfg: &Validated) -> ServerLimits {
@@ -153,7 +199,11 @@ async fn edge(cfg: Validated) -> Result<ExitCode> {
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
         let l = TcpListener::bind(addr).await.with_context(|| format!("binding server.admin_listen {addr}"))?;
-        tokio::spawn(admin::serve(l, ready.clone()));
+        let access = admin::AdminAccess {
+            acl: cache_settings(&cfg).map(|c| c.purge_acl).unwrap_or_else(|| magestack_edge::CacheSettings::magento_defaults().purge_acl),
+            token: std::env::var("MAGESTACK_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+        };
+        tokio::spawn(admin::serve(l, ready.clone(), edge.clone(), access));
     }
     for l in &listeners {
         if let Ok(a) = l.local_addr() {

@@ -107,3 +107,43 @@ fn sigterm_drains_and_exits_zero() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+fn header_of(resp: &str, name: &str) -> Option<String> {
+    resp.lines()
+        .take_while(|l| !l.is_empty())
+        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+}
+
+#[test]
+fn purge_command_and_cache_stats_against_the_php_storefront() {
+    let fpm = std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
+        panic!("MAGESTACK_FPM_ADDR is not set: run ./scripts/test (it starts PHP-FPM with the storefront)")
+    });
+    let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
+    let addr = free_addr();
+    let admin = free_addr();
+    let child = bin()
+        .args(["edge", "--listen", &addr.to_string(), "--upstream", &format!("fcgi://{fpm}"), "--docroot", docroot])
+        .args(["--admin-listen", &admin.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = Killed(child);
+    wait_up(addr);
+    // The cache is on with flags only, as a Varnish in Magento's place would be.
+    let first = http_get(addr, "/women.html");
+    assert_eq!(header_of(&first, "x-magento-cache-debug").as_deref(), Some("MISS"), "{first}");
+    let second = http_get(addr, "/women.html");
+    assert_eq!(header_of(&second, "x-magento-cache-debug").as_deref(), Some("HIT"));
+    assert!(header_of(&second, "x-magento-tags").is_none(), "tags never reach the browser");
+    let out = bin().args(["purge", "--tags", "cat_c_4", "--edge", &addr.to_string()]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("200 Purged"));
+    let third = http_get(addr, "/women.html");
+    assert_eq!(header_of(&third, "x-magento-cache-debug").as_deref(), Some("MISS"));
+    wait_up(admin);
+    let stats = http_get(admin, "/cache/stats");
+    assert!(stats.contains("\"purges\":1"), "{stats}");
+    assert!(stats.contains("\"hits\":1"), "{stats}");
+}
