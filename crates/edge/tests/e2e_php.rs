@@ -328,3 +328,58 @@ async fn bulkhead_caps_fpm_connections_and_sheds_with_503() {
     }
     edge.shutdown().await;
 }
+
+/// Cookies a response sets, as one `Cookie` header value.
+fn cookies_from(r: &Resp) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter(|kv| !kv.ends_with('='))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[tokio::test]
+async fn full_page_cache_never_shares_a_personalised_page() {
+    let env = php_env();
+    let mut s = settings(magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    let mut c = magestack_edge::CacheSettings::magento_defaults();
+    c.health_check.interval = Duration::from_secs(3600);
+    s.cache = Some(c);
+    let edge = start(s, limits()).await;
+    let a = edge.addr;
+
+    // Anonymous visitors share the public page.
+    let anon1 = get(a, "/women/tops.html").await;
+    assert_eq!(anon1.header("x-magento-cache-debug").as_deref(), Some("MISS"));
+    let anon2 = get(a, "/women/tops.html").await;
+    assert_eq!(anon2.header("x-magento-cache-debug").as_deref(), Some("HIT"));
+    assert!(anon2.header("set-cookie").is_none(), "no session cookie from a cached page");
+
+    // Veronica logs in: she gets the X-Magento-Vary cookie and her own variant.
+    let login_form = get(a, "/customer/account/login").await;
+    let jar = cookies_from(&login_form);
+    let req = Request::post("/customer/account/login")
+        .header("host", "shop.test")
+        .header("cookie", &jar)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(Full::new(Bytes::from_static(b"email=roni_cost%40example.com&password=secret")))
+        .unwrap();
+    let login = request(a, req).await;
+    assert_eq!(login.status, 302, "{}", login.text());
+    let jar = cookies_from(&login);
+    assert!(jar.contains("X-Magento-Vary="), "{jar}");
+    let mine = get_with(a, "/women/tops.html", &[("cookie", &jar)]).await;
+    assert!(mine.text().contains("Veronica"), "her page greets her");
+    assert_ne!(mine.header("x-magento-cache-debug").as_deref(), Some("HIT"), "not the anonymous object");
+
+    // Her account page is never cached, and the anonymous page never shows her name.
+    let account = get_with(a, "/customer/account/", &[("cookie", &jar)]).await;
+    assert_eq!(account.header("x-magento-cache-debug").as_deref(), Some("UNCACHEABLE"));
+    let anon3 = get(a, "/women/tops.html").await;
+    assert!(!anon3.text().contains("Veronica"), "one visitor's page served to another");
+    assert_eq!(anon3.header("x-magento-cache-debug").as_deref(), Some("HIT"));
+    edge.shutdown().await;
+}
