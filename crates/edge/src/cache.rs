@@ -116,6 +116,7 @@ struct ClientView {
     method: Method,
     headers: HeaderMap,
     accept_gzip: bool,
+    accept_br: bool,
 }
 
 impl Edge {
@@ -149,6 +150,7 @@ impl Edge {
                 let (parts, _body) = req.into_parts();
                 let cv = ClientView {
                     accept_gzip: plan.accept_gzip,
+                    accept_br: plan.accept_gzip && crate::compress::accepts(&parts.headers, "br"),
                     method: parts.method.clone(),
                     headers: parts.headers.clone(),
                 };
@@ -167,15 +169,21 @@ impl Edge {
         match &verdict {
             PurgeVerdict::Purge(p) => {
                 let now = ms(SystemTime::now());
+                // `X-Magestack-Purge: soft|hard` overrides `cache.soft_purge` per request.
+                let soft = match req.headers().get(PURGE_MODE).map(|v| v.as_bytes()) {
+                    Some(b"soft") => true,
+                    Some(b"hard") => false,
+                    _ => cache.s.soft_purge,
+                };
                 if let Some(tags) = &p.tags {
-                    purged += apply_pattern(cache, tags, now, "");
+                    purged += apply_pattern(cache, tags, now, "", soft);
                 }
                 if let Some(pool) = &p.pool {
-                    purged += apply_pattern(cache, pool, now, POOL_PREFIX);
+                    purged += apply_pattern(cache, pool, now, POOL_PREFIX, soft);
                 }
                 cache.counters.purges.fetch_add(1, Ordering::Relaxed);
                 cache.counters.purged_objects.fetch_add(purged, Ordering::Relaxed);
-                tracing::info!(%peer, objects = purged, soft = cache.s.soft_purge, "Purged.");
+                tracing::info!(%peer, objects = purged, "Purged.");
             }
             _ => {
                 cache.counters.purges_refused.fetch_add(1, Ordering::Relaxed);
@@ -386,7 +394,24 @@ impl Edge {
             && !magestack_fpc::response::is_encoded(&head.headers)
             && matches!(parse_esi(&body, &cache.s.policy.esi_limits), Ok(Some(_)));
         let gzip = !has_esi && verdict.gzip() && !magestack_fpc::response::is_encoded(&head.headers);
-        let (body, gzipped) = if gzip { (gzip_bytes(&body), true) } else { (body, false) };
+        // Compressed once, here: gzip (and brotli back to back in the same
+        // buffer, its offset recorded in an internal header line).
+        let mut br_offset = None;
+        let (body, gzipped) = if gzip {
+            let gz = gzip_bytes(&body);
+            if cache.s.brotli {
+                let br = brotli_bytes(&body);
+                let mut both = BytesMut::with_capacity(gz.len() + br.len());
+                both.extend_from_slice(&gz);
+                both.extend_from_slice(&br);
+                br_offset = Some(gz.len());
+                (both.freeze(), true)
+            } else {
+                (gz, true)
+            }
+        } else {
+            (body, false)
+        };
         if gzipped {
             magestack_fpc::response::gzip_stored_headers(&mut head.headers);
         }
@@ -396,6 +421,9 @@ impl Edge {
                 let mut block = Vec::with_capacity(512);
                 if has_esi {
                     block.extend_from_slice(ESI_MARKER_LINE);
+                }
+                if let Some(off) = br_offset {
+                    block.extend_from_slice(format!("{BR_OFFSET}: {off}\r\n").as_bytes());
                 }
                 for (name, value) in head.headers.iter() {
                     if name == header::CONTENT_LENGTH {
@@ -418,6 +446,10 @@ impl Edge {
                     Ok(obj) => Ok(Fetched::Stored(obj)),
                     Err(e) => {
                         tracing::debug!(error = %e, url = %plan.url, "Object not stored.");
+                        let body = match br_offset {
+                            Some(off) => body.slice(..off),
+                            None => body,
+                        };
                         let mut resp = Response::from_parts(head, body::full(body));
                         resp.headers_mut().remove(header::CONTENT_LENGTH);
                         Ok(Fetched::Uncacheable { resp, outcome, esi })
@@ -431,6 +463,10 @@ impl Edge {
                 }
                 tracing::debug!(reason = reason.as_str(), url = %plan.url, "Uncacheable.");
                 head.headers.remove(header::CONTENT_LENGTH);
+                let body = match br_offset {
+                    Some(off) => body.slice(..off),
+                    None => body,
+                };
                 Ok(Fetched::Uncacheable { resp: Response::from_parts(head, body::full(body)), outcome, esi })
             }
         }
@@ -458,6 +494,10 @@ impl Edge {
         let times = object_times(obj);
         let now = SystemTime::now();
         let is_esi = headers.remove(ESI_MARKER).is_some() && esi_depth < MAX_ESI_DEPTH;
+        let br_offset = headers
+            .remove(BR_OFFSET)
+            .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()))
+            .filter(|&off| off <= obj.body().len());
         deliver_headers(&mut headers, debug, &plan.url, times.age_secs(now));
         let label = debug.as_str();
         let status = StatusCode::from_u16(obj.status()).unwrap_or(StatusCode::OK);
@@ -473,7 +513,16 @@ impl Edge {
             *r.headers_mut() = headers;
             return Served { resp: r, outcome: Outcome::Cache, cache: label };
         }
-        let mut resp = Response::new(body::full(obj.body().clone()));
+        let stored = obj.body();
+        let payload = match br_offset {
+            Some(off) if cv.accept_br => {
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("br"));
+                stored.slice(off..)
+            }
+            Some(off) => stored.slice(..off),
+            None => stored.clone(),
+        };
+        let mut resp = Response::new(body::full(payload));
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         if is_esi {
@@ -550,7 +599,7 @@ impl Edge {
         target.apply_host(&mut headers);
         let uri: Uri = target.url.parse().ok()?;
         let decision = classify(&RequestView::new(&Method::GET, &target.url, &headers), &cache.s.policy);
-        let sub_cv = ClientView { method: Method::GET, headers: headers.clone(), accept_gzip: false };
+        let sub_cv = ClientView { method: Method::GET, headers: headers.clone(), accept_gzip: false, accept_br: false };
         let mut builder = Request::builder().method(Method::GET).uri(uri);
         if let Some(h) = builder.headers_mut() {
             *h = headers;
@@ -597,12 +646,16 @@ impl std::fmt::Display for FetchError {
 /// Internal marker stored with objects whose body has ESI markup; never delivered.
 const ESI_MARKER: &str = "x-magestack-esi";
 const ESI_MARKER_LINE: &[u8] = b"x-magestack-esi: 1\r\n";
+/// Internal header line: where the brotli encoding starts in a stored body.
+const BR_OFFSET: &str = "x-magestack-br-offset";
 
 /// Tags under which `X-Pool` values are indexed, so `X-Pool` purges use the same index.
 pub(crate) const POOL_PREFIX: &str = "\u{1}pool:";
 
-fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &str) -> u64 {
-    let soft = cache.s.soft_purge;
+/// Request header choosing soft or hard purge for one PURGE.
+const PURGE_MODE: &str = "x-magestack-purge";
+
+fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &str, soft: bool) -> u64 {
     let store = &cache.store;
     let stats = match pattern {
         PurgePattern::All if prefix.is_empty() => {
@@ -696,6 +749,19 @@ fn gzip_bytes(data: &[u8]) -> Bytes {
         return Bytes::copy_from_slice(data);
     }
     enc.finish().map(Bytes::from).unwrap_or_else(|_| Bytes::copy_from_slice(data))
+}
+
+/// Quality 5: most of brotli's gain on HTML at a fraction of quality 11's cost.
+fn brotli_bytes(data: &[u8]) -> Bytes {
+    use std::io::Write;
+    let mut out = Vec::with_capacity(data.len() / 4 + 64);
+    {
+        let mut w = brotli::CompressorWriter::new(&mut out, 16 * 1024, 5, 22);
+        if w.write_all(data).is_err() {
+            return Bytes::new();
+        }
+    }
+    Bytes::from(out)
 }
 
 fn gunzip_bytes(data: &[u8]) -> Option<Bytes> {

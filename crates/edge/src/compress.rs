@@ -68,6 +68,11 @@ pub fn decide(
 
 /// `Accept-Encoding` lists gzip (or `*`) with a non-zero q-value.
 pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    accepts(headers, "gzip")
+}
+
+/// `Accept-Encoding` lists `coding` (or `*`) with a non-zero q-value.
+pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
     headers
         .get_all(http::header::ACCEPT_ENCODING)
         .iter()
@@ -76,7 +81,7 @@ pub fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|item| {
             let mut parts = item.split(';');
             let coding = parts.next().unwrap_or("").trim();
-            if !(coding.eq_ignore_ascii_case("gzip") || coding == "*") {
+            if !(coding.eq_ignore_ascii_case(wanted) || coding == "*") {
                 return false;
             }
             for p in parts {

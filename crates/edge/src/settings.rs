@@ -77,6 +77,8 @@ pub struct CacheSettings {
     pub max_object_bytes: usize,
     /// Process `<esi:include>` in text responses.
     pub esi: bool,
+    /// Also store a brotli encoding of compressible objects, for clients that accept `br`.
+    pub brotli: bool,
     /// The backend health probe (`/health_check.php` as Magento's VCL).
     pub health_check: HealthCheckSettings,
 }
@@ -121,6 +123,7 @@ impl CacheSettings {
             soft_purge: false,
             max_object_bytes: 16 << 20,
             esi: true,
+            brotli: true,
             health_check: HealthCheckSettings::default(),
         }
     }

@@ -363,7 +363,7 @@ async fn gzip_stored_once_served_gzip_or_plain() {
     let p2 = page.clone();
     let origin = Origin::start(Arc::new(move |_r, _n| reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2))).await;
     let edge = edge_for(&origin, |_| {}).await;
-    let gz = get_with(edge.addr, "/g", &[("accept-encoding", "gzip, br")]).await;
+    let gz = get_with(edge.addr, "/g", &[("accept-encoding", "gzip, deflate")]).await;
     assert_eq!(gz.header("content-encoding").as_deref(), Some("gzip"));
     let mut out = String::new();
     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut out).unwrap();
@@ -402,5 +402,71 @@ async fn grace_serves_stale_while_refreshing() {
     assert_eq!(stale.header("grace").as_deref(), Some("normal (healthy server)"));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(edge.addr, "/gr").await.text(), "v2", "background refresh stored the new object");
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn brotli_for_clients_that_accept_it() {
+    let page = "<html>".to_string() + &"Magento brotli page ".repeat(300) + "</html>";
+    let p2 = page.clone();
+    let origin = Origin::start(Arc::new(move |_r, _n| reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2))).await;
+    let edge = edge_for(&origin, |_| {}).await;
+    get_with(edge.addr, "/b", &[("accept-encoding", "gzip")]).await;
+    let br = get_with(edge.addr, "/b", &[("accept-encoding", "gzip, deflate, br")]).await;
+    assert_eq!(br.header("content-encoding").as_deref(), Some("br"));
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br.body[..], 4096), &mut out).unwrap();
+    assert_eq!(String::from_utf8(out).unwrap(), page);
+    let gz = get_with(edge.addr, "/b", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(gz.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(origin.hits("/b"), 1);
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn soft_purge_serves_stale_while_refreshing() {
+    let origin = Origin::start(Arc::new(|_r, n| {
+        reply(200, &[("x-magento-tags", "cat_p_7"), ("cache-control", "public, s-maxage=3600")], &format!("v{n}"))
+    }))
+    .await;
+    let edge = edge_for(&origin, |_| {}).await;
+    assert_eq!(get(edge.addr, "/soft").await.text(), "v1");
+    let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    s.write_all(b"PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: ((^|,)cat_p_7(,|$))\r\nX-Magestack-Purge: soft\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    let stale = get(edge.addr, "/soft").await;
+    assert_eq!(stale.text(), "v1", "soft purge keeps serving within grace");
+    assert_eq!(stale.header("grace").as_deref(), Some("normal (healthy server)"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(get(edge.addr, "/soft").await.text(), "v2");
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn unlimited_grace_while_the_backend_is_sick() {
+    let sick = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = sick.clone();
+    let origin = Origin::start(Arc::new(move |r, n| {
+        let down = flag.load(std::sync::atomic::Ordering::Relaxed);
+        match (r.uri().path(), down) {
+            ("/health_check.php", true) => reply(500, &[], ""),
+            ("/health_check.php", false) => reply(200, &[], ""),
+            (_, true) => reply(503, &[], "down"),
+            (_, false) => reply(200, &[("cache-control", "public, s-maxage=1")], &format!("v{n}")),
+        }
+    }))
+    .await;
+    let edge = edge_for(&origin, |c| {
+        c.health_check.interval = Duration::from_millis(50);
+        c.policy.grace_period_secs = 0;
+    })
+    .await;
+    assert_eq!(get(edge.addr, "/sick").await.text(), "v1");
+    sick.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = get(edge.addr, "/sick").await;
+    assert_eq!(r.text(), "v1", "stale content instead of the backend's error");
+    assert_eq!(r.header("grace").as_deref(), Some("unlimited (unhealthy server)"));
     edge.shutdown().await;
 }
