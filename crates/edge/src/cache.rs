@@ -458,8 +458,10 @@ impl Edge {
             }
             Cacheability::Uncacheable { hit_for_miss_ttl, esi, reason, .. } => {
                 if !hit_for_miss_ttl.is_zero() {
-                    let variance = Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
-                    let _ = cache.store.insert(plan.key.primary, variance, ObjectBuilder::hit_for_miss(hit_for_miss_ttl.as_millis() as u64), ms(now));
+                    // A marker has no headers, so it is stored without variance: it
+                    // must match every request for the key, or lookups would miss it
+                    // and coalesce behind each other forever.
+                    let _ = cache.store.insert(plan.key.primary, Variance::from(None::<[u8; 16]>), ObjectBuilder::hit_for_miss(hit_for_miss_ttl.as_millis() as u64), ms(now));
                 }
                 tracing::debug!(reason = reason.as_str(), url = %plan.url, "Uncacheable.");
                 head.headers.remove(header::CONTENT_LENGTH);

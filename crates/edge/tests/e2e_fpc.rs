@@ -52,8 +52,10 @@ impl Origin {
                             *e
                         };
                         seen.lock().unwrap().push((path, req.headers().clone()));
-                        let resp = handler(&req, n);
-                        async move { Ok::<_, Infallible>(resp) }
+                        let handler = handler.clone();
+                        // Scripts may sleep like a slow PHP page: keep them off the runtime's threads.
+                        let resp = tokio::task::spawn_blocking(move || handler(&req, n));
+                        async move { Ok::<_, Infallible>(resp.await.unwrap()) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
                 });
@@ -468,5 +470,27 @@ async fn unlimited_grace_while_the_backend_is_sick() {
     let r = get(edge.addr, "/sick").await;
     assert_eq!(r.text(), "v1", "stale content instead of the backend's error");
     assert_eq!(r.header("grace").as_deref(), Some("unlimited (unhealthy server)"));
+    edge.shutdown().await;
+}
+
+/// Regression: a hit-for-miss marker stored under the response's variance was
+/// never found again, so every request for an uncacheable page queued behind
+/// the previous one (coalescing) instead of going straight to the backend.
+#[tokio::test]
+async fn uncacheable_pages_are_fetched_concurrently_not_queued() {
+    let origin = Origin::start(Arc::new(|_r, n| {
+        std::thread::sleep(Duration::from_millis(200));
+        reply(200, &[("cache-control", "no-store, no-cache"), ("vary", "Accept-Encoding")], &format!("n{n}"))
+    }))
+    .await;
+    let edge = edge_for(&origin, |_| {}).await;
+    get(edge.addr, "/nc").await; // leaves the marker
+    let addr = edge.addr;
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(async move { get_with(addr, "/nc", &[("accept-encoding", "gzip")]).await })).collect();
+    for t in tasks {
+        assert_eq!(debug(&t.await.unwrap()), "UNCACHEABLE");
+    }
+    assert!(started.elapsed() < Duration::from_millis(900), "requests were serialised: {:?}", started.elapsed());
     edge.shutdown().await;
 }
