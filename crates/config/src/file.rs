@@ -10,9 +10,12 @@
 //! The `///` comments on these fields are the reference manual;
 //! `docs/configuration.md` repeats them for operators.
 
+use std::fmt;
 use std::path::PathBuf;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::error::ErrorKind;
 
 /// Default `server.listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
@@ -56,6 +59,34 @@ pub const DEFAULT_KEEPALIVE_CONNECTIONS: u32 = 32;
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 0;
 /// Default `upstream.max_response_header_bytes` (Magento's `fastcgi_buffer_size 32k`).
 pub const DEFAULT_MAX_RESPONSE_HEADER_BYTES: u64 = 32 * 1024;
+/// Default `cache.size`.
+pub const DEFAULT_CACHE_SIZE: &str = "256MiB";
+/// Smallest accepted `cache.size` (1 MiB).
+pub const MIN_CACHE_SIZE_BYTES: u64 = 1024 * 1024;
+/// Default `cache.purge_acl` (loopback only, like Magento's `access_list` default `localhost`).
+pub const DEFAULT_PURGE_ACL: &[&str] = &["127.0.0.1/32", "::1/128"];
+/// Default `cache.grace_period_secs` (Magento's `system/full_page_cache/varnish/grace_period`).
+pub const DEFAULT_GRACE_PERIOD_SECS: u64 = 300;
+/// Default `cache.default_ttl_secs` (Varnish `default_ttl`).
+pub const DEFAULT_CACHE_DEFAULT_TTL_SECS: u64 = 120;
+/// Default `cache.ssl_offloaded_header` (Magento's `web/secure/offloader_header`).
+pub const DEFAULT_SSL_OFFLOADED_HEADER: &str = "X-Forwarded-Proto";
+/// Default `cache.error_statuses` (Magento's shipped VCL: 200 and 404 cacheable).
+pub const DEFAULT_ERROR_STATUSES: &str = "cache-404";
+/// Default `cache.max_object_bytes` (16 MiB).
+pub const DEFAULT_MAX_OBJECT_BYTES: u64 = 16 * 1024 * 1024;
+/// Default `cache.health_check.path` (the probe of Magento's VCL).
+pub const DEFAULT_HEALTH_CHECK_PATH: &str = "/health_check.php";
+/// Default `cache.health_check.interval_secs` (Magento's VCL probe `.interval = 5s`).
+pub const DEFAULT_HEALTH_CHECK_INTERVAL_SECS: u64 = 5;
+/// Default `cache.health_check.timeout_secs` (Magento's VCL probe `.timeout = 2s`).
+pub const DEFAULT_HEALTH_CHECK_TIMEOUT_SECS: u64 = 2;
+/// Default `cache.health_check.window` (Magento's VCL probe `.window = 10`).
+pub const DEFAULT_HEALTH_CHECK_WINDOW: u32 = 10;
+/// Default `cache.health_check.threshold` (Magento's VCL probe `.threshold = 5`).
+pub const DEFAULT_HEALTH_CHECK_THRESHOLD: u32 = 5;
+/// Largest `cache.health_check.window` (Varnish: "Window must be 64 or less").
+pub const MAX_HEALTH_CHECK_WINDOW: u32 = 64;
 
 /// The whole file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -69,6 +100,8 @@ pub struct Config {
     pub magento: MagentoConfig,
     /// `[upstream]`: where PHP runs and how the edge talks to it.
     pub upstream: UpstreamConfig,
+    /// `[cache]`: the full-page cache (Magento's Varnish integration, in process).
+    pub cache: CacheConfig,
 }
 
 /// `[server]`: the client side of the edge.
@@ -272,5 +305,298 @@ impl Default for UpstreamConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
         }
+    }
+}
+
+/// `[cache]`: the full-page cache, a drop-in for Magento's Varnish
+/// integration (Magento configured for Varnish with `http_cache_hosts`
+/// pointing at the edge).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Cache pages in front of PHP, as Varnish would in Magento's place.
+    /// `false` sends every request to PHP. Default true.
+    pub enabled: bool,
+    /// Memory ceiling of the object store: bytes as an integer, or a string
+    /// with a unit, case-insensitive: `B`; binary `KiB`, `MiB`, `GiB`, `TiB`
+    /// and their short forms `K`, `M`, `G`, `T` (as in Varnish
+    /// `-s malloc,256m`); decimal `KB`, `MB`, `GB`, `TB`. At least 1 MiB.
+    /// Default `"256MiB"`.
+    pub size: ByteSize,
+    /// Client addresses (CIDR blocks or single IPs) allowed to send `PURGE`
+    /// (and to use the cache admin API); Magento's `access_list`. Everyone
+    /// else gets 405. `[]` refuses every `PURGE`.
+    /// Default `["127.0.0.1/32", "::1/128"]`.
+    pub purge_acl: Vec<String>,
+    /// Seconds past its TTL a stale page is still served (and refreshed in
+    /// the background) while PHP is healthy; Magento's
+    /// `system/full_page_cache/varnish/grace_period`. Default 300.
+    pub grace_period_secs: u64,
+    /// Seconds a cacheable response without `max-age`, `s-maxage` or
+    /// `Expires` is kept (Varnish `default_ttl`). Default 120.
+    pub default_ttl_secs: u64,
+    /// Request header whose value (e.g. `https`) is part of the cache key, so
+    /// http and https pages are stored apart; Magento's
+    /// `web/secure/offloader_header`. `""`: none. Default `"X-Forwarded-Proto"`.
+    pub ssl_offloaded_header: String,
+    /// Which error responses may be cached: `"cache-404"` (Magento's shipped
+    /// VCL: 200 and 404 are cacheable, other statuses are not) or `"never"`
+    /// (Magento's newest VCL: 403, 404 and 5xx are never cached).
+    /// Default `"cache-404"`.
+    pub error_statuses: String,
+    /// `PURGE` marks matching pages stale (served within the grace period
+    /// while refreshed) instead of evicting them. Default false.
+    pub soft_purge: bool,
+    /// Largest response body in bytes that is cached; larger responses are
+    /// streamed through uncached. At most `size`. Default 16777216 (16 MiB).
+    pub max_object_bytes: u64,
+    /// Process `<esi:include>` in cached text responses, as Magento's VCL
+    /// does (blocks with their own TTL). Default true.
+    pub esi: bool,
+    /// Also serve brotli to clients that accept `br` (Varnish only has gzip).
+    /// Default true.
+    pub brotli: bool,
+    /// Query parameters stripped from cacheable URLs before the lookup, each
+    /// a regex fragment as in the alternation of Magento's VCL (e.g.
+    /// `"utm_[a-z]+"`, `"gclid"`). A non-empty list replaces the built-in
+    /// one. Default `[]`: the built-in list, Magento's marketing-parameter
+    /// list (its newest VCL's, plus `ie` and `origin` from older ones).
+    pub tracking_params: Vec<String>,
+    /// `[cache.health_check]`: the backend probe that decides between the
+    /// grace period and serving stale pages without limit.
+    pub health_check: HealthCheckConfig,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            size: ByteSize::Text(DEFAULT_CACHE_SIZE.to_owned()),
+            purge_acl: DEFAULT_PURGE_ACL.iter().map(|&s| s.to_owned()).collect(),
+            grace_period_secs: DEFAULT_GRACE_PERIOD_SECS,
+            default_ttl_secs: DEFAULT_CACHE_DEFAULT_TTL_SECS,
+            ssl_offloaded_header: DEFAULT_SSL_OFFLOADED_HEADER.to_owned(),
+            error_statuses: DEFAULT_ERROR_STATUSES.to_owned(),
+            soft_purge: false,
+            max_object_bytes: DEFAULT_MAX_OBJECT_BYTES,
+            esi: true,
+            brotli: true,
+            tracking_params: Vec::new(),
+            health_check: HealthCheckConfig::default(),
+        }
+    }
+}
+
+/// `[cache.health_check]`: the probe of Magento's VCL. PHP is healthy when at
+/// least `threshold` of the last `window` probes answered 200 in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthCheckConfig {
+    /// Path requested from PHP (`GET`), starting with `/`.
+    /// Default `"/health_check.php"` (Magento's `pub/health_check.php`).
+    pub path: String,
+    /// Seconds between probes. Default 5.
+    pub interval_secs: u64,
+    /// Seconds a probe may take before it counts as failed. Default 2.
+    pub timeout_secs: u64,
+    /// How many recent probes are remembered; 1 to 64. Default 10.
+    pub window: u32,
+    /// How many of them must have succeeded; 1 to `window`. Default 5.
+    pub threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        Self {
+            path: DEFAULT_HEALTH_CHECK_PATH.to_owned(),
+            interval_secs: DEFAULT_HEALTH_CHECK_INTERVAL_SECS,
+            timeout_secs: DEFAULT_HEALTH_CHECK_TIMEOUT_SECS,
+            window: DEFAULT_HEALTH_CHECK_WINDOW,
+            threshold: DEFAULT_HEALTH_CHECK_THRESHOLD,
+        }
+    }
+}
+
+/// A byte count as written: a TOML integer (bytes) or a string with a unit
+/// (`"512MiB"`). [`ByteSize::bytes`] reads either.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(untagged)]
+pub enum ByteSize {
+    /// An integer: bytes.
+    Bytes(u64),
+    /// A string: a whole number followed by an optional unit, e.g.
+    /// `"512MiB"`, `"2G"`, `"100 KB"`.
+    Text(String),
+}
+
+/// The units [`ByteSize::Text`] accepts (lower-cased) and what they multiply by.
+const BYTE_UNITS: &[(&str, u64)] = &[
+    ("", 1),
+    ("b", 1),
+    ("k", 1 << 10),
+    ("kib", 1 << 10),
+    ("kb", 1_000),
+    ("m", 1 << 20),
+    ("mib", 1 << 20),
+    ("mb", 1_000_000),
+    ("g", 1 << 30),
+    ("gib", 1 << 30),
+    ("gb", 1_000_000_000),
+    ("t", 1 << 40),
+    ("tib", 1 << 40),
+    ("tb", 1_000_000_000_000),
+];
+
+impl ByteSize {
+    /// The number of bytes.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::Invalid`] when the text is not a whole number with an
+    /// optional known unit, or the result does not fit in a `u64`.
+    pub fn bytes(&self) -> Result<u64, ErrorKind> {
+        let text = match self {
+            Self::Bytes(n) => return Ok(*n),
+            Self::Text(text) => text,
+        };
+        let invalid = || {
+            ErrorKind::Invalid(format!(
+                "invalid size {text:?}: expected a whole number of bytes, optionally with a unit: \
+                 B, KiB, MiB, GiB, TiB (or K, M, G, T: also binary) or KB, MB, GB, TB (decimal), \
+                 e.g. \"512MiB\""
+            ))
+        };
+        let trimmed = text.trim();
+        let digits_end = trimmed
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(trimmed.len());
+        let (digits, unit) = trimmed.split_at(digits_end);
+        if digits.is_empty() {
+            return Err(invalid());
+        }
+        let unit = unit.trim_start().to_ascii_lowercase();
+        let Some(&(_, factor)) = BYTE_UNITS.iter().find(|(u, _)| *u == unit) else {
+            return Err(invalid());
+        };
+        digits
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(factor))
+            .ok_or_else(|| {
+                ErrorKind::Invalid(format!(
+                    "size {text:?} is too large (more than {} bytes)",
+                    u64::MAX
+                ))
+            })
+    }
+}
+
+impl Default for ByteSize {
+    fn default() -> Self {
+        Self::Text(DEFAULT_CACHE_SIZE.to_owned())
+    }
+}
+
+impl From<u64> for ByteSize {
+    fn from(bytes: u64) -> Self {
+        Self::Bytes(bytes)
+    }
+}
+
+impl From<&str> for ByteSize {
+    fn from(text: &str) -> Self {
+        Self::Text(text.to_owned())
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Bytes(n) => write!(f, "{n}"),
+            Self::Text(text) => f.write_str(text),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteSize;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of bytes or a size string like \"512MiB\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Ok(ByteSize::Bytes(v))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                u64::try_from(v)
+                    .map(ByteSize::Bytes)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(v), &self))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                Ok(ByteSize::Text(v.to_owned()))
+            }
+
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<ByteSize, E> {
+                Ok(ByteSize::Text(v))
+            }
+        }
+
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_sizes() {
+        let ok = |s: ByteSize| match s.bytes() {
+            Ok(n) => n,
+            Err(e) => panic!("{s}: {e}"),
+        };
+        assert_eq!(ok(1_048_576.into()), 1 << 20);
+        assert_eq!(ok("512MiB".into()), 512 << 20);
+        assert_eq!(ok("1GiB".into()), 1 << 30);
+        assert_eq!(ok("256M".into()), 256 << 20);
+        assert_eq!(ok("256m".into()), 256 << 20);
+        assert_eq!(ok("2G".into()), 2 << 30);
+        assert_eq!(ok("1g".into()), 1 << 30);
+        assert_eq!(ok("100KiB".into()), 100 << 10);
+        assert_eq!(ok("100kib".into()), 100 << 10);
+        assert_eq!(ok("2MB".into()), 2_000_000);
+        assert_eq!(ok("1 tb".into()), 1_000_000_000_000);
+        assert_eq!(ok("1T".into()), 1 << 40);
+        assert_eq!(ok("4096".into()), 4096);
+        assert_eq!(ok("4096B".into()), 4096);
+        assert_eq!(ok(ByteSize::default()), 256 << 20);
+        for bad in [
+            "12XB",
+            "",
+            "MiB",
+            "1.5GiB",
+            "-1M",
+            "1 Mi B",
+            "0x10",
+            "16777216T",
+        ] {
+            assert!(ByteSize::from(bad).bytes().is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            ByteSize::from("16777216T")
+                .bytes()
+                .map_err(|e| e.to_string()),
+            Err(format!(
+                "size \"16777216T\" is too large (more than {} bytes)",
+                u64::MAX
+            ))
+        );
     }
 }

@@ -52,8 +52,9 @@ pub use crate::error::{
 };
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
-    compile, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration, RunMapping,
-    RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
+    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings, MageMode,
+    MagentoSettings, NginxGeneration, RunMapping, RunType, ServerSettings, TlsSettings,
+    UpstreamSettings, Validated,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,
@@ -77,6 +78,8 @@ pub struct Overrides {
     pub admin_listen: Option<SocketAddr>,
     /// `--log-format text|json`: replaces `log.format`.
     pub log_format: Option<LogFormat>,
+    /// `--no-cache` (`Some(false)`): replaces `cache.enabled`.
+    pub cache: Option<bool>,
 }
 
 impl Overrides {
@@ -104,6 +107,10 @@ impl Overrides {
         if let Some(format) = self.log_format {
             config.log.format = format.as_str().to_owned();
             replaced.push(KeyPath::from_dotted("log.format"));
+        }
+        if let Some(enabled) = self.cache {
+            config.cache.enabled = enabled;
+            replaced.push(KeyPath::from_dotted("cache.enabled"));
         }
         replaced
     }

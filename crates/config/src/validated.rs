@@ -24,6 +24,8 @@ pub struct Validated {
     pub magento: MagentoSettings,
     /// From `[upstream]`.
     pub upstream: UpstreamSettings,
+    /// From `[cache]`.
+    pub cache: CacheSettings,
 }
 
 /// Checked `[server]`.
@@ -126,6 +128,55 @@ pub struct UpstreamSettings {
     pub max_response_header_bytes: usize,
 }
 
+/// Checked `[cache]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheSettings {
+    /// Whether the full-page cache runs at all.
+    pub enabled: bool,
+    /// Memory ceiling of the object store, in bytes; at least 1 MiB.
+    pub size_bytes: u64,
+    /// Clients allowed to send `PURGE` (and to use the cache admin API).
+    /// Host bits cleared; single IPs are /32 or /128. May be empty (nobody).
+    pub purge_acl: Vec<IpNet>,
+    /// Stale pages are served this long past their TTL while PHP is healthy.
+    pub grace_period: Duration,
+    /// TTL of cacheable responses that carry none; may be zero.
+    pub default_ttl: Duration,
+    /// Request header hashed into the key (SSL offloading); `None` when
+    /// configured empty. A valid header name, as written.
+    pub ssl_offloaded_header: Option<String>,
+    /// Which error statuses may be cached.
+    pub error_statuses: ErrorStatuses,
+    /// `PURGE` marks stale instead of evicting.
+    pub soft_purge: bool,
+    /// Largest cached body in bytes; positive and at most `size_bytes`.
+    pub max_object_bytes: usize,
+    /// Process `<esi:include>`.
+    pub esi: bool,
+    /// Serve brotli to clients that accept `br`.
+    pub brotli: bool,
+    /// Tracking-parameter regex fragments, each non-empty and valid on its
+    /// own. Empty means the built-in list (Magento's marketing parameters).
+    pub tracking_params: Vec<String>,
+    /// The backend health probe.
+    pub health_check: HealthCheckSettings,
+}
+
+/// Checked `[cache.health_check]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheckSettings {
+    /// Path probed with `GET`; starts with `/`.
+    pub path: String,
+    /// Time between probes. Positive.
+    pub interval: Duration,
+    /// Time a probe may take. Positive.
+    pub timeout: Duration,
+    /// Probes remembered: 1 to 64.
+    pub window: u32,
+    /// Good probes needed among them: 1 to `window`.
+    pub threshold: u32,
+}
+
 macro_rules! word_enum {
     (
         $(#[$meta:meta])*
@@ -213,6 +264,20 @@ word_enum! {
     expected = "\"store\", \"website\"";
 }
 
+word_enum! {
+    /// `cache.error_statuses`: which of Magento's VCL variants decides whether
+    /// error responses are cached.
+    pub enum ErrorStatuses {
+        /// Magento's shipped VCL (and its `no-caching.vtc`): 200 and 404 are
+        /// cacheable, every other status is not.
+        Cache404 => "cache-404",
+        /// Magento's newest VCL: 403, 404 and 5xx are never cached; other
+        /// statuses follow the usual TTL rules.
+        Never => "never",
+    }
+    expected = "\"cache-404\", \"never\"";
+}
+
 /// Collects errors while compiling.
 #[derive(Default)]
 struct Errors(Vec<ConfigError>);
@@ -270,7 +335,9 @@ fn p(dotted: &str) -> KeyPath {
 /// Checks everything the types cannot: addresses and CIDRs parse, limits and
 /// timeouts are positive, listeners do not clash, `[server.tls]` has both
 /// files, enumerated words are known, `magento.docroot` is present for
-/// FastCGI upstreams, multi-store hosts are unique.
+/// FastCGI upstreams, multi-store hosts are unique, `cache.size` reads as at
+/// least 1 MiB, tracking parameters are valid regexes, the health probe's
+/// threshold fits its window.
 ///
 /// Pure: no file is opened and no name is resolved.
 ///
@@ -284,13 +351,17 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     let upstream = compile_upstream(config.upstream, &mut errs);
     let fastcgi = upstream.as_ref().map(|u| u.url.is_fastcgi());
     let magento = compile_magento(config.magento, fastcgi, &mut errs);
-    match (log, magento, upstream) {
-        (Some(log), Some(magento), Some(upstream)) if errs.0.is_empty() => Ok(Validated {
-            server,
-            log,
-            magento,
-            upstream,
-        }),
+    let cache = compile_cache(config.cache, &mut errs);
+    match (log, magento, upstream, cache) {
+        (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
+            Ok(Validated {
+                server,
+                log,
+                magento,
+                upstream,
+                cache,
+            })
+        }
         _ => Err(errs.0),
     }
 }
@@ -308,6 +379,27 @@ fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<Socket
             None
         }
     }
+}
+
+/// Parses CIDR blocks (host bits cleared) or single IPs (as /32 or /128).
+fn parse_cidrs(path: &KeyPath, texts: &[String], errs: &mut Errors) -> Vec<IpNet> {
+    let mut nets = Vec::with_capacity(texts.len());
+    for (i, text) in texts.iter().enumerate() {
+        let net = text
+            .parse::<IpNet>()
+            .map(|n| n.trunc())
+            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
+        match net {
+            Ok(n) => nets.push(n),
+            Err(_) => errs.push(
+                path.index(i),
+                ErrorKind::Cidr {
+                    value: text.clone(),
+                },
+            ),
+        }
+    }
+    nets
 }
 
 /// Two listeners clash when they share a non-zero port and either binds the
@@ -359,22 +451,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         );
     }
 
-    let mut trusted_proxies = Vec::with_capacity(s.trusted_proxies.len());
-    for (i, text) in s.trusted_proxies.iter().enumerate() {
-        let net = text
-            .parse::<IpNet>()
-            .map(|n| n.trunc())
-            .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
-        match net {
-            Ok(n) => trusted_proxies.push(n),
-            Err(_) => errs.push(
-                p("server.trusted_proxies").index(i),
-                ErrorKind::Cidr {
-                    value: text.clone(),
-                },
-            ),
-        }
-    }
+    let trusted_proxies = parse_cidrs(&p("server.trusted_proxies"), &s.trusted_proxies, errs);
 
     let max_header_bytes = errs.positive_size(p("server.max_header_bytes"), s.max_header_bytes);
     let max_headers = errs.positive_size(p("server.max_headers"), u64::from(s.max_headers));
@@ -598,6 +675,177 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
     })
 }
 
+/// True for an RFC 9110 field name: one or more `tchar`s.
+fn is_header_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'!' | b'#'
+                        | b'$'
+                        | b'%'
+                        | b'&'
+                        | b'\''
+                        | b'*'
+                        | b'+'
+                        | b'-'
+                        | b'.'
+                        | b'^'
+                        | b'_'
+                        | b'`'
+                        | b'|'
+                        | b'~'
+                )
+        })
+}
+
+/// The one-line reason a regex did not compile (the `regex` crate's message
+/// spans several lines: the pattern, a caret, then the reason).
+fn regex_reason(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_owned()
+}
+
+fn compile_cache(c: file::CacheConfig, errs: &mut Errors) -> Option<CacheSettings> {
+    let size_bytes = match c.size.bytes() {
+        Ok(n) if n < file::MIN_CACHE_SIZE_BYTES => {
+            errs.push(
+                p("cache.size"),
+                ErrorKind::Invalid(format!(
+                    "must be at least 1MiB ({} bytes), got {n}",
+                    file::MIN_CACHE_SIZE_BYTES
+                )),
+            );
+            None
+        }
+        Ok(n) => Some(n),
+        Err(kind) => {
+            errs.push(p("cache.size"), kind);
+            None
+        }
+    };
+
+    let purge_acl = parse_cidrs(&p("cache.purge_acl"), &c.purge_acl, errs);
+
+    let ssl_offloaded_header = if c.ssl_offloaded_header.is_empty() {
+        None
+    } else {
+        if !is_header_name(&c.ssl_offloaded_header) {
+            errs.push(
+                p("cache.ssl_offloaded_header"),
+                ErrorKind::Invalid(format!(
+                    "{:?} is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only), e.g. \"X-Forwarded-Proto\"; \"\" for none",
+                    c.ssl_offloaded_header
+                )),
+            );
+        }
+        Some(c.ssl_offloaded_header)
+    };
+
+    let error_statuses = errs.word::<ErrorStatuses>(p("cache.error_statuses"), &c.error_statuses);
+
+    let max_object_bytes = errs.positive_size(p("cache.max_object_bytes"), c.max_object_bytes);
+    if let Some(size) = size_bytes {
+        if c.max_object_bytes > size {
+            errs.push(
+                p("cache.max_object_bytes"),
+                ErrorKind::Invalid(format!(
+                    "must not exceed cache.size ({size} bytes), got {}: no object can be larger than the whole store",
+                    c.max_object_bytes
+                )),
+            );
+        }
+    }
+
+    for (i, fragment) in c.tracking_params.iter().enumerate() {
+        let path = p("cache.tracking_params").index(i);
+        if fragment.is_empty() {
+            // An empty alternative would make the filter match any `=`.
+            errs.push(path, ErrorKind::Empty);
+        } else if let Err(e) = regex::Regex::new(fragment) {
+            errs.push(
+                path,
+                ErrorKind::Invalid(format!(
+                    "{fragment:?} is not a valid regex fragment: {}",
+                    regex_reason(&e)
+                )),
+            );
+        }
+    }
+
+    let health_check = compile_health_check(c.health_check, errs);
+
+    Some(CacheSettings {
+        enabled: c.enabled,
+        size_bytes: size_bytes?,
+        purge_acl,
+        grace_period: Duration::from_secs(c.grace_period_secs),
+        default_ttl: Duration::from_secs(c.default_ttl_secs),
+        ssl_offloaded_header,
+        error_statuses: error_statuses?,
+        soft_purge: c.soft_purge,
+        max_object_bytes,
+        esi: c.esi,
+        brotli: c.brotli,
+        tracking_params: c.tracking_params,
+        health_check,
+    })
+}
+
+fn compile_health_check(h: file::HealthCheckConfig, errs: &mut Errors) -> HealthCheckSettings {
+    if h.path.is_empty() {
+        errs.push(p("cache.health_check.path"), ErrorKind::Empty);
+    } else if !h.path.starts_with('/')
+        || h.path.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        errs.push(
+            p("cache.health_check.path"),
+            ErrorKind::Invalid(format!(
+                "{:?} is not a request path: it must start with / and contain no whitespace, e.g. \"/health_check.php\"",
+                h.path
+            )),
+        );
+    }
+    let interval = errs.positive_secs(p("cache.health_check.interval_secs"), h.interval_secs);
+    let timeout = errs.positive_secs(p("cache.health_check.timeout_secs"), h.timeout_secs);
+    if h.window == 0 {
+        errs.push(p("cache.health_check.window"), ErrorKind::Zero);
+    } else if h.window > file::MAX_HEALTH_CHECK_WINDOW {
+        errs.push(
+            p("cache.health_check.window"),
+            ErrorKind::Invalid(format!(
+                "must be at most {} (as in Varnish), got {}",
+                file::MAX_HEALTH_CHECK_WINDOW,
+                h.window
+            )),
+        );
+    }
+    if h.threshold == 0 {
+        errs.push(p("cache.health_check.threshold"), ErrorKind::Zero);
+    } else if h.window > 0 && h.threshold > h.window {
+        errs.push(
+            p("cache.health_check.threshold"),
+            ErrorKind::Invalid(format!(
+                "must not exceed cache.health_check.window ({}), got {}",
+                h.window, h.threshold
+            )),
+        );
+    }
+    HealthCheckSettings {
+        path: h.path,
+        interval,
+        timeout,
+        window: h.window,
+        threshold: h.threshold,
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -766,5 +1014,12 @@ mod tests {
         for g in [NginxGeneration::G2, NginxGeneration::G3] {
             assert_eq!(g.to_string().parse::<NginxGeneration>(), Ok(g));
         }
+        for e in [ErrorStatuses::Cache404, ErrorStatuses::Never] {
+            assert_eq!(e.as_str().parse::<ErrorStatuses>(), Ok(e));
+        }
+        assert_eq!(
+            file::DEFAULT_ERROR_STATUSES.parse::<ErrorStatuses>(),
+            Ok(ErrorStatuses::Cache404)
+        );
     }
 }

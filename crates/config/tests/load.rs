@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use magestack_config::{
-    file, load, load_file, load_str, ConfigErrors, LogFormat, LogSettings, MageMode,
-    MagentoSettings, NginxGeneration, Overrides, RunMapping, RunType, ServerSettings, TlsSettings,
-    UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
+    file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
+    HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
+    Overrides, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl,
+    Validated, COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -324,6 +325,32 @@ fn golden_example_file() {
             max_connections: 16,
             max_response_header_bytes: 32768,
         },
+        cache: CacheSettings {
+            enabled: true,
+            size_bytes: 1 << 30,
+            purge_acl: vec![
+                "127.0.0.1/32".parse().unwrap(),
+                "::1/128".parse().unwrap(),
+                "172.16.5.0/24".parse().unwrap(),
+                "fd12:3456::7/128".parse().unwrap(),
+            ],
+            grace_period: Duration::from_secs(300),
+            default_ttl: Duration::from_secs(120),
+            ssl_offloaded_header: Some("X-Forwarded-Proto".into()),
+            error_statuses: ErrorStatuses::Cache404,
+            soft_purge: false,
+            max_object_bytes: 16 << 20,
+            esi: true,
+            brotli: true,
+            tracking_params: vec![],
+            health_check: HealthCheckSettings {
+                path: "/health_check.php".into(),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+                window: 10,
+                threshold: 5,
+            },
+        },
     };
     assert_eq!(got, want);
 }
@@ -400,8 +427,10 @@ fn command_line_beats_file_beats_defaults() {
         docroot: Some("/flag/pub".into()),
         admin_listen: Some("127.0.0.1:5555".parse().unwrap()),
         log_format: Some(LogFormat::Text),
+        cache: Some(false),
     };
     let v = load(Some(&path), &overrides).unwrap();
+    assert!(!v.cache.enabled);
     assert_eq!(v.server.listen, overrides.listen);
     assert_eq!(v.server.admin_listen, overrides.admin_listen);
     assert_eq!(v.server.max_headers, 50);
@@ -479,7 +508,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 32, "{keys:#?}");
+    assert_eq!(keys.len(), 49, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -534,4 +563,168 @@ fn every_error_of_a_long_file_is_reported() {
         assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `tls`", n - 2));
     }
     assert_eq!(got[100], "edge.toml: too many errors; stopped after 100");
+}
+
+/// `[cache]` with `body` appended, after a valid docroot (line 1-2) and the
+/// header (line 3): the first key of `body` is on line 4.
+fn cache(body: &str) -> String {
+    format!("{DOCROOT}[cache]\n{body}")
+}
+
+#[test]
+fn cache_defaults_are_magentos_varnish() {
+    let v = ok(DOCROOT);
+    assert_eq!(
+        v.cache,
+        CacheSettings {
+            enabled: true,
+            size_bytes: 256 << 20,
+            purge_acl: vec!["127.0.0.1/32".parse().unwrap(), "::1/128".parse().unwrap()],
+            grace_period: Duration::from_secs(300),
+            default_ttl: Duration::from_secs(120),
+            ssl_offloaded_header: Some("X-Forwarded-Proto".into()),
+            error_statuses: ErrorStatuses::Cache404,
+            soft_purge: false,
+            max_object_bytes: 16 << 20,
+            esi: true,
+            brotli: true,
+            tracking_params: vec![],
+            health_check: HealthCheckSettings {
+                path: "/health_check.php".into(),
+                interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+                window: 10,
+                threshold: 5,
+            },
+        }
+    );
+    // --no-cache turns it off without a file.
+    let overrides = Overrides {
+        upstream: Some("http://127.0.0.1:9000".into()),
+        cache: Some(false),
+        ..Overrides::default()
+    };
+    assert!(!load(None, &overrides).unwrap().cache.enabled);
+}
+
+#[test]
+fn cache_sizes_with_units() {
+    for (size, bytes) in [
+        ("\"512MiB\"", 512u64 << 20),
+        ("1048576", 1 << 20),
+        ("\"1g\"", 1 << 30),
+        ("\"256M\"", 256 << 20),
+        ("\"2G\"", 2 << 30),
+        ("\"2048KiB\"", 2 << 20),
+        ("\"2mb\"", 2_000_000),
+        ("\"1 TiB\"", 1 << 40),
+    ] {
+        let v = ok(&cache(&format!(
+            "size = {size}\nmax_object_bytes = 1048576\n"
+        )));
+        assert_eq!(v.cache.size_bytes, bytes, "{size}");
+    }
+    assert_eq!(
+        errors(&cache("size = \"12XB\"\n")),
+        ["edge.toml:4: cache.size: invalid size \"12XB\": expected a whole number of bytes, optionally with a unit: B, KiB, MiB, GiB, TiB (or K, M, G, T: also binary) or KB, MB, GB, TB (decimal), e.g. \"512MiB\""]
+    );
+    assert_eq!(
+        errors(&cache(
+            "esi = true\nsize = \"100KiB\"\nmax_object_bytes = 1024\n"
+        )),
+        ["edge.toml:5: cache.size: must be at least 1MiB (1048576 bytes), got 102400"]
+    );
+    // Wrong types are schema errors, also at the line.
+    assert_eq!(
+        errors(&cache("size = -5\n")),
+        ["edge.toml:4: cache.size: invalid value: integer `-5`, expected a number of bytes or a size string like \"512MiB\""]
+    );
+    assert_eq!(
+        errors(&cache("size = true\n")),
+        ["edge.toml:4: cache.size: invalid type: boolean `true`, expected a number of bytes or a size string like \"512MiB\""]
+    );
+    // The default max_object_bytes (16 MiB) does not fit a smaller store.
+    assert_eq!(
+        errors(&cache("size = \"8MiB\"\n")),
+        ["edge.toml:3: cache.max_object_bytes: must not exceed cache.size (8388608 bytes), got 16777216: no object can be larger than the whole store"]
+    );
+}
+
+#[test]
+fn cache_purge_acl_errors_name_the_index_and_line() {
+    let src = cache(
+        "purge_acl = [\n  \"127.0.0.1\",\n  \"::1\",\n  \"10.0.0.0/33\",\n  \"not-an-ip\",\n]\n",
+    );
+    assert_eq!(
+        errors(&src),
+        [
+            "edge.toml:7: cache.purge_acl[2]: invalid CIDR \"10.0.0.0/33\": expected an address block like 10.0.0.0/8 or fd00::/8, or a single IP address",
+            "edge.toml:8: cache.purge_acl[3]: invalid CIDR \"not-an-ip\": expected an address block like 10.0.0.0/8 or fd00::/8, or a single IP address",
+        ]
+    );
+    // Plain IPs are single hosts; host bits of a block are cleared; [] is nobody.
+    let v = ok(&cache(
+        "purge_acl = [\"192.168.1.20\", \"fd00::1\", \"10.1.2.3/8\"]\n",
+    ));
+    assert_eq!(
+        v.cache.purge_acl,
+        vec![
+            "192.168.1.20/32".parse::<ipnet::IpNet>().unwrap(),
+            "fd00::1/128".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ]
+    );
+    assert!(ok(&cache("purge_acl = []\n")).cache.purge_acl.is_empty());
+}
+
+#[test]
+fn cache_health_check_threshold_must_fit_the_window() {
+    let src = format!("{DOCROOT}[cache.health_check]\nwindow = 10\nthreshold = 11\n");
+    assert_eq!(
+        errors(&src),
+        ["edge.toml:5: cache.health_check.threshold: must not exceed cache.health_check.window (10), got 11"]
+    );
+    let src = format!(
+        "{DOCROOT}[cache.health_check]\npath = \"health_check.php\"\ninterval_secs = 0\nwindow = 65\nthreshold = 0\n"
+    );
+    assert_eq!(
+        errors(&src),
+        [
+            "edge.toml:4: cache.health_check.path: \"health_check.php\" is not a request path: it must start with / and contain no whitespace, e.g. \"/health_check.php\"",
+            "edge.toml:5: cache.health_check.interval_secs: must be greater than 0",
+            "edge.toml:6: cache.health_check.window: must be at most 64 (as in Varnish), got 65",
+            "edge.toml:7: cache.health_check.threshold: must be greater than 0",
+        ]
+    );
+    let src = format!("{DOCROOT}[cache.health_check]\nwindow = 1\nthreshold = 1\n");
+    assert_eq!(ok(&src).cache.health_check.window, 1);
+}
+
+#[test]
+fn cache_words_headers_and_tracking_params() {
+    let v = ok(&cache(
+        "error_statuses = \"never\"\nssl_offloaded_header = \"\"\ntracking_params = [\"utm_[a-z]+\", \"gclid\"]\n",
+    ));
+    assert_eq!(v.cache.error_statuses, ErrorStatuses::Never);
+    assert_eq!(v.cache.ssl_offloaded_header, None);
+    assert_eq!(v.cache.tracking_params, ["utm_[a-z]+", "gclid"]);
+
+    let src = cache(
+        "error_statuses = \"404\"\nssl_offloaded_header = \"X Forwarded Proto\"\ntracking_params = [\n  \"gclid\",\n  \"utm_(\",\n  \"\",\n]\nmax_object_bytes = 0\n",
+    );
+    assert_eq!(
+        errors(&src),
+        [
+            "edge.toml:4: cache.error_statuses: unknown value \"404\", expected one of \"cache-404\", \"never\"",
+            "edge.toml:5: cache.ssl_offloaded_header: \"X Forwarded Proto\" is not a valid HTTP header name (letters, digits and !#$%&'*+-.^_`|~ only), e.g. \"X-Forwarded-Proto\"; \"\" for none",
+            "edge.toml:8: cache.tracking_params[1]: \"utm_(\" is not a valid regex fragment: unclosed group",
+            "edge.toml:9: cache.tracking_params[2]: must not be empty",
+            "edge.toml:11: cache.max_object_bytes: must be greater than 0",
+        ]
+    );
+    // A typo'd key in [cache] lists the keys.
+    assert_eq!(
+        errors(&cache("grace_secs = 300\n")),
+        ["edge.toml:4: cache.grace_secs: unknown field, expected one of `enabled`, `size`, `purge_acl`, `grace_period_secs`, `default_ttl_secs`, `ssl_offloaded_header`, `error_statuses`, `soft_purge`, `max_object_bytes`, `esi`, `brotli`, `tracking_params`, `health_check`"]
+    );
 }
