@@ -80,6 +80,8 @@ pub struct Overrides {
     pub log_format: Option<LogFormat>,
     /// `--no-cache` (`Some(false)`): replaces `cache.enabled`.
     pub cache: Option<bool>,
+    /// `--max-connections N`: replaces `upstream.max_connections` (PHP-FPM's `pm.max_children`).
+    pub max_connections: Option<u32>,
 }
 
 impl Overrides {
@@ -107,6 +109,10 @@ impl Overrides {
         if let Some(format) = self.log_format {
             config.log.format = format.as_str().to_owned();
             replaced.push(KeyPath::from_dotted("log.format"));
+        }
+        if let Some(n) = self.max_connections {
+            config.upstream.max_connections = n;
+            replaced.push(KeyPath::from_dotted("upstream.max_connections"));
         }
         if let Some(enabled) = self.cache {
             config.cache.enabled = enabled;

@@ -428,6 +428,7 @@ fn command_line_beats_file_beats_defaults() {
         admin_listen: Some("127.0.0.1:5555".parse().unwrap()),
         log_format: Some(LogFormat::Text),
         cache: Some(false),
+        max_connections: None,
     };
     let v = load(Some(&path), &overrides).unwrap();
     assert!(!v.cache.enabled);

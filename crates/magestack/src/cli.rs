@@ -69,4 +69,10 @@ pub struct EdgeArgs {
     /// Log format.
     #[arg(long, value_enum)]
     pub log_format: Option<LogFormat>,
+    /// Turn the full-page cache off (the edge is then nginx only).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Most requests in PHP-FPM at once: set it to the pool's pm.max_children.
+    #[arg(long)]
+    pub max_connections: Option<u32>,
 }

@@ -106,6 +106,8 @@ fn load(args: &EdgeArgs) -> Result<Validated> {
             cli::LogFormat::Text => LogFormat::Text,
             cli::LogFormat::Json => LogFormat::Json,
         }),
+        cache: args.no_cache.then_some(false),
+        max_connections: args.max_connections,
     };
     magestack_config::load(args.config.as_deref(), &overrides).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
@@ -163,8 +165,47 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
 }
 
 /// The full-page cache settings, or `None` when `cache.enabled = false`.
-fn cache_settings(_cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
-    Some(magestack_edge::CacheSettings::magento_defaults())
+fn cache_settings(cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
+    let c = &cfg.cache;
+    if !c.enabled {
+        return None;
+    }
+    let mut policy = magestack_fpc::FpcPolicy {
+        grace_period_secs: c.grace_period.as_secs(),
+        default_ttl_secs: c.default_ttl.as_secs(),
+        error_statuses: match c.error_statuses {
+            magestack_config::ErrorStatuses::Cache404 => magestack_fpc::ErrorStatusPolicy::CacheOkAnd404,
+            magestack_config::ErrorStatuses::Never => magestack_fpc::ErrorStatusPolicy::NoErrors,
+        },
+        ..magestack_fpc::FpcPolicy::default()
+    };
+    if let Some(h) = &c.ssl_offloaded_header {
+        if let Ok(name) = http::HeaderName::from_bytes(h.as_bytes()) {
+            policy.ssl_offloaded_header = name;
+        }
+    }
+    if !c.tracking_params.is_empty() {
+        match magestack_fpc::TrackingParams::new(c.tracking_params.iter().map(String::as_str)) {
+            Ok(t) => policy.tracking_params = t,
+            Err(e) => tracing::warn!(error = %e, "cache.tracking_params refused; using the built-in list."),
+        }
+    }
+    Some(magestack_edge::CacheSettings {
+        size_bytes: c.size_bytes,
+        purge_acl: c.purge_acl.clone(),
+        policy,
+        soft_purge: c.soft_purge,
+        max_object_bytes: c.max_object_bytes,
+        esi: c.esi,
+        brotli: c.brotli,
+        health_check: magestack_edge::HealthCheckSettings {
+            path: c.health_check.path.clone(),
+            interval: c.health_check.interval,
+            timeout: c.health_check.timeout,
+            window: u8::try_from(c.health_check.window).unwrap_or(64),
+            threshold: u8::try_from(c.health_check.threshold).unwrap_or(64),
+        },
+    })
 }
 
 fn server_limits(cfg: &Validated) -> ServerLimits {
