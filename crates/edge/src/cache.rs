@@ -391,9 +391,16 @@ impl Edge {
         // assembly needs no gunzip, and the edge's gzip filter compresses the result.
         let has_esi = cache.s.esi
             && verdict.esi()
+            && verdict.is_cacheable()
             && !magestack_fpc::response::is_encoded(&head.headers)
             && matches!(parse_esi(&body, &cache.s.policy.esi_limits), Ok(Some(_)));
-        let gzip = !has_esi && verdict.gzip() && !magestack_fpc::response::is_encoded(&head.headers);
+        // Only stored objects are compressed here (once, for all their hits);
+        // uncacheable responses go out as they came, and the edge's gzip filter
+        // compresses them for the clients that accept it.
+        let gzip = verdict.is_cacheable()
+            && !has_esi
+            && verdict.gzip()
+            && !magestack_fpc::response::is_encoded(&head.headers);
         // Compressed once, here: gzip (and brotli back to back in the same
         // buffer, its offset recorded in an internal header line).
         let mut br_offset = None;

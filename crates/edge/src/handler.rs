@@ -127,6 +127,9 @@ impl Edge {
                             s.keepalive_connections
                         },
                         max_header_bytes: s.max_response_header_bytes,
+                        // With the bulkhead capping connections at pm.max_children no
+                        // fresh connection waits in FPM's backlog: keep connections.
+                        release_for_fresh_waiters: s.max_connections == 0,
                         ..Default::default()
                     },
                 ))

@@ -227,6 +227,13 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Ceiling for the CGI response head (nginx `fastcgi_buffer_size`).
     pub max_header_bytes: usize,
+    /// Close finished connections instead of pooling them while a request
+    /// waits for its first byte on a fresh one (see the module docs). Needed
+    /// only when nothing caps the connections at `pm.max_children`: a caller
+    /// that enforces that cap (the edge's bulkhead) turns it off, because then
+    /// a fresh connection never waits in FPM's backlog, and closing would only
+    /// churn connections under load.
+    pub release_for_fresh_waiters: bool,
 }
 
 impl Default for ClientConfig {
@@ -238,6 +245,7 @@ impl Default for ClientConfig {
             write_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            release_for_fresh_waiters: true,
         }
     }
 }
@@ -597,7 +605,7 @@ impl Inner {
     }
 
     fn checkin(&self, mut conn: Conn) {
-        if self.fresh_waiting.load(Ordering::Acquire) > 0 {
+        if self.config.release_for_fresh_waiters && self.fresh_waiting.load(Ordering::Acquire) > 0 {
             // Its PHP-FPM worker may be what a backlogged connection waits for.
             self.released_for_waiters.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(endpoint = %self.endpoint, "Closing FastCGI connection: a request waits on a fresh one.");
