@@ -147,12 +147,14 @@ impl Edge {
                 Served { resp, outcome, cache: "UNCACHEABLE" }
             }
             RequestDecision::Lookup(plan) => {
-                let (parts, _body) = req.into_parts();
+                let (mut parts, _body) = req.into_parts();
+                // The headers move into the client view: no copy on the hit path.
+                let headers = std::mem::take(&mut parts.headers);
                 let cv = ClientView {
                     accept_gzip: plan.accept_gzip,
-                    accept_br: plan.accept_gzip && crate::compress::accepts(&parts.headers, "br"),
+                    accept_br: plan.accept_gzip && crate::compress::accepts(&headers, "br"),
                     method: parts.method.clone(),
-                    headers: parts.headers.clone(),
+                    headers,
                 };
                 self.lookup(cache, parts, plan, &cv, conn, client, 0).await
             }
@@ -225,7 +227,7 @@ impl Edge {
                 let found = if plan.always_miss {
                     Lookup::Miss
                 } else {
-                    cache.store.lookup(&plan.key.primary, |obj| variance_matches(obj, &parts.headers, plan.accept_gzip), ms(now))
+                    cache.store.lookup(&plan.key.primary, |obj| variance_matches(obj, &cv.headers, plan.accept_gzip), ms(now))
                 };
                 match found {
                     Lookup::Fresh(obj) => {
@@ -242,7 +244,7 @@ impl Edge {
                             }
                             HitDecision::StaleServe { refresh, grace } => {
                                 if refresh {
-                                    self.refresh_in_background(cache, &parts, &plan, conn, client);
+                                    self.refresh_in_background(cache, &parts, &cv.headers, &plan, conn, client);
                                 }
                                 cache.counters.hits.fetch_add(1, Ordering::Relaxed);
                                 return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace }, conn, client, esi_depth).await;
@@ -287,6 +289,7 @@ impl Edge {
         self: &Arc<Self>,
         cache: &Arc<Cache>,
         parts: &http::request::Parts,
+        headers: &HeaderMap,
         plan: &LookupPlan,
         conn: &ConnInfo,
         client: IpAddr,
@@ -299,7 +302,7 @@ impl Edge {
         let cache = cache.clone();
         let plan = plan.clone();
         let conn = *conn;
-        let fetch_parts = fetch_parts(parts, &plan);
+        let fetch_parts = fetch_parts(parts, headers, &plan);
         tokio::spawn(async move {
             let fetched = this.fetch(&cache, fetch_parts, &plan, &conn, client).await;
             if let Err(e) = fetched {
@@ -321,7 +324,7 @@ impl Edge {
         client: IpAddr,
         esi_depth: u8,
     ) -> Served {
-        match self.fetch(cache, fetch_parts(parts, plan), plan, conn, client).await {
+        match self.fetch(cache, fetch_parts(parts, &cv.headers, plan), plan, conn, client).await {
             Ok(Fetched::Stored(obj)) => {
                 self.deliver(cache, &obj, cv, plan, CacheDebug::Miss, conn, client, esi_depth).await
             }
@@ -608,15 +611,13 @@ impl Edge {
         target.apply_host(&mut headers);
         let uri: Uri = target.url.parse().ok()?;
         let decision = classify(&RequestView::new(&Method::GET, &target.url, &headers), &cache.s.policy);
-        let sub_cv = ClientView { method: Method::GET, headers: headers.clone(), accept_gzip: false, accept_br: false };
-        let mut builder = Request::builder().method(Method::GET).uri(uri);
-        if let Some(h) = builder.headers_mut() {
-            *h = headers;
-        }
-        let (parts, ()) = builder.body(()).ok()?.into_parts();
+        let (parts, ()) = Request::builder().method(Method::GET).uri(uri).body(()).ok()?.into_parts();
+        let sub_cv = ClientView { method: Method::GET, headers, accept_gzip: false, accept_br: false };
         let served = match decision {
             RequestDecision::Lookup(plan) => self.lookup(cache, parts, plan, &sub_cv, conn, client, depth).await,
             _ => {
+                let mut parts = parts;
+                parts.headers = sub_cv.headers.clone();
                 let (resp, outcome) = self.dispatch(Request::from_parts(parts, ClientBody::Empty), conn, client).await;
                 Served { resp, outcome, cache: "UNCACHEABLE" }
             }
@@ -704,14 +705,14 @@ fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &st
 }
 
 /// The fetch request of a lookup: GET, normalised URL, miss headers.
-fn fetch_parts(parts: &http::request::Parts, plan: &LookupPlan) -> http::request::Parts {
+fn fetch_parts(parts: &http::request::Parts, headers: &HeaderMap, plan: &LookupPlan) -> http::request::Parts {
     let mut builder = Request::builder().method(Method::GET).version(http::Version::HTTP_11);
     builder = builder.uri(plan.url.parse::<Uri>().unwrap_or_else(|_| parts.uri.clone()));
     let (mut p, ()) = match builder.body(()) {
         Ok(r) => r.into_parts(),
         Err(_) => Request::new(()).into_parts(),
     };
-    p.headers = miss_fetch_headers(&parts.headers);
+    p.headers = miss_fetch_headers(headers);
     if let Some(a) = parts.uri.authority() {
         if !p.headers.contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {

@@ -29,12 +29,31 @@ pub enum GzipDecision {
     Compress,
 }
 
+/// What the gzip filter needs to know about the client, read once per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEncoding {
+    /// `Accept-Encoding` allows gzip.
+    pub gzip: bool,
+    /// An old MSIE that mishandles gzip (`gzip_disable "msie6"`).
+    pub msie6: bool,
+}
+
+impl ClientEncoding {
+    /// Reads `Accept-Encoding` and `User-Agent`.
+    pub fn of(headers: &HeaderMap) -> Self {
+        Self {
+            gzip: accepts_gzip(headers),
+            msie6: is_msie6(headers),
+        }
+    }
+}
+
 /// Decides per nginx's gzip filter.
 pub fn decide(
     enabled: bool,
     min_length: u64,
     status: StatusCode,
-    req_headers: &HeaderMap,
+    client: ClientEncoding,
     resp_headers: &HeaderMap,
 ) -> GzipDecision {
     if !enabled || !matches!(status.as_u16(), 200 | 403 | 404) {
@@ -59,7 +78,7 @@ pub fn decide(
             return GzipDecision::Skip;
         }
     }
-    if accepts_gzip(req_headers) && !is_msie6(req_headers) {
+    if client.gzip && !client.msie6 {
         GzipDecision::Compress
     } else {
         GzipDecision::VaryOnly
@@ -96,6 +115,9 @@ pub fn accepts(headers: &HeaderMap, wanted: &str) -> bool {
 
 /// nginx's `msie6` mask: MSIE 4–6 without SV1.
 fn is_msie6(headers: &HeaderMap) -> bool {
+    if !headers.contains_key(http::header::USER_AGENT) {
+        return false;
+    }
     let ua = headers
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
@@ -278,30 +300,30 @@ mod tests {
     fn html_for_gzip_client_is_compressed() {
         let req = headers(&[("accept-encoding", "gzip, deflate, br")]);
         let resp = headers(&[("content-type", "text/html; charset=UTF-8")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &resp), GzipDecision::Compress);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::Compress);
     }
 
     #[test]
     fn identity_client_gets_vary_only() {
         let req = headers(&[]);
         let resp = headers(&[("content-type", "text/css")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &resp), GzipDecision::VaryOnly);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
         let req = headers(&[("accept-encoding", "gzip;q=0")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &resp), GzipDecision::VaryOnly);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
     }
 
     #[test]
     fn small_images_encoded_and_redirects_are_skipped() {
         let req = headers(&[("accept-encoding", "gzip")]);
         let small = headers(&[("content-type", "text/html"), ("content-length", "100")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &small), GzipDecision::Skip);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &small), GzipDecision::Skip);
         let img = headers(&[("content-type", "image/jpeg")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &img), GzipDecision::Skip);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &img), GzipDecision::Skip);
         let enc = headers(&[("content-type", "text/html"), ("content-encoding", "br")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, &req, &enc), GzipDecision::Skip);
+        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &enc), GzipDecision::Skip);
         let html = headers(&[("content-type", "text/html")]);
-        assert_eq!(decide(true, 1100, StatusCode::FOUND, &req, &html), GzipDecision::Skip);
-        assert_eq!(decide(false, 1100, StatusCode::OK, &req, &html), GzipDecision::Skip);
+        assert_eq!(decide(true, 1100, StatusCode::FOUND, ClientEncoding::of(&req), &html), GzipDecision::Skip);
+        assert_eq!(decide(false, 1100, StatusCode::OK, ClientEncoding::of(&req), &html), GzipDecision::Skip);
     }
 
     #[test]
@@ -311,7 +333,7 @@ mod tests {
             ("user-agent", "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0)"),
         ]);
         let resp = headers(&[("content-type", "text/html")]);
-        assert_eq!(decide(true, 0, StatusCode::OK, &req, &resp), GzipDecision::VaryOnly);
+        assert_eq!(decide(true, 0, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
     }
 
     #[tokio::test]

@@ -214,10 +214,12 @@ impl Edge {
     pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &ConnInfo) -> Response<EdgeBody> {
         let started = Instant::now();
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
-        let log = self.s.access_log.then(|| {
+        // Only pay for the log fields when the line will be written.
+        let log = (self.s.access_log && tracing::enabled!(target: "access", tracing::Level::INFO)).then(|| {
             (req.method().clone(), req.uri().path().to_owned(), req.version())
         });
-        let accept_headers = req.headers().clone();
+        // What the gzip filter needs from the request, without copying its headers.
+        let gzip_client = compress::ClientEncoding::of(req.headers());
         let is_head = req.method() == Method::HEAD;
         let (mut resp, outcome, cache_label) = match &self.cache {
             Some(cache) => {
@@ -229,7 +231,7 @@ impl Edge {
                 (resp, outcome, "-")
             }
         };
-        self.filter_response(&accept_headers, is_head, &mut resp);
+        self.filter_response(gzip_client, is_head, &mut resp);
         if let Some((method, path, version)) = log {
             tracing::info!(
                 target: "access",
@@ -439,7 +441,7 @@ impl Edge {
     }
 
     /// nginx's output filters: `charset utf-8` and gzip.
-    fn filter_response(&self, req_headers: &http::HeaderMap, is_head: bool, resp: &mut Response<EdgeBody>) {
+    fn filter_response(&self, client: compress::ClientEncoding, is_head: bool, resp: &mut Response<EdgeBody>) {
         if let Some(ct) = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
             if !ct.to_ascii_lowercase().contains("charset=") && magestack_routing::charset_applies(ct) {
                 if let Ok(v) = HeaderValue::from_str(&format!("{ct}; charset={}", magestack_routing::CHARSET)) {
@@ -450,7 +452,7 @@ impl Edge {
         if is_head {
             return;
         }
-        match compress::decide(self.s.gzip, self.s.gzip_min_length, resp.status(), req_headers, resp.headers()) {
+        match compress::decide(self.s.gzip, self.s.gzip_min_length, resp.status(), client, resp.headers()) {
             GzipDecision::Skip => {}
             GzipDecision::VaryOnly => compress::add_vary(resp.headers_mut()),
             GzipDecision::Compress => {
