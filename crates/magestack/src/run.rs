@@ -116,7 +116,11 @@ fn init_logging(cfg: &Validated) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
@@ -276,6 +280,8 @@ async fn demo(mut cfg: Validated) -> Result<ExitCode> {
         println!("  curl -i -c jar -b jar http://{a}/customer/account/login   # log in: X-Magento-Vary cookie");
         println!("  curl -i -b jar http://{a}/checkout/cart/   # personalised, never cached");
         println!("  curl -i --http2-prior-knowledge http://{a}/ # h2c");
+        println!("  curl -X PURGE -H 'X-Magento-Tags-Pattern: ((^|,)cat_c_3(,|$))' http://{a}/   # what Magento sends on a save");
+        println!("  magestack purge --all --edge {a}             # \"Flush Magento Cache\"");
         println!("Stop with Ctrl-C.");
     }
     edge(cfg).await
