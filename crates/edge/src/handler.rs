@@ -130,6 +130,9 @@ impl Edge {
                         // With the bulkhead capping connections at pm.max_children no
                         // fresh connection waits in FPM's backlog: keep connections.
                         release_for_fresh_waiters: s.max_connections == 0,
+                        // An idle kept-alive connection pins a PHP-FPM child; give it
+                        // back soon so other clients of the pool (cron, probes) get one.
+                        idle_timeout: std::time::Duration::from_secs(10),
                         ..Default::default()
                     },
                 ))
