@@ -383,3 +383,25 @@ async fn full_page_cache_never_shares_a_personalised_page() {
     assert_eq!(anon3.header("x-magento-cache-debug").as_deref(), Some("HIT"));
     edge.shutdown().await;
 }
+
+/// Regression: PHP-FPM's last small writes were held by Nagle until our delayed
+/// ACK (40 ms) on every kept-alive TCP response larger than a segment.
+#[tokio::test]
+async fn kept_alive_tcp_responses_do_not_wait_for_delayed_acks() {
+    let env = php_env();
+    let mut s = settings(magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    s.max_connections = 2;
+    let edge = start(s, limits()).await;
+    let mut times = Vec::new();
+    for _ in 0..7 {
+        let started = std::time::Instant::now();
+        let r = get(edge.addr, "/women/tops.html").await;
+        assert_eq!(r.status, 200);
+        assert!(r.body.len() > 20_000, "a page larger than one TCP segment");
+        times.push(started.elapsed());
+    }
+    times.sort();
+    let median = times[times.len() / 2];
+    assert!(median < Duration::from_millis(25), "median {median:?} (all {times:?})");
+    edge.shutdown().await;
+}

@@ -694,11 +694,30 @@ impl AsyncRead for Io {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
-            Io::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tcp(s) => {
+                let r = Pin::new(&mut *s).poll_read(cx, buf);
+                if matches!(r, Poll::Ready(Ok(()))) {
+                    quickack(s);
+                }
+                r
+            }
             Io::Unix(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
+
+/// Acknowledges received data at once. PHP-FPM writes a response's last
+/// STDOUT record and END_REQUEST as small separate writes without
+/// `TCP_NODELAY`, so Nagle holds them until the previous segment is acked;
+/// with Linux's delayed ACKs that is a 40 ms stall on every kept-alive
+/// response larger than a segment. The flag is not sticky, hence after every read.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn quickack(s: &tokio::net::TcpStream) {
+    let _ = socket2::SockRef::from(s).set_tcp_quickack(true);
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn quickack(_s: &tokio::net::TcpStream) {}
 
 impl AsyncWrite for Io {
     fn poll_write(
