@@ -146,9 +146,9 @@ pub fn compress(headers: &mut HeaderMap, body: EdgeBody) -> EdgeBody {
         http::HeaderValue::from_static("gzip"),
     );
     add_vary(headers);
-    http_body_util::BodyExt::boxed_unsync(GzipBody {
+    http_body_util::BodyExt::boxed_unsync(CodecBody {
         inner: body,
-        encoder: Some(GzEncoder::new(Vec::with_capacity(8192), Compression::new(6))),
+        codec: Some(GzEncoder::new(Vec::with_capacity(8192), Compression::new(6))),
     })
 }
 
@@ -171,69 +171,47 @@ pub fn add_vary(headers: &mut HeaderMap) {
 /// Decompresses a gzip body as it streams (stored gzip objects for clients
 /// that do not accept gzip).
 pub fn gunzip(body: EdgeBody) -> EdgeBody {
-    http_body_util::BodyExt::boxed_unsync(GunzipBody {
+    http_body_util::BodyExt::boxed_unsync(CodecBody {
         inner: body,
-        decoder: Some(flate2::write::GzDecoder::new(Vec::with_capacity(16 * 1024))),
+        codec: Some(flate2::write::GzDecoder::new(Vec::with_capacity(16 * 1024))),
     })
 }
 
-struct GunzipBody {
-    inner: EdgeBody,
-    decoder: Option<flate2::write::GzDecoder<Vec<u8>>>,
+/// A streaming byte transform that writes into an in-memory buffer: gzip
+/// encoding and decoding share one body type through it.
+trait StreamCodec: Write {
+    /// The bytes produced so far.
+    fn output(&mut self) -> &mut Vec<u8>;
+    /// Flushes what is left at the end of the stream.
+    fn finish_output(self) -> std::io::Result<Vec<u8>>;
 }
 
-impl Body for GunzipBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = &mut *self;
-        loop {
-            let Some(decoder) = this.decoder.as_mut() else {
-                return Poll::Ready(None);
-            };
-            match Pin::new(&mut this.inner).poll_frame(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Some(Err(e))) => {
-                    this.decoder = None;
-                    return Poll::Ready(Some(Err(e)));
-                }
-                Poll::Ready(Some(Ok(frame))) => {
-                    let Ok(data) = frame.into_data() else { continue };
-                    if let Err(e) = decoder.write_all(&data) {
-                        this.decoder = None;
-                        return Poll::Ready(Some(Err(e.into())));
-                    }
-                    let out = std::mem::take(decoder.get_mut());
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
-                    }
-                }
-                Poll::Ready(None) => {
-                    let Some(decoder) = this.decoder.take() else {
-                        return Poll::Ready(None);
-                    };
-                    return match decoder.finish() {
-                        Ok(out) if out.is_empty() => Poll::Ready(None),
-                        Ok(out) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
-                        Err(e) => Poll::Ready(Some(Err(e.into()))),
-                    };
-                }
-            }
-        }
+impl StreamCodec for GzEncoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish_output(self) -> std::io::Result<Vec<u8>> {
+        self.finish()
     }
 }
 
-/// Streaming gzip body.
-struct GzipBody {
-    inner: EdgeBody,
-    encoder: Option<GzEncoder<Vec<u8>>>,
+impl StreamCodec for flate2::write::GzDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn finish_output(self) -> std::io::Result<Vec<u8>> {
+        self.finish()
+    }
 }
 
-impl Body for GzipBody {
+/// Runs every data frame of `inner` through the codec, emitting output as it
+/// appears (memory stays bounded by the codec's window, not the body size).
+struct CodecBody<C> {
+    inner: EdgeBody,
+    codec: Option<C>,
+}
+
+impl<C: StreamCodec + Unpin> Body for CodecBody<C> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -243,33 +221,34 @@ impl Body for GzipBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         loop {
-            let Some(encoder) = this.encoder.as_mut() else {
+            let Some(codec) = this.codec.as_mut() else {
                 return Poll::Ready(None);
             };
             match Pin::new(&mut this.inner).poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => {
-                    this.encoder = None;
+                    this.codec = None;
                     return Poll::Ready(Some(Err(e)));
                 }
                 Poll::Ready(Some(Ok(frame))) => {
                     let Ok(data) = frame.into_data() else {
                         continue; // trailers are dropped, as nginx does
                     };
-                    if let Err(e) = encoder.write_all(&data) {
-                        this.encoder = None;
+                    if let Err(e) = codec.write_all(&data) {
+                        this.codec = None;
                         return Poll::Ready(Some(Err(e.into())));
                     }
-                    let out = std::mem::take(encoder.get_mut());
+                    let out = std::mem::take(codec.output());
                     if !out.is_empty() {
                         return Poll::Ready(Some(Ok(Frame::data(Bytes::from(out)))));
                     }
                 }
                 Poll::Ready(None) => {
-                    let Some(encoder) = this.encoder.take() else {
+                    let Some(codec) = this.codec.take() else {
                         return Poll::Ready(None);
                     };
-                    return match encoder.finish() {
+                    return match codec.finish_output() {
+                        Ok(out) if out.is_empty() => Poll::Ready(None),
                         Ok(out) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(out))))),
                         Err(e) => Poll::Ready(Some(Err(e.into()))),
                     };
