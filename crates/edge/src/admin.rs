@@ -44,7 +44,10 @@ pub struct AdminAccess {
 
 impl std::fmt::Debug for AdminAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AdminAccess").field("acl", &self.acl).field("token", &self.token.as_ref().map(|_| "<set>")).finish()
+        f.debug_struct("AdminAccess")
+            .field("acl", &self.acl)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
     }
 }
 
@@ -53,7 +56,9 @@ impl AdminAccess {
         if crate::client_ip::is_trusted(peer, &self.acl) {
             return true;
         }
-        let Some(token) = &self.token else { return false };
+        let Some(token) = &self.token else {
+            return false;
+        };
         let presented = req
             .headers()
             .get(http::header::AUTHORIZATION)
@@ -61,13 +66,22 @@ impl AdminAccess {
             .and_then(|v| v.strip_prefix("Bearer "));
         // Constant-time compare: the token must not leak through timing.
         presented.is_some_and(|p| {
-            p.len() == token.len() && p.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+            p.len() == token.len()
+                && p.bytes()
+                    .zip(token.bytes())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                    == 0
         })
     }
 }
 
 /// Serves the admin API until the task is dropped.
-pub async fn serve(listener: TcpListener, ready: Arc<Readiness>, edge: Arc<Edge>, access: AdminAccess) {
+pub async fn serve(
+    listener: TcpListener,
+    ready: Arc<Readiness>,
+    edge: Arc<Edge>,
+    access: AdminAccess,
+) {
     let access = Arc::new(access);
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
@@ -90,7 +104,13 @@ pub async fn serve(listener: TcpListener, ready: Arc<Readiness>, edge: Arc<Edge>
     }
 }
 
-fn route(req: &Request<Incoming>, ready: &Readiness, edge: &Edge, access: &AdminAccess, peer: std::net::IpAddr) -> Response<EdgeBody> {
+fn route(
+    req: &Request<Incoming>,
+    ready: &Readiness,
+    edge: &Edge,
+    access: &AdminAccess,
+    peer: std::net::IpAddr,
+) -> Response<EdgeBody> {
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if ready.get() => (StatusCode::OK, "ready\n"),
@@ -100,7 +120,11 @@ fn route(req: &Request<Incoming>, ready: &Readiness, edge: &Edge, access: &Admin
             let body = match edge.cache_stats() {
                 Some(st) => {
                     let lookups = st.hits + st.misses;
-                    let ratio = if lookups == 0 { 0.0 } else { st.hits as f64 / lookups as f64 };
+                    let ratio = if lookups == 0 {
+                        0.0
+                    } else {
+                        st.hits as f64 / lookups as f64
+                    };
                     format!(
                         "{{\"enabled\":true,\"objects\":{},\"bytes\":{},\"max_bytes\":{},\"hits\":{},\"misses\":{},\"passes\":{},\"hit_ratio\":{:.4},\"purges\":{},\"purged_objects\":{},\"purges_refused\":{},\"evictions\":{},\"backend_healthy\":{}}}\n",
                         st.objects, st.bytes, st.max_bytes, st.hits, st.misses, st.passes, ratio, st.purges, st.purged_objects, st.purges_refused, st.evictions, st.healthy
@@ -109,7 +133,10 @@ fn route(req: &Request<Incoming>, ready: &Readiness, edge: &Edge, access: &Admin
                 None => "{\"enabled\":false}\n".to_string(),
             };
             let mut r = Response::new(body::full(body));
-            r.headers_mut().insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
             return r;
         }
         _ => (StatusCode::NOT_FOUND, "not found\n"),

@@ -20,8 +20,8 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use magestack_fpc::prelude::*;
 use magestack_fpc::key::variance;
+use magestack_fpc::prelude::*;
 use magestack_fpc_store::coalesce::{Flights, Join};
 use magestack_fpc_store::{CachedObject, Lookup, ObjectBuilder, Store, StoreConfig, Variance};
 use tokio::sync::watch;
@@ -76,7 +76,9 @@ pub(crate) struct Cache {
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cache").field("settings", &self.s).finish_non_exhaustive()
+        f.debug_struct("Cache")
+            .field("settings", &self.s)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +102,9 @@ impl Cache {
 
 /// Milliseconds since the epoch: the store's clock.
 fn ms(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A response about to be delivered, with what the cache did.
@@ -128,7 +132,12 @@ impl Edge {
         conn: &ConnInfo,
         client: IpAddr,
     ) -> Served {
-        let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").to_owned();
+        let target = req
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/")
+            .to_owned();
         let authority = req.uri().authority().map(|a| a.as_str().to_owned());
         let decision = {
             let mut view = RequestView::new(req.method(), &target, req.headers());
@@ -142,9 +151,15 @@ impl Edge {
             RequestDecision::Pipe | RequestDecision::Pass(_) => {
                 cache.counters.passes.fetch_add(1, Ordering::Relaxed);
                 let path = req.uri().path().to_owned();
-                let (mut resp, outcome) = self.dispatch(req.map(ClientBody::Incoming), conn, client).await;
+                let (mut resp, outcome) = self
+                    .dispatch(req.map(ClientBody::Incoming), conn, client)
+                    .await;
                 deliver_headers(resp.headers_mut(), CacheDebug::Uncacheable, &path, 0);
-                Served { resp, outcome, cache: "UNCACHEABLE" }
+                Served {
+                    resp,
+                    outcome,
+                    cache: "UNCACHEABLE",
+                }
             }
             RequestDecision::Lookup(plan) => {
                 let (mut parts, _body) = req.into_parts();
@@ -184,11 +199,17 @@ impl Edge {
                     purged += apply_pattern(cache, pool, now, POOL_PREFIX, soft);
                 }
                 cache.counters.purges.fetch_add(1, Ordering::Relaxed);
-                cache.counters.purged_objects.fetch_add(purged, Ordering::Relaxed);
+                cache
+                    .counters
+                    .purged_objects
+                    .fetch_add(purged, Ordering::Relaxed);
                 tracing::info!(%peer, objects = purged, "Purged.");
             }
             _ => {
-                cache.counters.purges_refused.fetch_add(1, Ordering::Relaxed);
+                cache
+                    .counters
+                    .purges_refused
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, verdict = verdict.as_str(), "PURGE refused.");
             }
         }
@@ -205,7 +226,11 @@ impl Edge {
         if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(synth.reason.as_bytes()) {
             resp.extensions_mut().insert(reason);
         }
-        Served { resp, outcome: Outcome::Edge, cache: "PURGE" }
+        Served {
+            resp,
+            outcome: Outcome::Edge,
+            cache: "PURGE",
+        }
     }
 
     /// Lookup, then hit / grace / coalesced miss.
@@ -227,12 +252,29 @@ impl Edge {
                 let found = if plan.always_miss {
                     Lookup::Miss
                 } else {
-                    cache.store.lookup(&plan.key.primary, |obj| variance_matches(obj, &cv.headers, plan.accept_gzip), ms(now))
+                    cache.store.lookup(
+                        &plan.key.primary,
+                        |obj| variance_matches(obj, &cv.headers, plan.accept_gzip),
+                        ms(now),
+                    )
                 };
                 match found {
                     Lookup::Fresh(obj) => {
                         cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                        return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace: GraceState::None }, conn, client, esi_depth).await;
+                        return self
+                            .deliver(
+                                cache,
+                                &obj,
+                                cv,
+                                &plan,
+                                CacheDebug::Hit {
+                                    grace: GraceState::None,
+                                },
+                                conn,
+                                client,
+                                esi_depth,
+                            )
+                            .await;
                     }
                     Lookup::Stale(obj) => {
                         let times = object_times(&obj);
@@ -240,14 +282,45 @@ impl Edge {
                         match hit_decision(&times, now, healthy, &cache.s.policy) {
                             HitDecision::Fresh => {
                                 cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                                return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace: GraceState::None }, conn, client, esi_depth).await;
+                                return self
+                                    .deliver(
+                                        cache,
+                                        &obj,
+                                        cv,
+                                        &plan,
+                                        CacheDebug::Hit {
+                                            grace: GraceState::None,
+                                        },
+                                        conn,
+                                        client,
+                                        esi_depth,
+                                    )
+                                    .await;
                             }
                             HitDecision::StaleServe { refresh, grace } => {
                                 if refresh {
-                                    self.refresh_in_background(cache, &parts, &cv.headers, &plan, conn, client);
+                                    self.refresh_in_background(
+                                        cache,
+                                        &parts,
+                                        &cv.headers,
+                                        &plan,
+                                        conn,
+                                        client,
+                                    );
                                 }
                                 cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                                return self.deliver(cache, &obj, cv, &plan, CacheDebug::Hit { grace }, conn, client, esi_depth).await;
+                                return self
+                                    .deliver(
+                                        cache,
+                                        &obj,
+                                        cv,
+                                        &plan,
+                                        CacheDebug::Hit { grace },
+                                        conn,
+                                        client,
+                                        esi_depth,
+                                    )
+                                    .await;
                             }
                             HitDecision::Miss => {
                                 // Varnish restarts with hash_always_miss: fetch now.
@@ -257,7 +330,9 @@ impl Edge {
                     }
                     Lookup::HitForMiss => {
                         cache.counters.misses.fetch_add(1, Ordering::Relaxed);
-                        return self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await;
+                        return self
+                            .fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth)
+                            .await;
                     }
                     Lookup::Miss => {}
                 }
@@ -265,9 +340,13 @@ impl Edge {
                 if attempt == 2 {
                     break;
                 }
-                match cache.flights.join(plan.key.primary, || FlightSignal(Arc::new(watch::channel(false).0))) {
+                match cache.flights.join(plan.key.primary, || {
+                    FlightSignal(Arc::new(watch::channel(false).0))
+                }) {
                     Join::Leader(guard) => {
-                        let served = self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await;
+                        let served = self
+                            .fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth)
+                            .await;
                         drop(guard);
                         return served;
                     }
@@ -275,12 +354,17 @@ impl Edge {
                         let mut rx = signal.0.subscribe();
                         let wait = rx.wait_for(|done| *done);
                         // A leader that hangs must not hang its followers longer than it may.
-                        let _ = tokio::time::timeout(self.read_timeout() + Duration::from_secs(1), wait).await;
+                        let _ = tokio::time::timeout(
+                            self.read_timeout() + Duration::from_secs(1),
+                            wait,
+                        )
+                        .await;
                         plan.always_miss = false;
                     }
                 }
             }
-            self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth).await
+            self.fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth)
+                .await
         })
     }
 
@@ -294,7 +378,9 @@ impl Edge {
         conn: &ConnInfo,
         client: IpAddr,
     ) {
-        let guard = match cache.flights.join(plan.key.primary, || FlightSignal(Arc::new(watch::channel(false).0))) {
+        let guard = match cache.flights.join(plan.key.primary, || {
+            FlightSignal(Arc::new(watch::channel(false).0))
+        }) {
             Join::Leader(g) => g,
             Join::Follower(_) => return,
         };
@@ -324,22 +410,59 @@ impl Edge {
         client: IpAddr,
         esi_depth: u8,
     ) -> Served {
-        match self.fetch(cache, fetch_parts(parts, &cv.headers, plan), plan, conn, client).await {
+        match self
+            .fetch(
+                cache,
+                fetch_parts(parts, &cv.headers, plan),
+                plan,
+                conn,
+                client,
+            )
+            .await
+        {
             Ok(Fetched::Stored(obj)) => {
-                self.deliver(cache, &obj, cv, plan, CacheDebug::Miss, conn, client, esi_depth).await
+                self.deliver(
+                    cache,
+                    &obj,
+                    cv,
+                    plan,
+                    CacheDebug::Miss,
+                    conn,
+                    client,
+                    esi_depth,
+                )
+                .await
             }
-            Ok(Fetched::Uncacheable { mut resp, outcome, esi }) => {
+            Ok(Fetched::Uncacheable {
+                mut resp,
+                outcome,
+                esi,
+            }) => {
                 if esi && cache.s.esi && esi_depth < MAX_ESI_DEPTH {
-                    resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
+                    resp = self
+                        .assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth)
+                        .await;
                 }
                 deliver_headers(resp.headers_mut(), CacheDebug::Uncacheable, &plan.url, 0);
                 let resp = decode_for_client(resp, cv.accept_gzip);
-                Served { resp, outcome, cache: "UNCACHEABLE" }
+                Served {
+                    resp,
+                    outcome,
+                    cache: "UNCACHEABLE",
+                }
             }
-            Err(FetchError::Upstream(resp, outcome)) => Served { resp, outcome, cache: "UNCACHEABLE" },
+            Err(FetchError::Upstream(resp, outcome)) => Served {
+                resp,
+                outcome,
+                cache: "UNCACHEABLE",
+            },
             Err(FetchError::Body(e)) => {
                 tracing::warn!(error = %e, url = %plan.url, "Backend body failed during a cache fetch.");
-                Served { resp: error_page(StatusCode::BAD_GATEWAY, Some(5)), outcome: Outcome::UpstreamError, cache: "UNCACHEABLE" }
+                Served {
+                    resp: error_page(StatusCode::BAD_GATEWAY, Some(5)),
+                    outcome: Outcome::UpstreamError,
+                    cache: "UNCACHEABLE",
+                }
             }
         }
     }
@@ -377,17 +500,32 @@ impl Edge {
         if let Some(rest) = overflow {
             let prefix = buf.freeze();
             use futures_util::StreamExt;
-            let chained = futures_util::stream::once(async move { Ok::<_, BoxError>(http_body::Frame::data(prefix)) })
-                .chain(http_body_util::BodyStream::new(rest));
+            let chained = futures_util::stream::once(async move {
+                Ok::<_, BoxError>(http_body::Frame::data(prefix))
+            })
+            .chain(http_body_util::BodyStream::new(rest));
             let body = http_body_util::StreamBody::new(chained).boxed_unsync();
             head.headers.remove(header::CONTENT_LENGTH);
-            return Ok(Fetched::Uncacheable { resp: Response::from_parts(head, body), outcome, esi: false });
+            return Ok(Fetched::Uncacheable {
+                resp: Response::from_parts(head, body),
+                outcome,
+                esi: false,
+            });
         }
         let body = buf.freeze();
         let now = SystemTime::now();
         let verdict = {
             let view = RequestView::new(&Method::GET, &plan.url, &req_headers);
-            classify_response(&view, Fetch::Lookup(plan), &ResponseView { status: head.status, headers: &head.headers }, now, &cache.s.policy)
+            classify_response(
+                &view,
+                Fetch::Lookup(plan),
+                &ResponseView {
+                    status: head.status,
+                    headers: &head.headers,
+                },
+                now,
+                &cache.s.policy,
+            )
         };
         verdict.apply_to_headers(&mut head.headers);
         // ESI documents are found once, here; their bodies stay uncompressed so
@@ -426,8 +564,17 @@ impl Edge {
             magestack_fpc::response::gzip_stored_headers(&mut head.headers);
         }
         match verdict {
-            Cacheability::Cacheable { ttl, grace, keep, esi, tags, pools, .. } => {
-                let variance = Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
+            Cacheability::Cacheable {
+                ttl,
+                grace,
+                keep,
+                esi,
+                tags,
+                pools,
+                ..
+            } => {
+                let variance =
+                    Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
                 let mut block = Vec::with_capacity(512);
                 if has_esi {
                     block.extend_from_slice(ESI_MARKER_LINE);
@@ -451,8 +598,15 @@ impl Edge {
                     .ttl_ms(ttl.as_millis() as u64)
                     .grace_ms(grace.as_millis() as u64)
                     .keep_ms(keep.as_millis() as u64)
-                    .tags(tags.iter().cloned().chain(pools.iter().map(|p| format!("{POOL_PREFIX}{p}"))));
-                match cache.store.insert(plan.key.primary, variance, builder, ms(now)) {
+                    .tags(
+                        tags.iter()
+                            .cloned()
+                            .chain(pools.iter().map(|p| format!("{POOL_PREFIX}{p}"))),
+                    );
+                match cache
+                    .store
+                    .insert(plan.key.primary, variance, builder, ms(now))
+                {
                     Ok(obj) => Ok(Fetched::Stored(obj)),
                     Err(e) => {
                         tracing::debug!(error = %e, url = %plan.url, "Object not stored.");
@@ -466,12 +620,22 @@ impl Edge {
                     }
                 }
             }
-            Cacheability::Uncacheable { hit_for_miss_ttl, esi, reason, .. } => {
+            Cacheability::Uncacheable {
+                hit_for_miss_ttl,
+                esi,
+                reason,
+                ..
+            } => {
                 if !hit_for_miss_ttl.is_zero() {
                     // A marker has no headers, so it is stored without variance: it
                     // must match every request for the key, or lookups would miss it
                     // and coalesce behind each other forever.
-                    let _ = cache.store.insert(plan.key.primary, Variance::from(None::<[u8; 16]>), ObjectBuilder::hit_for_miss(hit_for_miss_ttl.as_millis() as u64), ms(now));
+                    let _ = cache.store.insert(
+                        plan.key.primary,
+                        Variance::from(None::<[u8; 16]>),
+                        ObjectBuilder::hit_for_miss(hit_for_miss_ttl.as_millis() as u64),
+                        ms(now),
+                    );
                 }
                 tracing::debug!(reason = reason.as_str(), url = %plan.url, "Uncacheable.");
                 head.headers.remove(header::CONTENT_LENGTH);
@@ -479,7 +643,11 @@ impl Edge {
                     Some(off) => body.slice(..off),
                     None => body,
                 };
-                Ok(Fetched::Uncacheable { resp: Response::from_parts(head, body::full(body)), outcome, esi })
+                Ok(Fetched::Uncacheable {
+                    resp: Response::from_parts(head, body::full(body)),
+                    outcome,
+                    esi,
+                })
             }
         }
     }
@@ -519,11 +687,19 @@ impl Edge {
         {
             let mut r = Response::new(body::empty());
             *r.status_mut() = StatusCode::NOT_MODIFIED;
-            for name in [header::CONTENT_ENCODING, header::CONTENT_LENGTH, header::CONTENT_TYPE] {
+            for name in [
+                header::CONTENT_ENCODING,
+                header::CONTENT_LENGTH,
+                header::CONTENT_TYPE,
+            ] {
                 headers.remove(name);
             }
             *r.headers_mut() = headers;
-            return Served { resp: r, outcome: Outcome::Cache, cache: label };
+            return Served {
+                resp: r,
+                outcome: Outcome::Cache,
+                cache: label,
+            };
         }
         let stored = obj.body();
         let payload = match br_offset {
@@ -538,10 +714,16 @@ impl Edge {
         *resp.status_mut() = status;
         *resp.headers_mut() = headers;
         if is_esi {
-            resp = self.assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth).await;
+            resp = self
+                .assemble_esi_response(cache, resp, cv, plan, conn, client, esi_depth)
+                .await;
         }
         let resp = decode_for_client(resp, cv.accept_gzip);
-        Served { resp, outcome: Outcome::Cache, cache: label }
+        Served {
+            resp,
+            outcome: Outcome::Cache,
+            cache: label,
+        }
     }
 
     /// Splices `<esi:include>` fragments into an uncompressed text response.
@@ -561,7 +743,12 @@ impl Edge {
             return error_page(StatusCode::BAD_GATEWAY, Some(5));
         };
         let mut plain = collected.to_bytes();
-        if head.headers.get(header::CONTENT_ENCODING).map(|v| v.as_bytes()) == Some(b"gzip") {
+        if head
+            .headers
+            .get(header::CONTENT_ENCODING)
+            .map(|v| v.as_bytes())
+            == Some(b"gzip")
+        {
             match gunzip_bytes(&plain) {
                 Some(p) => plain = p,
                 None => return Response::from_parts(head, body::full(plain)),
@@ -584,7 +771,10 @@ impl Edge {
                     let Some(target) = resolve_include(&inc.src, &plan.url) else {
                         continue;
                     };
-                    match self.esi_fragment(cache, &target, cv, conn, client, esi_depth + 1).await {
+                    match self
+                        .esi_fragment(cache, &target, cv, conn, client, esi_depth + 1)
+                        .await
+                    {
                         Some(frag) => out.extend_from_slice(&frag),
                         None if inc.onerror_continue => {}
                         None => {}
@@ -610,16 +800,38 @@ impl Edge {
         let mut headers = subrequest_headers(&cv.headers, false);
         target.apply_host(&mut headers);
         let uri: Uri = target.url.parse().ok()?;
-        let decision = classify(&RequestView::new(&Method::GET, &target.url, &headers), &cache.s.policy);
-        let (parts, ()) = Request::builder().method(Method::GET).uri(uri).body(()).ok()?.into_parts();
-        let sub_cv = ClientView { method: Method::GET, headers, accept_gzip: false, accept_br: false };
+        let decision = classify(
+            &RequestView::new(&Method::GET, &target.url, &headers),
+            &cache.s.policy,
+        );
+        let (parts, ()) = Request::builder()
+            .method(Method::GET)
+            .uri(uri)
+            .body(())
+            .ok()?
+            .into_parts();
+        let sub_cv = ClientView {
+            method: Method::GET,
+            headers,
+            accept_gzip: false,
+            accept_br: false,
+        };
         let served = match decision {
-            RequestDecision::Lookup(plan) => self.lookup(cache, parts, plan, &sub_cv, conn, client, depth).await,
+            RequestDecision::Lookup(plan) => {
+                self.lookup(cache, parts, plan, &sub_cv, conn, client, depth)
+                    .await
+            }
             _ => {
                 let mut parts = parts;
                 parts.headers = sub_cv.headers.clone();
-                let (resp, outcome) = self.dispatch(Request::from_parts(parts, ClientBody::Empty), conn, client).await;
-                Served { resp, outcome, cache: "UNCACHEABLE" }
+                let (resp, outcome) = self
+                    .dispatch(Request::from_parts(parts, ClientBody::Empty), conn, client)
+                    .await;
+                Served {
+                    resp,
+                    outcome,
+                    cache: "UNCACHEABLE",
+                }
             }
         };
         if !served.resp.status().is_success() {
@@ -636,7 +848,11 @@ impl Edge {
 
 enum Fetched {
     Stored(Arc<CachedObject>),
-    Uncacheable { resp: Response<EdgeBody>, outcome: Outcome, esi: bool },
+    Uncacheable {
+        resp: Response<EdgeBody>,
+        outcome: Outcome,
+        esi: bool,
+    },
 }
 
 enum FetchError {
@@ -665,7 +881,13 @@ pub(crate) const POOL_PREFIX: &str = "\u{1}pool:";
 /// Request header choosing soft or hard purge for one PURGE.
 const PURGE_MODE: &str = "x-magestack-purge";
 
-fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &str, soft: bool) -> u64 {
+fn apply_pattern(
+    cache: &Cache,
+    pattern: &PurgePattern,
+    now_ms: u64,
+    prefix: &str,
+    soft: bool,
+) -> u64 {
     let store = &cache.store;
     let stats = match pattern {
         PurgePattern::All if prefix.is_empty() => {
@@ -705,9 +927,19 @@ fn apply_pattern(cache: &Cache, pattern: &PurgePattern, now_ms: u64, prefix: &st
 }
 
 /// The fetch request of a lookup: GET, normalised URL, miss headers.
-fn fetch_parts(parts: &http::request::Parts, headers: &HeaderMap, plan: &LookupPlan) -> http::request::Parts {
-    let mut builder = Request::builder().method(Method::GET).version(http::Version::HTTP_11);
-    builder = builder.uri(plan.url.parse::<Uri>().unwrap_or_else(|_| parts.uri.clone()));
+fn fetch_parts(
+    parts: &http::request::Parts,
+    headers: &HeaderMap,
+    plan: &LookupPlan,
+) -> http::request::Parts {
+    let mut builder = Request::builder()
+        .method(Method::GET)
+        .version(http::Version::HTTP_11);
+    builder = builder.uri(
+        plan.url
+            .parse::<Uri>()
+            .unwrap_or_else(|_| parts.uri.clone()),
+    );
     let (mut p, ()) = match builder.body(()) {
         Ok(r) => r.into_parts(),
         Err(_) => Request::new(()).into_parts(),
@@ -729,7 +961,8 @@ fn variance_matches(obj: &CachedObject, req: &HeaderMap, accept_gzip: bool) -> b
     for (name, value) in obj.header_iter() {
         if name.eq_ignore_ascii_case(b"vary") {
             if let Ok(v) = HeaderValue::from_bytes(value) {
-                vary.get_or_insert_with(HeaderMap::new).append(header::VARY, v);
+                vary.get_or_insert_with(HeaderMap::new)
+                    .append(header::VARY, v);
             }
         }
     }
@@ -754,11 +987,16 @@ fn object_times(obj: &CachedObject) -> ObjectTimes {
 /// Level 6, as nginx and Varnish use.
 fn gzip_bytes(data: &[u8]) -> Bytes {
     use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::new(6));
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::new(6),
+    );
     if enc.write_all(data).is_err() {
         return Bytes::copy_from_slice(data);
     }
-    enc.finish().map(Bytes::from).unwrap_or_else(|_| Bytes::copy_from_slice(data))
+    enc.finish()
+        .map(Bytes::from)
+        .unwrap_or_else(|_| Bytes::copy_from_slice(data))
 }
 
 /// Quality 5: most of brotli's gain on HTML at a fraction of quality 11's cost.
@@ -776,13 +1014,19 @@ fn brotli_bytes(data: &[u8]) -> Bytes {
 
 fn gunzip_bytes(data: &[u8]) -> Option<Bytes> {
     let mut out = Vec::with_capacity(data.len() * 4);
-    flate2::read::GzDecoder::new(data).read_to_end(&mut out).ok()?;
+    flate2::read::GzDecoder::new(data)
+        .read_to_end(&mut out)
+        .ok()?;
     Some(Bytes::from(out))
 }
 
 /// Clients that do not accept gzip get the stored gzip body decompressed.
 fn decode_for_client(resp: Response<EdgeBody>, accept_gzip: bool) -> Response<EdgeBody> {
-    let gz = resp.headers().get(header::CONTENT_ENCODING).map(|v| v.as_bytes() == b"gzip").unwrap_or(false);
+    let gz = resp
+        .headers()
+        .get(header::CONTENT_ENCODING)
+        .map(|v| v.as_bytes() == b"gzip")
+        .unwrap_or(false);
     if !gz || accept_gzip {
         return resp;
     }

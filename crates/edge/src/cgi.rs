@@ -95,7 +95,10 @@ pub fn build_params(r: &CgiRequest<'_>, mut sink: impl FnMut(&[u8], &[u8])) {
     sink(b"SERVER_SOFTWARE", SERVER_SOFTWARE.as_bytes());
     let remote_ip = r.remote.ip().to_string();
     sink(b"REMOTE_ADDR", remote_ip.as_bytes());
-    sink(b"REMOTE_PORT", fmt_u64(&mut num, u64::from(r.remote.port())));
+    sink(
+        b"REMOTE_PORT",
+        fmt_u64(&mut num, u64::from(r.remote.port())),
+    );
     let local_ip = r.local.ip().to_string();
     sink(b"SERVER_ADDR", local_ip.as_bytes());
     sink(b"SERVER_PORT", fmt_u64(&mut num, u64::from(r.local.port())));
@@ -135,7 +138,13 @@ pub fn build_params(r: &CgiRequest<'_>, mut sink: impl FnMut(&[u8], &[u8])) {
         }
         name.clear();
         name.extend_from_slice(b"HTTP_");
-        name.extend(k.bytes().map(|b| if b == b'-' { b'_' } else { b.to_ascii_uppercase() }));
+        name.extend(k.bytes().map(|b| {
+            if b == b'-' {
+                b'_'
+            } else {
+                b.to_ascii_uppercase()
+            }
+        }));
         value.clear();
         let sep: &[u8] = if k == "cookie" { b"; " } else { b", " };
         for (i, v) in r.headers.get_all(key).iter().enumerate() {
@@ -167,7 +176,11 @@ fn fmt_u64(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
 
 /// `$host`: the Host header (or h2 `:authority`) lowercased with the port removed;
 /// `server_name` when the client sent none.
-pub fn host_of<'a>(headers: &'a HeaderMap, authority: Option<&'a str>, fallback: &'a str) -> String {
+pub fn host_of<'a>(
+    headers: &'a HeaderMap,
+    authority: Option<&'a str>,
+    fallback: &'a str,
+) -> String {
     let raw = headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
@@ -237,7 +250,12 @@ mod tests {
         h.insert("content-type", "text/plain".parse().unwrap());
         let m = Method::GET;
         let p = collect(&base(&h, &m));
-        let get = |k: &str| p.iter().filter(|(n, _)| n == k).map(|(_, v)| v.clone()).collect::<Vec<_>>();
+        let get = |k: &str| {
+            p.iter()
+                .filter(|(n, _)| n == k)
+                .map(|(_, v)| v.clone())
+                .collect::<Vec<_>>()
+        };
         assert_eq!(get("HTTP_HOST"), vec!["shop.example"]);
         assert_eq!(get("HTTP_COOKIE"), vec!["a=1; b=2"]);
         assert_eq!(get("HTTP_X_FORWARDED_PROTO"), vec!["https"]);

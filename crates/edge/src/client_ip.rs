@@ -19,7 +19,10 @@ pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(IpAddr::V6(v6)),
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
         v4 => v4,
     }
 }
@@ -67,7 +70,13 @@ pub fn is_https(tls: bool, peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet])
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
-        .map(|v| v.split(',').next().unwrap_or("").trim().eq_ignore_ascii_case("https"))
+        .map(|v| {
+            v.split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("https")
+        })
         .unwrap_or(false)
 }
 
@@ -100,21 +109,36 @@ mod tests {
     #[test]
     fn trusted_peer_rightmost_untrusted_hop_wins() {
         let headers = h(&[("x-forwarded-for", "6.6.6.6, 1.2.3.4, 10.0.0.7")]);
-        let ip = client_ip("10.0.0.1".parse().unwrap(), &headers, &nets(&["10.0.0.0/8"]));
+        let ip = client_ip(
+            "10.0.0.1".parse().unwrap(),
+            &headers,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn several_headers_are_one_chain() {
-        let headers = h(&[("x-forwarded-for", "5.5.5.5"), ("x-forwarded-for", "10.1.1.1")]);
-        let ip = client_ip("10.0.0.1".parse().unwrap(), &headers, &nets(&["10.0.0.0/8"]));
+        let headers = h(&[
+            ("x-forwarded-for", "5.5.5.5"),
+            ("x-forwarded-for", "10.1.1.1"),
+        ]);
+        let ip = client_ip(
+            "10.0.0.1".parse().unwrap(),
+            &headers,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(ip, "5.5.5.5".parse::<IpAddr>().unwrap());
     }
 
     #[test]
     fn garbage_hop_stops_the_walk() {
         let headers = h(&[("x-forwarded-for", "1.1.1.1, nonsense")]);
-        let ip = client_ip("10.0.0.1".parse().unwrap(), &headers, &nets(&["10.0.0.0/8"]));
+        let ip = client_ip(
+            "10.0.0.1".parse().unwrap(),
+            &headers,
+            &nets(&["10.0.0.0/8"]),
+        );
         assert_eq!(ip, "10.0.0.1".parse::<IpAddr>().unwrap());
     }
 
@@ -124,13 +148,22 @@ mod tests {
         let t = nets(&["127.0.0.0/8"]);
         assert!(is_https(false, "127.0.0.1".parse().unwrap(), &headers, &t));
         assert!(!is_https(false, "8.8.8.8".parse().unwrap(), &headers, &t));
-        assert!(is_https(true, "8.8.8.8".parse().unwrap(), &HeaderMap::new(), &t));
+        assert!(is_https(
+            true,
+            "8.8.8.8".parse().unwrap(),
+            &HeaderMap::new(),
+            &t
+        ));
     }
 
     #[test]
     fn mapped_v6_peer_matches_v4_network() {
         let headers = h(&[("x-forwarded-for", "1.2.3.4")]);
-        let ip = client_ip("::ffff:127.0.0.1".parse().unwrap(), &headers, &nets(&["127.0.0.0/8"]));
+        let ip = client_ip(
+            "::ffff:127.0.0.1".parse().unwrap(),
+            &headers,
+            &nets(&["127.0.0.0/8"]),
+        );
         assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
     }
 }

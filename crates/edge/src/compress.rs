@@ -148,7 +148,10 @@ pub fn compress(headers: &mut HeaderMap, body: EdgeBody) -> EdgeBody {
     add_vary(headers);
     http_body_util::BodyExt::boxed_unsync(CodecBody {
         inner: body,
-        codec: Some(GzEncoder::new(Vec::with_capacity(8192), Compression::new(6))),
+        codec: Some(GzEncoder::new(
+            Vec::with_capacity(8192),
+            Compression::new(6),
+        )),
     })
 }
 
@@ -279,48 +282,89 @@ mod tests {
     fn html_for_gzip_client_is_compressed() {
         let req = headers(&[("accept-encoding", "gzip, deflate, br")]);
         let resp = headers(&[("content-type", "text/html; charset=UTF-8")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::Compress);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp),
+            GzipDecision::Compress
+        );
     }
 
     #[test]
     fn identity_client_gets_vary_only() {
         let req = headers(&[]);
         let resp = headers(&[("content-type", "text/css")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp),
+            GzipDecision::VaryOnly
+        );
         let req = headers(&[("accept-encoding", "gzip;q=0")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &resp),
+            GzipDecision::VaryOnly
+        );
     }
 
     #[test]
     fn small_images_encoded_and_redirects_are_skipped() {
         let req = headers(&[("accept-encoding", "gzip")]);
         let small = headers(&[("content-type", "text/html"), ("content-length", "100")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &small), GzipDecision::Skip);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &small),
+            GzipDecision::Skip
+        );
         let img = headers(&[("content-type", "image/jpeg")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &img), GzipDecision::Skip);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &img),
+            GzipDecision::Skip
+        );
         let enc = headers(&[("content-type", "text/html"), ("content-encoding", "br")]);
-        assert_eq!(decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &enc), GzipDecision::Skip);
+        assert_eq!(
+            decide(true, 1100, StatusCode::OK, ClientEncoding::of(&req), &enc),
+            GzipDecision::Skip
+        );
         let html = headers(&[("content-type", "text/html")]);
-        assert_eq!(decide(true, 1100, StatusCode::FOUND, ClientEncoding::of(&req), &html), GzipDecision::Skip);
-        assert_eq!(decide(false, 1100, StatusCode::OK, ClientEncoding::of(&req), &html), GzipDecision::Skip);
+        assert_eq!(
+            decide(
+                true,
+                1100,
+                StatusCode::FOUND,
+                ClientEncoding::of(&req),
+                &html
+            ),
+            GzipDecision::Skip
+        );
+        assert_eq!(
+            decide(false, 1100, StatusCode::OK, ClientEncoding::of(&req), &html),
+            GzipDecision::Skip
+        );
     }
 
     #[test]
     fn msie6_is_excluded() {
         let req = headers(&[
             ("accept-encoding", "gzip"),
-            ("user-agent", "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0)"),
+            (
+                "user-agent",
+                "Mozilla/4.0 (compatible; MSIE 6.0; Windows NT 5.0)",
+            ),
         ]);
         let resp = headers(&[("content-type", "text/html")]);
-        assert_eq!(decide(true, 0, StatusCode::OK, ClientEncoding::of(&req), &resp), GzipDecision::VaryOnly);
+        assert_eq!(
+            decide(true, 0, StatusCode::OK, ClientEncoding::of(&req), &resp),
+            GzipDecision::VaryOnly
+        );
     }
 
     #[tokio::test]
     async fn streaming_body_round_trips() {
         let chunks: Vec<Result<Frame<Bytes>, BoxError>> = (0..50)
-            .map(|i| Ok(Frame::data(Bytes::from(format!("chunk {i} of a Magento page\n")))))
+            .map(|i| {
+                Ok(Frame::data(Bytes::from(format!(
+                    "chunk {i} of a Magento page\n"
+                ))))
+            })
             .collect();
-        let inner = http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
+        let inner =
+            http_body_util::StreamBody::new(futures_util::stream::iter(chunks)).boxed_unsync();
         let mut h = headers(&[("content-length", "123"), ("etag", "\"abc\"")]);
         let body = compress(&mut h, inner);
         assert!(h.get("content-length").is_none());
@@ -329,8 +373,12 @@ mod tests {
         assert_eq!(h.get("vary").unwrap(), "Accept-Encoding");
         let bytes = body.collect().await.unwrap().to_bytes();
         let mut out = String::new();
-        flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut out).unwrap();
-        let expected: String = (0..50).map(|i| format!("chunk {i} of a Magento page\n")).collect();
+        flate2::read::GzDecoder::new(&bytes[..])
+            .read_to_string(&mut out)
+            .unwrap();
+        let expected: String = (0..50)
+            .map(|i| format!("chunk {i} of a Magento page\n"))
+            .collect();
         assert_eq!(out, expected);
     }
 }

@@ -82,7 +82,10 @@ fn page(req: &Request<Incoming>, renders: &AtomicU64) -> Response<EdgeBody> {
     let public = |title: &str, tags: &str, main: String| {
         let mut r = html(StatusCode::OK, layout(title, customer, currency, &main, n));
         let h = r.headers_mut();
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=86400, public, s-maxage=86400"));
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("max-age=86400, public, s-maxage=86400"),
+        );
         h.insert(header::PRAGMA, HeaderValue::from_static("cache"));
         if let Ok(v) = HeaderValue::from_str(tags) {
             h.insert("x-magento-tags", v);
@@ -90,13 +93,24 @@ fn page(req: &Request<Incoming>, renders: &AtomicU64) -> Response<EdgeBody> {
         r
     };
     match (req.method(), path) {
-        (_, "/") => public("Home", "cms_p_2,cat_c_3,cat_p_1,cat_p_2", "<h1>Home page</h1><p>Try <code>/women/tops.html</code>, a product page, the cart.</p>".into()),
+        (_, "/") => public(
+            "Home",
+            "cms_p_2,cat_c_3,cat_p_1,cat_p_2",
+            "<h1>Home page</h1><p>Try <code>/women/tops.html</code>, a product page, the cart.</p>"
+                .into(),
+        ),
         (_, "/women/tops.html") => {
             let items: String = (1..=12)
                 .map(|i| format!("<li><a href=\"/product/MH{i:02}.html\">Product MH{i:02}</a> <span class=\"price\">{currency} {}.00</span></li>", 40 + i))
                 .collect();
-            let tags: Vec<String> = std::iter::once("cat_c_3".to_string()).chain((1..=12).map(|i| format!("cat_p_{i}"))).collect();
-            public("Tops", &tags.join(","), format!("<h1>Women / Tops</h1><ul>{items}</ul>"))
+            let tags: Vec<String> = std::iter::once("cat_c_3".to_string())
+                .chain((1..=12).map(|i| format!("cat_p_{i}")))
+                .collect();
+            public(
+                "Tops",
+                &tags.join(","),
+                format!("<h1>Women / Tops</h1><ul>{items}</ul>"),
+            )
         }
         (_, p) if p.starts_with("/product/") && p.ends_with(".html") => {
             let sku = &p["/product/".len()..p.len() - ".html".len()];
@@ -109,36 +123,66 @@ fn page(req: &Request<Incoming>, renders: &AtomicU64) -> Response<EdgeBody> {
         (_, "/customer/account/login") => {
             let mut r = redirect("/customer/account/");
             let h = r.headers_mut();
-            h.append(header::SET_COOKIE, HeaderValue::from_static("demo_customer=Veronica; Path=/; HttpOnly"));
-            h.append(header::SET_COOKIE, HeaderValue::from_static("X-Magento-Vary=8f1a0c3c2b1e6a1a07a3d2b0f29f5bba2e8cdd11; Path=/; HttpOnly"));
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("demo_customer=Veronica; Path=/; HttpOnly"),
+            );
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static(
+                    "X-Magento-Vary=8f1a0c3c2b1e6a1a07a3d2b0f29f5bba2e8cdd11; Path=/; HttpOnly",
+                ),
+            );
             r
         }
         (_, "/customer/account/logout") => {
             let mut r = redirect("/");
             let h = r.headers_mut();
-            h.append(header::SET_COOKIE, HeaderValue::from_static("demo_customer=; Path=/; Max-Age=0"));
-            h.append(header::SET_COOKIE, HeaderValue::from_static("X-Magento-Vary=; Path=/; Max-Age=0"));
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("demo_customer=; Path=/; Max-Age=0"),
+            );
+            h.append(
+                header::SET_COOKIE,
+                HeaderValue::from_static("X-Magento-Vary=; Path=/; Max-Age=0"),
+            );
             r
         }
         (_, "/customer/account/") | (_, "/checkout/cart/") => {
             let who = customer.unwrap_or("guest");
-            let mut r = html(StatusCode::OK, layout("My account", customer, currency, &format!("<h1>Private page of {who}</h1><p>Never cached, never shared.</p>"), n));
+            let mut r = html(
+                StatusCode::OK,
+                layout(
+                    "My account",
+                    customer,
+                    currency,
+                    &format!("<h1>Private page of {who}</h1><p>Never cached, never shared.</p>"),
+                    n,
+                ),
+            );
             let h = r.headers_mut();
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
+            );
             h.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
             r
         }
         (&Method::POST, "/checkout/cart/add") => redirect("/checkout/cart/"),
         (_, "/health_check.php") => {
             let mut r = Response::new(body::empty());
-            r.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
             r
         }
         (_, p) if p.starts_with("/static/") && p.ends_with(".css") => {
             let mut r = Response::new(body::full(Bytes::from_static(STYLES.as_bytes())));
             let h = r.headers_mut();
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css"));
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=31536000, immutable"));
+            h.insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            );
             r
         }
         _ => not_found(customer, currency, n),
@@ -150,9 +194,15 @@ fn html(status: StatusCode, s: String) -> Response<EdgeBody> {
     let mut r = Response::new(body::full(s));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=UTF-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=UTF-8"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("SAMEORIGIN"));
+    h.insert(
+        header::X_FRAME_OPTIONS,
+        HeaderValue::from_static("SAMEORIGIN"),
+    );
     r
 }
 
@@ -161,12 +211,27 @@ fn redirect(to: &'static str) -> Response<EdgeBody> {
     *r.status_mut() = StatusCode::FOUND;
     let h = r.headers_mut();
     h.insert(header::LOCATION, HeaderValue::from_static(to));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store, no-cache, must-revalidate, max-age=0"),
+    );
     r
 }
 
 fn not_found(customer: Option<&str>, currency: &str, n: u64) -> Response<EdgeBody> {
-    let mut r = html(StatusCode::NOT_FOUND, layout("404 Not Found", customer, currency, "<h1>Whoops, our bad...</h1>", n));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=0, must-revalidate, no-cache, no-store"));
+    let mut r = html(
+        StatusCode::NOT_FOUND,
+        layout(
+            "404 Not Found",
+            customer,
+            currency,
+            "<h1>Whoops, our bad...</h1>",
+            n,
+        ),
+    );
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=0, must-revalidate, no-cache, no-store"),
+    );
     r
 }

@@ -72,7 +72,9 @@ pub struct Edge {
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Edge").field("settings", &self.s).finish_non_exhaustive()
+        f.debug_struct("Edge")
+            .field("settings", &self.s)
+            .finish_non_exhaustive()
     }
 }
 
@@ -114,7 +116,9 @@ impl Edge {
                 }
                 let endpoint = match &s.upstream {
                     UpstreamTarget::FastCgiUnix(p) => magestack_fastcgi::Endpoint::Unix(p.clone()),
-                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => magestack_fastcgi::Endpoint::Tcp(a.clone()),
+                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
+                        magestack_fastcgi::Endpoint::Tcp(a.clone())
+                    }
                 };
                 Upstream::FastCgi(magestack_fastcgi::Client::new(
                     endpoint,
@@ -141,7 +145,13 @@ impl Edge {
         let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
         let fcgi_slots = (s.max_connections > 0 && matches!(upstream, Upstream::FastCgi(_)))
             .then(|| Arc::new(tokio::sync::Semaphore::new(s.max_connections)));
-        Ok(Self { s, router, upstream, cache, fcgi_slots })
+        Ok(Self {
+            s,
+            router,
+            upstream,
+            cache,
+            fcgi_slots,
+        })
     }
 
     /// The settings the edge runs with.
@@ -163,9 +173,14 @@ impl Edge {
     /// `threshold` good answers among the last `window`.
     async fn health_probe(self: Arc<Self>, cache: Arc<Cache>) {
         let hc = cache.s.health_check.clone();
-        let mut window = magestack_fpc::prelude::HealthWindow::new(hc.window, hc.threshold, hc.threshold);
+        let mut window =
+            magestack_fpc::prelude::HealthWindow::new(hc.window, hc.threshold, hc.threshold);
         let local: SocketAddr = ([127, 0, 0, 1], 0).into();
-        let conn = ConnInfo { peer: local, local, tls: false };
+        let conn = ConnInfo {
+            peer: local,
+            local,
+            tls: false,
+        };
         let mut tick = tokio::time::interval(hc.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -175,7 +190,9 @@ impl Edge {
                 .header(header::CONNECTION, "close")
                 .body(ClientBody::Empty);
             let Ok(req) = req else { return };
-            let ok = match tokio::time::timeout(hc.timeout, self.dispatch(req, &conn, local.ip())).await {
+            let ok = match tokio::time::timeout(hc.timeout, self.dispatch(req, &conn, local.ip()))
+                .await
+            {
                 Ok((resp, _)) => {
                     let status = resp.status().as_u16();
                     let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
@@ -214,13 +231,22 @@ impl Edge {
     }
 
     /// Handles one request; never fails: errors become 4xx/5xx responses.
-    pub async fn handle(self: &Arc<Self>, req: Request<Incoming>, conn: &ConnInfo) -> Response<EdgeBody> {
+    pub async fn handle(
+        self: &Arc<Self>,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+    ) -> Response<EdgeBody> {
         let started = Instant::now();
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
         // Only pay for the log fields when the line will be written.
-        let log = (self.s.access_log && tracing::enabled!(target: "access", tracing::Level::INFO)).then(|| {
-            (req.method().clone(), req.uri().path().to_owned(), req.version())
-        });
+        let log = (self.s.access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
+            .then(|| {
+                (
+                    req.method().clone(),
+                    req.uri().path().to_owned(),
+                    req.version(),
+                )
+            });
         // What the gzip filter needs from the request, without copying its headers.
         let gzip_client = compress::ClientEncoding::of(req.headers());
         let is_head = req.method() == Method::HEAD;
@@ -230,7 +256,9 @@ impl Edge {
                 (served.resp, served.outcome, served.cache)
             }
             None => {
-                let (resp, outcome) = self.dispatch(req.map(ClientBody::Incoming), conn, client).await;
+                let (resp, outcome) = self
+                    .dispatch(req.map(ClientBody::Incoming), conn, client)
+                    .await;
                 (resp, outcome, "-")
             }
         };
@@ -270,10 +298,27 @@ impl Edge {
             Ok(p) => p,
             Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
         };
-        let route = router.route(&magestack_routing::RealFs, req.method(), &path, req.uri().query());
+        let route = router.route(
+            &magestack_routing::RealFs,
+            req.method(),
+            &path,
+            req.uri().query(),
+        );
         match route {
-            magestack_routing::Route::Static { file, headers, x_frame_options } => {
-                let r = static_files::serve(req.method(), req.headers(), &file, headers, x_frame_options, SystemTime::now()).await;
+            magestack_routing::Route::Static {
+                file,
+                headers,
+                x_frame_options,
+            } => {
+                let r = static_files::serve(
+                    req.method(),
+                    req.headers(),
+                    &file,
+                    headers,
+                    x_frame_options,
+                    SystemTime::now(),
+                )
+                .await;
                 (r, Outcome::Static)
             }
             magestack_routing::Route::FastCgi(php) => self.php(req, conn, client, &php).await,
@@ -284,14 +329,22 @@ impl Edge {
                 }
                 (r, Outcome::Edge)
             }
-            magestack_routing::Route::NotFound => (error_page(StatusCode::NOT_FOUND, None), Outcome::Denied),
-            magestack_routing::Route::Forbidden => (error_page(StatusCode::FORBIDDEN, None), Outcome::Denied),
+            magestack_routing::Route::NotFound => {
+                (error_page(StatusCode::NOT_FOUND, None), Outcome::Denied)
+            }
+            magestack_routing::Route::Forbidden => {
+                (error_page(StatusCode::FORBIDDEN, None), Outcome::Denied)
+            }
             magestack_routing::Route::MethodNotAllowed => {
                 let mut r = error_page(StatusCode::METHOD_NOT_ALLOWED, None);
-                r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                r.headers_mut()
+                    .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
                 (r, Outcome::Edge)
             }
-            magestack_routing::Route::LoopError => (error_page(StatusCode::INTERNAL_SERVER_ERROR, None), Outcome::Edge),
+            magestack_routing::Route::LoopError => (
+                error_page(StatusCode::INTERNAL_SERVER_ERROR, None),
+                Outcome::Edge,
+            ),
         }
     }
 
@@ -307,23 +360,41 @@ impl Edge {
             return self.proxy(req, conn, client).await;
         }
         let Upstream::FastCgi(fcgi) = &self.upstream else {
-            return (error_page(StatusCode::BAD_GATEWAY, None), Outcome::UpstreamError);
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
         };
         let (parts, incoming) = req.into_parts();
         let prepared = if php.error_page {
             // nginx discards the body when it redirects to the error page.
-            request_body::PreparedBody { length: None, body: body::empty() }
+            request_body::PreparedBody {
+                length: None,
+                body: body::empty(),
+            }
         } else {
             match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
                 Ok(p) => p,
                 Err(BodyError::TooLarge { .. }) => {
-                    return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge)
+                    return (
+                        error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
+                        Outcome::Edge,
+                    )
                 }
                 Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
             }
         };
-        let https = client_ip::is_https(conn.tls, conn.peer.ip(), &parts.headers, &self.s.trusted_proxies);
-        let host = cgi::host_of(&parts.headers, parts.uri.authority().map(|a| a.as_str()), &self.s.server_name);
+        let https = client_ip::is_https(
+            conn.tls,
+            conn.peer.ip(),
+            &parts.headers,
+            &self.s.trusted_proxies,
+        );
+        let host = cgi::host_of(
+            &parts.headers,
+            parts.uri.authority().map(|a| a.as_str()),
+            &self.s.server_name,
+        );
         let mage_run = self
             .s
             .mage_run
@@ -335,7 +406,11 @@ impl Edge {
             "GET" => Method::GET,
             _ => parts.method.clone(),
         };
-        let request_uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        let request_uri = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
         let script_filename = php.script_filename.to_string_lossy();
         let document_root = php.document_root.to_string_lossy();
         let cgi_req = CgiRequest {
@@ -362,17 +437,26 @@ impl Edge {
         };
         // Wait for a free PHP-FPM child rather than queue inside FPM's backlog.
         let permit = match &self.fcgi_slots {
-            Some(slots) => match tokio::time::timeout(self.s.connect_timeout, slots.clone().acquire_owned()).await {
-                Ok(Ok(p)) => Some(p),
-                _ => {
-                    tracing::warn!(script = %php.script_name, "All PHP-FPM children busy; answering 503.");
-                    return (error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)), Outcome::UpstreamError);
+            Some(slots) => {
+                match tokio::time::timeout(self.s.connect_timeout, slots.clone().acquire_owned())
+                    .await
+                {
+                    Ok(Ok(p)) => Some(p),
+                    _ => {
+                        tracing::warn!(script = %php.script_name, "All PHP-FPM children busy; answering 503.");
+                        return (
+                            error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)),
+                            Outcome::UpstreamError,
+                        );
+                    }
                 }
-            },
+            }
             None => None,
         };
         let mut params = magestack_fastcgi::Params::with_capacity(48);
-        cgi::build_params(&cgi_req, |k, v| params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v)));
+        cgi::build_params(&cgi_req, |k, v| {
+            params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
+        });
         let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
         match fcgi.request(&params, body).await {
             Ok(r) => {
@@ -383,7 +467,14 @@ impl Edge {
                 let mut resp = Response::new(crate::body::with_guard(body, permit));
                 *resp.status_mut() = r.status;
                 *resp.headers_mut() = r.headers;
-                (resp, if php.error_page { Outcome::Denied } else { Outcome::Php })
+                (
+                    resp,
+                    if php.error_page {
+                        Outcome::Denied
+                    } else {
+                        Outcome::Php
+                    },
+                )
             }
             Err(e) => {
                 let status = if e.is_timeout() {
@@ -401,27 +492,50 @@ impl Edge {
     /// sample's fixed ones for `/setup` and `/update`.
     fn php_ini(&self, php: &magestack_routing::FastCgiRoute) -> (Option<&str>, Option<&str>) {
         match php.profile {
-            magestack_routing::PhpProfile::Main => (self.s.php_value.as_deref(), self.s.php_flag.as_deref()),
+            magestack_routing::PhpProfile::Main => {
+                (self.s.php_value.as_deref(), self.s.php_flag.as_deref())
+            }
             other => (other.php_value(), other.php_flag()),
         }
     }
 
     /// Forwards the request as-is to an HTTP upstream.
-    async fn proxy(&self, req: Request<ClientBody>, conn: &ConnInfo, client: IpAddr) -> (Response<EdgeBody>, Outcome) {
+    async fn proxy(
+        &self,
+        req: Request<ClientBody>,
+        conn: &ConnInfo,
+        client: IpAddr,
+    ) -> (Response<EdgeBody>, Outcome) {
         let Upstream::Http(up) = &self.upstream else {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
         };
-        let https = client_ip::is_https(conn.tls, conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
+        let https = client_ip::is_https(
+            conn.tls,
+            conn.peer.ip(),
+            req.headers(),
+            &self.s.trusted_proxies,
+        );
         let (parts, incoming) = req.into_parts();
-        let prepared = match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
-            Ok(p) => p,
-            Err(BodyError::TooLarge { .. }) => return (error_page(StatusCode::PAYLOAD_TOO_LARGE, None), Outcome::Edge),
-            Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
-        };
-        let target = parts.uri.path_and_query().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "/".into());
+        let prepared =
+            match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+                Ok(p) => p,
+                Err(BodyError::TooLarge { .. }) => {
+                    return (
+                        error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
+                        Outcome::Edge,
+                    )
+                }
+                Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+            };
+        let target = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_else(|| "/".into());
         let mut out = Request::from_parts(parts, prepared.body);
         if let Some(len) = prepared.length {
-            out.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            out.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
         if out.headers().get(header::HOST).is_none() {
             if let Some(a) = out.uri().authority().cloned() {
@@ -444,10 +558,23 @@ impl Edge {
     }
 
     /// nginx's output filters: `charset utf-8` and gzip.
-    fn filter_response(&self, client: compress::ClientEncoding, is_head: bool, resp: &mut Response<EdgeBody>) {
-        if let Some(ct) = resp.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) {
-            if !ct.to_ascii_lowercase().contains("charset=") && magestack_routing::charset_applies(ct) {
-                if let Ok(v) = HeaderValue::from_str(&format!("{ct}; charset={}", magestack_routing::CHARSET)) {
+    fn filter_response(
+        &self,
+        client: compress::ClientEncoding,
+        is_head: bool,
+        resp: &mut Response<EdgeBody>,
+    ) {
+        if let Some(ct) = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+        {
+            if !ct.to_ascii_lowercase().contains("charset=")
+                && magestack_routing::charset_applies(ct)
+            {
+                if let Ok(v) =
+                    HeaderValue::from_str(&format!("{ct}; charset={}", magestack_routing::CHARSET))
+                {
                     resp.headers_mut().insert(header::CONTENT_TYPE, v);
                 }
             }
@@ -455,7 +582,13 @@ impl Edge {
         if is_head {
             return;
         }
-        match compress::decide(self.s.gzip, self.s.gzip_min_length, resp.status(), client, resp.headers()) {
+        match compress::decide(
+            self.s.gzip,
+            self.s.gzip_min_length,
+            resp.status(),
+            client,
+            resp.headers(),
+        ) {
             GzipDecision::Skip => {}
             GzipDecision::VaryOnly => compress::add_vary(resp.headers_mut()),
             GzipDecision::Compress => {
@@ -505,7 +638,10 @@ pub fn error_page(status: StatusCode, retry_after: Option<u32>) -> Response<Edge
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(secs) = retry_after {

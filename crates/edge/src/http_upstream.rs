@@ -61,7 +61,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 impl HttpUpstream {
     /// A client for `authority` (`host:port`).
-    pub fn new(authority: &str, connect_timeout: Duration, read_timeout: Duration, keepalive: usize) -> Self {
+    pub fn new(
+        authority: &str,
+        connect_timeout: Duration,
+        read_timeout: Duration,
+        keepalive: usize,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_nodelay(true);
@@ -153,4 +158,3 @@ fn source_chain(e: &dyn std::error::Error) -> String {
     }
     s
 }
-

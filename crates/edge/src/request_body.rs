@@ -53,10 +53,19 @@ pub enum ClientBody {
 }
 
 /// Checks the declared length and either streams or buffers the body.
-pub async fn prepare(headers: &HeaderMap, body: ClientBody, limit: u64) -> Result<PreparedBody, BodyError> {
+pub async fn prepare(
+    headers: &HeaderMap,
+    body: ClientBody,
+    limit: u64,
+) -> Result<PreparedBody, BodyError> {
     let body = match body {
         ClientBody::Incoming(b) => b,
-        ClientBody::Empty => return Ok(PreparedBody { length: None, body: crate::body::empty() }),
+        ClientBody::Empty => {
+            return Ok(PreparedBody {
+                length: None,
+                body: crate::body::empty(),
+            })
+        }
     };
     let declared = match headers.get(http::header::CONTENT_LENGTH) {
         Some(v) => Some(
@@ -72,15 +81,25 @@ pub async fn prepare(headers: &HeaderMap, body: ClientBody, limit: u64) -> Resul
             return Err(BodyError::TooLarge { limit });
         }
         if len == 0 {
-            return Ok(PreparedBody { length: Some(0), body: crate::body::empty() });
+            return Ok(PreparedBody {
+                length: Some(0),
+                body: crate::body::empty(),
+            });
         }
         return Ok(PreparedBody {
             length: Some(len),
-            body: LengthChecked { inner: body, remaining: len }.boxed_unsync(),
+            body: LengthChecked {
+                inner: body,
+                remaining: len,
+            }
+            .boxed_unsync(),
         });
     }
     if body.is_end_stream() {
-        return Ok(PreparedBody { length: None, body: crate::body::empty() });
+        return Ok(PreparedBody {
+            length: None,
+            body: crate::body::empty(),
+        });
     }
     // Chunked (or h2 without content-length): buffer to learn the length.
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -116,7 +135,9 @@ impl Body for LengthChecked {
                 if let Some(d) = frame.data_ref() {
                     let n = d.len() as u64;
                     if n > self.remaining {
-                        return Poll::Ready(Some(Err("request body longer than content-length".into())));
+                        return Poll::Ready(Some(Err(
+                            "request body longer than content-length".into()
+                        )));
                     }
                     self.remaining -= n;
                 }

@@ -74,7 +74,11 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     /// A server that hands every request to `edge`.
-    pub fn new(edge: Arc<Edge>, limits: ServerLimits, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
+    pub fn new(
+        edge: Arc<Edge>,
+        limits: ServerLimits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         Self { edge, limits, tls }
     }
 
@@ -82,7 +86,11 @@ impl Server {
     ///
     /// Returns the number of connections that were still open when the drain
     /// timeout expired (0 on a clean drain).
-    pub async fn run(self, listeners: Vec<TcpListener>, shutdown: impl Future<Output = ()>) -> usize {
+    pub async fn run(
+        self,
+        listeners: Vec<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> usize {
         self.edge.start_background();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -109,7 +117,10 @@ impl Server {
             }));
         }
         shutdown.await;
-        tracing::info!(drain_secs = this.limits.drain_timeout.as_secs_f64(), "Shutting down: no new connections, draining in-flight requests.");
+        tracing::info!(
+            drain_secs = this.limits.drain_timeout.as_secs_f64(),
+            "Shutting down: no new connections, draining in-flight requests."
+        );
         let _ = stop_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
@@ -131,7 +142,12 @@ impl Server {
         }
     }
 
-    fn spawn_conn(self: Arc<Self>, stream: TcpStream, peer: SocketAddr, graceful: &GracefulShutdown) {
+    fn spawn_conn(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        graceful: &GracefulShutdown,
+    ) {
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(a) => a,
@@ -139,9 +155,14 @@ impl Server {
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let info = ConnInfo { peer, local, tls: self.tls.is_some() };
+            let info = ConnInfo {
+                peer,
+                local,
+                tls: self.tls.is_some(),
+            };
             if let Some(acceptor) = self.tls.clone() {
-                let accept = tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                let accept =
+                    tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
                 let tls = match accept.await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -157,7 +178,8 @@ impl Server {
                     self.serve_h1(tls, info, watcher).await;
                 }
             } else {
-                let h2 = self.limits.h2c && sniff_h2(&stream, self.limits.header_read_timeout).await;
+                let h2 =
+                    self.limits.h2c && sniff_h2(&stream, self.limits.header_read_timeout).await;
                 if h2 {
                     self.serve_h2(stream, info, watcher).await;
                 } else {
@@ -167,8 +189,12 @@ impl Server {
         });
     }
 
-    async fn serve_h1<I>(&self, io: I, info: ConnInfo, watcher: hyper_util::server::graceful::Watcher)
-    where
+    async fn serve_h1<I>(
+        &self,
+        io: I,
+        info: ConnInfo,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let state = Arc::new(HeadState::default());
@@ -184,7 +210,10 @@ impl Server {
             state.request_started();
             async move {
                 let resp = edge.handle(req, &info).await;
-                Ok::<_, Infallible>(resp.map(|b| FinishNotify { inner: b, state: Some(state) }))
+                Ok::<_, Infallible>(resp.map(|b| FinishNotify {
+                    inner: b,
+                    state: Some(state),
+                }))
             }
         });
         let mut builder = hyper::server::conn::http1::Builder::new();
@@ -201,8 +230,12 @@ impl Server {
         }
     }
 
-    async fn serve_h2<I>(&self, io: I, info: ConnInfo, watcher: hyper_util::server::graceful::Watcher)
-    where
+    async fn serve_h2<I>(
+        &self,
+        io: I,
+        info: ConnInfo,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
         let edge = self.edge.clone();
@@ -229,7 +262,10 @@ async fn sniff_h2(stream: &TcpStream, timeout: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut buf = [0u8; 24];
     loop {
-        if tokio::time::timeout_at(deadline, stream.readable()).await.is_err() {
+        if tokio::time::timeout_at(deadline, stream.readable())
+            .await
+            .is_err()
+        {
             return false;
         }
         let n = match stream.peek(&mut buf).await {

@@ -138,7 +138,9 @@ pub fn apply_location_headers(
 ) {
     // `expires` comes first, then `add_header`, as nginx writes them.
     if let Some(secs) = cache.expires_secs() {
-        if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(secs))) {
+        if let Ok(v) =
+            HeaderValue::from_str(&httpdate::fmt_http_date(now + Duration::from_secs(secs)))
+        {
             headers.insert(header::EXPIRES, v);
         }
     }
@@ -165,7 +167,10 @@ fn not_modified(req: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| httpdate::parse_http_date(v).ok())
     {
-        let ims = ims.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let ims = ims
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         return mtime_secs <= ims;
     }
     false
@@ -304,29 +309,81 @@ mod tests {
     fn ranges() {
         let e = "\"1-a\"";
         assert_eq!(range(&req(&[]), e, 1, 10), RangeResult::Full);
-        assert_eq!(range(&req(&[("range", "bytes=0-3")]), e, 1, 10), RangeResult::Partial(0, 3));
-        assert_eq!(range(&req(&[("range", "bytes=5-")]), e, 1, 10), RangeResult::Partial(5, 9));
-        assert_eq!(range(&req(&[("range", "bytes=-4")]), e, 1, 10), RangeResult::Partial(6, 9));
-        assert_eq!(range(&req(&[("range", "bytes=2-100")]), e, 1, 10), RangeResult::Partial(2, 9));
-        assert_eq!(range(&req(&[("range", "bytes=10-")]), e, 1, 10), RangeResult::Unsatisfiable);
-        assert_eq!(range(&req(&[("range", "bytes=-0")]), e, 1, 10), RangeResult::Unsatisfiable);
-        assert_eq!(range(&req(&[("range", "bytes=0-1,4-5")]), e, 1, 10), RangeResult::Full);
-        assert_eq!(range(&req(&[("range", "items=0-1")]), e, 1, 10), RangeResult::Full);
-        assert_eq!(range(&req(&[("range", "bytes=x-1")]), e, 1, 10), RangeResult::Full);
         assert_eq!(
-            range(&req(&[("range", "bytes=0-1"), ("if-range", "\"other\"")]), e, 1, 10),
+            range(&req(&[("range", "bytes=0-3")]), e, 1, 10),
+            RangeResult::Partial(0, 3)
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=5-")]), e, 1, 10),
+            RangeResult::Partial(5, 9)
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=-4")]), e, 1, 10),
+            RangeResult::Partial(6, 9)
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=2-100")]), e, 1, 10),
+            RangeResult::Partial(2, 9)
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=10-")]), e, 1, 10),
+            RangeResult::Unsatisfiable
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=-0")]), e, 1, 10),
+            RangeResult::Unsatisfiable
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=0-1,4-5")]), e, 1, 10),
+            RangeResult::Full
+        );
+        assert_eq!(
+            range(&req(&[("range", "items=0-1")]), e, 1, 10),
+            RangeResult::Full
+        );
+        assert_eq!(
+            range(&req(&[("range", "bytes=x-1")]), e, 1, 10),
+            RangeResult::Full
+        );
+        assert_eq!(
+            range(
+                &req(&[("range", "bytes=0-1"), ("if-range", "\"other\"")]),
+                e,
+                1,
+                10
+            ),
             RangeResult::Full
         );
     }
 
     #[test]
     fn conditionals() {
-        assert!(not_modified(&req(&[("if-none-match", "\"5-a\"")]), "\"5-a\"", 5));
-        assert!(not_modified(&req(&[("if-none-match", "W/\"5-a\", \"x\"")]), "\"5-a\"", 5));
-        assert!(!not_modified(&req(&[("if-none-match", "\"6-a\"")]), "\"5-a\"", 5));
+        assert!(not_modified(
+            &req(&[("if-none-match", "\"5-a\"")]),
+            "\"5-a\"",
+            5
+        ));
+        assert!(not_modified(
+            &req(&[("if-none-match", "W/\"5-a\", \"x\"")]),
+            "\"5-a\"",
+            5
+        ));
+        assert!(!not_modified(
+            &req(&[("if-none-match", "\"6-a\"")]),
+            "\"5-a\"",
+            5
+        ));
         let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(100));
-        assert!(not_modified(&req(&[("if-modified-since", &date)]), "\"x\"", 100));
-        assert!(!not_modified(&req(&[("if-modified-since", &date)]), "\"x\"", 101));
+        assert!(not_modified(
+            &req(&[("if-modified-since", &date)]),
+            "\"x\"",
+            100
+        ));
+        assert!(!not_modified(
+            &req(&[("if-modified-since", &date)]),
+            "\"x\"",
+            101
+        ));
     }
 
     #[tokio::test]
@@ -335,16 +392,43 @@ mod tests {
         let p = dir.path().join("styles.css");
         std::fs::write(&p, "body{}").unwrap();
         let now = SystemTime::now();
-        let r = serve(&Method::GET, &HeaderMap::new(), &p, StaticHeaders::Immutable, true, now).await;
+        let r = serve(
+            &Method::GET,
+            &HeaderMap::new(),
+            &p,
+            StaticHeaders::Immutable,
+            true,
+            now,
+        )
+        .await;
         assert_eq!(r.status(), 200);
-        assert_eq!(r.headers()["cache-control"], "public, max-age=31536000, immutable");
+        assert_eq!(
+            r.headers()["cache-control"],
+            "public, max-age=31536000, immutable"
+        );
         assert_eq!(r.headers()["x-frame-options"], "SAMEORIGIN");
         assert_eq!(r.headers()["content-type"], "text/css");
         assert!(r.headers().get("expires").is_none());
         let etag = r.headers()["etag"].to_str().unwrap().to_string();
-        let r = serve(&Method::GET, &req(&[("if-none-match", &etag)]), &p, StaticHeaders::Immutable, true, now).await;
+        let r = serve(
+            &Method::GET,
+            &req(&[("if-none-match", &etag)]),
+            &p,
+            StaticHeaders::Immutable,
+            true,
+            now,
+        )
+        .await;
         assert_eq!(r.status(), 304);
-        let r = serve(&Method::POST, &HeaderMap::new(), &p, StaticHeaders::Immutable, true, now).await;
+        let r = serve(
+            &Method::POST,
+            &HeaderMap::new(),
+            &p,
+            StaticHeaders::Immutable,
+            true,
+            now,
+        )
+        .await;
         assert_eq!(r.status(), 405);
     }
 
@@ -353,7 +437,15 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.js");
         std::fs::write(&p, "x").unwrap();
-        let r = serve(&Method::GET, &HeaderMap::new(), &p, StaticHeaders::PublicExpires, true, SystemTime::now()).await;
+        let r = serve(
+            &Method::GET,
+            &HeaderMap::new(),
+            &p,
+            StaticHeaders::PublicExpires,
+            true,
+            SystemTime::now(),
+        )
+        .await;
         assert!(r.headers().get("expires").is_some());
         let cc: Vec<_> = r.headers().get_all("cache-control").iter().collect();
         assert_eq!(cc.len(), 2);

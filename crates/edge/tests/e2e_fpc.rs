@@ -40,11 +40,17 @@ impl Origin {
         let (h2, s2) = (hits.clone(), seen.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { continue };
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
                 let (handler, hits, seen) = (handler.clone(), h2.clone(), s2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                        let path = req
+                            .uri()
+                            .path_and_query()
+                            .map(|p| p.to_string())
+                            .unwrap_or_default();
                         let n = {
                             let mut m = hits.lock().unwrap();
                             let e = m.entry(req.uri().path().to_string()).or_insert(0);
@@ -57,7 +63,9 @@ impl Origin {
                         let resp = tokio::task::spawn_blocking(move || handler(&req, n));
                         async move { Ok::<_, Infallible>(resp.await.unwrap()) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -69,7 +77,14 @@ impl Origin {
     }
 
     fn last_headers(&self, path: &str) -> HeaderMap {
-        self.seen.lock().unwrap().iter().rev().find(|(p, _)| p == path).map(|(_, h)| h.clone()).unwrap()
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|(p, _)| p == path)
+            .map(|(_, h)| h.clone())
+            .unwrap()
     }
 }
 
@@ -77,7 +92,10 @@ fn reply(status: u16, headers: &[(&str, &str)], body: &str) -> Response<Full<Byt
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     for (k, v) in headers {
-        r.headers_mut().append(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+        r.headers_mut().append(
+            http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+            v.parse().unwrap(),
+        );
     }
     r
 }
@@ -101,12 +119,24 @@ fn debug(r: &Resp) -> String {
 async fn vtc_compression() {
     let origin = Origin::start(Arc::new(|_r, _n| reply(200, &[], "ok"))).await;
     let edge = edge_for(&origin, |_| {}).await;
-    let req = Request::post("/").header("host", "shop.test").header("accept-encoding", "something completely random").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::post("/")
+        .header("host", "shop.test")
+        .header("accept-encoding", "something completely random")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     request(edge.addr, req).await;
-    assert_eq!(origin.last_headers("/")["accept-encoding"], "something completely random");
+    assert_eq!(
+        origin.last_headers("/")["accept-encoding"],
+        "something completely random"
+    );
     get_with(edge.addr, "/", &[("accept-encoding", "will be overridden")]).await;
     assert_eq!(origin.last_headers("/")["accept-encoding"], "gzip");
-    get_with(edge.addr, "/foo.tgz", &[("accept-encoding", "will be overridden")]).await;
+    get_with(
+        edge.addr,
+        "/foo.tgz",
+        &[("accept-encoding", "will be overridden")],
+    )
+    .await;
     assert_eq!(origin.last_headers("/foo.tgz")["accept-encoding"], "gzip");
     edge.shutdown().await;
 }
@@ -114,9 +144,19 @@ async fn vtc_compression() {
 /// debug.vtc: POST is UNCACHEABLE, then GET MISS, then GET HIT without a backend request.
 #[tokio::test]
 async fn vtc_debug() {
-    let origin = Origin::start(Arc::new(|r, _n| reply(200, &[("answer-to", r.method().as_str())], "x"))).await;
+    let origin = Origin::start(Arc::new(|r, _n| {
+        reply(200, &[("answer-to", r.method().as_str())], "x")
+    }))
+    .await;
     let edge = edge_for(&origin, |_| {}).await;
-    let post = request(edge.addr, Request::post("/").header("host", "shop.test").body(Full::new(Bytes::new())).unwrap()).await;
+    let post = request(
+        edge.addr,
+        Request::post("/")
+            .header("host", "shop.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
     assert_eq!(post.header("answer-to").as_deref(), Some("POST"));
     assert_eq!(debug(&post), "UNCACHEABLE");
     let first = get(edge.addr, "/").await;
@@ -125,7 +165,11 @@ async fn vtc_debug() {
     let second = get(edge.addr, "/").await;
     assert_eq!(second.header("answer-to").as_deref(), Some("GET"));
     assert_eq!(debug(&second), "HIT");
-    assert_eq!(origin.hits("/"), 2, "one POST and one GET reached the backend");
+    assert_eq!(
+        origin.hits("/"),
+        2,
+        "one POST and one GET reached the backend"
+    );
     edge.shutdown().await;
 }
 
@@ -140,7 +184,13 @@ async fn vtc_no_caching() {
     }))
     .await;
     let edge = edge_for(&origin, |_| {}).await;
-    for path in ["/405uncacheable", "/200uncacheable", "/404uncacheable", "/200cacheable", "/404cacheable"] {
+    for path in [
+        "/405uncacheable",
+        "/200uncacheable",
+        "/404uncacheable",
+        "/200cacheable",
+        "/404cacheable",
+    ] {
         get(edge.addr, path).await;
         get(edge.addr, path).await;
     }
@@ -159,11 +209,35 @@ async fn vtc_x_magento_vary() {
     let origin = Origin::start(Arc::new(|r, n| {
         let vary = ("set-cookie", "X-Magento-Vary=abc; Path=/; HttpOnly");
         match r.uri().path() {
-            "/" => reply(200, &[("cache-control", "max-age=600"), vary], &format!("non-graphql-{n}")),
-            "/graphql" => reply(200, &[("cache-control", "max-age=600"), vary, ("x-magento-cache-id", "id-1")], &format!("graphql-{n}")),
+            "/" => reply(
+                200,
+                &[("cache-control", "max-age=600"), vary],
+                &format!("non-graphql-{n}"),
+            ),
+            "/graphql" => reply(
+                200,
+                &[
+                    ("cache-control", "max-age=600"),
+                    vary,
+                    ("x-magento-cache-id", "id-1"),
+                ],
+                &format!("graphql-{n}"),
+            ),
             "/multi" => {
-                let other = if n == 1 { "foo=bar; Path=/; HttpOnly" } else { "baz=qux; Path=/; HttpOnly" };
-                reply(200, &[("cache-control", "max-age=600"), ("set-cookie", other), vary], &format!("multi-{n}"))
+                let other = if n == 1 {
+                    "foo=bar; Path=/; HttpOnly"
+                } else {
+                    "baz=qux; Path=/; HttpOnly"
+                };
+                reply(
+                    200,
+                    &[
+                        ("cache-control", "max-age=600"),
+                        ("set-cookie", other),
+                        vary,
+                    ],
+                    &format!("multi-{n}"),
+                )
             }
             _ => reply(404, &[], ""),
         }
@@ -172,14 +246,25 @@ async fn vtc_x_magento_vary() {
     let edge = edge_for(&origin, |_| {}).await;
     let expect = |r: &Resp, dbg: &str, body: &str| {
         assert_eq!(r.status, 200);
-        assert!(r.header("set-cookie").is_none(), "Set-Cookie must be stripped");
+        assert!(
+            r.header("set-cookie").is_none(),
+            "Set-Cookie must be stripped"
+        );
         assert_eq!(debug(r), dbg, "{}", r.text());
         assert!(r.text().contains(body), "{} !~ {body}", r.text());
     };
     expect(&get(edge.addr, "/").await, "UNCACHEABLE", "non-graphql-1");
     expect(&get(edge.addr, "/").await, "UNCACHEABLE", "non-graphql-2");
-    expect(&get_with(edge.addr, "/graphql", &[("x-magento-cache-id", "id-1")]).await, "MISS", "graphql-1");
-    expect(&get_with(edge.addr, "/graphql", &[("x-magento-cache-id", "id-1")]).await, "HIT", "graphql-1");
+    expect(
+        &get_with(edge.addr, "/graphql", &[("x-magento-cache-id", "id-1")]).await,
+        "MISS",
+        "graphql-1",
+    );
+    expect(
+        &get_with(edge.addr, "/graphql", &[("x-magento-cache-id", "id-1")]).await,
+        "HIT",
+        "graphql-1",
+    );
     expect(&get(edge.addr, "/multi").await, "UNCACHEABLE", "multi-1");
     expect(&get(edge.addr, "/multi").await, "UNCACHEABLE", "multi-2");
     edge.shutdown().await;
@@ -187,10 +272,38 @@ async fn vtc_x_magento_vary() {
 
 fn tagged_origin() -> Handler {
     Arc::new(|r, n| match r.uri().path() {
-        "/p1" => reply(200, &[("x-magento-tags", "cat_p_1,cat_c_3"), ("cache-control", "public, max-age=86400, s-maxage=86400")], &format!("p1-{n}")),
-        "/p2" => reply(200, &[("x-magento-tags", "cat_p_2,cat_c_3"), ("cache-control", "public, max-age=86400, s-maxage=86400")], &format!("p2-{n}")),
-        "/untagged" => reply(200, &[("cache-control", "public, max-age=86400")], &format!("u-{n}")),
-        _ => reply(200, &[("x-magento-tags", "cms_p_1"), ("x-powered-by", "PHP"), ("server", "Apache"), ("link", "<x>"), ("via", "1.1 x")], &format!("{}-{n}", r.uri())),
+        "/p1" => reply(
+            200,
+            &[
+                ("x-magento-tags", "cat_p_1,cat_c_3"),
+                ("cache-control", "public, max-age=86400, s-maxage=86400"),
+            ],
+            &format!("p1-{n}"),
+        ),
+        "/p2" => reply(
+            200,
+            &[
+                ("x-magento-tags", "cat_p_2,cat_c_3"),
+                ("cache-control", "public, max-age=86400, s-maxage=86400"),
+            ],
+            &format!("p2-{n}"),
+        ),
+        "/untagged" => reply(
+            200,
+            &[("cache-control", "public, max-age=86400")],
+            &format!("u-{n}"),
+        ),
+        _ => reply(
+            200,
+            &[
+                ("x-magento-tags", "cms_p_1"),
+                ("x-powered-by", "PHP"),
+                ("server", "Apache"),
+                ("link", "<x>"),
+                ("via", "1.1 x"),
+            ],
+            &format!("{}-{n}", r.uri()),
+        ),
     })
 }
 
@@ -198,12 +311,19 @@ fn tagged_origin() -> Handler {
 async fn raw_purge(addr: SocketAddr, pattern: &str) -> (String, Duration) {
     let started = Instant::now();
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let req = format!("PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: 127.0.0.1\r\n\r\n");
+    let req =
+        format!("PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: 127.0.0.1\r\n\r\n");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut out = Vec::new();
     // Magento reads until EOF: the edge must close after answering.
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.expect("edge did not close after PURGE").unwrap();
-    (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .expect("edge did not close after PURGE")
+        .unwrap();
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
 }
 
 #[tokio::test]
@@ -216,7 +336,10 @@ async fn purge_by_tag_evicts_only_matching_objects() {
     }
     let (answer, _) = raw_purge(edge.addr, "((^|,)cat_p_1(,|$))").await;
     assert!(answer.starts_with("HTTP/1.1 200 Purged\r\n"), "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("content-length:"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("content-length:"),
+        "{answer}"
+    );
     assert_eq!(debug(&get(edge.addr, "/p1").await), "MISS");
     assert_eq!(debug(&get(edge.addr, "/p2").await), "HIT");
     // Category tag hits both products.
@@ -235,7 +358,9 @@ async fn magento_purge_bytes_with_7600_byte_pattern_answer_fast() {
     let origin = Origin::start(tagged_origin()).await;
     let edge = edge_for(&origin, |_| {}).await;
     get(edge.addr, "/p1").await;
-    let mut tags: Vec<String> = (0..400).map(|i| format!("((^|,)cat_p_{}(,|$))", 1000 + i)).collect();
+    let mut tags: Vec<String> = (0..400)
+        .map(|i| format!("((^|,)cat_p_{}(,|$))", 1000 + i))
+        .collect();
     tags.push("((^|,)cat_p_1(,|$))".into());
     let mut pattern = tags.join("|");
     while pattern.len() < 7600 {
@@ -252,17 +377,31 @@ async fn magento_purge_bytes_with_7600_byte_pattern_answer_fast() {
 #[tokio::test]
 async fn purge_acl_and_missing_headers() {
     let origin = Origin::start(tagged_origin()).await;
-    let edge = edge_for(&origin, |c| c.purge_acl = vec!["10.9.9.9/32".parse().unwrap()]).await;
+    let edge = edge_for(&origin, |c| {
+        c.purge_acl = vec!["10.9.9.9/32".parse().unwrap()]
+    })
+    .await;
     let (answer, _) = raw_purge(edge.addr, ".*").await;
-    assert!(answer.starts_with("HTTP/1.1 405 Method not allowed\r\n"), "{answer}");
+    assert!(
+        answer.starts_with("HTTP/1.1 405 Method not allowed\r\n"),
+        "{answer}"
+    );
     edge.shutdown().await;
     let edge = edge_for(&origin, |_| {}).await;
     let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    s.write_all(b"PURGE / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
+    s.write_all(b"PURGE / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let out = String::from_utf8_lossy(&out);
-    assert!(out.starts_with("HTTP/1.1 400 X-Magento-Tags-Pattern or X-Pool header required\r\n"), "{out}");
+    assert!(
+        out.starts_with("HTTP/1.1 400 X-Magento-Tags-Pattern or X-Pool header required\r\n"),
+        "{out}"
+    );
     edge.shutdown().await;
 }
 
@@ -277,7 +416,10 @@ async fn contract_13_5_scenarios() {
     // static/media → pass, Cache-Control untouched
     let r = get(a, "/static/x.css").await;
     assert_eq!(debug(&r), "UNCACHEABLE");
-    assert_ne!(r.header("cache-control").as_deref(), Some("no-store, no-cache, must-revalidate, max-age=0"));
+    assert_ne!(
+        r.header("cache-control").as_deref(),
+        Some("no-store, no-cache, must-revalidate, max-age=0")
+    );
     // marketing parameters share an entry; query order does not matter
     get(a, "/m?utm_source=a").await;
     assert_eq!(debug(&get(a, "/m?utm_source=b").await), "HIT");
@@ -285,22 +427,52 @@ async fn contract_13_5_scenarios() {
     assert_eq!(debug(&get(a, "/q?b=1&a=2").await), "HIT");
     // the X-Magento-Vary cookie partitions the cache
     get_with(a, "/v", &[("cookie", "X-Magento-Vary=one")]).await;
-    assert_eq!(debug(&get_with(a, "/v", &[("cookie", "X-Magento-Vary=one")]).await), "HIT");
-    assert_eq!(debug(&get_with(a, "/v", &[("cookie", "X-Magento-Vary=two")]).await), "MISS");
+    assert_eq!(
+        debug(&get_with(a, "/v", &[("cookie", "X-Magento-Vary=one")]).await),
+        "HIT"
+    );
+    assert_eq!(
+        debug(&get_with(a, "/v", &[("cookie", "X-Magento-Vary=two")]).await),
+        "MISS"
+    );
     // …also when HTTP/2-style split Cookie headers carry it
-    assert_eq!(debug(&get_with(a, "/v", &[("cookie", "a=1"), ("cookie", "X-Magento-Vary=one")]).await), "HIT");
+    assert_eq!(
+        debug(
+            &get_with(
+                a,
+                "/v",
+                &[("cookie", "a=1"), ("cookie", "X-Magento-Vary=one")]
+            )
+            .await
+        ),
+        "HIT"
+    );
     // the SSL offload header partitions the cache
     get_with(a, "/s", &[("x-forwarded-proto", "https")]).await;
     assert_eq!(debug(&get(a, "/s").await), "MISS");
     // GraphQL: Bearer without cache id → pass; Store and Content-Currency partition
-    assert_eq!(debug(&get_with(a, "/graphql?q=1", &[("authorization", "Bearer x")]).await), "UNCACHEABLE");
+    assert_eq!(
+        debug(&get_with(a, "/graphql?q=1", &[("authorization", "Bearer x")]).await),
+        "UNCACHEABLE"
+    );
     // header hygiene
     let r = get(a, "/hyg").await;
     let r2 = get(a, "/hyg").await;
-    for h in ["x-magento-tags", "server", "x-powered-by", "via", "link", "age", "x-varnish"] {
+    for h in [
+        "x-magento-tags",
+        "server",
+        "x-powered-by",
+        "via",
+        "link",
+        "age",
+        "x-varnish",
+    ] {
         assert!(r2.header(h).is_none(), "{h} must be removed");
     }
-    assert_eq!(r.header("cache-control").as_deref(), Some("no-store, no-cache, must-revalidate, max-age=0"));
+    assert_eq!(
+        r.header("cache-control").as_deref(),
+        Some("no-store, no-cache, must-revalidate, max-age=0")
+    );
     assert_eq!(r.header("pragma").as_deref(), Some("no-cache"));
     assert_eq!(r.header("expires").as_deref(), Some("-1"));
     assert_eq!(r2.header("grace").as_deref(), Some("none"));
@@ -316,7 +488,9 @@ async fn coalescing_one_backend_fetch_for_concurrent_misses() {
     .await;
     let edge = edge_for(&origin, |_| {}).await;
     let addr = edge.addr;
-    let tasks: Vec<_> = (0..10).map(|_| tokio::spawn(async move { get(addr, "/slow").await })).collect();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(async move { get(addr, "/slow").await }))
+        .collect();
     for t in tasks {
         let r = t.await.unwrap();
         assert_eq!(r.text(), "slow-1");
@@ -338,7 +512,9 @@ async fn failed_fetch_releases_waiters_and_is_not_cached() {
     .await;
     let edge = edge_for(&origin, |_| {}).await;
     let addr = edge.addr;
-    let tasks: Vec<_> = (0..4).map(|_| tokio::spawn(async move { get(addr, "/flaky").await })).collect();
+    let tasks: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(async move { get(addr, "/flaky").await }))
+        .collect();
     let started = Instant::now();
     for t in tasks {
         let r = t.await.unwrap();
@@ -350,7 +526,14 @@ async fn failed_fetch_releases_waiters_and_is_not_cached() {
 
 #[tokio::test]
 async fn conditional_request_on_a_hit_is_304() {
-    let origin = Origin::start(Arc::new(|_r, _n| reply(200, &[("etag", "\"v1\""), ("content-type", "text/plain")], "body"))).await;
+    let origin = Origin::start(Arc::new(|_r, _n| {
+        reply(
+            200,
+            &[("etag", "\"v1\""), ("content-type", "text/plain")],
+            "body",
+        )
+    }))
+    .await;
     let edge = edge_for(&origin, |_| {}).await;
     get(edge.addr, "/c").await;
     let r = get_with(edge.addr, "/c", &[("if-none-match", "\"v1\"")]).await;
@@ -363,12 +546,16 @@ async fn conditional_request_on_a_hit_is_304() {
 async fn gzip_stored_once_served_gzip_or_plain() {
     let page = "<html>".to_string() + &"Magento page ".repeat(500) + "</html>";
     let p2 = page.clone();
-    let origin = Origin::start(Arc::new(move |_r, _n| reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2))).await;
+    let origin = Origin::start(Arc::new(move |_r, _n| {
+        reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2)
+    }))
+    .await;
     let edge = edge_for(&origin, |_| {}).await;
     let gz = get_with(edge.addr, "/g", &[("accept-encoding", "gzip, deflate")]).await;
     assert_eq!(gz.header("content-encoding").as_deref(), Some("gzip"));
     let mut out = String::new();
-    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut out).unwrap();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gz.body[..]), &mut out)
+        .unwrap();
     assert_eq!(out, page);
     let plain = get(edge.addr, "/g").await;
     assert!(plain.header("content-encoding").is_none());
@@ -379,8 +566,20 @@ async fn gzip_stored_once_served_gzip_or_plain() {
 #[tokio::test]
 async fn esi_includes_are_assembled_with_their_own_ttl() {
     let origin = Origin::start(Arc::new(|r, n| match r.uri().path() {
-        "/page" => reply(200, &[("content-type", "text/html"), ("x-magento-tags", "cms_p_1")], &format!("<html>page-{n} <esi:include src=\"/esi/menu\" /> end</html>")),
-        "/esi/menu" => reply(200, &[("content-type", "text/html"), ("cache-control", "public, max-age=1, s-maxage=1"), ("x-magento-tags", "cms_b_menu")], &format!("menu-{n}")),
+        "/page" => reply(
+            200,
+            &[("content-type", "text/html"), ("x-magento-tags", "cms_p_1")],
+            &format!("<html>page-{n} <esi:include src=\"/esi/menu\" /> end</html>"),
+        ),
+        "/esi/menu" => reply(
+            200,
+            &[
+                ("content-type", "text/html"),
+                ("cache-control", "public, max-age=1, s-maxage=1"),
+                ("x-magento-tags", "cms_b_menu"),
+            ],
+            &format!("menu-{n}"),
+        ),
         _ => reply(404, &[], ""),
     }))
     .await;
@@ -395,15 +594,29 @@ async fn esi_includes_are_assembled_with_their_own_ttl() {
 
 #[tokio::test]
 async fn grace_serves_stale_while_refreshing() {
-    let origin = Origin::start(Arc::new(|_r, n| reply(200, &[("cache-control", "public, s-maxage=1")], &format!("v{n}")))).await;
+    let origin = Origin::start(Arc::new(|_r, n| {
+        reply(
+            200,
+            &[("cache-control", "public, s-maxage=1")],
+            &format!("v{n}"),
+        )
+    }))
+    .await;
     let edge = edge_for(&origin, |_| {}).await;
     assert_eq!(get(edge.addr, "/gr").await.text(), "v1");
     tokio::time::sleep(Duration::from_millis(1300)).await;
     let stale = get(edge.addr, "/gr").await;
     assert_eq!(stale.text(), "v1", "stale object served within grace");
-    assert_eq!(stale.header("grace").as_deref(), Some("normal (healthy server)"));
+    assert_eq!(
+        stale.header("grace").as_deref(),
+        Some("normal (healthy server)")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(edge.addr, "/gr").await.text(), "v2", "background refresh stored the new object");
+    assert_eq!(
+        get(edge.addr, "/gr").await.text(),
+        "v2",
+        "background refresh stored the new object"
+    );
     edge.shutdown().await;
 }
 
@@ -411,13 +624,17 @@ async fn grace_serves_stale_while_refreshing() {
 async fn brotli_for_clients_that_accept_it() {
     let page = "<html>".to_string() + &"Magento brotli page ".repeat(300) + "</html>";
     let p2 = page.clone();
-    let origin = Origin::start(Arc::new(move |_r, _n| reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2))).await;
+    let origin = Origin::start(Arc::new(move |_r, _n| {
+        reply(200, &[("content-type", "text/html; charset=UTF-8")], &p2)
+    }))
+    .await;
     let edge = edge_for(&origin, |_| {}).await;
     get_with(edge.addr, "/b", &[("accept-encoding", "gzip")]).await;
     let br = get_with(edge.addr, "/b", &[("accept-encoding", "gzip, deflate, br")]).await;
     assert_eq!(br.header("content-encoding").as_deref(), Some("br"));
     let mut out = Vec::new();
-    std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br.body[..], 4096), &mut out).unwrap();
+    std::io::Read::read_to_end(&mut brotli::Decompressor::new(&br.body[..], 4096), &mut out)
+        .unwrap();
     assert_eq!(String::from_utf8(out).unwrap(), page);
     let gz = get_with(edge.addr, "/b", &[("accept-encoding", "gzip")]).await;
     assert_eq!(gz.header("content-encoding").as_deref(), Some("gzip"));
@@ -428,7 +645,14 @@ async fn brotli_for_clients_that_accept_it() {
 #[tokio::test]
 async fn soft_purge_serves_stale_while_refreshing() {
     let origin = Origin::start(Arc::new(|_r, n| {
-        reply(200, &[("x-magento-tags", "cat_p_7"), ("cache-control", "public, s-maxage=3600")], &format!("v{n}"))
+        reply(
+            200,
+            &[
+                ("x-magento-tags", "cat_p_7"),
+                ("cache-control", "public, s-maxage=3600"),
+            ],
+            &format!("v{n}"),
+        )
     }))
     .await;
     let edge = edge_for(&origin, |_| {}).await;
@@ -436,10 +660,16 @@ async fn soft_purge_serves_stale_while_refreshing() {
     let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     s.write_all(b"PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: ((^|,)cat_p_7(,|$))\r\nX-Magestack-Purge: soft\r\nHost: 127.0.0.1\r\n\r\n").await.unwrap();
     let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
     let stale = get(edge.addr, "/soft").await;
     assert_eq!(stale.text(), "v1", "soft purge keeps serving within grace");
-    assert_eq!(stale.header("grace").as_deref(), Some("normal (healthy server)"));
+    assert_eq!(
+        stale.header("grace").as_deref(),
+        Some("normal (healthy server)")
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(get(edge.addr, "/soft").await.text(), "v2");
     edge.shutdown().await;
@@ -455,7 +685,11 @@ async fn unlimited_grace_while_the_backend_is_sick() {
             ("/health_check.php", true) => reply(500, &[], ""),
             ("/health_check.php", false) => reply(200, &[], ""),
             (_, true) => reply(503, &[], "down"),
-            (_, false) => reply(200, &[("cache-control", "public, s-maxage=1")], &format!("v{n}")),
+            (_, false) => reply(
+                200,
+                &[("cache-control", "public, s-maxage=1")],
+                &format!("v{n}"),
+            ),
         }
     }))
     .await;
@@ -468,8 +702,15 @@ async fn unlimited_grace_while_the_backend_is_sick() {
     sick.store(true, std::sync::atomic::Ordering::Relaxed);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let r = get(edge.addr, "/sick").await;
-    assert_eq!(r.text(), "v1", "stale content instead of the backend's error");
-    assert_eq!(r.header("grace").as_deref(), Some("unlimited (unhealthy server)"));
+    assert_eq!(
+        r.text(),
+        "v1",
+        "stale content instead of the backend's error"
+    );
+    assert_eq!(
+        r.header("grace").as_deref(),
+        Some("unlimited (unhealthy server)")
+    );
     edge.shutdown().await;
 }
 
@@ -480,17 +721,32 @@ async fn unlimited_grace_while_the_backend_is_sick() {
 async fn uncacheable_pages_are_fetched_concurrently_not_queued() {
     let origin = Origin::start(Arc::new(|_r, n| {
         std::thread::sleep(Duration::from_millis(200));
-        reply(200, &[("cache-control", "no-store, no-cache"), ("vary", "Accept-Encoding")], &format!("n{n}"))
+        reply(
+            200,
+            &[
+                ("cache-control", "no-store, no-cache"),
+                ("vary", "Accept-Encoding"),
+            ],
+            &format!("n{n}"),
+        )
     }))
     .await;
     let edge = edge_for(&origin, |_| {}).await;
     get(edge.addr, "/nc").await; // leaves the marker
     let addr = edge.addr;
     let started = Instant::now();
-    let tasks: Vec<_> = (0..6).map(|_| tokio::spawn(async move { get_with(addr, "/nc", &[("accept-encoding", "gzip")]).await })).collect();
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            tokio::spawn(async move { get_with(addr, "/nc", &[("accept-encoding", "gzip")]).await })
+        })
+        .collect();
     for t in tasks {
         assert_eq!(debug(&t.await.unwrap()), "UNCACHEABLE");
     }
-    assert!(started.elapsed() < Duration::from_millis(500), "requests were serialised: {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "requests were serialised: {:?}",
+        started.elapsed()
+    );
     edge.shutdown().await;
 }

@@ -13,7 +13,11 @@ use support::*;
 
 async fn demo_edge() -> Running {
     let app = magestack_edge::demo::spawn_storefront().await.unwrap();
-    start(settings(UpstreamTarget::Http(app.to_string()), None), limits()).await
+    start(
+        settings(UpstreamTarget::Http(app.to_string()), None),
+        limits(),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -48,7 +52,11 @@ async fn malformed_requests_get_400_not_a_panic() {
         b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
     ] {
         let out = raw(edge.addr, bad, Duration::from_secs(3)).await;
-        assert!(out.starts_with("HTTP/1.1 4"), "{:?} → {out:?}", String::from_utf8_lossy(bad));
+        assert!(
+            out.starts_with("HTTP/1.1 4"),
+            "{:?} → {out:?}",
+            String::from_utf8_lossy(bad)
+        );
     }
     // still serving
     assert_eq!(get(edge.addr, "/").await.status, 200);
@@ -59,20 +67,43 @@ async fn malformed_requests_get_400_not_a_panic() {
 async fn too_large_head_is_431() {
     let edge = demo_edge().await;
     let big = "a".repeat(20 * 1024);
-    let out = raw(edge.addr, format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(), Duration::from_secs(3)).await;
+    let out = raw(
+        edge.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
     let many: String = (0..150).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let out = raw(edge.addr, format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(), Duration::from_secs(3)).await;
+    let out = raw(
+        edge.addr,
+        format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes(),
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 431"), "{out}");
     edge.shutdown().await;
 }
 
 #[tokio::test]
 async fn too_large_body_is_413() {
-    let mut s = settings(UpstreamTarget::Http(magestack_edge::demo::spawn_storefront().await.unwrap().to_string()), None);
+    let mut s = settings(
+        UpstreamTarget::Http(
+            magestack_edge::demo::spawn_storefront()
+                .await
+                .unwrap()
+                .to_string(),
+        ),
+        None,
+    );
     s.max_body_bytes = 1024;
     let edge = start(s, limits()).await;
-    let out = raw(edge.addr, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await;
+    let out = raw(
+        edge.addr,
+        b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 413"), "{out}");
     let chunk = "x".repeat(2000);
     let req = format!("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n", chunk.len());
@@ -86,17 +117,29 @@ async fn slow_head_is_408_and_idle_is_closed_quietly() {
     let edge = demo_edge().await;
     // header_read_timeout is 2 s in the test limits
     let started = std::time::Instant::now();
-    let out = raw(edge.addr, b"GET / HTTP/1.1\r\nHost: x\r\n", Duration::from_secs(6)).await;
+    let out = raw(
+        edge.addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\n",
+        Duration::from_secs(6),
+    )
+    .await;
     assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
     assert!(started.elapsed() < Duration::from_secs(5));
     // keep-alive: the timer does not carry over from the first request
     let mut s = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf)).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let text = String::from_utf8_lossy(&buf);
     assert_eq!(text.matches("HTTP/1.1 200").count(), 2, "{text}");
     edge.shutdown().await;
@@ -106,11 +149,16 @@ async fn slow_head_is_408_and_idle_is_closed_quietly() {
 async fn h2c_prior_knowledge() {
     let edge = demo_edge().await;
     let stream = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(stream))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
-    let req = Request::get("http://shop.test/women/tops.html").body(Full::new(Bytes::new())).unwrap();
+    let req = Request::get("http://shop.test/women/tops.html")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
     let resp = sender.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.version(), http::Version::HTTP_2);

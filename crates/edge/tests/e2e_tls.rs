@@ -26,11 +26,17 @@ async fn tls_edge(dir: &std::path::Path) -> (std::net::SocketAddr, rustls::RootC
     let acceptor = magestack_edge::tls::acceptor(&cert_path, &key_path, true).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(Server::new(edge, limits(), Some(acceptor)).run(vec![listener], std::future::pending()));
+    tokio::spawn(
+        Server::new(edge, limits(), Some(acceptor)).run(vec![listener], std::future::pending()),
+    );
     (addr, roots)
 }
 
-async fn connect(addr: std::net::SocketAddr, roots: rustls::RootCertStore, alpn: &[&[u8]]) -> tokio_rustls::client::TlsStream<TcpStream> {
+async fn connect(
+    addr: std::net::SocketAddr,
+    roots: rustls::RootCertStore,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<TcpStream> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -40,7 +46,10 @@ async fn connect(addr: std::net::SocketAddr, roots: rustls::RootCertStore, alpn:
     cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let tcp = TcpStream::connect(addr).await.unwrap();
-    connector.connect(ServerName::try_from("shop.test").unwrap(), tcp).await.unwrap()
+    connector
+        .connect(ServerName::try_from("shop.test").unwrap(), tcp)
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -49,12 +58,19 @@ async fn h2_over_tls_via_alpn() {
     let (addr, roots) = tls_edge(dir.path()).await;
     let tls = connect(addr, roots, &[b"h2", b"http/1.1"]).await;
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
-    let (mut sender, conn) = hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tls),
+    )
+    .await
+    .unwrap();
     tokio::spawn(conn);
     let resp = sender
-        .send_request(Request::get("https://shop.test/").body(Full::new(Bytes::new())).unwrap())
+        .send_request(
+            Request::get("https://shop.test/")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -68,10 +84,18 @@ async fn http1_over_tls() {
     let dir = tempfile::tempdir().unwrap();
     let (addr, roots) = tls_edge(dir.path()).await;
     let tls = connect(addr, roots, &[b"http/1.1"]).await;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls)).await.unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+            .await
+            .unwrap();
     tokio::spawn(conn);
     let resp = sender
-        .send_request(Request::get("/women/tops.html").header("host", "shop.test").body(Full::new(Bytes::new())).unwrap())
+        .send_request(
+            Request::get("/women/tops.html")
+                .header("host", "shop.test")
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);

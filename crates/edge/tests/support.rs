@@ -29,8 +29,14 @@ pub fn php_env() -> PhpEnv {
     });
     let storefront = std::env::var("MAGESTACK_STOREFRONT")
         .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/storefront"));
-    assert!(storefront.join("pub/index.php").is_file(), "storefront missing at {}", storefront.display());
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/storefront")
+        });
+    assert!(
+        storefront.join("pub/index.php").is_file(),
+        "storefront missing at {}",
+        storefront.display()
+    );
     PhpEnv {
         fpm_addr,
         fpm_sock: std::env::var("MAGESTACK_FPM_SOCK").ok().map(PathBuf::from),
@@ -98,12 +104,19 @@ pub async fn start(settings: EdgeSettings, limits: ServerLimits) -> Running {
     let done = tokio::spawn(server.run(vec![listener], async move {
         let _ = rx.await;
     }));
-    Running { addr, stop: Some(tx), done }
+    Running {
+        addr,
+        stop: Some(tx),
+        done,
+    }
 }
 
 pub async fn start_php() -> (Running, PhpEnv) {
     let env = php_env();
-    let s = settings(UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()), Some(env.storefront.join("pub")));
+    let s = settings(
+        UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
     (start(s, limits()).await, env)
 }
 
@@ -118,19 +131,27 @@ impl Resp {
         String::from_utf8_lossy(&self.body).into_owned()
     }
     pub fn header(&self, name: &str) -> Option<String> {
-        self.headers.get(name).map(|v| v.to_str().unwrap_or("").to_string())
+        self.headers
+            .get(name)
+            .map(|v| v.to_str().unwrap_or("").to_string())
     }
 }
 
 /// One request over a fresh HTTP/1.1 connection.
 pub async fn request(addr: SocketAddr, req: Request<Full<Bytes>>) -> Resp {
     let stream = TcpStream::connect(addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let resp = sender.send_request(req).await.unwrap();
     let (parts, body) = resp.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Resp { status: parts.status, headers: parts.headers, body }
+    Resp {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 pub async fn get(addr: SocketAddr, path: &str) -> Resp {

@@ -27,7 +27,8 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
                 upstream: Some("http://127.0.0.1:1".into()),
                 ..Default::default()
             };
-            let cfg = magestack_config::load(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg =
+                magestack_config::load(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_logging(&cfg);
             runtime()?.block_on(demo(cfg))
         }
@@ -54,7 +55,10 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
         let result = (|| -> std::io::Result<String> {
             let mut s = std::net::TcpStream::connect(edge)?;
             s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
-            write!(s, "PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: {host}\r\n\r\n")?;
+            write!(
+                s,
+                "PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: {host}\r\n\r\n"
+            )?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
             Ok(out.lines().next().unwrap_or("").to_string())
@@ -71,7 +75,11 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
             }
         }
     }
-    Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -109,7 +117,8 @@ fn load(args: &EdgeArgs) -> Result<Validated> {
         cache: args.no_cache.then_some(false),
         max_connections: args.max_connections,
     };
-    magestack_config::load(args.config.as_deref(), &overrides).map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
+    magestack_config::load(args.config.as_deref(), &overrides)
+        .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
 fn init_logging(cfg: &Validated) {
@@ -147,14 +156,22 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         mage_run: m
             .run
             .iter()
-            .map(|r| (r.host.clone(), r.code.clone(), r.run_type.as_str().to_string()))
+            .map(|r| {
+                (
+                    r.host.clone(),
+                    r.code.clone(),
+                    r.run_type.as_str().to_string(),
+                )
+            })
             .collect(),
         upstream: match &cfg.upstream.url {
-            UpstreamUrl::FastCgiTcp { host, port } => UpstreamTarget::FastCgiTcp(if host.contains(':') {
-                format!("[{host}]:{port}")
-            } else {
-                format!("{host}:{port}")
-            }),
+            UpstreamUrl::FastCgiTcp { host, port } => {
+                UpstreamTarget::FastCgiTcp(if host.contains(':') {
+                    format!("[{host}]:{port}")
+                } else {
+                    format!("{host}:{port}")
+                })
+            }
             UpstreamUrl::FastCgiUnix(p) => UpstreamTarget::FastCgiUnix(p.clone()),
             UpstreamUrl::Http { authority } => UpstreamTarget::Http(authority.clone()),
         },
@@ -178,7 +195,9 @@ fn cache_settings(cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
         grace_period_secs: c.grace_period.as_secs(),
         default_ttl_secs: c.default_ttl.as_secs(),
         error_statuses: match c.error_statuses {
-            magestack_config::ErrorStatuses::Cache404 => magestack_fpc::ErrorStatusPolicy::CacheOkAnd404,
+            magestack_config::ErrorStatuses::Cache404 => {
+                magestack_fpc::ErrorStatusPolicy::CacheOkAnd404
+            }
             magestack_config::ErrorStatuses::Never => magestack_fpc::ErrorStatusPolicy::NoErrors,
         },
         ..magestack_fpc::FpcPolicy::default()
@@ -191,7 +210,9 @@ fn cache_settings(cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
     if !c.tracking_params.is_empty() {
         match magestack_fpc::TrackingParams::new(c.tracking_params.iter().map(String::as_str)) {
             Ok(t) => policy.tracking_params = t,
-            Err(e) => tracing::warn!(error = %e, "cache.tracking_params refused; using the built-in list."),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache.tracking_params refused; using the built-in list.")
+            }
         }
     }
     Some(magestack_edge::CacheSettings {
@@ -227,7 +248,11 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
 async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
     for a in addrs {
-        out.push(TcpListener::bind(a).await.with_context(|| format!("binding server.listen {a}"))?);
+        out.push(
+            TcpListener::bind(a)
+                .await
+                .with_context(|| format!("binding server.listen {a}"))?,
+        );
     }
     Ok(out)
 }
@@ -237,16 +262,24 @@ async fn edge(cfg: Validated) -> Result<ExitCode> {
     let upstream = cfg.upstream.url.to_string();
     let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
     let tls = match &cfg.server.tls {
-        Some(t) => Some(magestack_edge::tls::acceptor(&t.cert_file, &t.key_file, true).context("server.tls")?),
+        Some(t) => Some(
+            magestack_edge::tls::acceptor(&t.cert_file, &t.key_file, true).context("server.tls")?,
+        ),
         None => None,
     };
     let listeners = bind_all(&cfg.server.listen).await?;
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
-        let l = TcpListener::bind(addr).await.with_context(|| format!("binding server.admin_listen {addr}"))?;
+        let l = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding server.admin_listen {addr}"))?;
         let access = admin::AdminAccess {
-            acl: cache_settings(&cfg).map(|c| c.purge_acl).unwrap_or_else(|| magestack_edge::CacheSettings::magento_defaults().purge_acl),
-            token: std::env::var("MAGESTACK_ADMIN_TOKEN").ok().filter(|t| !t.is_empty()),
+            acl: cache_settings(&cfg)
+                .map(|c| c.purge_acl)
+                .unwrap_or_else(|| magestack_edge::CacheSettings::magento_defaults().purge_acl),
+            token: std::env::var("MAGESTACK_ADMIN_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty()),
         };
         tokio::spawn(admin::serve(l, ready.clone(), edge.clone(), access));
     }
@@ -264,18 +297,28 @@ async fn edge(cfg: Validated) -> Result<ExitCode> {
             ready_on_stop.set(false);
         })
         .await;
-    Ok(if open == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if open == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 async fn demo(mut cfg: Validated) -> Result<ExitCode> {
-    let app = magestack_edge::demo::spawn_storefront().await.context("starting the demo storefront")?;
-    cfg.upstream.url = UpstreamUrl::Http { authority: app.to_string() };
+    let app = magestack_edge::demo::spawn_storefront()
+        .await
+        .context("starting the demo storefront")?;
+    cfg.upstream.url = UpstreamUrl::Http {
+        authority: app.to_string(),
+    };
     cfg.magento.docroot = None;
     let listen = cfg.server.listen.first().copied();
     if let Some(a) = listen {
         println!("magestack demo: edge on http://{a}/ in front of the built-in storefront (app on {app}).");
         println!("Try:");
-        println!("  curl -i http://{a}/women/tops.html         # a category page with X-Magento-Tags");
+        println!(
+            "  curl -i http://{a}/women/tops.html         # a category page with X-Magento-Tags"
+        );
         println!("  curl -i --compressed http://{a}/           # gzip like nginx's Magento sample");
         println!("  curl -i -c jar -b jar http://{a}/customer/account/login   # log in: X-Magento-Vary cookie");
         println!("  curl -i -b jar http://{a}/checkout/cart/   # personalised, never cached");
@@ -290,13 +333,14 @@ async fn demo(mut cfg: Validated) -> Result<ExitCode> {
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => {},
             _ = tokio::signal::ctrl_c() => {},

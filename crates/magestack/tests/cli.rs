@@ -18,18 +18,38 @@ fn check_reports_every_error_with_key_and_line() {
         "[server]\nlisten = [\"127.0.0.1:8080\"]\nmax_headers = \"many\"\n\n[upstream]\nurl = \"fcgi://127.0.0.1:9000\"\nconect_timeout_secs = 5\n",
     )
     .unwrap();
-    let out = bin().arg("check").arg("--config").arg(&path).output().unwrap();
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(":3:") && err.contains("server.max_headers"), "{err}");
-    assert!(err.contains(":7:") && err.contains("upstream.conect_timeout_secs"), "{err}");
+    assert!(
+        err.contains(":3:") && err.contains("server.max_headers"),
+        "{err}"
+    );
+    assert!(
+        err.contains(":7:") && err.contains("upstream.conect_timeout_secs"),
+        "{err}"
+    );
 }
 
 #[test]
 fn check_accepts_the_example_config() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/edge.toml");
-    let out = bin().arg("check").arg("--config").arg(example).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bin()
+        .arg("check")
+        .arg("--config")
+        .arg(example)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 struct Killed(Child);
@@ -48,7 +68,11 @@ fn free_addr() -> SocketAddr {
 fn http_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -70,7 +94,15 @@ fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
     let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
     let addr = free_addr();
     let child = bin()
-        .args(["edge", "--listen", &addr.to_string(), "--upstream", &format!("fcgi://{fpm}"), "--docroot", docroot])
+        .args([
+            "edge",
+            "--listen",
+            &addr.to_string(),
+            "--upstream",
+            &format!("fcgi://{fpm}"),
+            "--docroot",
+            docroot,
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -79,7 +111,12 @@ fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
     wait_up(addr);
     let home = http_get(addr, "/");
     assert!(home.starts_with("HTTP/1.1 200"), "{home}");
-    for p in ["/app/etc/env.php", "/.git/config", "/cron.php", "/media/customer/x"] {
+    for p in [
+        "/app/etc/env.php",
+        "/.git/config",
+        "/cron.php",
+        "/media/customer/x",
+    ] {
         let r = http_get(addr, p);
         assert!(r.starts_with("HTTP/1.1 404"), "{p}: {r}");
     }
@@ -89,14 +126,24 @@ fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
 fn sigterm_drains_and_exits_zero() {
     let addr = free_addr();
     let mut child = bin()
-        .args(["edge", "--listen", &addr.to_string(), "--upstream", "http://127.0.0.1:9"])
+        .args([
+            "edge",
+            "--listen",
+            &addr.to_string(),
+            "--upstream",
+            "http://127.0.0.1:9",
+        ])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     wait_up(addr);
     let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -109,9 +156,11 @@ fn sigterm_drains_and_exits_zero() {
 }
 
 fn header_of(resp: &str, name: &str) -> Option<String> {
-    resp.lines()
-        .take_while(|l| !l.is_empty())
-        .find_map(|l| l.split_once(':').filter(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_string()))
+    resp.lines().take_while(|l| !l.is_empty()).find_map(|l| {
+        l.split_once(':')
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.trim().to_string())
+    })
 }
 
 #[test]
@@ -123,7 +172,15 @@ fn purge_command_and_cache_stats_against_the_php_storefront() {
     let addr = free_addr();
     let admin = free_addr();
     let child = bin()
-        .args(["edge", "--listen", &addr.to_string(), "--upstream", &format!("fcgi://{fpm}"), "--docroot", docroot])
+        .args([
+            "edge",
+            "--listen",
+            &addr.to_string(),
+            "--upstream",
+            &format!("fcgi://{fpm}"),
+            "--docroot",
+            docroot,
+        ])
         .args(["--admin-listen", &admin.to_string()])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -133,15 +190,35 @@ fn purge_command_and_cache_stats_against_the_php_storefront() {
     wait_up(addr);
     // The cache is on with flags only, as a Varnish in Magento's place would be.
     let first = http_get(addr, "/women.html");
-    assert_eq!(header_of(&first, "x-magento-cache-debug").as_deref(), Some("MISS"), "{first}");
+    assert_eq!(
+        header_of(&first, "x-magento-cache-debug").as_deref(),
+        Some("MISS"),
+        "{first}"
+    );
     let second = http_get(addr, "/women.html");
-    assert_eq!(header_of(&second, "x-magento-cache-debug").as_deref(), Some("HIT"));
-    assert!(header_of(&second, "x-magento-tags").is_none(), "tags never reach the browser");
-    let out = bin().args(["purge", "--tags", "cat_c_4", "--edge", &addr.to_string()]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        header_of(&second, "x-magento-cache-debug").as_deref(),
+        Some("HIT")
+    );
+    assert!(
+        header_of(&second, "x-magento-tags").is_none(),
+        "tags never reach the browser"
+    );
+    let out = bin()
+        .args(["purge", "--tags", "cat_c_4", "--edge", &addr.to_string()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).contains("200 Purged"));
     let third = http_get(addr, "/women.html");
-    assert_eq!(header_of(&third, "x-magento-cache-debug").as_deref(), Some("MISS"));
+    assert_eq!(
+        header_of(&third, "x-magento-cache-debug").as_deref(),
+        Some("MISS")
+    );
     wait_up(admin);
     let stats = http_get(admin, "/cache/stats");
     assert!(stats.contains("\"purges\":1"), "{stats}");
