@@ -81,6 +81,7 @@ pub fn is_https(tls: bool, peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet])
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

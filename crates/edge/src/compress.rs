@@ -262,6 +262,7 @@ impl<C: StreamCodec + Unpin> Body for CodecBody<C> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use http_body_util::BodyExt;

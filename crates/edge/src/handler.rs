@@ -57,7 +57,8 @@ impl Outcome {
 
 enum Upstream {
     FastCgi(magestack_fastcgi::Client),
-    Http(HttpUpstream),
+    // Boxed: the hyper client is large and there is one per process.
+    Http(Box<HttpUpstream>),
 }
 
 /// The edge: routing, static files and the upstream, shared by all connections.
@@ -104,12 +105,12 @@ impl Edge {
             None => None,
         };
         let upstream = match &s.upstream {
-            UpstreamTarget::Http(authority) => Upstream::Http(HttpUpstream::new(
+            UpstreamTarget::Http(authority) => Upstream::Http(Box::new(HttpUpstream::new(
                 authority,
                 s.connect_timeout,
                 s.read_timeout,
                 s.keepalive_connections,
-            )),
+            ))),
             UpstreamTarget::FastCgiTcp(_) | UpstreamTarget::FastCgiUnix(_) => {
                 if router.is_none() {
                     return Err(EdgeError::DocrootRequired);

@@ -103,10 +103,8 @@ pub async fn serve(
     let body = if method == Method::HEAD || len == 0 {
         body::empty()
     } else {
-        if start > 0 {
-            if f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
-            }
+        if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+            return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
         }
         if len <= INLINE_MAX {
             let mut buf = Vec::with_capacity(len as usize);
@@ -291,6 +289,7 @@ pub fn content_type(path: &Path) -> &'static str {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

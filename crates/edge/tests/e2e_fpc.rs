@@ -1,6 +1,7 @@
 //! The full-page cache end to end against a scripted origin: Magento's four
 //! shipped varnishtest scenarios (`dev/tests/varnish/*.vtc`, contract §13)
 //! ported to sockets, the list of §13.5, and Magento's exact PURGE bytes.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

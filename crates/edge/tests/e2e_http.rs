@@ -1,5 +1,6 @@
 //! End-to-end HTTP behaviour of the edge that needs no PHP: limits and their
 //! statuses, malformed input, h2c, and the HTTP upstream (built-in demo storefront).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

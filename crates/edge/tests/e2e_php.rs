@@ -1,5 +1,6 @@
 //! End-to-end: the edge in front of real PHP-FPM running `examples/storefront`.
 //! Every worked routing example of the design doc (§1.10) is checked over sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,4 +1,5 @@
 //! TLS termination: rustls with ALPN, h2 and HTTP/1.1 over TLS.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Shared helpers for the end-to-end tests: start an edge in-process on an
 //! ephemeral port and talk to it over real sockets.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 #![allow(dead_code)]
 
 use std::net::SocketAddr;

@@ -1,4 +1,5 @@
 //! The binary as an operator runs it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
