@@ -5,9 +5,11 @@
 //!
 //! A byte-bounded, sharded map from a 16-byte primary key (plus a variance for
 //! `Vary`) to `Arc<CachedObject>`: status, a pre-encoded header block, the
-//! body as [`bytes::Bytes`] shared with the writer, TTL/grace/keep, the
-//! object's tags, a hit counter and the hit-for-miss / soft-purged flags.
-//! A hit returns an `Arc` clone: body bytes are never copied.
+//! body, TTL/grace/keep, the object's tags, a hit counter and the
+//! hit-for-miss / soft-purged flags. The insert copies the header block and
+//! the body into the object's one buffer; a hit returns an `Arc` clone and
+//! [`CachedObject::body`] a [`bytes::Bytes`] pointing into that buffer:
+//! body bytes are never copied on hits.
 //!
 //! - [`Store::lookup`] → [`Lookup`]`::{Fresh, Stale, HitForMiss, Miss}`;
 //!   [`Store::insert`], [`Store::remove`].
@@ -58,31 +60,37 @@
 //! objects, 5.24 tags each on average drawn like a Magento catalogue, 16
 //! shards, glibc malloc, release build on x86-64), two ways: by summing the
 //! real allocation sizes ([`Store::memory_report`]) and by the process RSS
-//! delta (`VmRSS`) minus the header payload. Results:
+//! delta (`VmRSS`) minus the payload (header blocks and bodies). Results:
 //!
 //! | | per object | per tag reference |
 //! |---|---|---|
-//! | allocations (`memory_report`) | 165.8 B | 17.8 B (id 4 + postings 11.1 + dictionary 2.7) |
-//! | RSS delta, all overhead / objects | 270.1 B (≈ 165.8 + 5.24 × 17.8 + allocator slack) | |
-//! | accounted (`bytes_accounted − payload`) | 275.1 B | |
+//! | allocations (`memory_report`) | 145.6 B | 17.8 B (id 4 + postings 11.1 + dictionary 2.7) |
+//! | RSS delta − payload (headers + bodies), / objects | 240.2 B (156.4 beyond 16 B per tag ref) | |
+//! | accounted (`bytes_accounted − payload`) | 251.1 B | |
 //!
-//! So [`OBJECT_OVERHEAD`] = 176 (165.8, plus ~2.5 B of ghost filter once
-//! eviction runs, plus margin), [`TAG_REF_OVERHEAD`] = 16 (id + postings =
-//! 15.1) and [`DICT_ENTRY_OVERHEAD`] = 64 (≈ 59 measured, per distinct tag,
-//! plus its name) keep the accounted bytes at or above what the process
-//! really uses for this workload.
+//! So [`OBJECT_OVERHEAD`] = 152 (145.6, plus ~2.5 B of ghost filter once
+//! eviction runs, plus margin; RSS says 156.4 beyond 16 B per tag reference,
+//! the rest being the tag part's 1.8 B per reference above 16),
+//! [`TAG_REF_OVERHEAD`] = 16 (id + postings = 15.1) and
+//! [`DICT_ENTRY_OVERHEAD`] = 64 (≈ 59 measured, per distinct tag, plus its
+//! name) keep the accounted bytes at or above what the process really uses
+//! for this workload. (Before each object had one data buffer: 165.8 B by
+//! allocations, 186.1 B by RSS, charged 176.)
 //!
-//! The per-object part is near the floor of this design: the `Arc`
-//! allocation of the 104-byte [`CachedObject`] is 128 bytes with the
-//! refcounts and malloc's header (64 of the 104 are the `Bytes` body handle,
-//! the boxed header/tag blob and the 16-byte key), the blob's malloc header
-//! and rounding (13.7), the slab pointer and meta byte (9.4), the key index
-//! bucket (10.5 at this fill; 6–11 with hashbrown's load factor) and a queue
-//! entry (4.2). Going much lower would need a thinner object than an
-//! `Arc` holding `Bytes` (e.g. headers and body in one buffer).
+//! The per-object part: the `Arc` allocation of the 72-byte
+//! [`CachedObject`] is 96 bytes with the refcounts and malloc's header (the
+//! 72 are a weak self-pointer so [`CachedObject::body`] can hand out a
+//! `Bytes` that keeps the object alive, the 16-byte data pointer, the
+//! 16-byte key, variance, insert time, TTL, hits, status, tag count, flags
+//! and frequency); the data buffer's 12-byte prefix (grace, keep, header
+//! length) and its malloc header and rounding (≈ 13.5); the slab pointer and
+//! meta byte (9.4), the key index bucket (10.5 at this fill; 6–11 with
+//! hashbrown's load factor) and a queue entry (4.2). Each call of
+//! [`CachedObject::body`] makes a transient 32-byte handle allocation,
+//! freed with the `Bytes`.
 //!
-//! Not accounted: body bytes beyond `body.len()` that a `Bytes` keeps alive
-//! (the edge should store compact bodies), and the fixed shard array.
+//! Not accounted: the fixed shard array, and page rounding of data buffers
+//! large enough for malloc to `mmap` them (≥ 128 KiB by default).
 //!
 //! # Eviction: S3-FIFO
 //!
@@ -134,7 +142,7 @@ pub use store::{
 
 /// Bytes charged per object on top of its payload (see the crate docs for
 /// how it was measured).
-pub const OBJECT_OVERHEAD: u64 = 176;
+pub const OBJECT_OVERHEAD: u64 = 152;
 
 /// Bytes charged per tag reference of an object: the 4-byte id in the
 /// object plus its posting in the shard's tag index.

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
 
@@ -73,19 +74,25 @@ pub(crate) const FLAG_SOFT_PURGED: u8 = 1 << 2;
 /// Immutable once stored, except three atomics: the hit counter, the
 /// soft-purge flag and the TTL, which a soft purge shortens to "expired now".
 ///
-/// Layout (104 bytes, 120 with the `Arc` counts) is kept small on purpose:
-/// the headers and the interned tag ids share one boxed slice (`blob`), and
-/// durations are `u32` milliseconds. See the crate docs for the accounting.
+/// Layout (72 bytes, 88 with the `Arc` counts: a 96-byte malloc chunk) is
+/// kept small on purpose: everything immutable that the hit path does not
+/// need (grace, keep, header length), the interned tag ids, the header block
+/// and the body share one boxed slice (`data`, the object's only other
+/// allocation). The body is copied into it once at insert; hits share it
+/// through [`CachedObject::body`] without copying. See the crate docs for
+/// the accounting.
 pub struct CachedObject {
-    body: Bytes,
-    /// `4 * n_tags` bytes of little-endian tag ids, then the header block.
-    blob: Box<[u8]>,
+    /// The `Arc` this object lives in, so [`CachedObject::body`] can hand out
+    /// a `Bytes` that keeps the object (and so `data`) alive.
+    me: Weak<CachedObject>,
+    /// [`PREFIX`] bytes (grace ms, keep ms, header length: little-endian
+    /// `u32`s), `4 * n_tags` bytes of little-endian tag ids, the header
+    /// block, then the body.
+    data: Box<[u8]>,
     key: PrimaryKey,
     variance: Variance,
     created_ms: u64,
     ttl_ms: AtomicU32,
-    grace_ms: u32,
-    keep_ms: u32,
     hits: AtomicU32,
     status: u16,
     n_tags: u16,
@@ -101,13 +108,13 @@ impl fmt::Debug for CachedObject {
             .field("status", &self.status)
             .field("key", &Hex(&self.key))
             .field("variance", &self.variance)
-            .field("body_len", &self.body.len())
+            .field("body_len", &self.body_bytes().len())
             .field("headers_len", &self.headers().len())
             .field("gzip", &self.is_gzip())
             .field("created_ms", &self.created_ms)
             .field("ttl_ms", &self.ttl_ms())
-            .field("grace_ms", &self.grace_ms)
-            .field("keep_ms", &self.keep_ms)
+            .field("grace_ms", &self.grace_ms())
+            .field("keep_ms", &self.keep_ms())
             .field("hits", &self.hits())
             .field("hit_for_miss", &self.is_hit_for_miss())
             .field("soft_purged", &self.is_soft_purged())
@@ -137,7 +144,9 @@ impl CachedObject {
     /// The pre-encoded header block: HTTP/1.1 field lines `name: value\r\n`,
     /// exactly as the writer gave them. See [`CachedObject::header_iter`].
     pub fn headers(&self) -> &[u8] {
-        self.blob.get(self.tag_bytes()..).unwrap_or(&[])
+        let start = PREFIX + self.tag_bytes();
+        let end = start + self.prefix_u32(8) as usize;
+        self.data.get(start..end).unwrap_or(&[])
     }
 
     /// Iterates `(name, value)` pairs of the header block.
@@ -147,10 +156,33 @@ impl CachedObject {
         }
     }
 
-    /// The stored body: a refcounted `Bytes` shared with the writer and with
-    /// every reader. Cloning it never copies the bytes.
-    pub fn body(&self) -> &Bytes {
-        &self.body
+    /// The stored body as `Bytes` sharing the object's buffer: the bytes are
+    /// never copied (the `Bytes` keeps the object alive). Each call makes a
+    /// small handle allocation; call it once per response.
+    pub fn body(&self) -> Bytes {
+        match self.me.upgrade() {
+            Some(me) => Bytes::from_owner(BodyOwner(me)),
+            // Not built by `ObjectBuilder::build` (cannot happen): copy.
+            None => Bytes::copy_from_slice(self.body_bytes()),
+        }
+    }
+
+    /// The stored body as a plain slice (no allocation).
+    pub fn body_bytes(&self) -> &[u8] {
+        let start = PREFIX + self.tag_bytes() + self.prefix_u32(8) as usize;
+        self.data.get(start..).unwrap_or(&[])
+    }
+
+    /// Length of the object's one data allocation.
+    pub(crate) fn data_len(&self) -> usize {
+        self.data.len()
+    }
+
+    fn prefix_u32(&self, at: usize) -> u32 {
+        match self.data.get(at..at + 4) {
+            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+            _ => 0,
+        }
     }
 
     /// True if [`CachedObject::body`] is gzip-compressed (one stored
@@ -183,13 +215,13 @@ impl CachedObject {
     /// Grace in milliseconds: how long after expiry the object may be served
     /// stale while it is refreshed.
     pub fn grace_ms(&self) -> u64 {
-        u64::from(self.grace_ms)
+        u64::from(self.prefix_u32(0))
     }
 
     /// Keep in milliseconds: how long after grace the object is retained for
     /// conditional revalidation.
     pub fn keep_ms(&self) -> u64 {
-        u64::from(self.keep_ms)
+        u64::from(self.prefix_u32(4))
     }
 
     /// End of freshness: `created + ttl`.
@@ -220,7 +252,8 @@ impl CachedObject {
 
     /// Still retained (fresh, in grace or in keep) at `now_ms`.
     pub fn is_retained(&self, now_ms: u64) -> bool {
-        now_ms < self.keep_until_ms()
+        // Fresh first: grace and keep live in `data`, off the hit path.
+        self.is_fresh(now_ms) || now_ms < self.keep_until_ms()
     }
 
     /// How many lookups returned this object. `hits() > 0` is Magento's
@@ -248,8 +281,8 @@ impl CachedObject {
 
     /// The object's interned tags, sorted and distinct.
     pub fn tag_ids(&self) -> impl Iterator<Item = TagId> + '_ {
-        self.blob
-            .get(..self.tag_bytes())
+        self.data
+            .get(PREFIX..PREFIX + self.tag_bytes())
             .unwrap_or(&[])
             .chunks_exact(4)
             .map(|c| TagId(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
@@ -257,7 +290,7 @@ impl CachedObject {
 
     /// Body plus header bytes: the payload part of the accounted charge.
     pub fn payload_bytes(&self) -> usize {
-        self.body.len() + self.headers().len()
+        self.data.len().saturating_sub(PREFIX + self.tag_bytes())
     }
 
     /// Bytes this object is charged against the store's ceiling:
@@ -301,6 +334,18 @@ impl CachedObject {
         self.flags.fetch_or(FLAG_SOFT_PURGED, Ordering::Relaxed);
         let elapsed = clamp_ms(now_ms.saturating_sub(self.created_ms));
         self.ttl_ms.fetch_min(elapsed, Ordering::Relaxed) > elapsed
+    }
+}
+
+/// Bytes of `data` before the tag ids: grace, keep, header length.
+const PREFIX: usize = 12;
+
+/// Owner of a body handed out as `Bytes`: keeps the object alive.
+struct BodyOwner(Arc<CachedObject>);
+
+impl AsRef<[u8]> for BodyOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body_bytes()
     }
 }
 
@@ -469,18 +514,14 @@ impl ObjectBuilder {
     }
 
     /// Builds the shared object once the tags are interned (sorted, distinct).
+    /// Copies the header block and the body into the object's one buffer.
     pub(crate) fn build(
         self,
         key: PrimaryKey,
         variance: Variance,
         tags: &[TagId],
         now_ms: u64,
-    ) -> CachedObject {
-        let mut blob = Vec::with_capacity(tags.len() * 4 + self.headers.len());
-        for t in tags {
-            blob.extend_from_slice(&t.0.to_le_bytes());
-        }
-        blob.extend_from_slice(&self.headers);
+    ) -> Arc<CachedObject> {
         let mut flags = 0;
         if self.hit_for_miss {
             flags |= FLAG_HIT_FOR_MISS;
@@ -493,21 +534,32 @@ impl ObjectBuilder {
         } else {
             (clamp_ms(self.grace_ms), clamp_ms(self.keep_ms))
         };
-        CachedObject {
-            body: self.body,
-            blob: blob.into_boxed_slice(),
+        let mut data =
+            Vec::with_capacity(PREFIX + tags.len() * 4 + self.headers.len() + self.body.len());
+        data.extend_from_slice(&grace.to_le_bytes());
+        data.extend_from_slice(&keep.to_le_bytes());
+        data.extend_from_slice(&clamp_ms(self.headers.len() as u64).to_le_bytes());
+        for t in tags {
+            data.extend_from_slice(&t.0.to_le_bytes());
+        }
+        data.extend_from_slice(&self.headers);
+        data.extend_from_slice(&self.body);
+        let data = data.into_boxed_slice();
+        let ttl = clamp_ms(self.ttl_ms);
+        let status = self.status;
+        Arc::new_cyclic(|me| CachedObject {
+            me: me.clone(),
+            data,
             key,
             variance,
             created_ms: now_ms,
-            ttl_ms: AtomicU32::new(clamp_ms(self.ttl_ms)),
-            grace_ms: grace,
-            keep_ms: keep,
+            ttl_ms: AtomicU32::new(ttl),
             hits: AtomicU32::new(0),
-            status: self.status,
+            status,
             n_tags: u16::try_from(tags.len()).unwrap_or(u16::MAX),
             flags: AtomicU8::new(flags),
             freq: AtomicU8::new(0),
-        }
+        })
     }
 }
 
@@ -516,17 +568,18 @@ impl ObjectBuilder {
 mod tests {
     use super::*;
 
-    fn obj(b: ObjectBuilder, tags: &[TagId], now: u64) -> CachedObject {
+    fn obj(b: ObjectBuilder, tags: &[TagId], now: u64) -> Arc<CachedObject> {
         b.build([7; 16], Variance(3), tags, now)
     }
 
     #[test]
     fn layout_is_small() {
-        assert!(std::mem::size_of::<CachedObject>() <= 104);
+        // 72 + 16 (Arc counts) + 8 (malloc header) = a 96-byte chunk.
+        assert!(std::mem::size_of::<CachedObject>() <= 72);
     }
 
     #[test]
-    fn headers_and_tags_share_one_blob() {
+    fn headers_tags_and_body_share_one_buffer() {
         let o = obj(
             ObjectBuilder::new(200, Bytes::from_static(b"body"))
                 .header(b"content-type", b"text/html")
@@ -545,6 +598,10 @@ mod tests {
             ]
         );
         assert_eq!(o.payload_bytes(), 4 + o.headers().len());
+        assert_eq!(o.body().as_ref(), b"body");
+        assert_eq!(o.body_bytes(), b"body");
+        // Zero-copy: every handle points into the object's buffer.
+        assert_eq!(o.body().as_ptr(), o.body_bytes().as_ptr());
         assert_eq!(
             o.charge(),
             (4 + o.headers().len()) as u64 + OBJECT_OVERHEAD + 2 * TAG_REF_OVERHEAD

@@ -571,21 +571,23 @@ impl ShardInner {
         let mut objects = 0;
         let mut blobs = 0;
         let mut header_bytes = 0;
+        let mut body_bytes = 0;
         let mut tag_id_bytes = 0;
         for o in self.objs.iter().flatten() {
             objects += malloc_size(16 + std::mem::size_of::<CachedObject>());
             let h = o.headers().len();
+            let b = o.body_bytes().len();
             let t = o.tag_count() * 4;
-            if h + t > 0 {
-                blobs += malloc_size(h + t);
-            }
+            blobs += malloc_size(o.data_len());
             header_bytes += h;
+            body_bytes += b;
             tag_id_bytes += t;
         }
         HeapParts {
             object_allocs: objects,
             blob_allocs: blobs,
             header_bytes,
+            body_bytes,
             tag_id_bytes,
             slot_arrays,
             key_index: self.index.allocation_size(),
@@ -626,6 +628,7 @@ pub(crate) struct HeapParts {
     pub(crate) object_allocs: usize,
     pub(crate) blob_allocs: usize,
     pub(crate) header_bytes: usize,
+    pub(crate) body_bytes: usize,
     pub(crate) tag_id_bytes: usize,
     pub(crate) slot_arrays: usize,
     pub(crate) key_index: usize,
@@ -639,6 +642,7 @@ impl std::ops::AddAssign for HeapParts {
         self.object_allocs += o.object_allocs;
         self.blob_allocs += o.blob_allocs;
         self.header_bytes += o.header_bytes;
+        self.body_bytes += o.body_bytes;
         self.tag_id_bytes += o.tag_id_bytes;
         self.slot_arrays += o.slot_arrays;
         self.key_index += o.key_index;

@@ -201,7 +201,7 @@ pub struct StoreStats {
 
 /// Heap bytes of the store by part, for the memory benchmark. Allocation
 /// sizes follow glibc malloc (8-byte header, 16-byte granularity, 32-byte
-/// minimum); bodies are excluded (they are `Bytes` shared with the writer).
+/// minimum). Body and header bytes are payload, not overhead.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemoryReport {
     /// Live objects.
@@ -212,11 +212,13 @@ pub struct MemoryReport {
     pub distinct_tags: usize,
     /// `Arc<CachedObject>` allocations.
     pub object_allocs: usize,
-    /// Header/tag blob allocations (header bytes included).
+    /// Object data allocations: prefix, tag ids, header block and body.
     pub blob_allocs: usize,
-    /// Header bytes (payload) inside the blobs.
+    /// Header bytes (payload) inside the data allocations.
     pub header_bytes: usize,
-    /// Tag id bytes inside the blobs.
+    /// Body bytes (payload) inside the data allocations.
+    pub body_bytes: usize,
+    /// Tag id bytes inside the data allocations.
     pub tag_id_bytes: usize,
     /// Slab arrays: object pointers, meta bytes, free list.
     pub slot_arrays: usize,
@@ -235,7 +237,7 @@ pub struct MemoryReport {
 }
 
 impl MemoryReport {
-    /// Everything but payload (header bytes; bodies are not counted at all).
+    /// Everything but payload (header and body bytes).
     pub fn overhead_bytes(&self) -> usize {
         self.object_allocs
             + self.blob_allocs
@@ -247,10 +249,11 @@ impl MemoryReport {
             + self.dictionary
             + self.fixed
             - self.header_bytes
+            - self.body_bytes
     }
 
     /// The part of the overhead that grows with tag references: tag ids in
-    /// the blobs, postings and the dictionary.
+    /// the data allocations, postings and the dictionary.
     pub fn tag_overhead_bytes(&self) -> usize {
         self.tag_id_bytes + self.tag_index + self.dictionary
     }
@@ -418,7 +421,7 @@ impl Store {
             }
             ids.sort_unstable();
             let built = std::mem::replace(obj, ObjectBuilder::new(0, bytes::Bytes::new()));
-            let object = Arc::new(built.build(key, variance, &ids, now_ms));
+            let object = built.build(key, variance, &ids, now_ms);
             let ctx = InsertCtx {
                 dict: &self.dict,
                 budget: self.budget,
@@ -643,6 +646,7 @@ impl Store {
         r.object_allocs = parts.object_allocs;
         r.blob_allocs = parts.blob_allocs;
         r.header_bytes = parts.header_bytes;
+        r.body_bytes = parts.body_bytes;
         r.tag_id_bytes = parts.tag_id_bytes;
         r.slot_arrays = parts.slot_arrays;
         r.key_index = parts.key_index;

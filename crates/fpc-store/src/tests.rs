@@ -51,7 +51,9 @@ fn insert_then_fresh_hit_shares_the_body() {
         panic!("expected fresh")
     };
     assert!(Arc::ptr_eq(&obj, &hit));
-    assert_eq!(hit.body().as_ptr(), body.as_ptr(), "no copy of the body");
+    // The body is copied once at insert; hits share the stored copy.
+    assert_eq!(hit.body(), body);
+    assert_eq!(hit.body().as_ptr(), obj.body().as_ptr(), "no copy on a hit");
     assert_eq!(hit.hits(), 1, "HIT for the debug header");
     assert!(matches!(s.lookup(&key(2), any, 10), Lookup::Miss));
     let st = s.stats();
@@ -521,9 +523,13 @@ fn memory_report_adds_up() {
         (1_000, 2_000, 1_001)
     );
     assert_eq!(m.header_bytes, 25 * 1_000);
+    assert_eq!(m.body_bytes, 4 * 1_000);
     assert_eq!(m.tag_id_bytes, 8 * 1_000);
-    assert!(m.overhead_bytes() > 1_000 * 128);
-    assert!(m.object_overhead_per_object() > 128.0);
+    // One 96-byte `Arc` chunk plus one data buffer per object.
+    assert_eq!(m.object_allocs, 96 * 1_000);
+    assert!(m.blob_allocs >= (12 + 8 + 25 + 4) * 1_000);
+    assert!(m.overhead_bytes() > 1_000 * 96);
+    assert!(m.object_overhead_per_object() > 96.0);
     assert!(m.tag_overhead_per_ref() > 4.0);
     assert!(s.tag_index_entries() >= 1_000);
     assert!(format!("{s:?}").contains("Store"));
