@@ -258,45 +258,14 @@ impl Edge {
                         ms(now),
                     )
                 };
-                match found {
-                    Lookup::Fresh(obj) => {
-                        cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                        return self
-                            .deliver(
-                                cache,
-                                &obj,
-                                cv,
-                                &plan,
-                                CacheDebug::Hit {
-                                    grace: GraceState::None,
-                                },
-                                conn,
-                                client,
-                                esi_depth,
-                            )
-                            .await;
-                    }
+                // A hit to deliver, with its grace state; a stale object past grace falls through.
+                let hit = match &found {
+                    Lookup::Fresh(obj) => Some((obj.clone(), GraceState::None)),
                     Lookup::Stale(obj) => {
-                        let times = object_times(&obj);
+                        let times = object_times(obj);
                         let healthy = cache.healthy.load(Ordering::Relaxed);
                         match hit_decision(&times, now, healthy, &cache.s.policy) {
-                            HitDecision::Fresh => {
-                                cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                                return self
-                                    .deliver(
-                                        cache,
-                                        &obj,
-                                        cv,
-                                        &plan,
-                                        CacheDebug::Hit {
-                                            grace: GraceState::None,
-                                        },
-                                        conn,
-                                        client,
-                                        esi_depth,
-                                    )
-                                    .await;
-                            }
+                            HitDecision::Fresh => Some((obj.clone(), GraceState::None)),
                             HitDecision::StaleServe { refresh, grace } => {
                                 if refresh {
                                     self.refresh_in_background(
@@ -308,33 +277,33 @@ impl Edge {
                                         client,
                                     );
                                 }
-                                cache.counters.hits.fetch_add(1, Ordering::Relaxed);
-                                return self
-                                    .deliver(
-                                        cache,
-                                        &obj,
-                                        cv,
-                                        &plan,
-                                        CacheDebug::Hit { grace },
-                                        conn,
-                                        client,
-                                        esi_depth,
-                                    )
-                                    .await;
+                                Some((obj.clone(), grace))
                             }
                             HitDecision::Miss => {
                                 // Varnish restarts with hash_always_miss: fetch now.
                                 plan.always_miss = true;
+                                None
                             }
                         }
                     }
+                    Lookup::HitForMiss | Lookup::Miss => None,
+                };
+                if let Some((obj, grace)) = hit {
+                    cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    let debug = CacheDebug::Hit { grace };
+                    return self
+                        .deliver(cache, &obj, cv, &plan, debug, conn, client, esi_depth)
+                        .await;
+                }
+                match found {
                     Lookup::HitForMiss => {
                         cache.counters.misses.fetch_add(1, Ordering::Relaxed);
                         return self
                             .fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth)
                             .await;
                     }
-                    Lookup::Miss => {}
+                    // Stale past grace: fetch now, as a miss.
+                    Lookup::Miss | Lookup::Fresh(_) | Lookup::Stale(_) => {}
                 }
                 cache.counters.misses.fetch_add(1, Ordering::Relaxed);
                 if attempt == 2 {
