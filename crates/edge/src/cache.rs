@@ -740,13 +740,13 @@ impl Edge {
                     let Some(target) = resolve_include(&inc.src, &plan.url) else {
                         continue;
                     };
-                    match self
+                    // A failed fragment is left out and the page goes on, with or
+                    // without `onerror="continue"`: Varnish's default.
+                    if let Some(frag) = self
                         .esi_fragment(cache, &target, cv, conn, client, esi_depth + 1)
                         .await
                     {
-                        Some(frag) => out.extend_from_slice(&frag),
-                        None if inc.onerror_continue => {}
-                        None => {}
+                        out.extend_from_slice(&frag);
                     }
                 }
             }

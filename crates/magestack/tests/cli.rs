@@ -87,28 +87,38 @@ fn wait_up(addr: SocketAddr) {
     }
 }
 
-#[test]
-fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
-    let fpm = std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
+/// PHP-FPM with the storefront, from `scripts/deps` (fails loudly when missing).
+fn fpm_addr() -> String {
+    std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
         panic!("MAGESTACK_FPM_ADDR is not set: run ./scripts/test (it starts PHP-FPM with the storefront)")
-    });
+    })
+}
+
+/// `magestack edge` with flags only in front of the storefront, plus `extra` flags.
+fn spawn_storefront_edge(addr: SocketAddr, extra: &[String]) -> Killed {
     let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
-    let addr = free_addr();
     let child = bin()
         .args([
             "edge",
             "--listen",
             &addr.to_string(),
             "--upstream",
-            &format!("fcgi://{fpm}"),
+            &format!("fcgi://{}", fpm_addr()),
             "--docroot",
             docroot,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let _guard = Killed(child);
+    Killed(child)
+}
+
+#[test]
+fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
+    let addr = free_addr();
+    let _guard = spawn_storefront_edge(addr, &[]);
     wait_up(addr);
     let home = http_get(addr, "/");
     assert!(home.starts_with("HTTP/1.1 200"), "{home}");
@@ -166,28 +176,9 @@ fn header_of(resp: &str, name: &str) -> Option<String> {
 
 #[test]
 fn purge_command_and_cache_stats_against_the_php_storefront() {
-    let fpm = std::env::var("MAGESTACK_FPM_ADDR").unwrap_or_else(|_| {
-        panic!("MAGESTACK_FPM_ADDR is not set: run ./scripts/test (it starts PHP-FPM with the storefront)")
-    });
-    let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
     let addr = free_addr();
     let admin = free_addr();
-    let child = bin()
-        .args([
-            "edge",
-            "--listen",
-            &addr.to_string(),
-            "--upstream",
-            &format!("fcgi://{fpm}"),
-            "--docroot",
-            docroot,
-        ])
-        .args(["--admin-listen", &admin.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _guard = Killed(child);
+    let _guard = spawn_storefront_edge(addr, &["--admin-listen".to_string(), admin.to_string()]);
     wait_up(addr);
     // The cache is on with flags only, as a Varnish in Magento's place would be.
     let first = http_get(addr, "/women.html");
