@@ -626,7 +626,7 @@ impl Edge {
     async fn deliver(
         self: &Arc<Self>,
         cache: &Arc<Cache>,
-        obj: &Arc<CachedObject>,
+        obj: &CachedObject,
         cv: &ClientView,
         plan: &LookupPlan,
         debug: CacheDebug,
@@ -816,7 +816,7 @@ impl Edge {
 }
 
 enum Fetched {
-    Stored(Arc<CachedObject>),
+    Stored(CachedObject),
     Uncacheable {
         resp: Response<EdgeBody>,
         outcome: Outcome,

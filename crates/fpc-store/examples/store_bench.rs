@@ -201,12 +201,8 @@ fn main() {
         mem.tag_overhead_per_ref()
     );
     println!(
-        "calc_object_allocs_per_object={:.1}",
-        mem.object_allocs as f64 / n
-    );
-    println!(
-        "calc_blob_overhead_per_object={:.1}",
-        (mem.blob_allocs - mem.header_bytes - mem.body_bytes - mem.tag_id_bytes) as f64 / n
+        "calc_object_alloc_overhead_per_object={:.1}",
+        (mem.object_allocs - mem.header_bytes - mem.body_bytes - mem.tag_id_bytes) as f64 / n
     );
     println!(
         "calc_slot_arrays_per_object={:.1}",

@@ -4,12 +4,12 @@
 //! # What it is
 //!
 //! A byte-bounded, sharded map from a 16-byte primary key (plus a variance for
-//! `Vary`) to `Arc<CachedObject>`: status, a pre-encoded header block, the
-//! body, TTL/grace/keep, the object's tags, a hit counter and the
-//! hit-for-miss / soft-purged flags. The insert copies the header block and
-//! the body into the object's one buffer; a hit returns an `Arc` clone and
-//! [`CachedObject::body`] a [`bytes::Bytes`] pointing into that buffer:
-//! body bytes are never copied on hits.
+//! `Vary`) to [`CachedObject`]: status, a pre-encoded header block, the
+//! body, TTL/grace/keep, the object's tags and the hit / hit-for-miss /
+//! soft-purged flags. The insert copies the tag ids, the header block and the
+//! body into the object's one allocation; a hit returns a handle clone (one
+//! atomic increment) and [`CachedObject::body`] a [`bytes::Bytes`] pointing
+//! into that allocation: body bytes are never copied on hits.
 //!
 //! - [`Store::lookup`] → [`Lookup`]`::{Fresh, Stale, HitForMiss, Miss}`;
 //!   [`Store::insert`], [`Store::remove`].
@@ -37,8 +37,8 @@
 //! already hashes). Each shard is one `parking_lot::RwLock` over a slab of
 //! objects addressed by `u32` slots, a key index, the S3-FIFO queues and the
 //! shard's part of the tag index. The hit path takes one shard's read lock,
-//! probes a hash table and bumps atomics (object hit counter, the slot's
-//! 2-bit frequency, a per-shard counter); there is no global lock. The tag
+//! probes a hash table and bumps atomics (the object's hit flag and 2-bit
+//! frequency, a per-shard counter); there is no global lock. The tag
 //! dictionary is a separate `RwLock` used by inserts and purges only.
 //!
 //! # Memory accounting
@@ -64,28 +64,28 @@
 //!
 //! | | per object | per tag reference |
 //! |---|---|---|
-//! | allocations (`memory_report`) | 145.6 B | 17.8 B (id 4 + postings 11.1 + dictionary 2.7) |
-//! | RSS delta − payload (headers + bodies), / objects | 240.2 B (156.4 beyond 16 B per tag ref) | |
-//! | accounted (`bytes_accounted − payload`) | 251.1 B | |
+//! | allocations (`memory_report`) | 100.7 B | 14.7 B (id 4 + postings 8.0 + dictionary 2.7) |
+//! | allocations, total / objects | 177.6 B (93.8 beyond 16 B per tag ref) | |
+//! | RSS delta − payload (headers + bodies), / objects | 183.0 B (99.2 beyond 16 B per tag ref) | |
 //!
-//! So [`OBJECT_OVERHEAD`] = 152 (145.6, plus ~2.5 B of ghost filter once
-//! eviction runs, plus margin; RSS says 156.4 beyond 16 B per tag reference,
-//! the rest being the tag part's 1.8 B per reference above 16),
-//! [`TAG_REF_OVERHEAD`] = 16 (id + postings = 15.1) and
+//! So [`OBJECT_OVERHEAD`] = 112 (100.7, plus ~2.5 B of ghost filter once
+//! eviction runs, plus margin for the RSS's 99.2 + 5.5 B of allocator
+//! slack), [`TAG_REF_OVERHEAD`] = 16 (id + postings = 12) and
 //! [`DICT_ENTRY_OVERHEAD`] = 64 (≈ 59 measured, per distinct tag, plus its
 //! name) keep the accounted bytes at or above what the process really uses
-//! for this workload. (Before each object had one data buffer: 165.8 B by
-//! allocations, 186.1 B by RSS, charged 176.)
+//! for this workload. (Earlier layouts: an `Arc` object plus a data buffer,
+//! 145.6 B + 17.8 B a tag reference, charged 152; before that 165.8 B.)
 //!
-//! The per-object part: the `Arc` allocation of the 72-byte
-//! [`CachedObject`] is 96 bytes with the refcounts and malloc's header (the
-//! 72 are a weak self-pointer so [`CachedObject::body`] can hand out a
-//! `Bytes` that keeps the object alive, the 16-byte data pointer, the
-//! 16-byte key, variance, insert time, TTL, hits, status, tag count, flags
-//! and frequency); the data buffer's 12-byte prefix (grace, keep, header
-//! length) and its malloc header and rounding (≈ 13.5); the slab pointer and
-//! meta byte (9.4), the key index bucket (10.5 at this fill; 6–11 with
-//! hashbrown's load factor) and a queue entry (4.2). Each call of
+//! The per-object part: one allocation per object holds the refcount (8),
+//! a 48-byte header (16-byte key, variance, insert time, TTL, grace, header
+//! length, status, tag count, flags, frequency) and the slice length (8)
+//! before the (keep,) tag ids, header block and body; with malloc's header
+//! and rounding that is ≈ 77.7 B. Then the slab's 8-byte handle (8.4 with
+//! the free list), the key index bucket (10.5 at this fill; 6–11 with
+//! hashbrown's load factor) and a queue entry (4.2). Tag postings live
+//! inline in the tag index when a shard holds one to four objects of a tag,
+//! then in a sorted array, a bitmap (site-wide tags: a fraction of a byte a
+//! posting) or a hash set, by size and density. Each call of
 //! [`CachedObject::body`] makes a transient 32-byte handle allocation,
 //! freed with the `Bytes`.
 //!
@@ -128,11 +128,13 @@ mod ghost;
 mod object;
 mod postings;
 mod shard;
+mod slot_set;
 mod store;
 
 pub use dict::MAX_DISTINCT_TAGS;
 pub use object::{
     CachedObject, HeaderIter, ObjectBuilder, PrimaryKey, TagId, Variance, MAX_DURATION_MS,
+    MAX_HEADERS_BYTES,
 };
 pub use store::{
     InsertError, Lookup, MemoryReport, PurgeStats, Store, StoreConfig, StoreStats,
@@ -142,7 +144,7 @@ pub use store::{
 
 /// Bytes charged per object on top of its payload (see the crate docs for
 /// how it was measured).
-pub const OBJECT_OVERHEAD: u64 = 152;
+pub const OBJECT_OVERHEAD: u64 = 112;
 
 /// Bytes charged per tag reference of an object: the 4-byte id in the
 /// object plus its posting in the shard's tag index.

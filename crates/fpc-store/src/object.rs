@@ -2,9 +2,9 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
-use std::sync::{Arc, Weak};
 
 use bytes::Bytes;
+use triomphe::{HeaderWithLength, ThinArc, UniqueArc};
 
 use crate::{OBJECT_OVERHEAD, TAG_REF_OVERHEAD};
 
@@ -68,57 +68,72 @@ impl TagId {
 pub(crate) const FLAG_HIT_FOR_MISS: u8 = 1;
 pub(crate) const FLAG_GZIP: u8 = 1 << 1;
 pub(crate) const FLAG_SOFT_PURGED: u8 = 1 << 2;
+/// Set by the S3-FIFO hand when the object moves to the main queue (written
+/// under the shard's write lock only).
+pub(crate) const FLAG_IN_MAIN: u8 = 1 << 3;
+/// Set by the first lookup that returns the object (Magento's `obj.hits > 0`).
+pub(crate) const FLAG_HIT: u8 = 1 << 4;
+/// The data starts with a 4-byte keep (most objects have none: Magento's VCL
+/// sets no keep, so it costs nothing there).
+const FLAG_KEEP: u8 = 1 << 5;
 
-/// One cached response (or a hit-for-miss marker), shared by `Arc`.
+/// Longest header block an object may carry: 64 KiB (Varnish's whole
+/// response head limit, `http_resp_size`, is 32 KiB by default).
+pub const MAX_HEADERS_BYTES: usize = u16::MAX as usize;
+
+/// Fixed part of an object, in front of its bytes in the same allocation.
 ///
-/// Immutable once stored, except three atomics: the hit counter, the
-/// soft-purge flag and the TTL, which a soft purge shortens to "expired now".
-///
-/// Layout (72 bytes, 88 with the `Arc` counts: a 96-byte malloc chunk) is
-/// kept small on purpose: everything immutable that the hit path does not
-/// need (grace, keep, header length), the interned tag ids, the header block
-/// and the body share one boxed slice (`data`, the object's only other
-/// allocation). The body is copied into it once at insert; hits share it
-/// through [`CachedObject::body`] without copying. See the crate docs for
-/// the accounting.
-pub struct CachedObject {
-    /// The `Arc` this object lives in, so [`CachedObject::body`] can hand out
-    /// a `Bytes` that keeps the object (and so `data`) alive.
-    me: Weak<CachedObject>,
-    /// [`PREFIX`] bytes (grace ms, keep ms, header length: little-endian
-    /// `u32`s), `4 * n_tags` bytes of little-endian tag ids, the header
-    /// block, then the body.
-    data: Box<[u8]>,
+/// 48 bytes; with the refcount and the slice length the allocation carries
+/// 64 bytes of metadata before the (optional keep,) tag ids, the header block
+/// and the body.
+struct Meta {
     key: PrimaryKey,
     variance: Variance,
     created_ms: u64,
+    /// Shortened by a soft purge.
     ttl_ms: AtomicU32,
-    hits: AtomicU32,
+    grace_ms: u32,
+    headers_len: u16,
     status: u16,
     n_tags: u16,
     flags: AtomicU8,
     /// S3-FIFO 2-bit access frequency, bumped by lookups. Kept in the object
-    /// (padding space) so a hit touches no other per-slot array.
+    /// so a hit touches no per-slot array.
     freq: AtomicU8,
 }
+
+/// One cached response (or a hit-for-miss marker): a cheap handle (one
+/// pointer; `clone` is one atomic increment) to an immutable object shared
+/// by the store and every response that delivers it.
+///
+/// Immutable once stored, except a few atomics: the hit counter, the flags
+/// (soft purge), the S3-FIFO frequency and the TTL, which a soft purge
+/// shortens to "expired now".
+///
+/// Everything lives in one allocation: refcount, [`Meta`], the interned tag
+/// ids, the pre-encoded header block and the body. The body is copied in once
+/// at insert; hits share it through [`CachedObject::body`] without copying.
+/// See the crate docs for the accounting.
+#[derive(Clone)]
+pub struct CachedObject(ThinArc<Meta, u8>);
 
 impl fmt::Debug for CachedObject {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("CachedObject")
-            .field("status", &self.status)
-            .field("key", &Hex(&self.key))
-            .field("variance", &self.variance)
+            .field("status", &self.status())
+            .field("key", &Hex(self.key()))
+            .field("variance", &self.variance())
             .field("body_len", &self.body_bytes().len())
             .field("headers_len", &self.headers().len())
             .field("gzip", &self.is_gzip())
-            .field("created_ms", &self.created_ms)
+            .field("created_ms", &self.created_ms())
             .field("ttl_ms", &self.ttl_ms())
             .field("grace_ms", &self.grace_ms())
             .field("keep_ms", &self.keep_ms())
-            .field("hits", &self.hits())
+            .field("hit", &self.was_hit())
             .field("hit_for_miss", &self.is_hit_for_miss())
             .field("soft_purged", &self.is_soft_purged())
-            .field("tags", &self.n_tags)
+            .field("tags", &self.tag_count())
             .finish()
     }
 }
@@ -135,18 +150,33 @@ impl fmt::Debug for Hex<'_> {
 }
 
 impl CachedObject {
+    #[inline]
+    fn meta(&self) -> &Meta {
+        &self.0.header.header
+    }
+
+    #[inline]
+    fn data(&self) -> &[u8] {
+        &self.0.slice
+    }
+
+    /// True if both handles point to the very same stored object.
+    pub fn same_object(&self, other: &CachedObject) -> bool {
+        self.0.ptr() == other.0.ptr()
+    }
+
     /// HTTP status of the stored response (0 for a hit-for-miss marker built
     /// by [`ObjectBuilder::hit_for_miss`]).
     pub fn status(&self) -> u16 {
-        self.status
+        self.meta().status
     }
 
     /// The pre-encoded header block: HTTP/1.1 field lines `name: value\r\n`,
     /// exactly as the writer gave them. See [`CachedObject::header_iter`].
     pub fn headers(&self) -> &[u8] {
-        let start = PREFIX + self.tag_bytes();
-        let end = start + self.prefix_u32(8) as usize;
-        self.data.get(start..end).unwrap_or(&[])
+        let start = self.keep_bytes() + self.tag_bytes();
+        let end = start + self.meta().headers_len as usize;
+        self.data().get(start..end).unwrap_or(&[])
     }
 
     /// Iterates `(name, value)` pairs of the header block.
@@ -156,77 +186,102 @@ impl CachedObject {
         }
     }
 
-    /// The stored body as `Bytes` sharing the object's buffer: the bytes are
-    /// never copied (the `Bytes` keeps the object alive). Each call makes a
-    /// small handle allocation; call it once per response.
+    /// The stored body as `Bytes` sharing the object's allocation: the bytes
+    /// are never copied (the `Bytes` keeps the object alive). Each call makes
+    /// a small handle allocation; call it once per response.
     pub fn body(&self) -> Bytes {
-        match self.me.upgrade() {
-            Some(me) => Bytes::from_owner(BodyOwner(me)),
-            // Not built by `ObjectBuilder::build` (cannot happen): copy.
-            None => Bytes::copy_from_slice(self.body_bytes()),
-        }
+        Bytes::from_owner(BodyOwner(self.clone()))
     }
 
     /// The stored body as a plain slice (no allocation).
     pub fn body_bytes(&self) -> &[u8] {
-        let start = PREFIX + self.tag_bytes() + self.prefix_u32(8) as usize;
-        self.data.get(start..).unwrap_or(&[])
+        let start = self.keep_bytes() + self.tag_bytes() + self.meta().headers_len as usize;
+        self.data().get(start..).unwrap_or(&[])
     }
 
-    /// Length of the object's one data allocation.
-    pub(crate) fn data_len(&self) -> usize {
-        self.data.len()
+    /// Bytes of the object's one allocation as glibc malloc sizes it
+    /// (refcount, metadata, slice length, keep, tag ids, headers, body).
+    pub(crate) fn allocation_bytes(&self) -> usize {
+        crate::malloc_size(Self::FIXED_BYTES + self.data().len())
     }
 
-    fn prefix_u32(&self, at: usize) -> u32 {
-        match self.data.get(at..at + 4) {
-            Some(&[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
-            _ => 0,
-        }
-    }
+    /// Metadata bytes in front of the data: refcount, [`Meta`], length.
+    pub(crate) const FIXED_BYTES: usize = 8 + std::mem::size_of::<Meta>() + 8;
 
     /// True if [`CachedObject::body`] is gzip-compressed (one stored
     /// representation, as Varnish does; the edge gunzips for clients that do
     /// not accept gzip).
     pub fn is_gzip(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & FLAG_GZIP != 0
+        self.flags() & FLAG_GZIP != 0
+    }
+
+    pub(crate) fn flags(&self) -> u8 {
+        self.meta().flags.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_in_main(&self, in_main: bool) {
+        if in_main {
+            self.meta().flags.fetch_or(FLAG_IN_MAIN, Ordering::Relaxed);
+        } else {
+            self.meta()
+                .flags
+                .fetch_and(!FLAG_IN_MAIN, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn in_main(&self) -> bool {
+        self.flags() & FLAG_IN_MAIN != 0
     }
 
     /// The primary key the object is stored under.
     pub fn key(&self) -> &PrimaryKey {
-        &self.key
+        &self.meta().key
     }
 
     /// The variance the object is stored under.
     pub fn variance(&self) -> Variance {
-        self.variance
+        self.meta().variance
     }
 
     /// Insert time, in the caller's millisecond clock.
     pub fn created_ms(&self) -> u64 {
-        self.created_ms
+        self.meta().created_ms
     }
 
     /// Current TTL in milliseconds (shortened by a soft purge).
     pub fn ttl_ms(&self) -> u64 {
-        u64::from(self.ttl_ms.load(Ordering::Relaxed))
+        u64::from(self.meta().ttl_ms.load(Ordering::Relaxed))
     }
 
     /// Grace in milliseconds: how long after expiry the object may be served
     /// stale while it is refreshed.
     pub fn grace_ms(&self) -> u64 {
-        u64::from(self.prefix_u32(0))
+        u64::from(self.meta().grace_ms)
     }
 
     /// Keep in milliseconds: how long after grace the object is retained for
     /// conditional revalidation.
     pub fn keep_ms(&self) -> u64 {
-        u64::from(self.prefix_u32(4))
+        if self.flags() & FLAG_KEEP == 0 {
+            return 0;
+        }
+        match self.data().get(..4) {
+            Some(&[a, b, c, d]) => u64::from(u32::from_le_bytes([a, b, c, d])),
+            _ => 0,
+        }
+    }
+
+    fn keep_bytes(&self) -> usize {
+        if self.flags() & FLAG_KEEP == 0 {
+            0
+        } else {
+            4
+        }
     }
 
     /// End of freshness: `created + ttl`.
     pub fn expires_ms(&self) -> u64 {
-        self.created_ms.saturating_add(self.ttl_ms())
+        self.created_ms().saturating_add(self.ttl_ms())
     }
 
     /// End of grace: `created + ttl + grace`.
@@ -252,37 +307,36 @@ impl CachedObject {
 
     /// Still retained (fresh, in grace or in keep) at `now_ms`.
     pub fn is_retained(&self, now_ms: u64) -> bool {
-        // Fresh first: grace and keep live in `data`, off the hit path.
         self.is_fresh(now_ms) || now_ms < self.keep_until_ms()
     }
 
-    /// How many lookups returned this object. `hits() > 0` is Magento's
-    /// `obj.hits > 0` (debug header `HIT` rather than `MISS`). Saturates near
-    /// `2^31`.
-    pub fn hits(&self) -> u32 {
-        self.hits.load(Ordering::Relaxed)
+    /// True once a lookup has returned this object: Magento's
+    /// `obj.hits > 0` (debug header `HIT` rather than `MISS`).
+    pub fn was_hit(&self) -> bool {
+        self.flags() & FLAG_HIT != 0
     }
 
     /// True for a hit-for-miss marker: "this key is uncacheable for a while;
     /// do not coalesce, go to the backend".
     pub fn is_hit_for_miss(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & FLAG_HIT_FOR_MISS != 0
+        self.flags() & FLAG_HIT_FOR_MISS != 0
     }
 
     /// True once a soft purge has marked the object stale.
     pub fn is_soft_purged(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & FLAG_SOFT_PURGED != 0
+        self.flags() & FLAG_SOFT_PURGED != 0
     }
 
     /// Number of tags the object carries.
     pub fn tag_count(&self) -> usize {
-        usize::from(self.n_tags)
+        usize::from(self.meta().n_tags)
     }
 
     /// The object's interned tags, sorted and distinct.
     pub fn tag_ids(&self) -> impl Iterator<Item = TagId> + '_ {
-        self.data
-            .get(PREFIX..PREFIX + self.tag_bytes())
+        let start = self.keep_bytes();
+        self.data()
+            .get(start..start + self.tag_bytes())
             .unwrap_or(&[])
             .chunks_exact(4)
             .map(|c| TagId(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
@@ -290,7 +344,9 @@ impl CachedObject {
 
     /// Body plus header bytes: the payload part of the accounted charge.
     pub fn payload_bytes(&self) -> usize {
-        self.data.len().saturating_sub(PREFIX + self.tag_bytes())
+        self.data()
+            .len()
+            .saturating_sub(self.keep_bytes() + self.tag_bytes())
     }
 
     /// Bytes this object is charged against the store's ceiling:
@@ -300,30 +356,30 @@ impl CachedObject {
     }
 
     fn tag_bytes(&self) -> usize {
-        usize::from(self.n_tags) * 4
+        self.tag_count() * 4
     }
 
     pub(crate) fn freq(&self) -> u8 {
-        self.freq.load(Ordering::Relaxed)
+        self.meta().freq.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_freq(&self, f: u8) {
-        self.freq.store(f, Ordering::Relaxed);
+        self.meta().freq.store(f, Ordering::Relaxed);
     }
 
     /// Saturating at `max`. A racy load/store on purpose: concurrent readers
     /// may lose an increment, and nothing is written once saturated.
     pub(crate) fn bump_freq(&self, max: u8) {
-        let f = self.freq.load(Ordering::Relaxed);
+        let f = self.freq();
         if f < max {
-            self.freq.store(f + 1, Ordering::Relaxed);
+            self.set_freq(f + 1);
         }
     }
 
     pub(crate) fn record_hit(&self) {
-        // Saturate well below wrap-around so `hits() > 0` never flips back.
-        if self.hits.fetch_add(1, Ordering::Relaxed) >= (1 << 31) {
-            self.hits.store(1 << 31, Ordering::Relaxed);
+        // Written once: later hits only read the (shared) cache line.
+        if self.flags() & FLAG_HIT == 0 {
+            self.meta().flags.fetch_or(FLAG_HIT, Ordering::Relaxed);
         }
     }
 
@@ -331,17 +387,15 @@ impl CachedObject {
     /// from there (Varnish `purge.soft()`). Returns false if the object was
     /// already expired (it is still flagged).
     pub(crate) fn soft_purge(&self, now_ms: u64) -> bool {
-        self.flags.fetch_or(FLAG_SOFT_PURGED, Ordering::Relaxed);
-        let elapsed = clamp_ms(now_ms.saturating_sub(self.created_ms));
-        self.ttl_ms.fetch_min(elapsed, Ordering::Relaxed) > elapsed
+        let m = self.meta();
+        m.flags.fetch_or(FLAG_SOFT_PURGED, Ordering::Relaxed);
+        let elapsed = clamp_ms(now_ms.saturating_sub(m.created_ms));
+        m.ttl_ms.fetch_min(elapsed, Ordering::Relaxed) > elapsed
     }
 }
 
-/// Bytes of `data` before the tag ids: grace, keep, header length.
-const PREFIX: usize = 12;
-
 /// Owner of a body handed out as `Bytes`: keeps the object alive.
-struct BodyOwner(Arc<CachedObject>);
+struct BodyOwner(CachedObject);
 
 impl AsRef<[u8]> for BodyOwner {
     fn as_ref(&self) -> &[u8] {
@@ -514,14 +568,15 @@ impl ObjectBuilder {
     }
 
     /// Builds the shared object once the tags are interned (sorted, distinct).
-    /// Copies the header block and the body into the object's one buffer.
+    /// Copies the tag ids, the header block and the body into the object's
+    /// one allocation.
     pub(crate) fn build(
         self,
         key: PrimaryKey,
         variance: Variance,
         tags: &[TagId],
         now_ms: u64,
-    ) -> Arc<CachedObject> {
+    ) -> CachedObject {
         let mut flags = 0;
         if self.hit_for_miss {
             flags |= FLAG_HIT_FOR_MISS;
@@ -534,32 +589,51 @@ impl ObjectBuilder {
         } else {
             (clamp_ms(self.grace_ms), clamp_ms(self.keep_ms))
         };
-        let mut data =
-            Vec::with_capacity(PREFIX + tags.len() * 4 + self.headers.len() + self.body.len());
-        data.extend_from_slice(&grace.to_le_bytes());
-        data.extend_from_slice(&keep.to_le_bytes());
-        data.extend_from_slice(&clamp_ms(self.headers.len() as u64).to_le_bytes());
-        for t in tags {
-            data.extend_from_slice(&t.0.to_le_bytes());
+        if keep > 0 {
+            flags |= FLAG_KEEP;
         }
-        data.extend_from_slice(&self.headers);
-        data.extend_from_slice(&self.body);
-        let data = data.into_boxed_slice();
-        let ttl = clamp_ms(self.ttl_ms);
-        let status = self.status;
-        Arc::new_cyclic(|me| CachedObject {
-            me: me.clone(),
-            data,
+        let keep_len = if keep > 0 { 4 } else { 0 };
+        let tag_len = tags.len() * 4;
+        let len = keep_len + tag_len + self.headers.len() + self.body.len();
+        let meta = Meta {
             key,
             variance,
             created_ms: now_ms,
-            ttl_ms: AtomicU32::new(ttl),
-            hits: AtomicU32::new(0),
-            status,
+            ttl_ms: AtomicU32::new(clamp_ms(self.ttl_ms)),
+            grace_ms: grace,
+            // The store refuses longer blocks before building.
+            headers_len: u16::try_from(self.headers.len()).unwrap_or(u16::MAX),
+            status: self.status,
             n_tags: u16::try_from(tags.len()).unwrap_or(u16::MAX),
             flags: AtomicU8::new(flags),
             freq: AtomicU8::new(0),
-        })
+        };
+        // Allocate the object zeroed (a memset), then copy the parts in: no
+        // temporary buffer, so inserts leave no hole of the object's size in
+        // the heap.
+        let arc = triomphe::Arc::from_header_and_iter(
+            HeaderWithLength::new(meta, len),
+            std::iter::repeat_n(0u8, len),
+        );
+        let arc = match UniqueArc::try_from(arc) {
+            Ok(mut unique) => {
+                let (k, rest) = unique.slice.split_at_mut(keep_len);
+                if keep_len > 0 {
+                    k.copy_from_slice(&keep.to_le_bytes());
+                }
+                let (t, rest) = rest.split_at_mut(tag_len);
+                for (dst, id) in t.chunks_exact_mut(4).zip(tags) {
+                    dst.copy_from_slice(&id.0.to_le_bytes());
+                }
+                let (h, b) = rest.split_at_mut(self.headers.len());
+                h.copy_from_slice(&self.headers);
+                b.copy_from_slice(&self.body);
+                unique.shareable()
+            }
+            // Cannot happen: the Arc was created just above.
+            Err(arc) => arc,
+        };
+        CachedObject(triomphe::Arc::into_thin(arc))
     }
 }
 
@@ -568,14 +642,17 @@ impl ObjectBuilder {
 mod tests {
     use super::*;
 
-    fn obj(b: ObjectBuilder, tags: &[TagId], now: u64) -> Arc<CachedObject> {
+    fn obj(b: ObjectBuilder, tags: &[TagId], now: u64) -> CachedObject {
         b.build([7; 16], Variance(3), tags, now)
     }
 
     #[test]
     fn layout_is_small() {
-        // 72 + 16 (Arc counts) + 8 (malloc header) = a 96-byte chunk.
-        assert!(std::mem::size_of::<CachedObject>() <= 72);
+        // A handle is one pointer (the slab stores it as `Option`); the
+        // allocation carries 72 bytes before the data.
+        assert_eq!(std::mem::size_of::<Option<CachedObject>>(), 8);
+        assert_eq!(std::mem::size_of::<Meta>(), 48);
+        assert_eq!(CachedObject::FIXED_BYTES, 64);
     }
 
     #[test]
@@ -679,15 +756,35 @@ mod tests {
     }
 
     #[test]
-    fn hits_saturate() {
+    fn first_hit_is_recorded_once() {
         let o = obj(ObjectBuilder::new(200, Bytes::new()), &[], 0);
-        assert_eq!(o.hits(), 0);
-        o.record_hit();
-        assert_eq!(o.hits(), 1);
-        o.hits.store(u32::MAX - 1, Ordering::Relaxed);
+        assert!(!o.was_hit());
         o.record_hit();
         o.record_hit();
-        assert!(o.hits() > 0);
+        assert!(o.was_hit() && !o.is_gzip() && !o.is_soft_purged());
+    }
+
+    #[test]
+    fn keep_is_stored_only_when_set() {
+        let with = obj(
+            ObjectBuilder::new(200, Bytes::from_static(b"b"))
+                .header(b"a", b"1")
+                .keep_ms(7),
+            &[TagId(1)],
+            0,
+        );
+        let without = obj(
+            ObjectBuilder::new(200, Bytes::from_static(b"b")).header(b"a", b"1"),
+            &[TagId(1)],
+            0,
+        );
+        assert_eq!((with.keep_ms(), without.keep_ms()), (7, 0));
+        for o in [&with, &without] {
+            assert_eq!(o.headers(), b"a: 1\r\n");
+            assert_eq!(o.body_bytes(), b"b");
+            assert_eq!(o.tag_ids().collect::<Vec<_>>(), vec![TagId(1)]);
+            assert_eq!(o.payload_bytes(), 7);
+        }
     }
 
     #[test]

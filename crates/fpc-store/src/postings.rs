@@ -3,13 +3,14 @@
 //! Most `(tag, shard)` pairs hold one object (a product tag sits on a handful
 //! of pages spread over many shards), so a single posting lives inline in the
 //! 8-byte table entry; two to four share a 16-byte chunk; more move into a
-//! hash set of `u32` slots (about 5–8 bytes a posting). Removal is O(1) in
-//! every form, so eviction never scans a posting list, and a purge walks only
-//! the matched postings.
+//! [`SlotSet`] (sorted array, bitmap or hash set by size and density: a few
+//! bytes a posting or less). Removal never scans a long posting list, and a
+//! purge walks only the matched postings.
 
 use hashbrown::HashTable;
 
 use crate::object::TagId;
+use crate::slot_set::SlotSet;
 
 const SINGLE: u32 = 1 << 31;
 const CHUNK: u32 = 1 << 30;
@@ -48,7 +49,7 @@ pub(crate) struct TagIndex {
     entries: HashTable<Entry>,
     chunks: Vec<[u32; CHUNK_LEN]>,
     free_chunks: Vec<u32>,
-    sets: Vec<HashTable<u32>>,
+    sets: Vec<SlotSet>,
     free_sets: Vec<u32>,
 }
 
@@ -57,10 +58,6 @@ pub(crate) fn hash_u32(x: u32) -> u64 {
     // Fibonacci hashing: a bijection on the low bits, well mixed high bits
     // (hashbrown takes its 7-bit tag from the top).
     u64::from(x).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-}
-
-fn insert_slot(set: &mut HashTable<u32>, slot: u32) {
-    set.insert_unique(hash_u32(slot), slot, |&s| hash_u32(s));
 }
 
 fn alloc<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
@@ -79,7 +76,8 @@ fn alloc<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {
 impl TagIndex {
     /// Adds `slot` under `tag`. Returns true if the shard had no entry for the
     /// tag before (the shard now holds a dictionary reference for it).
-    pub(crate) fn add(&mut self, tag: TagId, slot: u32) -> bool {
+    /// `shard_slots` is the shard's slot count (every slot is below it).
+    pub(crate) fn add(&mut self, tag: TagId, slot: u32, shard_slots: usize) -> bool {
         let tag = tag.0;
         let Some(e) = self.entries.find_mut(hash_u32(tag), |e| e.tag == tag) else {
             self.entries.insert_unique(
@@ -106,18 +104,15 @@ impl TagIndex {
                 if let Some(p) = chunk.iter().position(|&s| s == EMPTY) {
                     chunk[p] = slot;
                 } else {
-                    let mut set = HashTable::with_capacity(2 * CHUNK_LEN);
-                    for &s in chunk.iter() {
-                        insert_slot(&mut set, s);
-                    }
-                    insert_slot(&mut set, slot);
+                    let mut set = SlotSet::from_slots(chunk, shard_slots);
+                    set.add(slot, shard_slots);
                     self.free_chunks.push(c as u32);
                     e.data = alloc(&mut self.sets, &mut self.free_sets, set);
                 }
             }
             Form::Set(i) => {
                 if let Some(set) = self.sets.get_mut(i) {
-                    insert_slot(set, slot);
+                    set.add(slot, shard_slots);
                 }
             }
         }
@@ -126,7 +121,7 @@ impl TagIndex {
 
     /// Removes `slot` from `tag`. Returns true if that was the tag's last
     /// object in this shard (the caller releases the dictionary reference).
-    pub(crate) fn remove(&mut self, tag: TagId, slot: u32) -> bool {
+    pub(crate) fn remove(&mut self, tag: TagId, slot: u32, shard_slots: usize) -> bool {
         let tag = tag.0;
         let Ok(mut found) = self.entries.find_entry(hash_u32(tag), |e| e.tag == tag) else {
             return false;
@@ -165,21 +160,18 @@ impl TagIndex {
                 let Some(set) = self.sets.get_mut(i) else {
                     return false;
                 };
-                if let Ok(s) = set.find_entry(hash_u32(slot), |&s| s == slot) {
-                    s.remove();
-                }
+                set.remove(slot, shard_slots);
                 if set.len() > CHUNK_LEN / 2 {
-                    if set.capacity() > 64 && set.len() * 4 < set.capacity() {
-                        set.shrink_to(set.len() * 2, |&s| hash_u32(s));
-                    }
                     return false;
                 }
                 // Back to a chunk (hysteresis: sets start above CHUNK_LEN).
+                let mut left = Vec::with_capacity(CHUNK_LEN);
+                set.collect(&mut left);
                 let mut chunk = [EMPTY; CHUNK_LEN];
-                for (dst, &s) in chunk.iter_mut().zip(set.iter()) {
+                for (dst, &s) in chunk.iter_mut().zip(left.iter()) {
                     *dst = s;
                 }
-                *set = HashTable::new();
+                *set = SlotSet::default();
                 self.free_sets.push(i as u32);
                 match chunk {
                     [EMPTY, ..] => {
@@ -215,7 +207,7 @@ impl TagIndex {
             }
             Form::Set(i) => {
                 if let Some(set) = self.sets.get(i) {
-                    out.extend(set.iter().copied());
+                    set.collect(out);
                 }
             }
         }
@@ -240,20 +232,9 @@ impl TagIndex {
         self.entries.allocation_size()
             + crate::malloc_size(self.chunks.capacity() * CHUNK_LEN * 4)
             + crate::malloc_size(self.free_chunks.capacity() * 4)
-            + crate::malloc_size(self.sets.capacity() * std::mem::size_of::<HashTable<u32>>())
+            + crate::malloc_size(self.sets.capacity() * std::mem::size_of::<SlotSet>())
             + crate::malloc_size(self.free_sets.capacity() * 4)
-            + self
-                .sets
-                .iter()
-                .map(|s| {
-                    let a = s.allocation_size();
-                    if a == 0 {
-                        0
-                    } else {
-                        crate::malloc_size(a)
-                    }
-                })
-                .sum::<usize>()
+            + self.sets.iter().map(SlotSet::heap_bytes).sum::<usize>()
     }
 }
 
@@ -261,6 +242,8 @@ impl TagIndex {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    const SLOTS: usize = 20_000;
 
     fn slots(ix: &TagIndex, tag: u32) -> Vec<u32> {
         let mut v = Vec::new();
@@ -272,36 +255,36 @@ mod tests {
     #[test]
     fn single_chunk_set_and_back() {
         let mut ix = TagIndex::default();
-        assert!(ix.add(TagId(5), 10));
+        assert!(ix.add(TagId(5), 10, SLOTS));
         assert_eq!(slots(&ix, 5), vec![10]);
         for s in 11..14 {
-            assert!(!ix.add(TagId(5), s));
+            assert!(!ix.add(TagId(5), s, SLOTS));
         }
         assert_eq!(slots(&ix, 5), vec![10, 11, 12, 13]);
         assert_eq!((ix.chunks.len(), ix.sets.len()), (1, 0));
         // A fifth posting moves to a set, the chunk is freed.
-        assert!(!ix.add(TagId(5), 14));
+        assert!(!ix.add(TagId(5), 14, SLOTS));
         assert_eq!(slots(&ix, 5), vec![10, 11, 12, 13, 14]);
         assert_eq!((ix.free_chunks.len(), ix.sets.len()), (1, 1));
-        assert!(!ix.remove(TagId(5), 11));
-        assert!(!ix.remove(TagId(5), 12));
+        assert!(!ix.remove(TagId(5), 11, SLOTS));
+        assert!(!ix.remove(TagId(5), 12, SLOTS));
         assert_eq!(slots(&ix, 5), vec![10, 13, 14]);
         // Down to two: back to a chunk (the freed one is reused).
-        assert!(!ix.remove(TagId(5), 13));
+        assert!(!ix.remove(TagId(5), 13, SLOTS));
         assert_eq!(slots(&ix, 5), vec![10, 14]);
         assert_eq!((ix.free_chunks.len(), ix.free_sets.len()), (0, 1));
-        assert!(!ix.remove(TagId(5), 10));
+        assert!(!ix.remove(TagId(5), 10, SLOTS));
         assert_eq!(slots(&ix, 5), vec![14]);
         assert_eq!(ix.free_chunks.len(), 1);
         // Removing a slot that is not there changes nothing.
-        assert!(!ix.remove(TagId(5), 99));
-        assert!(!ix.remove(TagId(6), 14));
-        assert!(ix.remove(TagId(5), 14));
+        assert!(!ix.remove(TagId(5), 99, SLOTS));
+        assert!(!ix.remove(TagId(6), 14, SLOTS));
+        assert!(ix.remove(TagId(5), 14, SLOTS));
         assert!(slots(&ix, 5).is_empty());
         assert_eq!(ix.len(), 0);
         // Freed chunks and sets are reused.
         for s in 0..6 {
-            ix.add(TagId(7), s);
+            ix.add(TagId(7), s, SLOTS);
         }
         assert!(ix.free_chunks.len() == 1 && ix.free_sets.is_empty());
         assert_eq!(ix.tags().collect::<Vec<_>>(), vec![TagId(7)]);
@@ -311,35 +294,52 @@ mod tests {
     fn chunk_emptied_in_any_order() {
         let mut ix = TagIndex::default();
         for s in [1, 2, 3] {
-            ix.add(TagId(1), s);
+            ix.add(TagId(1), s, SLOTS);
         }
-        assert!(!ix.remove(TagId(1), 2));
-        assert!(!ix.remove(TagId(1), 1));
+        assert!(!ix.remove(TagId(1), 2, SLOTS));
+        assert!(!ix.remove(TagId(1), 1, SLOTS));
         assert_eq!(slots(&ix, 1), vec![3]);
-        assert!(ix.remove(TagId(1), 3));
+        assert!(ix.remove(TagId(1), 3, SLOTS));
     }
 
     #[test]
     fn large_sets_shrink() {
+        // Sparse in a large shard: the hash form, which shrinks when emptied.
+        const BIG: usize = 100_000_000;
         let mut ix = TagIndex::default();
         for s in 0..10_000 {
-            ix.add(TagId(1), s);
+            ix.add(TagId(1), s * 1_000, BIG);
         }
+        assert_eq!(ix.sets[0].form_name(), "hash");
         let big = ix.heap_bytes();
         for s in 0..9_990 {
-            assert!(!ix.remove(TagId(1), s));
+            assert!(!ix.remove(TagId(1), s * 1_000, BIG));
         }
         assert!(ix.heap_bytes() < big / 10);
-        assert_eq!(slots(&ix, 1), (9_990..10_000).collect::<Vec<_>>());
+        assert_eq!(
+            slots(&ix, 1),
+            (9_990..10_000).map(|s| s * 1_000).collect::<Vec<_>>()
+        );
         ix.clear();
         assert_eq!(ix.len(), 0);
+    }
+
+    #[test]
+    fn site_wide_tags_cost_a_bit_a_slot() {
+        let mut ix = TagIndex::default();
+        for s in 0..SLOTS as u32 / 2 {
+            ix.add(TagId(1), s * 2, SLOTS);
+        }
+        assert_eq!(ix.sets[0].form_name(), "bitmap");
+        // 10,000 postings in a 20,000-slot shard: a 2.5 KB bitmap.
+        assert!(ix.heap_bytes() < 4_000, "{}", ix.heap_bytes());
     }
 
     proptest::proptest! {
         /// Any sequence of adds and removes matches a map of sets, and the
         /// "first/last posting of a tag" answers match too.
         #[test]
-        fn matches_a_map_of_sets(ops in proptest::collection::vec((0u32..4, 0u32..12, proptest::bool::ANY), 1..300)) {
+        fn matches_a_map_of_sets(ops in proptest::collection::vec((0u32..4, 0u32..40, proptest::bool::ANY), 1..300)) {
             use std::collections::{BTreeMap, BTreeSet};
             let mut ix = TagIndex::default();
             let mut model: BTreeMap<u32, BTreeSet<u32>> = BTreeMap::new();
@@ -351,11 +351,11 @@ mod tests {
                     }
                     let was_empty = set.is_empty();
                     set.insert(slot);
-                    proptest::prop_assert_eq!(ix.add(TagId(tag), slot), was_empty);
+                    proptest::prop_assert_eq!(ix.add(TagId(tag), slot, SLOTS), was_empty);
                 } else {
                     let had = set.remove(&slot);
                     let now_empty = had && set.is_empty();
-                    proptest::prop_assert_eq!(ix.remove(TagId(tag), slot), now_empty);
+                    proptest::prop_assert_eq!(ix.remove(TagId(tag), slot, SLOTS), now_empty);
                 }
                 for (&t, want) in &model {
                     let got: BTreeSet<u32> = slots(&ix, t).into_iter().collect();

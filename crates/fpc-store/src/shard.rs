@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use parking_lot::RwLock;
@@ -14,12 +13,10 @@ use crate::object::{CachedObject, PrimaryKey, TagId};
 use crate::postings::{TagIndex, MAX_SLOT};
 use crate::{malloc_size, Lookup};
 
-/// Meta byte of a slot (changed under the write lock only): queue, tombstone.
-/// The access frequency lives in the object.
-const IN_MAIN: u8 = 0b0100;
-/// The object was removed but its queue entry is still queued; the slot is
-/// freed when the eviction hand (or a compaction) reaches it.
-const DEAD: u8 = 0b1000;
+// A slot holding `None` is either free (on the free list, in no queue) or a
+// tombstone: its object was removed but its queue entry is still queued; the
+// slot is freed when the eviction hand (or a compaction) reaches the entry.
+// Which queue a live object is in is a flag of the object.
 
 /// Small-queue objects with at least this frequency move to main.
 const PROMOTE_MIN_FREQ: u8 = 1;
@@ -68,8 +65,7 @@ pub(crate) struct ShardInner {
     pub(crate) hot: HotCounters,
     /// Slots of every object (all variants), hashed by primary key.
     index: HashTable<u32>,
-    objs: Vec<Option<Arc<CachedObject>>>,
-    meta: Vec<u8>,
+    objs: Vec<Option<CachedObject>>,
     free: Vec<u32>,
     small: VecDeque<u32>,
     main: VecDeque<u32>,
@@ -82,7 +78,7 @@ pub(crate) struct ShardInner {
     release: Vec<TagId>,
     /// Objects removed by the current operation, dropped by the caller after
     /// unlocking so freeing them does not lengthen the lock hold.
-    graveyard: Vec<Arc<CachedObject>>,
+    graveyard: Vec<CachedObject>,
 
     /// Accounted bytes: object charges + dictionary bytes charged here −
     /// dictionary bytes credited here. Kept ≤ the shard budget.
@@ -119,7 +115,7 @@ impl Shard {
         now_ms: u64,
     ) -> Lookup {
         let inner = self.inner.read();
-        let mut best: Option<&Arc<CachedObject>> = None;
+        let mut best: Option<&CachedObject> = None;
         for &slot in inner.index.iter_hash(key_hash(key)) {
             let Some(Some(obj)) = inner.objs.get(slot as usize) else {
                 continue;
@@ -146,10 +142,10 @@ impl Shard {
         obj.bump_freq(MAX_FREQ);
         if obj.is_fresh(now_ms) {
             hot.hits.fetch_add(1, Ordering::Relaxed);
-            Lookup::Fresh(Arc::clone(obj))
+            Lookup::Fresh(obj.clone())
         } else {
             hot.stale_hits.fetch_add(1, Ordering::Relaxed);
-            Lookup::Stale(Arc::clone(obj))
+            Lookup::Stale(obj.clone())
         }
     }
 }
@@ -163,18 +159,8 @@ pub(crate) struct InsertCtx<'a> {
 }
 
 impl ShardInner {
-    fn obj(&self, slot: u32) -> Option<&Arc<CachedObject>> {
+    fn obj(&self, slot: u32) -> Option<&CachedObject> {
         self.objs.get(slot as usize).and_then(Option::as_ref)
-    }
-
-    fn meta_of(&self, slot: u32) -> u8 {
-        self.meta.get(slot as usize).copied().unwrap_or(0)
-    }
-
-    fn set_meta(&mut self, slot: u32, v: u8) {
-        if let Some(m) = self.meta.get_mut(slot as usize) {
-            *m = v;
-        }
     }
 
     /// Slots of every variant stored under `key`.
@@ -196,7 +182,7 @@ impl ShardInner {
         }
         if why != Removal::FlushedTagged {
             for tag in obj.tag_ids() {
-                if self.tags.remove(tag, slot) {
+                if self.tags.remove(tag, slot, self.objs.len()) {
                     self.release.push(tag);
                 }
             }
@@ -206,14 +192,12 @@ impl ShardInner {
         self.payload -= obj.payload_bytes() as u64;
         self.objects -= 1;
         self.tag_refs -= obj.tag_count();
-        let meta = self.meta_of(slot);
-        if meta & IN_MAIN != 0 {
+        if obj.in_main() {
             self.main_bytes -= charge;
             self.main_objects -= 1;
         } else {
             self.small_bytes -= charge;
         }
-        self.set_meta(slot, DEAD | (meta & IN_MAIN));
         self.tombstones += 1;
         let c = &mut self.counters;
         match why {
@@ -228,7 +212,7 @@ impl ShardInner {
     }
 
     /// Objects removed since the last call, to drop outside the lock.
-    pub(crate) fn take_graveyard(&mut self) -> Vec<Arc<CachedObject>> {
+    pub(crate) fn take_graveyard(&mut self) -> Vec<CachedObject> {
         std::mem::take(&mut self.graveyard)
     }
 
@@ -244,7 +228,6 @@ impl ShardInner {
     }
 
     fn free_slot(&mut self, slot: u32) {
-        self.set_meta(slot, 0);
         self.free.push(slot);
         self.tombstones -= 1;
     }
@@ -257,7 +240,7 @@ impl ShardInner {
         let mut dead = Vec::with_capacity(self.tombstones);
         for q in [&mut self.small, &mut self.main] {
             q.retain(|&s| {
-                let gone = self.meta.get(s as usize).is_none_or(|&m| m & DEAD != 0);
+                let gone = self.objs.get(s as usize).is_none_or(Option::is_none);
                 if gone {
                     dead.push(s);
                 }
@@ -280,8 +263,7 @@ impl ShardInner {
                 let Some(slot) = self.small.pop_front() else {
                     continue;
                 };
-                let meta = self.meta_of(slot);
-                if meta & DEAD != 0 {
+                if self.obj(slot).is_none() {
                     self.free_slot(slot);
                     continue;
                 }
@@ -290,11 +272,11 @@ impl ShardInner {
                     // Re-referenced while in small: promote, frequency reset.
                     if let Some(o) = self.obj(slot) {
                         o.set_freq(0);
+                        o.set_in_main(true);
                     }
                     self.small_bytes -= charge;
                     self.main_bytes += charge;
                     self.main_objects += 1;
-                    self.set_meta(slot, IN_MAIN);
                     self.main.push_back(slot);
                     continue;
                 }
@@ -311,8 +293,7 @@ impl ShardInner {
             let Some(slot) = self.main.pop_front() else {
                 return false;
             };
-            let meta = self.meta_of(slot);
-            if meta & DEAD != 0 {
+            if self.obj(slot).is_none() {
                 self.free_slot(slot);
                 continue;
             }
@@ -342,7 +323,7 @@ impl ShardInner {
 
     /// Inserts `obj` (already built, its tag references taken). Returns false
     /// if it does not fit even in an empty shard; the caller then undoes.
-    pub(crate) fn insert(&mut self, obj: Arc<CachedObject>, ctx: &InsertCtx<'_>) -> bool {
+    pub(crate) fn insert(&mut self, obj: CachedObject, ctx: &InsertCtx<'_>) -> bool {
         let key = *obj.key();
         let variance = obj.variance();
         let charge = obj.charge() as i64;
@@ -355,7 +336,7 @@ impl ShardInner {
             .position(|&s| self.obj(s).is_some_and(|o| o.variance() == variance))
         {
             let slot = variants.swap_remove(pos);
-            to_main |= self.meta_of(slot) & IN_MAIN != 0;
+            to_main |= self.obj(slot).is_some_and(CachedObject::in_main);
             self.remove_slot(slot, Removal::Replaced);
         }
         while variants.len() >= ctx.max_variants.max(1) {
@@ -387,12 +368,11 @@ impl ShardInner {
                     return false;
                 }
                 self.objs.push(None);
-                self.meta.push(0);
                 s as u32
             }
         };
         for tag in obj.tag_ids() {
-            if !self.tags.add(tag, slot) {
+            if !self.tags.add(tag, slot, self.objs.len()) {
                 // The shard already held a reference for this tag.
                 self.release.push(tag);
             }
@@ -407,13 +387,12 @@ impl ShardInner {
         self.payload += obj.payload_bytes() as u64;
         self.objects += 1;
         self.tag_refs += obj.tag_count();
+        obj.set_in_main(to_main);
         if to_main {
-            self.set_meta(slot, IN_MAIN);
             self.main.push_back(slot);
             self.main_bytes += charge as u64;
             self.main_objects += 1;
         } else {
-            self.set_meta(slot, 0);
             self.small.push_back(slot);
             self.small_bytes += charge as u64;
         }
@@ -564,28 +543,24 @@ impl ShardInner {
 
     /// Structural heap bytes by part (excluding object allocations).
     pub(crate) fn heap_parts(&self) -> HeapParts {
-        let slot_arrays = malloc_size(self.objs.capacity() * 8)
-            + malloc_size(self.meta.capacity())
-            + malloc_size(self.free.capacity() * 4);
+        let slot_arrays =
+            malloc_size(self.objs.capacity() * 8) + malloc_size(self.free.capacity() * 4);
         let queues = malloc_size(self.small.capacity() * 4) + malloc_size(self.main.capacity() * 4);
         let mut objects = 0;
-        let mut blobs = 0;
         let mut header_bytes = 0;
         let mut body_bytes = 0;
         let mut tag_id_bytes = 0;
         for o in self.objs.iter().flatten() {
-            objects += malloc_size(16 + std::mem::size_of::<CachedObject>());
+            objects += o.allocation_bytes();
             let h = o.headers().len();
             let b = o.body_bytes().len();
             let t = o.tag_count() * 4;
-            blobs += malloc_size(o.data_len());
             header_bytes += h;
             body_bytes += b;
             tag_id_bytes += t;
         }
         HeapParts {
             object_allocs: objects,
-            blob_allocs: blobs,
             header_bytes,
             body_bytes,
             tag_id_bytes,
@@ -626,7 +601,6 @@ impl ShardInner {
 #[derive(Default, Clone, Copy, Debug)]
 pub(crate) struct HeapParts {
     pub(crate) object_allocs: usize,
-    pub(crate) blob_allocs: usize,
     pub(crate) header_bytes: usize,
     pub(crate) body_bytes: usize,
     pub(crate) tag_id_bytes: usize,
@@ -640,7 +614,6 @@ pub(crate) struct HeapParts {
 impl std::ops::AddAssign for HeapParts {
     fn add_assign(&mut self, o: HeapParts) {
         self.object_allocs += o.object_allocs;
-        self.blob_allocs += o.blob_allocs;
         self.header_bytes += o.header_bytes;
         self.body_bytes += o.body_bytes;
         self.tag_id_bytes += o.tag_id_bytes;

@@ -2,11 +2,12 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use crate::dict::{TagDict, MAX_DISTINCT_TAGS};
 use crate::malloc_size;
-use crate::object::{charge_for, CachedObject, ObjectBuilder, PrimaryKey, TagId, Variance};
+use crate::object::{
+    charge_for, CachedObject, ObjectBuilder, PrimaryKey, TagId, Variance, MAX_HEADERS_BYTES,
+};
 use crate::shard::{HeapParts, InsertCtx, Shard, ShardInner};
 
 /// Default byte ceiling: 256 MiB.
@@ -61,12 +62,12 @@ impl Default for StoreConfig {
 #[derive(Clone, Debug)]
 pub enum Lookup {
     /// A fresh object (`now < created + ttl`). Its hit counter was bumped.
-    Fresh(Arc<CachedObject>),
+    Fresh(CachedObject),
     /// An expired object still retained: within grace (servable stale while
     /// refreshing; check [`CachedObject::in_grace`]) or within keep (only for
     /// conditional revalidation, or unlimited grace while the backend is
     /// sick). Its hit counter was bumped.
-    Stale(Arc<CachedObject>),
+    Stale(CachedObject),
     /// A live hit-for-miss marker: fetch from the backend without coalescing.
     HitForMiss,
     /// Nothing usable.
@@ -85,7 +86,7 @@ impl Lookup {
     }
 
     /// The object of a fresh or stale hit.
-    pub fn object(&self) -> Option<&Arc<CachedObject>> {
+    pub fn object(&self) -> Option<&CachedObject> {
         match self {
             Lookup::Fresh(o) | Lookup::Stale(o) => Some(o),
             Lookup::HitForMiss | Lookup::Miss => None,
@@ -124,6 +125,14 @@ pub enum InsertError {
     /// The tag dictionary holds its maximum of distinct tags.
     #[error("tag dictionary full ({max} distinct tags)")]
     TagDictionaryFull {
+        /// The ceiling.
+        max: usize,
+    },
+    /// The header block is longer than [`MAX_HEADERS_BYTES`].
+    #[error("header block too large: {len} > {max} bytes")]
+    HeadersTooLarge {
+        /// Length of the header block.
+        len: usize,
         /// The ceiling.
         max: usize,
     },
@@ -210,17 +219,16 @@ pub struct MemoryReport {
     pub tag_refs: usize,
     /// Distinct tags.
     pub distinct_tags: usize,
-    /// `Arc<CachedObject>` allocations.
+    /// Object allocations: refcount, metadata, tag ids, header block and
+    /// body (payload included; see `overhead_bytes`).
     pub object_allocs: usize,
-    /// Object data allocations: prefix, tag ids, header block and body.
-    pub blob_allocs: usize,
     /// Header bytes (payload) inside the data allocations.
     pub header_bytes: usize,
     /// Body bytes (payload) inside the data allocations.
     pub body_bytes: usize,
     /// Tag id bytes inside the data allocations.
     pub tag_id_bytes: usize,
-    /// Slab arrays: object pointers, meta bytes, free list.
+    /// Slab arrays: object handles and the free list.
     pub slot_arrays: usize,
     /// Key index tables.
     pub key_index: usize,
@@ -240,7 +248,6 @@ impl MemoryReport {
     /// Everything but payload (header and body bytes).
     pub fn overhead_bytes(&self) -> usize {
         self.object_allocs
-            + self.blob_allocs
             + self.slot_arrays
             + self.key_index
             + self.queues
@@ -356,7 +363,7 @@ impl Store {
 
     /// Stores `obj` under `(key, variance)`, replacing the object with the
     /// same variance, evicting by S3-FIFO until it fits. Returns the shared
-    /// object so the writer can deliver the very same `Arc` (its hit counter
+    /// object so the writer can deliver the very same object (its hit counter
     /// is 0: Magento's debug header says `MISS`).
     ///
     /// # Errors
@@ -369,7 +376,7 @@ impl Store {
         variance: impl Into<Variance>,
         mut obj: ObjectBuilder,
         now_ms: u64,
-    ) -> Result<Arc<CachedObject>, InsertError> {
+    ) -> Result<CachedObject, InsertError> {
         let result = self.try_insert(key, variance.into(), &mut obj, now_ms);
         if result.is_err() {
             self.rejected.fetch_add(1, Ordering::Relaxed);
@@ -383,7 +390,7 @@ impl Store {
         variance: Variance,
         obj: &mut ObjectBuilder,
         now_ms: u64,
-    ) -> Result<Arc<CachedObject>, InsertError> {
+    ) -> Result<CachedObject, InsertError> {
         let mut tags = std::mem::take(&mut obj.tags);
         tags.sort_unstable();
         tags.dedup();
@@ -397,6 +404,12 @@ impl Store {
             return Err(InsertError::TagTooLong {
                 len: t.len(),
                 max: MAX_TAG_LEN,
+            });
+        }
+        if obj.headers.len() > MAX_HEADERS_BYTES {
+            return Err(InsertError::HeadersTooLarge {
+                len: obj.headers.len(),
+                max: MAX_HEADERS_BYTES,
             });
         }
         let charge = charge_for(obj.payload_bytes(), tags.len());
@@ -428,7 +441,7 @@ impl Store {
                 small_target: self.small_target,
                 max_variants: self.config.max_variants,
             };
-            if shard.insert(Arc::clone(&object), &ctx) {
+            if shard.insert(object.clone(), &ctx) {
                 Ok(object)
             } else {
                 shard.release_all(&ids, &self.dict);
@@ -644,7 +657,6 @@ impl Store {
         let (distinct_tags, _) = self.dict.stats();
         r.distinct_tags = distinct_tags;
         r.object_allocs = parts.object_allocs;
-        r.blob_allocs = parts.blob_allocs;
         r.header_bytes = parts.header_bytes;
         r.body_bytes = parts.body_bytes;
         r.tag_id_bytes = parts.tag_id_bytes;
