@@ -635,8 +635,13 @@ impl Edge {
         esi_depth: u8,
     ) -> Served {
         let mut headers = HeaderMap::with_capacity(16);
+        // Values point into the object (no copy per header).
+        let block = obj.headers_shared();
         for (name, value) in obj.header_iter() {
-            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name), HeaderValue::from_bytes(value)) {
+            if let (Ok(n), Ok(v)) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(block.slice_ref(value)),
+            ) {
                 headers.append(n, v);
             }
         }
@@ -646,7 +651,7 @@ impl Edge {
         let br_offset = headers
             .remove(BR_OFFSET)
             .and_then(|v| v.to_str().ok().and_then(|v| v.parse::<usize>().ok()))
-            .filter(|&off| off <= obj.body().len());
+            .filter(|&off| off <= obj.body_bytes().len());
         deliver_headers(&mut headers, debug, &plan.url, times.age_secs(now));
         let label = debug.as_str();
         let status = StatusCode::from_u16(obj.status()).unwrap_or(StatusCode::OK);
@@ -925,21 +930,52 @@ fn fetch_parts(
 }
 
 /// Whether a stored object is the variant for this request (Varnish `Vary` matching).
+///
+/// Runs under the shard's read lock for every candidate, so the usual cases
+/// allocate nothing: an object without `Vary`, and Magento's `Vary:
+/// Accept-Encoding` (washed to gzip-or-not, so its variance is one of two
+/// constants).
 fn variance_matches(obj: &CachedObject, req: &HeaderMap, accept_gzip: bool) -> bool {
-    let mut vary: Option<HeaderMap> = None;
+    let mut vary_lines = 0usize;
+    let mut only_accept_encoding = true;
+    for (name, value) in obj.header_iter() {
+        if name.eq_ignore_ascii_case(b"vary") {
+            vary_lines += 1;
+            only_accept_encoding &= value
+                .split(|&b| b == b',')
+                .map(<[u8]>::trim_ascii)
+                .filter(|n| !n.is_empty())
+                .all(|n| n.eq_ignore_ascii_case(b"accept-encoding"));
+        }
+    }
+    if vary_lines == 0 {
+        return obj.variance() == Variance::from(None::<[u8; 16]>);
+    }
+    if only_accept_encoding {
+        return obj.variance() == accept_encoding_variance(accept_gzip);
+    }
+    let mut vary = HeaderMap::new();
     for (name, value) in obj.header_iter() {
         if name.eq_ignore_ascii_case(b"vary") {
             if let Ok(v) = HeaderValue::from_bytes(value) {
-                vary.get_or_insert_with(HeaderMap::new)
-                    .append(header::VARY, v);
+                vary.append(header::VARY, v);
             }
         }
     }
-    let wanted = match &vary {
-        Some(h) => Variance::from(variance(h, req, accept_gzip)),
-        None => Variance::from(None::<[u8; 16]>),
-    };
-    wanted == obj.variance()
+    Variance::from(variance(&vary, req, accept_gzip)) == obj.variance()
+}
+
+/// The variance of `Vary: Accept-Encoding` for a client that accepts gzip or
+/// not (computed once by the policy's own function, so it cannot drift).
+fn accept_encoding_variance(accept_gzip: bool) -> Variance {
+    static BOTH: std::sync::OnceLock<[Variance; 2]> = std::sync::OnceLock::new();
+    let both = BOTH.get_or_init(|| {
+        let mut vary = HeaderMap::new();
+        vary.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
+        let none = HeaderMap::new();
+        [false, true].map(|gz| Variance::from(variance(&vary, &none, gz)))
+    });
+    both[usize::from(accept_gzip)]
 }
 
 fn object_times(obj: &CachedObject) -> ObjectTimes {
@@ -1004,4 +1040,48 @@ fn decode_for_client(resp: Response<EdgeBody>, accept_gzip: bool) -> Response<Ed
     head.headers.remove(header::CONTENT_LENGTH);
     let decoded = crate::compress::gunzip(body);
     Response::from_parts(head, decoded)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use magestack_fpc_store::{ObjectBuilder, Store};
+
+    /// The allocation-free paths agree with the policy's `variance` for every
+    /// stored/requested combination.
+    #[test]
+    fn variance_fast_paths_agree_with_the_policy() {
+        let store = Store::default();
+        let varies: [&[&str]; 5] = [
+            &[],
+            &["Accept-Encoding"],
+            &["accept-encoding ,Accept-Encoding"],
+            &["Accept-Encoding", "Cookie"],
+            &["X-Magento-Vary"],
+        ];
+        let mut req = HeaderMap::new();
+        req.insert(header::COOKIE, HeaderValue::from_static("a=1"));
+        for (i, vary) in varies.iter().enumerate() {
+            let mut resp = HeaderMap::new();
+            let mut b = ObjectBuilder::new(200, Bytes::from_static(b"x"));
+            for v in *vary {
+                resp.append(header::VARY, HeaderValue::from_static(v));
+                b = b.header(b"vary", v.as_bytes());
+            }
+            for stored_gzip in [false, true] {
+                let key = [i as u8 * 2 + u8::from(stored_gzip); 16];
+                let stored = Variance::from(variance(&resp, &req, stored_gzip));
+                let obj = store.insert(key, stored, b.clone(), 0).unwrap();
+                for gzip in [false, true] {
+                    let want = Variance::from(variance(&resp, &req, gzip)) == stored;
+                    assert_eq!(
+                        variance_matches(&obj, &req, gzip),
+                        want,
+                        "vary {vary:?}, stored gzip {stored_gzip}, request gzip {gzip}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -10,6 +10,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::access_log::AccessRecord;
 use crate::body::{self, EdgeBody};
 use crate::cache::Cache;
 use crate::cgi::{self, CgiRequest};
@@ -240,14 +241,16 @@ impl Edge {
         let started = Instant::now();
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
         // Only pay for the log fields when the line will be written.
-        let log = (self.s.access_log && tracing::enabled!(target: "access", tracing::Level::INFO))
-            .then(|| {
-                (
-                    req.method().clone(),
-                    req.uri().path().to_owned(),
-                    req.version(),
-                )
-            });
+        let log = (self.s.access_log
+            && (self.s.access_sink.is_some()
+                || tracing::enabled!(target: "access", tracing::Level::INFO)))
+        .then(|| {
+            (
+                req.method().clone(),
+                req.uri().path().to_owned(),
+                req.version(),
+            )
+        });
         // What the gzip filter needs from the request, without copying its headers.
         let gzip_client = compress::ClientEncoding::of(req.headers());
         let is_head = req.method() == Method::HEAD;
@@ -265,18 +268,31 @@ impl Edge {
         };
         self.filter_response(gzip_client, is_head, &mut resp);
         if let Some((method, path, version)) = log {
-            tracing::info!(
-                target: "access",
-                client = %client,
-                method = %method,
-                path = %path,
-                version = ?version,
-                status = resp.status().as_u16(),
-                outcome = outcome.as_str(),
-                cache = cache_label,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                "Request served."
-            );
+            let rec = AccessRecord {
+                client,
+                method: &method,
+                path: &path,
+                version,
+                status: resp.status().as_u16(),
+                outcome: outcome.as_str(),
+                cache: cache_label,
+                duration: started.elapsed(),
+            };
+            match &self.s.access_sink {
+                Some(sink) => sink.log(&rec),
+                None => tracing::info!(
+                    target: "access",
+                    client = %rec.client,
+                    method = %rec.method,
+                    path = %rec.path,
+                    version = ?rec.version,
+                    status = rec.status,
+                    outcome = rec.outcome,
+                    cache = rec.cache,
+                    duration_ms = rec.duration.as_secs_f64() * 1000.0,
+                    "Request served."
+                ),
+            }
         }
         resp
     }

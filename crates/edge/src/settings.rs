@@ -58,6 +58,8 @@ pub struct EdgeSettings {
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.
     pub access_log: bool,
+    /// Where access lines go; `None` = through `tracing` (target `access`).
+    pub access_sink: Option<crate::access_log::AccessLog>,
     /// The full-page cache; `None` = off.
     pub cache: Option<CacheSettings>,
 }

@@ -65,6 +65,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         max_connections: 0,
         max_response_header_bytes: 32 * 1024,
         access_log: false,
+        access_sink: None,
         cache: None,
     }
 }

@@ -193,6 +193,13 @@ impl CachedObject {
         Bytes::from_owner(BodyOwner(self.clone()))
     }
 
+    /// The header block as `Bytes` sharing the object's allocation, so a
+    /// delivery can build header values with `Bytes::slice_ref` (a refcount
+    /// increment) instead of copying each one. One small handle allocation.
+    pub fn headers_shared(&self) -> Bytes {
+        Bytes::from_owner(HeadersOwner(self.clone()))
+    }
+
     /// The stored body as a plain slice (no allocation).
     pub fn body_bytes(&self) -> &[u8] {
         let start = self.keep_bytes() + self.tag_bytes() + self.meta().headers_len as usize;
@@ -391,6 +398,15 @@ impl CachedObject {
         m.flags.fetch_or(FLAG_SOFT_PURGED, Ordering::Relaxed);
         let elapsed = clamp_ms(now_ms.saturating_sub(m.created_ms));
         m.ttl_ms.fetch_min(elapsed, Ordering::Relaxed) > elapsed
+    }
+}
+
+/// Owner of a header block handed out as `Bytes`: keeps the object alive.
+struct HeadersOwner(CachedObject);
+
+impl AsRef<[u8]> for HeadersOwner {
+    fn as_ref(&self) -> &[u8] {
+        self.0.headers()
     }
 }
 
@@ -676,6 +692,9 @@ mod tests {
         );
         assert_eq!(o.payload_bytes(), 4 + o.headers().len());
         assert_eq!(o.body().as_ref(), b"body");
+        let shared = o.headers_shared();
+        assert_eq!(&shared[..], o.headers());
+        assert_eq!(shared.as_ptr(), o.headers().as_ptr());
         assert_eq!(o.body_bytes(), b"body");
         // Zero-copy: every handle points into the object's buffer.
         assert_eq!(o.body().as_ptr(), o.body_bytes().as_ptr());

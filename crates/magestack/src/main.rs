@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod cli;
+mod log_writer;
 mod run;
 
 use std::process::ExitCode;

@@ -17,8 +17,8 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Edge(args) => {
             let cfg = load(&args)?;
-            init_logging(&cfg);
-            runtime()?.block_on(edge(cfg))
+            let (_log, writer) = init_logging(&cfg)?;
+            runtime()?.block_on(edge(cfg, writer))
         }
         Command::Demo { listen } => {
             // The real upstream address is known only once the built-in storefront is bound.
@@ -29,8 +29,8 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
             };
             let cfg =
                 magestack_config::load(None, &overrides).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_logging(&cfg);
-            runtime()?.block_on(demo(cfg))
+            let (_log, writer) = init_logging(&cfg)?;
+            runtime()?.block_on(demo(cfg, writer))
         }
     }
 }
@@ -121,19 +121,31 @@ fn load(args: &EdgeArgs) -> Result<Validated> {
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
 }
 
-fn init_logging(cfg: &Validated) {
+/// Logs and access lines go to stderr through [`crate::log_writer`]:
+/// batched, one write per burst instead of one per request, nothing dropped.
+/// The returned guard writes what is left when dropped at exit; the writer
+/// is the access log's sink.
+fn init_logging(
+    cfg: &Validated,
+) -> Result<(
+    crate::log_writer::FlushGuard,
+    crate::log_writer::BatchWriter,
+)> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     use std::io::IsTerminal;
+    let (writer, guard) =
+        crate::log_writer::batched(std::io::stderr()).context("starting the log writer")?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr);
+        .with_writer(writer.clone());
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    Ok((guard, writer))
 }
 
 /// The pipeline settings from the validated config.
@@ -181,6 +193,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         max_connections: cfg.upstream.max_connections,
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
         access_log: cfg.log.access_log,
+        access_sink: None,
         cache: cache_settings(cfg),
     }
 }
@@ -257,8 +270,20 @@ async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
     Ok(out)
 }
 
-async fn edge(cfg: Validated) -> Result<ExitCode> {
-    let settings = edge_settings(&cfg);
+async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<ExitCode> {
+    let mut settings = edge_settings(&cfg);
+    // Access lines bypass tracing's formatter (see `access_log`) but obey
+    // its filter: `MAGESTACK_LOG=warn` still silences them.
+    if settings.access_log && tracing::enabled!(target: "access", tracing::Level::INFO) {
+        let format = match cfg.log.format {
+            LogFormat::Json => magestack_edge::access_log::AccessFormat::Json,
+            LogFormat::Text => magestack_edge::access_log::AccessFormat::Text,
+        };
+        settings.access_sink = Some(magestack_edge::access_log::AccessLog::new(
+            Arc::new(log),
+            format,
+        ));
+    }
     let upstream = cfg.upstream.url.to_string();
     let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
     let tls = match &cfg.server.tls {
@@ -304,7 +329,7 @@ async fn edge(cfg: Validated) -> Result<ExitCode> {
     })
 }
 
-async fn demo(mut cfg: Validated) -> Result<ExitCode> {
+async fn demo(mut cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<ExitCode> {
     let app = magestack_edge::demo::spawn_storefront()
         .await
         .context("starting the demo storefront")?;
@@ -327,7 +352,7 @@ async fn demo(mut cfg: Validated) -> Result<ExitCode> {
         println!("  magestack purge --all --edge {a}             # \"Flush Magento Cache\"");
         println!("Stop with Ctrl-C.");
     }
-    edge(cfg).await
+    edge(cfg, log).await
 }
 
 async fn shutdown_signal() {
