@@ -102,6 +102,11 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     /// `[cache]`: the full-page cache (Magento's Varnish integration, in process).
     pub cache: CacheConfig,
+    /// `[pools.<name>]`: PHP-FPM pools with their own limits (workload
+    /// isolation: admin and imports never take the shoppers' workers).
+    pub pools: std::collections::BTreeMap<String, PoolConfig>,
+    /// `[routing]`: which pool a request goes to.
+    pub routing: RoutingConfig,
 }
 
 /// `[server]`: the client side of the edge.
@@ -306,6 +311,90 @@ impl Default for UpstreamConfig {
             max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
         }
     }
+}
+
+/// Default `pools.<name>.queue_size`.
+pub const DEFAULT_POOL_QUEUE_SIZE: u32 = 256;
+/// Default `pools.<name>.queue_timeout_secs`.
+pub const DEFAULT_POOL_QUEUE_TIMEOUT_SECS: u64 = 5;
+/// Default `routing.admin_front_name` (Magento's `backend/frontName` default).
+pub const DEFAULT_ADMIN_FRONT_NAME: &str = "admin";
+
+/// `[pools.<name>]`: one PHP-FPM pool (one or more FPM endpoints sharing a
+/// bulkhead). `frontend` takes everything the routing does not send
+/// elsewhere; the built-in admin rules send to `admin`. A pool not written
+/// here: `frontend` is `upstream.url` with `upstream.max_connections`;
+/// `admin` falls back to `frontend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PoolConfig {
+    /// PHP-FPM endpoints, `"fcgi://host:port"` or `"fcgi+unix:///path"`;
+    /// each request goes to the healthy endpoint with the fewest requests in
+    /// flight. Default: `[upstream.url]`.
+    pub endpoints: Vec<String>,
+    /// Most requests of this pool in PHP at once, over all its endpoints: the
+    /// sum of their `pm.max_children`. 0 = no cap. Default 0.
+    pub max_inflight: u32,
+    /// Requests that may wait for a slot; one more gets 503 + `Retry-After`
+    /// at once. Default 256.
+    pub queue_size: u32,
+    /// Seconds a request waits for a slot before 503 + `Retry-After`.
+    /// Default 5.
+    pub queue_timeout_secs: u64,
+    /// Seconds to wait for PHP's response (between reads), then 504.
+    /// 0 = `upstream.read_timeout_secs`. Default 0.
+    pub request_timeout_secs: u64,
+    /// Seconds to connect to an endpoint. 0 = `upstream.connect_timeout_secs`.
+    /// Default 0.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self {
+            endpoints: Vec::new(),
+            max_inflight: 0,
+            queue_size: DEFAULT_POOL_QUEUE_SIZE,
+            queue_timeout_secs: DEFAULT_POOL_QUEUE_TIMEOUT_SECS,
+            request_timeout_secs: 0,
+            connect_timeout_secs: 0,
+        }
+    }
+}
+
+/// `[routing]`: the choice of pool. Built in, after the configured rules:
+/// the admin front name (`/<front>/…`, `/index.php/<front>/…`), asynchronous
+/// and bulk REST (`/rest/<store>/async/…`) and REST imports
+/// (`/rest/<store>/V1/import/…`) go to `admin`; everything else to `frontend`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Magento's admin URL segment (`backend/frontName` in `app/etc/env.php`).
+    /// Default `"admin"`.
+    pub admin_front_name: String,
+    /// `[[routing.rules]]`, checked in order before the built-in ones.
+    pub rules: Vec<RouteRuleConfig>,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            admin_front_name: DEFAULT_ADMIN_FRONT_NAME.to_owned(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// `[[routing.rules]]`: requests whose path matches go to `pool`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RouteRuleConfig {
+    /// Path prefix, e.g. `"/feeds/"`. Exactly one of `prefix` and `regex`.
+    pub prefix: String,
+    /// Regex on the path (no query), e.g. `"^/[a-z]{2}/export"`.
+    pub regex: String,
+    /// The pool's name (a `[pools.<name>]`, or `frontend` / `admin`).
+    pub pool: String,
 }
 
 /// `[cache]`: the full-page cache, a drop-in for Magento's Varnish

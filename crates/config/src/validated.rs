@@ -26,6 +26,57 @@ pub struct Validated {
     pub upstream: UpstreamSettings,
     /// From `[cache]`.
     pub cache: CacheSettings,
+    /// From `[pools.*]` and `[upstream]`: the PHP-FPM pools, `frontend`
+    /// first. Empty when the upstream is HTTP.
+    pub pools: Vec<PoolSettings>,
+    /// From `[routing]`.
+    pub routing: RoutingSettings,
+}
+
+/// A checked PHP-FPM pool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    /// `frontend`, `admin` or a configured name (`[a-z0-9_-]`, a metrics label).
+    pub name: String,
+    /// FastCGI endpoints; never empty.
+    pub endpoints: Vec<UpstreamUrl>,
+    /// Requests in PHP at once over all endpoints; 0 = no cap.
+    pub max_inflight: usize,
+    /// Requests that may wait for a slot.
+    pub queue_size: usize,
+    /// Longest wait for a slot. Positive.
+    pub queue_timeout: Duration,
+    /// Response read timeout (→ 504). Positive.
+    pub request_timeout: Duration,
+    /// Connect timeout. Positive.
+    pub connect_timeout: Duration,
+}
+
+/// Checked `[routing]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutingSettings {
+    /// Magento's admin front name; a non-empty path segment.
+    pub admin_front_name: String,
+    /// Configured rules, in order; each names an existing pool.
+    pub rules: Vec<RouteRule>,
+}
+
+/// One `[[routing.rules]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    /// What the path must match.
+    pub matcher: PathMatch,
+    /// The pool's name.
+    pub pool: String,
+}
+
+/// How a rule matches a path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathMatch {
+    /// The path starts with this.
+    Prefix(String),
+    /// The path matches this regex (valid: checked here).
+    Regex(String),
 }
 
 /// Checked `[server]`.
@@ -352,6 +403,8 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     let fastcgi = upstream.as_ref().map(|u| u.url.is_fastcgi());
     let magento = compile_magento(config.magento, fastcgi, &mut errs);
     let cache = compile_cache(config.cache, &mut errs);
+    let pools = compile_pools(config.pools, upstream.as_ref(), &mut errs);
+    let routing = compile_routing(config.routing, &pools, &mut errs);
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
             Ok(Validated {
@@ -360,6 +413,8 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 magento,
                 upstream,
                 cache,
+                pools,
+                routing,
             })
         }
         _ => Err(errs.0),
@@ -673,6 +728,154 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
         max_connections,
         max_response_header_bytes,
     })
+}
+
+/// The pools: the configured ones, plus `frontend` from `[upstream]` when
+/// not configured (with the upstream's URL and connection cap). `frontend`
+/// comes first. No pools with an HTTP upstream.
+fn compile_pools(
+    pools: std::collections::BTreeMap<String, file::PoolConfig>,
+    upstream: Option<&UpstreamSettings>,
+    errs: &mut Errors,
+) -> Vec<PoolSettings> {
+    let Some(up) = upstream else {
+        return Vec::new();
+    };
+    if !up.url.is_fastcgi() {
+        if !pools.is_empty() {
+            errs.push(
+                p("pools"),
+                ErrorKind::Conflict {
+                    other: "an HTTP upstream.url (pools are PHP-FPM pools)".into(),
+                },
+            );
+        }
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if !pools.contains_key("frontend") {
+        out.push(PoolSettings {
+            name: "frontend".into(),
+            endpoints: vec![up.url.clone()],
+            max_inflight: up.max_connections,
+            queue_size: file::DEFAULT_POOL_QUEUE_SIZE as usize,
+            // As before pools existed: wait up to the connect timeout.
+            queue_timeout: up.connect_timeout,
+            request_timeout: up.read_timeout,
+            connect_timeout: up.connect_timeout,
+        });
+    }
+    for (name, pc) in pools {
+        let at = |key: &str| KeyPath::from_dotted("pools").key(&name).key(key);
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        {
+            errs.push(
+                KeyPath::from_dotted("pools").key(&name),
+                ErrorKind::Invalid(format!(
+                    "pool name {name:?} must be lowercase letters, digits, '_' or '-' (it is a metrics label)"
+                )),
+            );
+        }
+        let mut endpoints = Vec::new();
+        if pc.endpoints.is_empty() {
+            endpoints.push(up.url.clone());
+        }
+        for (i, e) in pc.endpoints.iter().enumerate() {
+            match e.parse::<UpstreamUrl>() {
+                Ok(u) if u.is_fastcgi() => endpoints.push(u),
+                Ok(_) => errs.push(
+                    at("endpoints").index(i),
+                    ErrorKind::Invalid(format!(
+                        "{e:?} is not a PHP-FPM endpoint: expected fcgi://host:port or fcgi+unix:///path"
+                    )),
+                ),
+                Err(err) => errs.push(at("endpoints").index(i), ErrorKind::UpstreamUrl(err)),
+            }
+        }
+        let secs_or = |secs: u64, default: Duration| {
+            if secs == 0 {
+                default
+            } else {
+                Duration::from_secs(secs)
+            }
+        };
+        out.push(PoolSettings {
+            max_inflight: errs.size(at("max_inflight"), u64::from(pc.max_inflight)),
+            queue_size: errs.size(at("queue_size"), u64::from(pc.queue_size)),
+            queue_timeout: errs.positive_secs(at("queue_timeout_secs"), pc.queue_timeout_secs),
+            request_timeout: secs_or(pc.request_timeout_secs, up.read_timeout),
+            connect_timeout: secs_or(pc.connect_timeout_secs, up.connect_timeout),
+            name,
+            endpoints,
+        });
+    }
+    // `frontend` first: the fallback pool.
+    out.sort_by_key(|p| p.name != "frontend");
+    out
+}
+
+fn compile_routing(
+    r: file::RoutingConfig,
+    pools: &[PoolSettings],
+    errs: &mut Errors,
+) -> RoutingSettings {
+    let front = r.admin_front_name.trim_matches('/').to_owned();
+    if front.is_empty() || front.contains('/') {
+        errs.push(
+            p("routing.admin_front_name"),
+            ErrorKind::Invalid(format!(
+                "{:?} must be one path segment, e.g. \"admin\"",
+                r.admin_front_name
+            )),
+        );
+    }
+    let mut rules = Vec::new();
+    for (i, rule) in r.rules.into_iter().enumerate() {
+        let at = |key: &str| KeyPath::from_dotted("routing.rules").index(i).key(key);
+        let matcher = match (rule.prefix.is_empty(), rule.regex.is_empty()) {
+            (false, true) => Some(PathMatch::Prefix(rule.prefix)),
+            (true, false) => match regex::Regex::new(&rule.regex) {
+                Ok(_) => Some(PathMatch::Regex(rule.regex)),
+                Err(e) => {
+                    errs.push(
+                        at("regex"),
+                        ErrorKind::Invalid(format!("invalid regex: {}", regex_reason(&e))),
+                    );
+                    None
+                }
+            },
+            _ => {
+                errs.push(
+                    KeyPath::from_dotted("routing.rules").index(i),
+                    ErrorKind::Invalid("set exactly one of prefix and regex".into()),
+                );
+                None
+            }
+        };
+        let known = pools.iter().any(|p| p.name == rule.pool) || rule.pool == "admin";
+        if !known && !pools.is_empty() {
+            errs.push(
+                at("pool"),
+                ErrorKind::Invalid(format!(
+                    "no pool {:?}: define [pools.{}] or use frontend or admin",
+                    rule.pool, rule.pool
+                )),
+            );
+        }
+        if let Some(matcher) = matcher {
+            rules.push(RouteRule {
+                matcher,
+                pool: rule.pool,
+            });
+        }
+    }
+    RoutingSettings {
+        admin_front_name: front,
+        rules,
+    }
 }
 
 /// True for an RFC 9110 field name: one or more `tchar`s.

@@ -10,8 +10,8 @@ use std::time::Duration;
 use magestack_config::{
     file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
     HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
-    Overrides, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl,
-    Validated, COMMAND_LINE,
+    Overrides, PathMatch, PoolSettings, RouteRule, RoutingSettings, RunMapping, RunType,
+    ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -351,6 +351,48 @@ fn golden_example_file() {
                 threshold: 5,
             },
         },
+        pools: vec![
+            PoolSettings {
+                name: "frontend".into(),
+                endpoints: vec![
+                    UpstreamUrl::FastCgiTcp {
+                        host: "127.0.0.1".into(),
+                        port: 9000,
+                    },
+                    UpstreamUrl::FastCgiUnix("/run/php/frontend-2.sock".into()),
+                ],
+                max_inflight: 16,
+                queue_size: 256,
+                queue_timeout: Duration::from_secs(5),
+                request_timeout: Duration::from_secs(600),
+                connect_timeout: Duration::from_secs(5),
+            },
+            PoolSettings {
+                name: "admin".into(),
+                endpoints: vec![UpstreamUrl::FastCgiTcp {
+                    host: "127.0.0.1".into(),
+                    port: 9001,
+                }],
+                max_inflight: 4,
+                queue_size: 16,
+                queue_timeout: Duration::from_secs(30),
+                request_timeout: Duration::from_secs(3600),
+                connect_timeout: Duration::from_secs(5),
+            },
+        ],
+        routing: RoutingSettings {
+            admin_front_name: "admin".into(),
+            rules: vec![
+                RouteRule {
+                    matcher: PathMatch::Prefix("/feeds/".into()),
+                    pool: "admin".into(),
+                },
+                RouteRule {
+                    matcher: PathMatch::Regex("^/[a-z]{2}/export/".into()),
+                    pool: "admin".into(),
+                },
+            ],
+        },
     };
     assert_eq!(got, want);
 }
@@ -481,6 +523,8 @@ fn schema_keys() -> Vec<String> {
     c.server.tls = Some(file::TlsConfig::default());
     c.magento.docroot = Some(PathBuf::new());
     c.magento.run = vec![file::RunConfig::default()];
+    c.pools.insert("<name>".into(), file::PoolConfig::default());
+    c.routing.rules = vec![file::RouteRuleConfig::default()];
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();
@@ -509,7 +553,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 49, "{keys:#?}");
+    assert_eq!(keys.len(), 59, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -727,5 +771,88 @@ fn cache_words_headers_and_tracking_params() {
     assert_eq!(
         errors(&cache("grace_secs = 300\n")),
         ["edge.toml:4: cache.grace_secs: unknown field, expected one of `enabled`, `size`, `purge_acl`, `grace_period_secs`, `default_ttl_secs`, `ssl_offloaded_header`, `error_statuses`, `soft_purge`, `max_object_bytes`, `esi`, `brotli`, `tracking_params`, `health_check`"]
+    );
+}
+
+#[test]
+fn pools_default_from_upstream_and_admin_is_optional() {
+    let v = ok(&format!(
+        "{DOCROOT}[upstream]\nurl = \"fcgi://127.0.0.1:9000\"\nmax_connections = 8\n"
+    ));
+    assert_eq!(v.pools.len(), 1);
+    let f = &v.pools[0];
+    assert_eq!(
+        (f.name.as_str(), f.max_inflight, f.queue_timeout),
+        ("frontend", 8, Duration::from_secs(5))
+    );
+    assert_eq!(v.routing.admin_front_name, "admin");
+    // An admin pool alone: frontend still comes from [upstream], first.
+    let v = ok(&format!(
+        "{DOCROOT}[upstream]\nurl = \"fcgi://127.0.0.1:9000\"\n[pools.admin]\nmax_inflight = 2\n"
+    ));
+    let names: Vec<_> = v.pools.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(names, ["frontend", "admin"]);
+    assert_eq!(v.pools[1].endpoints, v.pools[0].endpoints);
+    // An HTTP upstream has no pools.
+    assert!(ok(&format!(
+        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:9000\"\n"
+    ))
+    .pools
+    .is_empty());
+}
+
+#[test]
+fn pool_and_routing_errors_name_key_and_line() {
+    let src = "[upstream]
+url = \"fcgi://127.0.0.1:9000\"
+
+[pools.Admin]
+max_inflight = 2
+
+[pools.admin]
+endpoints = [\"http://127.0.0.1:80\"]
+queue_timeout_secs = 0
+
+[routing]
+admin_front_name = \"a/b\"
+
+[[routing.rules]]
+prefix = \"/x\"
+regex = \"^/y\"
+pool = \"admin\"
+
+[[routing.rules]]
+regex = \"(\"
+pool = \"admin\"
+
+[[routing.rules]]
+prefix = \"/z\"
+pool = \"cron\"
+";
+    let e = errors(&format!("{DOCROOT}{src}"));
+    let want = [
+        "pools.Admin",
+        "pools.admin.endpoints[0]",
+        "pools.admin.queue_timeout_secs",
+        "routing.admin_front_name",
+        "routing.rules[0]",
+        "routing.rules[1].regex",
+        "routing.rules[2].pool",
+    ];
+    for w in want {
+        assert!(
+            e.iter().any(|l| l.contains(&format!("{w}:"))),
+            "no error for {w} in {e:#?}"
+        );
+    }
+    assert_eq!(e.len(), want.len(), "{e:#?}");
+    // Pools with an HTTP upstream conflict.
+    let e = errors(&format!(
+        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:80\"\n[pools.frontend]\nmax_inflight = 1\n"
+    ));
+    assert!(
+        e.iter()
+            .any(|l| l.contains("pools") && l.contains("conflicts")),
+        "{e:#?}"
     );
 }

@@ -139,6 +139,17 @@ fn route(
             );
             return r;
         }
+        "/pools" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
+        "/pools" => {
+            let mut body = serde_json::to_string(&edge.pool_stats()).unwrap_or_default();
+            body.push('\n');
+            let mut r = Response::new(body::full(body));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            return r;
+        }
         _ => (StatusCode::NOT_FOUND, "not found\n"),
     };
     let mut r = Response::new(body::full(text));

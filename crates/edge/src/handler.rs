@@ -17,9 +17,11 @@ use crate::cgi::{self, CgiRequest};
 use crate::client_ip;
 use crate::compress::{self, GzipDecision};
 use crate::http_upstream::{HttpUpstream, HttpUpstreamError};
+use crate::pool::Pool;
+use crate::pool_route::PoolRouter;
 use crate::request_body::{self, BodyError, ClientBody};
 use crate::server::ConnInfo;
-use crate::settings::{EdgeSettings, UpstreamTarget};
+use crate::settings::{EdgeSettings, PoolSpec, UpstreamTarget};
 use crate::static_files;
 
 /// What the pipeline did with a request; the access log and metrics label.
@@ -57,7 +59,11 @@ impl Outcome {
 }
 
 enum Upstream {
-    FastCgi(magestack_fastcgi::Client),
+    /// PHP-FPM pools (`frontend` first) and the rules choosing one.
+    FastCgi {
+        pools: Vec<Arc<Pool>>,
+        router: PoolRouter,
+    },
     // Boxed: the hyper client is large and there is one per process.
     Http(Box<HttpUpstream>),
 }
@@ -68,8 +74,6 @@ pub struct Edge {
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
     cache: Option<Arc<Cache>>,
-    /// The bulkhead in front of PHP-FPM: one permit per FPM child.
-    fcgi_slots: Option<Arc<tokio::sync::Semaphore>>,
 }
 
 impl std::fmt::Debug for Edge {
@@ -90,6 +94,12 @@ pub enum EdgeError {
     /// The document root is not a directory.
     #[error("magento.docroot {0}: not a directory")]
     DocrootMissing(String),
+    /// The pool routing is inconsistent.
+    #[error(transparent)]
+    PoolRouting(#[from] crate::pool_route::PoolRouteError),
+    /// A pool has no endpoint.
+    #[error("pool {0} has no endpoint")]
+    PoolWithoutEndpoint(String),
 }
 
 impl Edge {
@@ -116,44 +126,57 @@ impl Edge {
                 if router.is_none() {
                     return Err(EdgeError::DocrootRequired);
                 }
-                let endpoint = match &s.upstream {
-                    UpstreamTarget::FastCgiUnix(p) => magestack_fastcgi::Endpoint::Unix(p.clone()),
-                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
-                        magestack_fastcgi::Endpoint::Tcp(a.clone())
-                    }
-                };
-                Upstream::FastCgi(magestack_fastcgi::Client::new(
-                    endpoint,
-                    magestack_fastcgi::ClientConfig {
+                let specs = if s.pools.is_empty() {
+                    // One pool from `upstream`, waiting as long as a connect may take.
+                    vec![PoolSpec {
+                        name: "frontend".into(),
+                        endpoints: vec![s.upstream.clone()],
+                        max_inflight: s.max_connections,
+                        queue_size: usize::MAX,
+                        queue_timeout: s.connect_timeout,
+                        request_timeout: s.read_timeout,
                         connect_timeout: s.connect_timeout,
-                        read_timeout: s.read_timeout,
-                        max_idle: if s.max_connections > 0 {
-                            s.keepalive_connections.min(s.max_connections)
-                        } else {
-                            s.keepalive_connections
-                        },
-                        max_header_bytes: s.max_response_header_bytes,
-                        // With the bulkhead capping connections at pm.max_children no
-                        // fresh connection waits in FPM's backlog: keep connections.
-                        release_for_fresh_waiters: s.max_connections == 0,
-                        // An idle kept-alive connection pins a PHP-FPM child; give it
-                        // back soon so other clients of the pool (cron, probes) get one.
-                        idle_timeout: std::time::Duration::from_secs(10),
-                        ..Default::default()
-                    },
-                ))
+                    }]
+                } else {
+                    s.pools.clone()
+                };
+                if let Some(p) = specs.iter().find(|p| p.endpoints.is_empty()) {
+                    return Err(EdgeError::PoolWithoutEndpoint(p.name.clone()));
+                }
+                let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
+                let pool_router = PoolRouter::new(&s.pool_routing, &names)?;
+                let pools = specs
+                    .iter()
+                    .map(|spec| {
+                        Arc::new(Pool::new(
+                            spec,
+                            s.keepalive_connections,
+                            s.max_response_header_bytes,
+                        ))
+                    })
+                    .collect();
+                Upstream::FastCgi {
+                    pools,
+                    router: pool_router,
+                }
             }
         };
         let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
-        let fcgi_slots = (s.max_connections > 0 && matches!(upstream, Upstream::FastCgi(_)))
-            .then(|| Arc::new(tokio::sync::Semaphore::new(s.max_connections)));
         Ok(Self {
             s,
             router,
             upstream,
             cache,
-            fcgi_slots,
         })
+    }
+
+    /// Figures of each PHP-FPM pool (`frontend` first); empty with an HTTP
+    /// upstream.
+    pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
+        match &self.upstream {
+            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.stats()).collect(),
+            Upstream::Http(_) => Vec::new(),
+        }
     }
 
     /// The settings the edge runs with.
@@ -376,7 +399,7 @@ impl Edge {
         if let Upstream::Http(_) = self.upstream {
             return self.proxy(req, conn, client).await;
         }
-        let Upstream::FastCgi(fcgi) = &self.upstream else {
+        let Upstream::FastCgi { pools, router } = &self.upstream else {
             return (
                 error_page(StatusCode::BAD_GATEWAY, None),
                 Outcome::UpstreamError,
@@ -452,36 +475,39 @@ impl Edge {
             mage_mode: self.s.mage_mode.as_deref(),
             mage_run,
         };
-        // Wait for a free PHP-FPM child rather than queue inside FPM's backlog.
-        let permit = match &self.fcgi_slots {
-            Some(slots) => {
-                match tokio::time::timeout(self.s.connect_timeout, slots.clone().acquire_owned())
-                    .await
-                {
-                    Ok(Ok(p)) => Some(p),
-                    _ => {
-                        tracing::warn!(script = %php.script_name, "All PHP-FPM children busy; answering 503.");
-                        return (
-                            error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)),
-                            Outcome::UpstreamError,
-                        );
-                    }
-                }
+        // Wait for a free PHP-FPM child of the request's pool, in the edge
+        // (bounded, counted), rather than inside FPM's backlog.
+        let Some(pool) = pools
+            .get(router.pick(parts.uri.path()))
+            .or_else(|| pools.first())
+        else {
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
+        };
+        let permit = match pool.acquire().await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(pool = %pool.name, reason = ?why, script = %php.script_name, "PHP-FPM pool full; answering 503.");
+                return (
+                    error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)),
+                    Outcome::UpstreamError,
+                );
             }
-            None => None,
         };
         let mut params = magestack_fastcgi::Params::with_capacity(48);
         cgi::build_params(&cgi_req, |k, v| {
             params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
         });
         let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
-        match fcgi.request(&params, body).await {
+        match permit.client().request(&params, body).await {
             Ok(r) => {
                 let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                     r.body,
                     |e| -> crate::body::BoxError { e.into() },
                 ));
-                let mut resp = Response::new(crate::body::with_guard(body, permit));
+                let mut resp = Response::new(crate::body::with_guard(body, Some(permit)));
                 *resp.status_mut() = r.status;
                 *resp.headers_mut() = r.headers;
                 (

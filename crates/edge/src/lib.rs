@@ -20,6 +20,8 @@ mod conn_io;
 pub mod demo;
 mod handler;
 pub mod http_upstream;
+pub mod pool;
+pub mod pool_route;
 pub mod request_body;
 pub mod server;
 pub mod settings;

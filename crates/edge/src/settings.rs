@@ -18,6 +18,61 @@ pub enum UpstreamTarget {
     Http(String),
 }
 
+/// One PHP-FPM pool: endpoints sharing a bulkhead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSpec {
+    /// `frontend`, `admin` or a configured name.
+    pub name: String,
+    /// FastCGI endpoints (never `Http`).
+    pub endpoints: Vec<UpstreamTarget>,
+    /// Requests in PHP at once over all endpoints; 0 = no cap.
+    pub max_inflight: usize,
+    /// Requests that may wait for a slot; one more gets 503 at once.
+    pub queue_size: usize,
+    /// Longest wait for a slot, then 503.
+    pub queue_timeout: Duration,
+    /// Read timeout between upstream reads (504).
+    pub request_timeout: Duration,
+    /// Connect timeout.
+    pub connect_timeout: Duration,
+}
+
+/// How requests are spread over pools.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRouting {
+    /// Magento's admin front name.
+    pub admin_front_name: String,
+    /// Rules checked before the built-in admin ones.
+    pub rules: Vec<PoolRule>,
+}
+
+impl Default for PoolRouting {
+    fn default() -> Self {
+        PoolRouting {
+            admin_front_name: "admin".into(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+/// One routing rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolRule {
+    /// What the path must match.
+    pub matcher: RuleMatch,
+    /// The pool's name.
+    pub pool: String,
+}
+
+/// How a rule matches the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RuleMatch {
+    /// Path prefix.
+    Prefix(String),
+    /// Regex on the path.
+    Regex(String),
+}
+
 /// Settings of the request pipeline.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
@@ -52,8 +107,14 @@ pub struct EdgeSettings {
     /// Idle keep-alive connections per upstream endpoint.
     pub keepalive_connections: usize,
     /// Most requests in PHP-FPM at once (its `pm.max_children`); 0 = no cap.
-    /// Requests beyond wait, up to the connect timeout, then get 503.
+    /// Requests beyond wait, up to the connect timeout, then get 503. Used
+    /// only when `pools` is empty (one `frontend` pool from `upstream`).
     pub max_connections: usize,
+    /// PHP-FPM pools, `frontend` first; empty = one pool from `upstream`
+    /// and `max_connections`.
+    pub pools: Vec<PoolSpec>,
+    /// Which pool a request goes to.
+    pub pool_routing: PoolRouting,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.

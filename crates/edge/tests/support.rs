@@ -66,6 +66,8 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         max_response_header_bytes: 32 * 1024,
         access_log: false,
         access_sink: None,
+        pools: Vec::new(),
+        pool_routing: Default::default(),
         cache: None,
     }
 }

@@ -176,17 +176,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
                 )
             })
             .collect(),
-        upstream: match &cfg.upstream.url {
-            UpstreamUrl::FastCgiTcp { host, port } => {
-                UpstreamTarget::FastCgiTcp(if host.contains(':') {
-                    format!("[{host}]:{port}")
-                } else {
-                    format!("{host}:{port}")
-                })
-            }
-            UpstreamUrl::FastCgiUnix(p) => UpstreamTarget::FastCgiUnix(p.clone()),
-            UpstreamUrl::Http { authority } => UpstreamTarget::Http(authority.clone()),
-        },
+        upstream: upstream_target(&cfg.upstream.url),
         connect_timeout: cfg.upstream.connect_timeout,
         read_timeout: cfg.upstream.read_timeout,
         keepalive_connections: cfg.upstream.keepalive_connections,
@@ -194,7 +184,54 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
         access_log: cfg.log.access_log,
         access_sink: None,
+        pools: cfg.pools.iter().map(pool_spec).collect(),
+        pool_routing: pool_routing(&cfg.routing),
         cache: cache_settings(cfg),
+    }
+}
+
+fn upstream_target(url: &UpstreamUrl) -> UpstreamTarget {
+    match url {
+        UpstreamUrl::FastCgiTcp { host, port } => {
+            UpstreamTarget::FastCgiTcp(if host.contains(':') {
+                format!("[{host}]:{port}")
+            } else {
+                format!("{host}:{port}")
+            })
+        }
+        UpstreamUrl::FastCgiUnix(p) => UpstreamTarget::FastCgiUnix(p.clone()),
+        UpstreamUrl::Http { authority } => UpstreamTarget::Http(authority.clone()),
+    }
+}
+
+/// A pool as the edge runs it.
+fn pool_spec(p: &magestack_config::PoolSettings) -> magestack_edge::settings::PoolSpec {
+    magestack_edge::settings::PoolSpec {
+        name: p.name.clone(),
+        endpoints: p.endpoints.iter().map(upstream_target).collect(),
+        max_inflight: p.max_inflight,
+        queue_size: p.queue_size,
+        queue_timeout: p.queue_timeout,
+        request_timeout: p.request_timeout,
+        connect_timeout: p.connect_timeout,
+    }
+}
+
+fn pool_routing(r: &magestack_config::RoutingSettings) -> magestack_edge::settings::PoolRouting {
+    use magestack_edge::settings::{PoolRule, RuleMatch};
+    magestack_edge::settings::PoolRouting {
+        admin_front_name: r.admin_front_name.clone(),
+        rules: r
+            .rules
+            .iter()
+            .map(|rule| PoolRule {
+                matcher: match &rule.matcher {
+                    magestack_config::PathMatch::Prefix(p) => RuleMatch::Prefix(p.clone()),
+                    magestack_config::PathMatch::Regex(x) => RuleMatch::Regex(x.clone()),
+                },
+                pool: rule.pool.clone(),
+            })
+            .collect(),
     }
 }
 
@@ -337,6 +374,7 @@ async fn demo(mut cfg: Validated, log: crate::log_writer::BatchWriter) -> Result
         authority: app.to_string(),
     };
     cfg.magento.docroot = None;
+    cfg.pools.clear();
     let listen = cfg.server.listen.first().copied();
     if let Some(a) = listen {
         println!("magestack demo: edge on http://{a}/ in front of the built-in storefront (app on {app}).");

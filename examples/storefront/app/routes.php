@@ -653,24 +653,29 @@ function sf_graphql(): void
 
 // === Admin =====================================================================================
 
-/** A slow admin import: busy-works for ?seconds=N (default 5), holding one PHP worker. */
+/**
+ * A slow admin import: works for ?seconds=N (default 5), holding one PHP worker. ?busy=P
+ * (0-100, default 50) is the share of its time spent on CPU; the rest waits, as an import
+ * waits on the database.
+ */
 function sf_admin_import(): void
 {
     set_time_limit(0);
     $seconds = sf_int_param('seconds', 5, 0, 3600);
+    $busy = sf_int_param('busy', 50, 0, 100);
     $start = microtime(true);
     $deadline = $start + $seconds;
     $rows = 0;
     $digest = '';
     $buf = str_repeat('magento-import-row;', 512);
     while (microtime(true) < $deadline) {
-        // Half busy (parsing/hashing rows), half waiting (the database), like a real import.
-        $until = microtime(true) + 0.02;
+        // Busy (parsing/hashing rows), then waiting (the database), like a real import.
+        $until = microtime(true) + 0.04 * $busy / 100;
         while (microtime(true) < $until) {
             $digest = md5($digest . $buf);
             $rows++;
         }
-        usleep(20000);
+        usleep((int)(40000 * (100 - $busy) / 100));
     }
     sf_nocache_headers();
     header('X-Frame-Options: SAMEORIGIN');

@@ -1,0 +1,328 @@
+//! PHP-FPM pools: endpoints behind one bulkhead each.
+//!
+//! A pool admits at most `max_inflight` requests into PHP (the sum of its
+//! endpoints' `pm.max_children`); up to `queue_size` more wait, in arrival
+//! order, for at most `queue_timeout`; anything beyond is answered 503 with
+//! `Retry-After` by the caller. Waiting happens here, in the edge, where it
+//! is bounded and counted, not in PHP-FPM's listen backlog. Admitted
+//! requests go to the endpoint with the fewest requests in flight.
+//!
+//! The slot is held until the response body is finished (the permit rides
+//! on the body), because PHP's worker is busy until then.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
+
+use crate::settings::{PoolSpec, UpstreamTarget};
+
+/// One endpoint of a pool.
+pub(crate) struct PoolEndpoint {
+    pub(crate) client: magestack_fastcgi::Client,
+    pub(crate) label: String,
+    inflight: AtomicUsize,
+}
+
+/// A pool and its bulkhead.
+pub(crate) struct Pool {
+    pub(crate) name: String,
+    endpoints: Vec<PoolEndpoint>,
+    slots: Option<Arc<Semaphore>>,
+    max_inflight: usize,
+    inflight: AtomicUsize,
+    queued: AtomicUsize,
+    queue_size: usize,
+    queue_timeout: Duration,
+    requests: AtomicU64,
+    rejected_queue_full: AtomicU64,
+    rejected_timeout: AtomicU64,
+}
+
+/// Why a request was not admitted (the caller answers 503 + `Retry-After`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rejected {
+    /// `queue_size` requests were already waiting.
+    QueueFull,
+    /// No slot within `queue_timeout`.
+    Timeout,
+}
+
+/// An admitted request: holds the pool slot and counts the endpoint's
+/// in-flight requests until dropped.
+pub(crate) struct PoolPermit {
+    pool: Arc<Pool>,
+    endpoint: usize,
+    _slot: Option<OwnedSemaphorePermit>,
+}
+
+impl PoolPermit {
+    /// The FastCGI client of the chosen endpoint.
+    pub(crate) fn client(&self) -> &magestack_fastcgi::Client {
+        &self.pool.endpoints[self.endpoint].client
+    }
+}
+
+impl Drop for PoolPermit {
+    fn drop(&mut self) {
+        if let Some(e) = self.pool.endpoints.get(self.endpoint) {
+            e.inflight.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.pool.inflight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Leaves the queue however the wait ends (slot, timeout, or the client
+/// went away and the future was dropped).
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A point-in-time view of a pool, for the admin API and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PoolStats {
+    /// Pool name.
+    pub name: String,
+    /// Requests in PHP now.
+    pub inflight: usize,
+    /// The cap; 0 = none.
+    pub max_inflight: usize,
+    /// Requests waiting for a slot now.
+    pub queued: usize,
+    /// The queue's bound.
+    pub queue_size: usize,
+    /// Requests admitted since start.
+    pub requests: u64,
+    /// Requests refused because the queue was full.
+    pub rejected_queue_full: u64,
+    /// Requests refused after waiting `queue_timeout`.
+    pub rejected_timeout: u64,
+    /// In flight per endpoint.
+    pub endpoints: Vec<EndpointStats>,
+}
+
+/// One endpoint in [`PoolStats`].
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EndpointStats {
+    /// `host:port` or the socket path.
+    pub endpoint: String,
+    /// Requests in flight to it.
+    pub inflight: usize,
+}
+
+impl Pool {
+    /// Builds a pool (no connection is opened yet).
+    pub(crate) fn new(spec: &PoolSpec, keepalive: usize, max_response_header_bytes: usize) -> Pool {
+        let endpoints = spec
+            .endpoints
+            .iter()
+            .map(|t| {
+                let (endpoint, label) = match t {
+                    UpstreamTarget::FastCgiUnix(p) => (
+                        magestack_fastcgi::Endpoint::Unix(p.clone()),
+                        p.display().to_string(),
+                    ),
+                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
+                        (magestack_fastcgi::Endpoint::Tcp(a.clone()), a.clone())
+                    }
+                };
+                let client = magestack_fastcgi::Client::new(
+                    endpoint,
+                    magestack_fastcgi::ClientConfig {
+                        connect_timeout: spec.connect_timeout,
+                        read_timeout: spec.request_timeout,
+                        max_idle: if spec.max_inflight > 0 {
+                            keepalive.min(spec.max_inflight)
+                        } else {
+                            keepalive
+                        },
+                        max_header_bytes: max_response_header_bytes,
+                        // With the bulkhead capping connections at pm.max_children no
+                        // fresh connection waits in FPM's backlog: keep connections.
+                        release_for_fresh_waiters: spec.max_inflight == 0,
+                        // An idle kept-alive connection pins a PHP-FPM child; give it
+                        // back soon so other clients of the pool (cron, probes) get one.
+                        idle_timeout: Duration::from_secs(10),
+                        ..Default::default()
+                    },
+                );
+                PoolEndpoint {
+                    client,
+                    label,
+                    inflight: AtomicUsize::new(0),
+                }
+            })
+            .collect();
+        Pool {
+            name: spec.name.clone(),
+            endpoints,
+            slots: (spec.max_inflight > 0).then(|| Arc::new(Semaphore::new(spec.max_inflight))),
+            max_inflight: spec.max_inflight,
+            inflight: AtomicUsize::new(0),
+            queued: AtomicUsize::new(0),
+            queue_size: spec.queue_size,
+            queue_timeout: spec.queue_timeout,
+            requests: AtomicU64::new(0),
+            rejected_queue_full: AtomicU64::new(0),
+            rejected_timeout: AtomicU64::new(0),
+        }
+    }
+
+    /// Admits a request: a free slot at once, or a place in the queue and a
+    /// slot within `queue_timeout`.
+    pub(crate) async fn acquire(self: &Arc<Self>) -> Result<PoolPermit, Rejected> {
+        let slot = match &self.slots {
+            None => None,
+            Some(sem) => match Arc::clone(sem).try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(TryAcquireError::Closed) => return Err(Rejected::Timeout),
+                Err(TryAcquireError::NoPermits) => {
+                    if self.queued.fetch_add(1, Ordering::Relaxed) >= self.queue_size {
+                        self.queued.fetch_sub(1, Ordering::Relaxed);
+                        self.rejected_queue_full.fetch_add(1, Ordering::Relaxed);
+                        return Err(Rejected::QueueFull);
+                    }
+                    let _queued = Queued(&self.queued);
+                    match tokio::time::timeout(self.queue_timeout, Arc::clone(sem).acquire_owned())
+                        .await
+                    {
+                        Ok(Ok(p)) => Some(p),
+                        _ => {
+                            self.rejected_timeout.fetch_add(1, Ordering::Relaxed);
+                            return Err(Rejected::Timeout);
+                        }
+                    }
+                }
+            },
+        };
+        // Least in flight; ties go to the first endpoint.
+        let endpoint = self
+            .endpoints
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, e)| e.inflight.load(Ordering::Relaxed))
+            .map_or(0, |(i, _)| i);
+        if let Some(e) = self.endpoints.get(endpoint) {
+            e.inflight.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inflight.fetch_add(1, Ordering::Relaxed);
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        Ok(PoolPermit {
+            pool: Arc::clone(self),
+            endpoint,
+            _slot: slot,
+        })
+    }
+
+    /// Current figures.
+    pub(crate) fn stats(&self) -> PoolStats {
+        PoolStats {
+            name: self.name.clone(),
+            inflight: self.inflight.load(Ordering::Relaxed),
+            max_inflight: self.max_inflight,
+            queued: self.queued.load(Ordering::Relaxed),
+            queue_size: self.queue_size,
+            requests: self.requests.load(Ordering::Relaxed),
+            rejected_queue_full: self.rejected_queue_full.load(Ordering::Relaxed),
+            rejected_timeout: self.rejected_timeout.load(Ordering::Relaxed),
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|e| EndpointStats {
+                    endpoint: e.label.clone(),
+                    inflight: e.inflight.load(Ordering::Relaxed),
+                })
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn pool(max: usize, queue: usize, wait_ms: u64, endpoints: usize) -> Arc<Pool> {
+        Arc::new(Pool::new(
+            &PoolSpec {
+                name: "t".into(),
+                endpoints: (0..endpoints)
+                    .map(|i| UpstreamTarget::FastCgiTcp(format!("127.0.0.1:{}", 1 + i)))
+                    .collect(),
+                max_inflight: max,
+                queue_size: queue,
+                queue_timeout: Duration::from_millis(wait_ms),
+                request_timeout: Duration::from_secs(1),
+                connect_timeout: Duration::from_secs(1),
+            },
+            4,
+            32 * 1024,
+        ))
+    }
+
+    #[tokio::test]
+    async fn bulkhead_queue_then_reject() {
+        let p = pool(2, 1, 50, 1);
+        let a = p.acquire().await.unwrap();
+        let _b = p.acquire().await.unwrap();
+        // Third waits (queue 1) and times out; a fourth meanwhile finds the queue full.
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move { p.acquire().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(p.stats().queued, 1);
+        assert_eq!(p.acquire().await.err(), Some(Rejected::QueueFull));
+        assert_eq!(waiting.await.unwrap(), Err(Rejected::Timeout));
+        let st = p.stats();
+        assert_eq!(
+            (
+                st.inflight,
+                st.queued,
+                st.rejected_queue_full,
+                st.rejected_timeout
+            ),
+            (2, 0, 1, 1)
+        );
+        // A freed slot goes to the next waiter.
+        let next = {
+            let p = p.clone();
+            tokio::spawn(async move { p.acquire().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        drop(a);
+        assert_eq!(next.await.unwrap(), Ok(()));
+        assert_eq!(p.stats().requests, 3);
+    }
+
+    #[tokio::test]
+    async fn least_inflight_spreads_over_endpoints() {
+        let p = pool(0, 0, 10, 3);
+        let permits: Vec<_> = futures_util::future::join_all((0..6).map(|_| p.acquire())).await;
+        let st = p.stats();
+        assert!(st.endpoints.iter().all(|e| e.inflight == 2), "{st:?}");
+        drop(permits);
+        let st = p.stats();
+        assert!(st.endpoints.iter().all(|e| e.inflight == 0) && st.inflight == 0);
+    }
+
+    #[tokio::test]
+    async fn a_dropped_waiter_leaves_the_queue() {
+        let p = pool(1, 4, 5_000, 1);
+        let _a = p.acquire().await.unwrap();
+        let waiting = {
+            let p = p.clone();
+            tokio::spawn(async move { p.acquire().await.map(|_| ()) })
+        };
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(p.stats().queued, 1);
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(p.stats().queued, 0);
+    }
+}
