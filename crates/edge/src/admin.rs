@@ -139,6 +139,15 @@ fn route(
             );
             return r;
         }
+        "/metrics" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
+        "/metrics" => {
+            let mut r = Response::new(body::full(edge.render_metrics()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            return r;
+        }
         "/pools" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
         "/pools" => {
             let mut body = serde_json::to_string(&edge.pool_stats()).unwrap_or_default();

@@ -27,6 +27,7 @@ use magestack_fpc_store::{CachedObject, Lookup, ObjectBuilder, Store, StoreConfi
 use tokio::sync::watch;
 
 use crate::body::{self, BoxError, EdgeBody};
+use crate::handler::PoolSlot;
 use crate::handler::{error_page, Outcome};
 use crate::request_body::ClientBody;
 use crate::server::ConnInfo;
@@ -389,18 +390,23 @@ impl Edge {
             )
             .await
         {
-            Ok(Fetched::Stored(obj)) => {
-                self.deliver(
-                    cache,
-                    &obj,
-                    cv,
-                    plan,
-                    CacheDebug::Miss,
-                    conn,
-                    client,
-                    esi_depth,
-                )
-                .await
+            Ok(Fetched::Stored(obj, slot)) => {
+                let mut served = self
+                    .deliver(
+                        cache,
+                        &obj,
+                        cv,
+                        plan,
+                        CacheDebug::Miss,
+                        conn,
+                        client,
+                        esi_depth,
+                    )
+                    .await;
+                if let Some(slot) = slot {
+                    served.resp.extensions_mut().insert(slot);
+                }
+                served
             }
             Ok(Fetched::Uncacheable {
                 mut resp,
@@ -452,6 +458,7 @@ impl Edge {
             return Err(FetchError::Upstream(resp, outcome));
         }
         let (mut head, body_stream) = resp.into_parts();
+        let pool_slot = head.extensions.get::<PoolSlot>().copied();
         // Buffer up to the object ceiling; beyond it the response streams through uncached.
         let mut buf = BytesMut::new();
         let mut stream = body_stream;
@@ -576,7 +583,7 @@ impl Edge {
                     .store
                     .insert(plan.key.primary, variance, builder, ms(now))
                 {
-                    Ok(obj) => Ok(Fetched::Stored(obj)),
+                    Ok(obj) => Ok(Fetched::Stored(obj, pool_slot)),
                     Err(e) => {
                         tracing::debug!(error = %e, url = %plan.url, "Object not stored.");
                         let body = match br_offset {
@@ -821,7 +828,8 @@ impl Edge {
 }
 
 enum Fetched {
-    Stored(CachedObject),
+    /// Stored; the pool that produced it (for the metrics of this request).
+    Stored(CachedObject, Option<PoolSlot>),
     Uncacheable {
         resp: Response<EdgeBody>,
         outcome: Outcome,

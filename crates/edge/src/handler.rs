@@ -74,7 +74,12 @@ pub struct Edge {
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
     cache: Option<Arc<Cache>>,
+    metrics: crate::metrics::Metrics,
 }
+
+/// Which pool served a response (`1 + index`), for the metrics.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PoolSlot(pub(crate) usize);
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,11 +167,16 @@ impl Edge {
             }
         };
         let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
+        let pool_names: Vec<String> = match &upstream {
+            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.name.clone()).collect(),
+            Upstream::Http(_) => Vec::new(),
+        };
         Ok(Self {
             s,
             router,
             upstream,
             cache,
+            metrics: crate::metrics::Metrics::new(&pool_names),
         })
     }
 
@@ -177,6 +187,11 @@ impl Edge {
             Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.stats()).collect(),
             Upstream::Http(_) => Vec::new(),
         }
+    }
+
+    /// The Prometheus text exposition (`/metrics`).
+    pub fn render_metrics(&self) -> String {
+        self.metrics.render(self.pool_stats(), self.cache_stats())
     }
 
     /// The settings the edge runs with.
@@ -290,6 +305,13 @@ impl Edge {
             }
         };
         self.filter_response(gzip_client, is_head, &mut resp);
+        let slot = resp.extensions().get::<PoolSlot>().map_or(0, |s| s.0);
+        self.metrics.observe(
+            slot,
+            cache_label,
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64(),
+        );
         if let Some((method, path, version)) = log {
             let rec = AccessRecord {
                 client,
@@ -477,10 +499,11 @@ impl Edge {
         };
         // Wait for a free PHP-FPM child of the request's pool, in the edge
         // (bounded, counted), rather than inside FPM's backlog.
-        let Some(pool) = pools
-            .get(router.pick(parts.uri.path()))
-            .or_else(|| pools.first())
-        else {
+        let index = router
+            .pick(parts.uri.path())
+            .min(pools.len().saturating_sub(1));
+        let slot = PoolSlot(index + 1);
+        let Some(pool) = pools.get(index) else {
             return (
                 error_page(StatusCode::BAD_GATEWAY, None),
                 Outcome::UpstreamError,
@@ -490,10 +513,9 @@ impl Edge {
             Ok(p) => p,
             Err(why) => {
                 tracing::warn!(pool = %pool.name, reason = ?why, script = %php.script_name, "PHP-FPM pool full; answering 503.");
-                return (
-                    error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5)),
-                    Outcome::UpstreamError,
-                );
+                let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
+                r.extensions_mut().insert(slot);
+                return (r, Outcome::UpstreamError);
             }
         };
         let mut params = magestack_fastcgi::Params::with_capacity(48);
@@ -510,6 +532,7 @@ impl Edge {
                 let mut resp = Response::new(crate::body::with_guard(body, Some(permit)));
                 *resp.status_mut() = r.status;
                 *resp.headers_mut() = r.headers;
+                resp.extensions_mut().insert(slot);
                 (
                     resp,
                     if php.error_page {
@@ -525,8 +548,11 @@ impl Edge {
                 } else {
                     StatusCode::BAD_GATEWAY
                 };
-                tracing::warn!(error = %e, status = status.as_u16(), script = %php.script_name, "PHP-FPM request failed.");
-                (error_page(status, Some(5)), Outcome::UpstreamError)
+                tracing::warn!(error = %e, status = status.as_u16(), script = %php.script_name, pool = %pool.name, "PHP-FPM request failed.");
+                pool.record_error(e.is_timeout());
+                let mut r = error_page(status, Some(5));
+                r.extensions_mut().insert(slot);
+                (r, Outcome::UpstreamError)
             }
         }
     }

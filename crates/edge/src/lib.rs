@@ -20,6 +20,7 @@ mod conn_io;
 pub mod demo;
 mod handler;
 pub mod http_upstream;
+pub mod metrics;
 pub mod pool;
 pub mod pool_route;
 pub mod request_body;

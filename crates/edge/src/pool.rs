@@ -38,6 +38,8 @@ pub(crate) struct Pool {
     requests: AtomicU64,
     rejected_queue_full: AtomicU64,
     rejected_timeout: AtomicU64,
+    errors_timeout: AtomicU64,
+    errors_other: AtomicU64,
 }
 
 /// Why a request was not admitted (the caller answers 503 + `Retry-After`).
@@ -102,6 +104,10 @@ pub struct PoolStats {
     pub rejected_queue_full: u64,
     /// Requests refused after waiting `queue_timeout`.
     pub rejected_timeout: u64,
+    /// PHP-FPM requests that timed out (504).
+    pub errors_timeout: u64,
+    /// PHP-FPM requests that failed otherwise (502).
+    pub errors_other: u64,
     /// In flight per endpoint.
     pub endpoints: Vec<EndpointStats>,
 }
@@ -170,7 +176,19 @@ impl Pool {
             requests: AtomicU64::new(0),
             rejected_queue_full: AtomicU64::new(0),
             rejected_timeout: AtomicU64::new(0),
+            errors_timeout: AtomicU64::new(0),
+            errors_other: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a failed PHP-FPM request (timeout: 504; anything else: 502).
+    pub(crate) fn record_error(&self, timeout: bool) {
+        let c = if timeout {
+            &self.errors_timeout
+        } else {
+            &self.errors_other
+        };
+        c.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Admits a request: a free slot at once, or a place in the queue and a
@@ -230,6 +248,8 @@ impl Pool {
             requests: self.requests.load(Ordering::Relaxed),
             rejected_queue_full: self.rejected_queue_full.load(Ordering::Relaxed),
             rejected_timeout: self.rejected_timeout.load(Ordering::Relaxed),
+            errors_timeout: self.errors_timeout.load(Ordering::Relaxed),
+            errors_other: self.errors_other.load(Ordering::Relaxed),
             endpoints: self
                 .endpoints
                 .iter()

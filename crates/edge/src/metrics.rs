@@ -1,0 +1,351 @@
+//! Prometheus metrics at `/metrics` on the admin listener.
+//!
+//! Live on the request path (pre-created handles, no allocation, no lock):
+//! `magestack_request_duration_seconds{pool,cache}` (histogram; buckets fit
+//! for p95 from 0.5 ms to 10 s) and `magestack_requests_total{status_class}`.
+//! Read at scrape time from the counters the edge keeps anyway: the pools
+//! (in flight, capacity, queue, rejections, upstream errors) and the cache.
+//! Labels are bounded: pool names from the config, four cache results, five
+//! status classes; never a URL or an IP.
+
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::handler::CacheStats;
+use crate::pool::PoolStats;
+
+/// Histogram buckets in seconds: cache hits (sub-millisecond) to slow PHP.
+pub const DURATION_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// The `cache` label values.
+pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "uncacheable", "none"];
+
+type Labels = Vec<(&'static str, String)>;
+
+fn duration_histogram() -> Histogram {
+    Histogram::new(DURATION_BUCKETS)
+}
+
+/// Metrics of one edge.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// `[pool slot][cache result]`; slot 0 is `none` (no PHP involved).
+    durations: Vec<[Histogram; 4]>,
+    /// 1xx..5xx.
+    statuses: [Counter; 5],
+}
+
+impl Metrics {
+    /// Metrics for an edge with these pools (`frontend` first).
+    pub fn new(pool_names: &[String]) -> Metrics {
+        let mut registry = Registry::default();
+        let durations_family = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
+            duration_histogram,
+        );
+        let statuses_family = Family::<Labels, Counter>::default();
+        let slots: Vec<String> = std::iter::once("none".to_owned())
+            .chain(pool_names.iter().cloned())
+            .collect();
+        let durations = slots
+            .iter()
+            .map(|pool| {
+                CACHE_RESULTS.map(|cache| {
+                    durations_family
+                        .get_or_create(&vec![("pool", pool.clone()), ("cache", cache.to_owned())])
+                        .clone()
+                })
+            })
+            .collect();
+        let statuses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
+            statuses_family
+                .get_or_create(&vec![("status_class", class.to_owned())])
+                .clone()
+        });
+        registry.register(
+            "magestack_request_duration_seconds",
+            "Time from request head to response head, by PHP-FPM pool (none: not PHP) and cache result",
+            durations_family,
+        );
+        registry.register(
+            "magestack_requests",
+            "Responses sent, by status class",
+            statuses_family,
+        );
+        Metrics {
+            registry,
+            durations,
+            statuses,
+        }
+    }
+
+    /// Records one response. `pool_slot` is 0 for none, `1 + index` for a pool.
+    pub fn observe(&self, pool_slot: usize, cache: &str, status: u16, seconds: f64) {
+        let c = match cache {
+            "HIT" => 0,
+            "MISS" => 1,
+            "UNCACHEABLE" => 2,
+            _ => 3,
+        };
+        if let Some(h) = self
+            .durations
+            .get(pool_slot)
+            .or_else(|| self.durations.first())
+        {
+            h[c].observe(seconds);
+        }
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.statuses[class].inc();
+    }
+
+    /// The text exposition: live metrics plus a snapshot of pools and cache.
+    pub fn render(&self, pools: Vec<PoolStats>, cache: Option<CacheStats>) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        let mut snapshot = Registry::default();
+        snapshot.register_collector(Box::new(Snapshot { pools, cache }));
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
+        let _ = prometheus_client::encoding::text::encode_registry(&mut out, &snapshot);
+        let _ = prometheus_client::encoding::text::encode_eof(&mut out);
+        out
+    }
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    pools: Vec<PoolStats>,
+    cache: Option<CacheStats>,
+}
+
+fn gauge(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, i64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            // `name 1`, not `name{} 1`.
+            ConstGauge::new(v).encode(m)?;
+            return Ok(());
+        }
+        ConstGauge::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn counter(
+    enc: &mut DescriptorEncoder<'_>,
+    name: &str,
+    help: &str,
+    rows: impl IntoIterator<Item = (Labels, u64)>,
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        if labels.is_empty() {
+            // `name_total 1`, not `name_total{} 1`.
+            ConstCounter::new(v).encode(m)?;
+            return Ok(());
+        }
+        ConstCounter::new(v).encode(m.encode_family(&labels)?)?;
+    }
+    Ok(())
+}
+
+fn as_i64(n: impl TryInto<i64>) -> i64 {
+    n.try_into().unwrap_or(i64::MAX)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let by_pool = |f: &dyn Fn(&PoolStats) -> i64| -> Vec<(Labels, i64)> {
+            self.pools
+                .iter()
+                .map(|p| (vec![("pool", p.name.clone())], f(p)))
+                .collect()
+        };
+        gauge(
+            &mut enc,
+            "magestack_pool_inflight",
+            "Requests in PHP-FPM now",
+            by_pool(&|p| as_i64(p.inflight)),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_pool_capacity",
+            "Most requests in PHP-FPM at once (sum of pm.max_children; 0 = no cap)",
+            by_pool(&|p| as_i64(p.max_inflight)),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_pool_queue_depth",
+            "Requests waiting for a PHP-FPM slot now",
+            by_pool(&|p| as_i64(p.queued)),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_pool_queue_capacity",
+            "Requests that may wait for a slot",
+            by_pool(&|p| as_i64(p.queue_size)),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_pool_requests",
+            "Requests admitted into PHP-FPM",
+            self.pools
+                .iter()
+                .map(|p| (vec![("pool", p.name.clone())], p.requests)),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_pool_rejected",
+            "Requests answered 503 by the pool's bulkhead, by reason",
+            self.pools.iter().flat_map(|p| {
+                [
+                    (
+                        vec![
+                            ("pool", p.name.clone()),
+                            ("reason", "queue_full".to_owned()),
+                        ],
+                        p.rejected_queue_full,
+                    ),
+                    (
+                        vec![
+                            ("pool", p.name.clone()),
+                            ("reason", "queue_timeout".to_owned()),
+                        ],
+                        p.rejected_timeout,
+                    ),
+                ]
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_upstream_errors",
+            "Failed PHP-FPM requests, by kind (timeout: 504; connect and protocol: 502)",
+            self.pools.iter().flat_map(|p| {
+                [
+                    (
+                        vec![("pool", p.name.clone()), ("kind", "timeout".to_owned())],
+                        p.errors_timeout,
+                    ),
+                    (
+                        vec![("pool", p.name.clone()), ("kind", "other".to_owned())],
+                        p.errors_other,
+                    ),
+                ]
+            }),
+        )?;
+        if let Some(c) = &self.cache {
+            let one = |v: u64| std::iter::once((Labels::new(), v));
+            counter(
+                &mut enc,
+                "magestack_cache_hits",
+                "Requests served from the full-page cache",
+                one(c.hits),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_misses",
+                "Cache lookups that went to the backend",
+                one(c.misses),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_passes",
+                "Requests that bypassed the cache",
+                one(c.passes),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_purges",
+                "Accepted PURGE requests",
+                one(c.purges),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_purged_objects",
+                "Objects removed or marked stale by purges",
+                one(c.purged_objects),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_purges_refused",
+                "PURGE requests refused by the ACL",
+                one(c.purges_refused),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_cache_evictions",
+                "Objects evicted for space",
+                one(c.evictions),
+            )?;
+            let g = |v: u64| std::iter::once((Labels::new(), as_i64(v)));
+            gauge(
+                &mut enc,
+                "magestack_cache_objects",
+                "Objects stored",
+                g(c.objects),
+            )?;
+            gauge(
+                &mut enc,
+                "magestack_cache_bytes",
+                "Bytes accounted against cache.size",
+                g(c.bytes),
+            )?;
+            gauge(
+                &mut enc,
+                "magestack_cache_max_bytes",
+                "cache.size in bytes",
+                g(c.max_bytes),
+            )?;
+            gauge(
+                &mut enc,
+                "magestack_cache_backend_healthy",
+                "1 while the health probe says the backend is healthy",
+                g(u64::from(c.healthy)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Shared handle.
+pub type SharedMetrics = Arc<Metrics>;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_has_the_families_and_labels() {
+        let m = Metrics::new(&["frontend".into(), "admin".into()]);
+        m.observe(1, "MISS", 200, 0.003);
+        m.observe(0, "HIT", 304, 0.0002);
+        m.observe(2, "UNCACHEABLE", 503, 1.5);
+        m.observe(99, "?", 999, 0.1);
+        let text = m.render(Vec::new(), None);
+        assert!(text.contains("magestack_request_duration_seconds_bucket{le=\"0.005\",pool=\"frontend\",cache=\"miss\"} 1"), "{text}");
+        assert!(
+            text.contains("magestack_requests_total{status_class=\"5xx\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("magestack_requests_total{status_class=\"3xx\"} 1"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
