@@ -317,6 +317,10 @@ impl Default for UpstreamConfig {
 pub const DEFAULT_POOL_QUEUE_SIZE: u32 = 256;
 /// Default `pools.<name>.queue_timeout_secs`.
 pub const DEFAULT_POOL_QUEUE_TIMEOUT_SECS: u64 = 5;
+/// Default `pools.<name>.check_interval_secs`.
+pub const DEFAULT_POOL_CHECK_INTERVAL_SECS: u64 = 5;
+/// Default `pools.<name>.unhealthy_after`.
+pub const DEFAULT_POOL_UNHEALTHY_AFTER: u32 = 3;
 /// Default `routing.admin_front_name` (Magento's `backend/frontName` default).
 pub const DEFAULT_ADMIN_FRONT_NAME: &str = "admin";
 
@@ -347,6 +351,20 @@ pub struct PoolConfig {
     /// Seconds to connect to an endpoint. 0 = `upstream.connect_timeout_secs`.
     /// Default 0.
     pub connect_timeout_secs: u64,
+    /// PHP-FPM's `pm.status_path` (e.g. `"/status"`): each endpoint's status
+    /// is read every check and exported as metrics. Empty: the check only
+    /// connects. Default `""`.
+    pub status_path: String,
+    /// Where to read the status of each endpoint, in the order of
+    /// `endpoints`: FPM's `pm.status_listen` addresses (answered by the FPM
+    /// master, also while every worker is busy). Empty: the endpoints
+    /// themselves. Default `[]`.
+    pub status_endpoints: Vec<String>,
+    /// Seconds between two health checks of each endpoint. Default 5.
+    pub check_interval_secs: u64,
+    /// Failed checks in a row after which an endpoint gets no more requests
+    /// (until a check succeeds again). Default 3.
+    pub unhealthy_after: u32,
 }
 
 impl Default for PoolConfig {
@@ -358,6 +376,10 @@ impl Default for PoolConfig {
             queue_timeout_secs: DEFAULT_POOL_QUEUE_TIMEOUT_SECS,
             request_timeout_secs: 0,
             connect_timeout_secs: 0,
+            status_path: String::new(),
+            status_endpoints: Vec::new(),
+            check_interval_secs: DEFAULT_POOL_CHECK_INTERVAL_SECS,
+            unhealthy_after: DEFAULT_POOL_UNHEALTHY_AFTER,
         }
     }
 }

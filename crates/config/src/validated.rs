@@ -50,6 +50,14 @@ pub struct PoolSettings {
     pub request_timeout: Duration,
     /// Connect timeout. Positive.
     pub connect_timeout: Duration,
+    /// FPM's `pm.status_path`, if status is read (starts with `/`).
+    pub status_path: Option<String>,
+    /// Status addresses, one per endpoint, or empty (the endpoints).
+    pub status_endpoints: Vec<UpstreamUrl>,
+    /// Time between health checks. Positive.
+    pub check_interval: Duration,
+    /// Failed checks before an endpoint is taken out. Positive.
+    pub unhealthy_after: u32,
 }
 
 /// Checked `[routing]`.
@@ -763,6 +771,10 @@ fn compile_pools(
             queue_timeout: up.connect_timeout,
             request_timeout: up.read_timeout,
             connect_timeout: up.connect_timeout,
+            status_path: None,
+            status_endpoints: Vec::new(),
+            check_interval: Duration::from_secs(file::DEFAULT_POOL_CHECK_INTERVAL_SECS),
+            unhealthy_after: file::DEFAULT_POOL_UNHEALTHY_AFTER,
         });
     }
     for (name, pc) in pools {
@@ -795,6 +807,46 @@ fn compile_pools(
                 Err(err) => errs.push(at("endpoints").index(i), ErrorKind::UpstreamUrl(err)),
             }
         }
+        let mut status_endpoints = Vec::new();
+        for (i, e) in pc.status_endpoints.iter().enumerate() {
+            match e.parse::<UpstreamUrl>() {
+                Ok(u) if u.is_fastcgi() => status_endpoints.push(u),
+                Ok(_) => errs.push(
+                    at("status_endpoints").index(i),
+                    ErrorKind::Invalid(format!(
+                        "{e:?} is not a PHP-FPM status address: expected fcgi://host:port or fcgi+unix:///path"
+                    )),
+                ),
+                Err(err) => errs.push(at("status_endpoints").index(i), ErrorKind::UpstreamUrl(err)),
+            }
+        }
+        if !pc.status_endpoints.is_empty()
+            && pc.status_endpoints.len() != endpoints.len().max(pc.endpoints.len())
+        {
+            errs.push(
+                at("status_endpoints"),
+                ErrorKind::Invalid(format!(
+                    "{} status addresses for {} endpoints: give one per endpoint, in the same order, or none",
+                    pc.status_endpoints.len(),
+                    endpoints.len().max(pc.endpoints.len())
+                )),
+            );
+        }
+        if !pc.status_path.is_empty() && !pc.status_path.starts_with('/') {
+            errs.push(
+                at("status_path"),
+                ErrorKind::Invalid(format!(
+                    "{:?} must start with '/', e.g. \"/status\"",
+                    pc.status_path
+                )),
+            );
+        }
+        let unhealthy_after = if pc.unhealthy_after == 0 {
+            errs.push(at("unhealthy_after"), ErrorKind::Zero);
+            1
+        } else {
+            pc.unhealthy_after
+        };
         let secs_or = |secs: u64, default: Duration| {
             if secs == 0 {
                 default
@@ -808,6 +860,10 @@ fn compile_pools(
             queue_timeout: errs.positive_secs(at("queue_timeout_secs"), pc.queue_timeout_secs),
             request_timeout: secs_or(pc.request_timeout_secs, up.read_timeout),
             connect_timeout: secs_or(pc.connect_timeout_secs, up.connect_timeout),
+            status_path: (!pc.status_path.is_empty()).then(|| pc.status_path.clone()),
+            status_endpoints,
+            check_interval: errs.positive_secs(at("check_interval_secs"), pc.check_interval_secs),
+            unhealthy_after,
             name,
             endpoints,
         });

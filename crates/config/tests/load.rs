@@ -366,6 +366,19 @@ fn golden_example_file() {
                 queue_timeout: Duration::from_secs(5),
                 request_timeout: Duration::from_secs(600),
                 connect_timeout: Duration::from_secs(5),
+                status_path: Some("/status".into()),
+                status_endpoints: vec![
+                    UpstreamUrl::FastCgiTcp {
+                        host: "127.0.0.1".into(),
+                        port: 9100,
+                    },
+                    UpstreamUrl::FastCgiTcp {
+                        host: "127.0.0.1".into(),
+                        port: 9101,
+                    },
+                ],
+                check_interval: Duration::from_secs(5),
+                unhealthy_after: 3,
             },
             PoolSettings {
                 name: "admin".into(),
@@ -378,6 +391,10 @@ fn golden_example_file() {
                 queue_timeout: Duration::from_secs(30),
                 request_timeout: Duration::from_secs(3600),
                 connect_timeout: Duration::from_secs(5),
+                status_path: None,
+                status_endpoints: vec![],
+                check_interval: Duration::from_secs(5),
+                unhealthy_after: 3,
             },
         ],
         routing: RoutingSettings {
@@ -553,7 +570,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 59, "{keys:#?}");
+    assert_eq!(keys.len(), 63, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -812,6 +829,9 @@ max_inflight = 2
 [pools.admin]
 endpoints = [\"http://127.0.0.1:80\"]
 queue_timeout_secs = 0
+status_path = \"status\"
+status_endpoints = [\"fcgi://127.0.0.1:1\", \"fcgi://127.0.0.1:2\"]
+unhealthy_after = 0
 
 [routing]
 admin_front_name = \"a/b\"
@@ -834,6 +854,9 @@ pool = \"cron\"
         "pools.Admin",
         "pools.admin.endpoints[0]",
         "pools.admin.queue_timeout_secs",
+        "pools.admin.status_path",
+        "pools.admin.status_endpoints",
+        "pools.admin.unhealthy_after",
         "routing.admin_front_name",
         "routing.rules[0]",
         "routing.rules[1].regex",

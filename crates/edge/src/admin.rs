@@ -113,7 +113,8 @@ fn route(
 ) -> Response<EdgeBody> {
     let (status, text) = match req.uri().path() {
         "/healthz" => (StatusCode::OK, "ok\n"),
-        "/readyz" if ready.get() => (StatusCode::OK, "ready\n"),
+        "/readyz" if ready.get() && edge.pools_ready() => (StatusCode::OK, "ready\n"),
+        "/readyz" if ready.get() => (StatusCode::SERVICE_UNAVAILABLE, "not ready: PHP-FPM\n"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/cache/stats" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
         "/cache/stats" => {

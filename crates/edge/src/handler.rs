@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -141,6 +141,10 @@ impl Edge {
                         queue_timeout: s.connect_timeout,
                         request_timeout: s.read_timeout,
                         connect_timeout: s.connect_timeout,
+                        status_path: None,
+                        status_endpoints: Vec::new(),
+                        check_interval: Duration::from_secs(5),
+                        unhealthy_after: 3,
                     }]
                 } else {
                     s.pools.clone()
@@ -180,6 +184,15 @@ impl Edge {
         })
     }
 
+    /// True when every PHP-FPM pool has an endpoint that passed its checks
+    /// (always true with an HTTP upstream). Part of `/readyz`.
+    pub fn pools_ready(&self) -> bool {
+        match &self.upstream {
+            Upstream::FastCgi { pools, .. } => pools.iter().all(|p| p.is_ready()),
+            Upstream::Http(_) => true,
+        }
+    }
+
     /// Figures of each PHP-FPM pool (`frontend` first); empty with an HTTP
     /// upstream.
     pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
@@ -202,6 +215,11 @@ impl Edge {
     /// Starts the background tasks (the backend health probe of the cache).
     /// Idempotent enough: call once per process; the server does.
     pub fn start_background(self: &Arc<Self>) {
+        if let Upstream::FastCgi { pools, .. } = &self.upstream {
+            for pool in pools {
+                tokio::spawn(Arc::clone(pool).run_checks());
+            }
+        }
         if let Some(cache) = &self.cache {
             let this = self.clone();
             let cache = cache.clone();

@@ -247,6 +247,70 @@ impl Collector for Snapshot {
                 ]
             }),
         )?;
+        // Per endpoint (label: its position in the pool's `endpoints`).
+        let endpoints: Vec<(Labels, &crate::pool::EndpointStats)> = self
+            .pools
+            .iter()
+            .flat_map(|p| {
+                p.endpoints.iter().enumerate().map(move |(i, e)| {
+                    (
+                        vec![("pool", p.name.clone()), ("endpoint", i.to_string())],
+                        e,
+                    )
+                })
+            })
+            .collect();
+        gauge(
+            &mut enc,
+            "magestack_pool_endpoint_up",
+            "1 while the endpoint passes its health checks",
+            endpoints
+                .iter()
+                .map(|(l, e)| (l.clone(), i64::from(e.health == "healthy"))),
+        )?;
+        let fpm: Vec<(Labels, &magestack_fastcgi::FpmStatus)> = endpoints
+            .iter()
+            .filter_map(|(l, e)| e.fpm.as_ref().map(|f| (l.clone(), f)))
+            .collect();
+        let fpm_gauge = |f: fn(&magestack_fastcgi::FpmStatus) -> u64| -> Vec<(Labels, i64)> {
+            fpm.iter().map(|(l, s)| (l.clone(), as_i64(f(s)))).collect()
+        };
+        gauge(
+            &mut enc,
+            "magestack_fpm_active_processes",
+            "PHP-FPM workers serving a request (status page)",
+            fpm_gauge(|s| s.active_processes),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_fpm_idle_processes",
+            "PHP-FPM workers waiting for a request",
+            fpm_gauge(|s| s.idle_processes),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_fpm_total_processes",
+            "PHP-FPM workers alive (pm.max_children with pm = static)",
+            fpm_gauge(|s| s.total_processes),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_fpm_listen_queue",
+            "Connections waiting in PHP-FPM's listen backlog",
+            fpm_gauge(|s| s.listen_queue),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_fpm_max_children_reached",
+            "Times PHP-FPM wanted more workers than pm.max_children",
+            fpm.iter().map(|(l, s)| (l.clone(), s.max_children_reached)),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_fpm_accepted_connections",
+            "Requests PHP-FPM accepted since it started",
+            fpm.iter().map(|(l, s)| (l.clone(), s.accepted_conn)),
+        )?;
         if let Some(c) = &self.cache {
             let one = |v: u64| std::iter::once((Labels::new(), v));
             counter(

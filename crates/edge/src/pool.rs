@@ -18,11 +18,29 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 use crate::settings::{PoolSpec, UpstreamTarget};
 
+/// Health of an endpoint, from its checks.
+const UNKNOWN: u8 = 0;
+const HEALTHY: u8 = 1;
+const UNHEALTHY: u8 = 2;
+
 /// One endpoint of a pool.
 pub(crate) struct PoolEndpoint {
     pub(crate) client: magestack_fastcgi::Client,
     pub(crate) label: String,
     inflight: AtomicUsize,
+    /// Where the check goes: the status page's client, or a plain connect.
+    check: Check,
+    health: std::sync::atomic::AtomicU8,
+    failures: std::sync::atomic::AtomicU32,
+    status: std::sync::Mutex<Option<magestack_fastcgi::FpmStatus>>,
+}
+
+enum Check {
+    Status {
+        client: magestack_fastcgi::Client,
+        path: String,
+    },
+    Connect(magestack_fastcgi::Endpoint),
 }
 
 /// A pool and its bulkhead.
@@ -40,6 +58,9 @@ pub(crate) struct Pool {
     rejected_timeout: AtomicU64,
     errors_timeout: AtomicU64,
     errors_other: AtomicU64,
+    check_interval: Duration,
+    check_timeout: Duration,
+    unhealthy_after: u32,
 }
 
 /// Why a request was not admitted (the caller answers 503 + `Retry-After`).
@@ -119,23 +140,50 @@ pub struct EndpointStats {
     pub endpoint: String,
     /// Requests in flight to it.
     pub inflight: usize,
+    /// `unknown` (not checked yet), `healthy` or `unhealthy`.
+    pub health: &'static str,
+    /// PHP-FPM's status page at the last successful check, when read.
+    pub fpm: Option<magestack_fastcgi::FpmStatus>,
 }
 
 impl Pool {
     /// Builds a pool (no connection is opened yet).
     pub(crate) fn new(spec: &PoolSpec, keepalive: usize, max_response_header_bytes: usize) -> Pool {
+        let fcgi = |t: &UpstreamTarget| match t {
+            UpstreamTarget::FastCgiUnix(p) => (
+                magestack_fastcgi::Endpoint::Unix(p.clone()),
+                p.display().to_string(),
+            ),
+            UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
+                (magestack_fastcgi::Endpoint::Tcp(a.clone()), a.clone())
+            }
+        };
         let endpoints = spec
             .endpoints
             .iter()
-            .map(|t| {
-                let (endpoint, label) = match t {
-                    UpstreamTarget::FastCgiUnix(p) => (
-                        magestack_fastcgi::Endpoint::Unix(p.clone()),
-                        p.display().to_string(),
-                    ),
-                    UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
-                        (magestack_fastcgi::Endpoint::Tcp(a.clone()), a.clone())
+            .enumerate()
+            .map(|(i, t)| {
+                let (endpoint, label) = fcgi(t);
+                let check = match &spec.status_path {
+                    Some(path) => {
+                        let at = spec
+                            .status_endpoints
+                            .get(i)
+                            .map_or(endpoint.clone(), |s| fcgi(s).0);
+                        Check::Status {
+                            client: magestack_fastcgi::Client::new(
+                                at,
+                                magestack_fastcgi::ClientConfig {
+                                    connect_timeout: spec.connect_timeout,
+                                    read_timeout: spec.connect_timeout,
+                                    max_idle: 0,
+                                    ..Default::default()
+                                },
+                            ),
+                            path: path.clone(),
+                        }
                     }
+                    None => Check::Connect(endpoint.clone()),
                 };
                 let client = magestack_fastcgi::Client::new(
                     endpoint,
@@ -161,6 +209,10 @@ impl Pool {
                     client,
                     label,
                     inflight: AtomicUsize::new(0),
+                    check,
+                    health: std::sync::atomic::AtomicU8::new(UNKNOWN),
+                    failures: std::sync::atomic::AtomicU32::new(0),
+                    status: std::sync::Mutex::new(None),
                 }
             })
             .collect();
@@ -178,6 +230,76 @@ impl Pool {
             rejected_timeout: AtomicU64::new(0),
             errors_timeout: AtomicU64::new(0),
             errors_other: AtomicU64::new(0),
+            check_interval: spec.check_interval,
+            check_timeout: spec
+                .connect_timeout
+                .min(spec.check_interval.max(Duration::from_millis(100))),
+            unhealthy_after: spec.unhealthy_after.max(1),
+        }
+    }
+
+    /// Ready for traffic: at least one endpoint passed its last checks.
+    pub(crate) fn is_ready(&self) -> bool {
+        self.endpoints
+            .iter()
+            .any(|e| e.health.load(Ordering::Relaxed) == HEALTHY)
+    }
+
+    /// Checks every endpoint every `check_interval`, forever (spawned once
+    /// by the edge). An endpoint failing `unhealthy_after` checks in a row
+    /// gets no requests until a check passes again.
+    pub(crate) async fn run_checks(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.check_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let checks = self.endpoints.iter().map(|e| self.check_one(e));
+            futures_util::future::join_all(checks).await;
+        }
+    }
+
+    async fn check_one(&self, e: &PoolEndpoint) {
+        let result: Result<Option<magestack_fastcgi::FpmStatus>, String> = match &e.check {
+            Check::Status { client, path } => {
+                match tokio::time::timeout(
+                    self.check_timeout,
+                    magestack_fastcgi::fetch_status(client, path),
+                )
+                .await
+                {
+                    Ok(Ok(st)) => Ok(Some(st)),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("status check timed out".into()),
+                }
+            }
+            Check::Connect(endpoint) => {
+                match tokio::time::timeout(self.check_timeout, connect(endpoint)).await {
+                    Ok(Ok(())) => Ok(None),
+                    Ok(Err(err)) => Err(err.to_string()),
+                    Err(_) => Err("connect timed out".into()),
+                }
+            }
+        };
+        match result {
+            Ok(status) => {
+                e.failures.store(0, Ordering::Relaxed);
+                if let Some(st) = status {
+                    if let Ok(mut g) = e.status.lock() {
+                        *g = Some(st);
+                    }
+                }
+                if e.health.swap(HEALTHY, Ordering::Relaxed) != HEALTHY {
+                    tracing::info!(pool = %self.name, endpoint = %e.label, "PHP-FPM endpoint healthy.");
+                }
+            }
+            Err(why) => {
+                let n = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if n >= self.unhealthy_after
+                    && e.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
+                {
+                    tracing::warn!(pool = %self.name, endpoint = %e.label, failures = n, error = %why, "PHP-FPM endpoint unhealthy; no more requests until it recovers.");
+                }
+            }
         }
     }
 
@@ -218,11 +340,18 @@ impl Pool {
                 }
             },
         };
-        // Least in flight; ties go to the first endpoint.
+        // Least in flight among the endpoints not known to be down (all of
+        // them when every one is down: then the request tells); ties go to
+        // the first.
+        let all_down = self
+            .endpoints
+            .iter()
+            .all(|e| e.health.load(Ordering::Relaxed) == UNHEALTHY);
         let endpoint = self
             .endpoints
             .iter()
             .enumerate()
+            .filter(|(_, e)| all_down || e.health.load(Ordering::Relaxed) != UNHEALTHY)
             .min_by_key(|(_, e)| e.inflight.load(Ordering::Relaxed))
             .map_or(0, |(i, _)| i);
         if let Some(e) = self.endpoints.get(endpoint) {
@@ -256,9 +385,25 @@ impl Pool {
                 .map(|e| EndpointStats {
                     endpoint: e.label.clone(),
                     inflight: e.inflight.load(Ordering::Relaxed),
+                    health: match e.health.load(Ordering::Relaxed) {
+                        HEALTHY => "healthy",
+                        UNHEALTHY => "unhealthy",
+                        _ => "unknown",
+                    },
+                    fpm: e.status.lock().ok().and_then(|g| g.clone()),
                 })
                 .collect(),
         }
+    }
+}
+
+/// Opens (and closes) a connection: the check when no status page is read.
+async fn connect(endpoint: &magestack_fastcgi::Endpoint) -> std::io::Result<()> {
+    match endpoint {
+        magestack_fastcgi::Endpoint::Tcp(a) => {
+            tokio::net::TcpStream::connect(a.as_str()).await.map(drop)
+        }
+        magestack_fastcgi::Endpoint::Unix(p) => tokio::net::UnixStream::connect(p).await.map(drop),
     }
 }
 
@@ -279,6 +424,10 @@ mod tests {
                 queue_timeout: Duration::from_millis(wait_ms),
                 request_timeout: Duration::from_secs(1),
                 connect_timeout: Duration::from_secs(1),
+                status_path: None,
+                status_endpoints: Vec::new(),
+                check_interval: Duration::from_secs(5),
+                unhealthy_after: 3,
             },
             4,
             32 * 1024,

@@ -35,6 +35,15 @@ pub struct PoolSpec {
     pub request_timeout: Duration,
     /// Connect timeout.
     pub connect_timeout: Duration,
+    /// FPM's `pm.status_path`, read at every check; `None`: connect only.
+    pub status_path: Option<String>,
+    /// Where to read each endpoint's status (`pm.status_listen`), in the
+    /// order of `endpoints`; empty: the endpoints themselves.
+    pub status_endpoints: Vec<UpstreamTarget>,
+    /// Time between health checks of each endpoint.
+    pub check_interval: Duration,
+    /// Failed checks in a row before an endpoint gets no requests.
+    pub unhealthy_after: u32,
 }
 
 /// How requests are spread over pools.

@@ -6,8 +6,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,96 +13,6 @@ use http::Request;
 use http_body_util::Full;
 use magestack_edge::settings::{PoolSpec, UpstreamTarget};
 use support::*;
-
-/// A php-fpm master of our own (two pools), stopped when dropped.
-struct Fpm {
-    child: Child,
-    frontend: String,
-    admin: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Fpm {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn start_fpm(storefront: &Path) -> Fpm {
-    let fpm = std::env::var("MAGESTACK_PHP_FPM").unwrap_or_else(|_| {
-        panic!("MAGESTACK_PHP_FPM is not set: run ./scripts/test (scripts/deps finds php-fpm)")
-    });
-    let dir = tempfile::tempdir().unwrap();
-    let var = dir.path().join("var");
-    std::fs::create_dir_all(var.join("sessions")).unwrap();
-    let (fp, ap) = (free_port(), free_port());
-    let root = std::env::var("USER").as_deref() == Ok("root")
-        || std::fs::metadata("/proc/self")
-            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
-            .unwrap_or(false);
-    let user = if root {
-        "user = root\ngroup = root\n"
-    } else {
-        ""
-    };
-    let pool = |name: &str, port: u16, children: u32| {
-        format!(
-            "[{name}]\n{user}listen = 127.0.0.1:{port}\nlisten.backlog = 511\npm = static\n\
-             pm.max_children = {children}\nclear_env = no\ncatch_workers_output = yes\n\
-             security.limit_extensions = .php\nchdir = {pub_dir}\n\
-             env[MAGESTACK_STOREFRONT_VAR] = {var}\n",
-            pub_dir = storefront.join("pub").display(),
-            var = var.display(),
-        )
-    };
-    let conf = dir.path().join("php-fpm.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nerror_log = {}\ndaemonize = no\n\n{}\n{}",
-            dir.path().join("fpm.log").display(),
-            pool("frontend", fp, 4),
-            pool("admin", ap, 2),
-        ),
-    )
-    .unwrap();
-    let mut cmd = Command::new(&fpm);
-    cmd.arg("--fpm-config").arg(&conf).arg("--nodaemonize");
-    if root {
-        cmd.arg("--allow-to-run-as-root");
-    }
-    let child = cmd
-        .env("MAGESTACK_STOREFRONT_VAR", &var)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {fpm}: {e}"));
-    let fpm = Fpm {
-        child,
-        frontend: format!("127.0.0.1:{fp}"),
-        admin: format!("127.0.0.1:{ap}"),
-        _dir: dir,
-    };
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while [&fpm.frontend, &fpm.admin]
-        .iter()
-        .any(|a| std::net::TcpStream::connect(a.as_str()).is_err())
-    {
-        assert!(Instant::now() < deadline, "php-fpm pools did not listen");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    fpm
-}
 
 fn pool(name: &str, addr: &str, max: usize, queue: usize, wait: Duration) -> PoolSpec {
     PoolSpec {
@@ -115,6 +23,10 @@ fn pool(name: &str, addr: &str, max: usize, queue: usize, wait: Duration) -> Poo
         queue_timeout: wait,
         request_timeout: Duration::from_secs(60),
         connect_timeout: Duration::from_secs(5),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        check_interval: Duration::from_secs(5),
+        unhealthy_after: 3,
     }
 }
 
@@ -147,14 +59,22 @@ async fn shopper_p95(addr: std::net::SocketAddr, clients: usize, secs: f64) -> (
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
     let env = php_env();
-    let fpm = start_fpm(&env.storefront);
+    let (fp, ap) = (free_port(), free_port());
+    let fpm = start_fpm(
+        &env.storefront,
+        &[
+            FpmPool::new("frontend", fp, 4),
+            FpmPool::new("admin", ap, 2),
+        ],
+    );
+    let (frontend, admin) = (format!("127.0.0.1:{fp}"), format!("127.0.0.1:{ap}"));
     let mut s = settings(
-        UpstreamTarget::FastCgiTcp(fpm.frontend.clone()),
+        UpstreamTarget::FastCgiTcp(frontend.clone()),
         Some(env.storefront.join("pub")),
     );
     s.pools = vec![
-        pool("frontend", &fpm.frontend, 4, 256, Duration::from_secs(5)),
-        pool("admin", &fpm.admin, 2, 4, Duration::from_secs(1)),
+        pool("frontend", &frontend, 4, 256, Duration::from_secs(5)),
+        pool("admin", &admin, 2, 4, Duration::from_secs(1)),
     ];
     let edge = start(s, limits()).await;
     let addr = edge.addr;

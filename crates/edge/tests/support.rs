@@ -195,3 +195,127 @@ pub fn rss_bytes() -> u64 {
     let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
     kb * 1024
 }
+
+/// One pool of a php-fpm started by [`start_fpm`].
+pub struct FpmPool {
+    pub name: &'static str,
+    pub port: u16,
+    pub children: u32,
+    /// `pm.status_path = /status` on `pm.status_listen = 127.0.0.1:PORT`.
+    pub status_port: Option<u16>,
+}
+
+impl FpmPool {
+    pub fn new(name: &'static str, port: u16, children: u32) -> FpmPool {
+        FpmPool {
+            name,
+            port,
+            children,
+            status_port: None,
+        }
+    }
+}
+
+/// A php-fpm master of a test's own (`MAGESTACK_PHP_FPM` from scripts/deps),
+/// serving the storefront on loopback; killed when dropped.
+pub struct Fpm {
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Fpm {
+    fn drop(&mut self) {
+        // SIGTERM: the master stops its workers (SIGKILL would orphan them,
+        // still holding the listening sockets).
+        let _ = std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts php-fpm with `pools` and waits until every pool listens.
+pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
+    use std::process::{Command, Stdio};
+    let fpm = std::env::var("MAGESTACK_PHP_FPM").unwrap_or_else(|_| {
+        panic!("MAGESTACK_PHP_FPM is not set: run ./scripts/test (scripts/deps finds php-fpm)")
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let var = dir.path().join("var");
+    std::fs::create_dir_all(var.join("sessions")).unwrap();
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false);
+    let user = if root {
+        "user = root\ngroup = root\n"
+    } else {
+        ""
+    };
+    let mut conf = format!(
+        "[global]\nerror_log = {}\ndaemonize = no\n\n",
+        dir.path().join("fpm.log").display()
+    );
+    for p in pools {
+        conf.push_str(&format!(
+            "[{name}]\n{user}listen = 127.0.0.1:{port}\nlisten.backlog = 511\npm = static\n\
+             pm.max_children = {children}\nclear_env = no\ncatch_workers_output = yes\n\
+             security.limit_extensions = .php\nchdir = {pub_dir}\n\
+             env[MAGESTACK_STOREFRONT_VAR] = {var}\n",
+            name = p.name,
+            port = p.port,
+            children = p.children,
+            pub_dir = storefront.join("pub").display(),
+            var = var.display(),
+        ));
+        if let Some(sp) = p.status_port {
+            conf.push_str(&format!(
+                "pm.status_path = /status\npm.status_listen = 127.0.0.1:{sp}\n"
+            ));
+        }
+        conf.push('\n');
+    }
+    let conf_path = dir.path().join("php-fpm.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let mut cmd = Command::new(&fpm);
+    cmd.arg("--fpm-config").arg(&conf_path).arg("--nodaemonize");
+    if root {
+        cmd.arg("--allow-to-run-as-root");
+    }
+    let child = cmd
+        .env("MAGESTACK_STOREFRONT_VAR", &var)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {fpm}: {e}"));
+    let fpm = Fpm { child, _dir: dir };
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while pools
+        .iter()
+        .any(|p| std::net::TcpStream::connect(("127.0.0.1", p.port)).is_err())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "php-fpm pools did not listen"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fpm
+}

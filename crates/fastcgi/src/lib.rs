@@ -54,6 +54,7 @@
 pub mod client;
 pub mod codec;
 pub mod response;
+pub mod status;
 
 pub use client::{
     BoxError, Client, ClientConfig, ClientStats, Endpoint, EndpointParseError, Error,
@@ -61,3 +62,4 @@ pub use client::{
 };
 pub use codec::{DecodeError, EncodeError, Limits, Params, Record, RecordBody, RecordType};
 pub use response::{HeadError, HeadParser, ResponseHead, DEFAULT_MAX_HEADER_BYTES};
+pub use status::{fetch_status, parse_status, FpmStatus, StatusError};

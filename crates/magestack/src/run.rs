@@ -214,6 +214,10 @@ fn pool_spec(p: &magestack_config::PoolSettings) -> magestack_edge::settings::Po
         queue_timeout: p.queue_timeout,
         request_timeout: p.request_timeout,
         connect_timeout: p.connect_timeout,
+        status_path: p.status_path.clone(),
+        status_endpoints: p.status_endpoints.iter().map(upstream_target).collect(),
+        check_interval: p.check_interval,
+        unhealthy_after: p.unhealthy_after,
     }
 }
 

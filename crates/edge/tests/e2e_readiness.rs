@@ -1,0 +1,113 @@
+//! Deep readiness: `/readyz` follows PHP-FPM. A pod whose FPM is down (or
+//! not yet up) takes no traffic; it turns ready once FPM's status page
+//! answers, and unready again when FPM goes away. The status figures reach
+//! `/pools` and `/metrics`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use magestack_edge::admin::{AdminAccess, Readiness};
+use magestack_edge::settings::{PoolSpec, UpstreamTarget};
+use magestack_edge::Edge;
+use support::*;
+use tokio::net::TcpListener;
+
+async fn wait_for(admin: std::net::SocketAddr, status: u16, within: Duration) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = get(admin, "/readyz").await;
+        if r.status.as_u16() == status {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "/readyz stayed {} ({}) instead of {status}",
+            r.status,
+            r.text().trim()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
+    let env = php_env();
+    let (port, status_port) = (free_port(), free_port());
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(endpoint.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![UpstreamTarget::FastCgiTcp(endpoint.clone())],
+        max_inflight: 3,
+        queue_size: 16,
+        queue_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
+        status_path: Some("/status".into()),
+        status_endpoints: vec![UpstreamTarget::FastCgiTcp(format!(
+            "127.0.0.1:{status_port}"
+        ))],
+        check_interval: Duration::from_millis(200),
+        unhealthy_after: 2,
+    }];
+    let edge = Arc::new(Edge::new(s).unwrap());
+    edge.start_background();
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let ready = Arc::new(Readiness::default());
+    ready.set(true);
+    tokio::spawn(magestack_edge::admin::serve(
+        admin,
+        ready,
+        edge.clone(),
+        AdminAccess {
+            acl: vec!["127.0.0.0/8".parse().unwrap()],
+            token: None,
+        },
+    ));
+
+    // FPM not running: not ready, and it stays so.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let r = get(admin_addr, "/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(r.text().contains("PHP-FPM"));
+
+    // FPM starts: ready within a few checks.
+    let fpm = start_fpm(
+        &env.storefront,
+        &[FpmPool {
+            status_port: Some(status_port),
+            ..FpmPool::new("frontend", port, 3)
+        }],
+    );
+    let took = wait_for(admin_addr, 200, Duration::from_secs(5)).await;
+    eprintln!("ready {took:?} after php-fpm listened");
+
+    // Its status reaches /pools and /metrics.
+    let pools: serde_json::Value =
+        serde_json::from_str(&get(admin_addr, "/pools").await.text()).unwrap();
+    let ep = &pools[0]["endpoints"][0];
+    assert_eq!(ep["health"], "healthy", "{pools}");
+    assert_eq!(ep["fpm"]["total processes"], 3, "{pools}");
+    assert_eq!(ep["fpm"]["process manager"], "static", "{pools}");
+    let metrics = get(admin_addr, "/metrics").await.text();
+    assert!(
+        metrics.contains("magestack_fpm_total_processes{pool=\"frontend\",endpoint=\"0\"} 3"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("magestack_pool_endpoint_up{pool=\"frontend\",endpoint=\"0\"} 1"));
+
+    // FPM goes away: unready after `unhealthy_after` failed checks.
+    drop(fpm);
+    let took = wait_for(admin_addr, 503, Duration::from_secs(5)).await;
+    eprintln!("unready {took:?} after php-fpm stopped");
+    let pools: serde_json::Value =
+        serde_json::from_str(&get(admin_addr, "/pools").await.text()).unwrap();
+    assert_eq!(pools[0]["endpoints"][0]["health"], "unhealthy", "{pools}");
+}
