@@ -142,6 +142,10 @@ pub struct ServerConfig {
     /// Accept HTTP/2 with prior knowledge (h2c) on plaintext listeners.
     /// Default true.
     pub h2c: bool,
+    /// Bind the traffic listeners with `SO_REUSEPORT`, so a new edge can
+    /// start on the same port while this one drains (zero-downtime restarts
+    /// outside Kubernetes). Default true.
+    pub reuse_port: bool,
     /// `[server.tls]`: when present, every `listen` address speaks TLS
     /// (h2 and http/1.1 via ALPN). Default: absent (plaintext).
     pub tls: Option<TlsConfig>,
@@ -161,6 +165,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
             h2c: true,
+            reuse_port: true,
             tls: None,
         }
     }

@@ -112,6 +112,8 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     /// Accept h2c prior knowledge on plaintext listeners.
     pub h2c: bool,
+    /// `SO_REUSEPORT` on the traffic listeners.
+    pub reuse_port: bool,
     /// TLS for every listener, if configured.
     pub tls: Option<TlsSettings>,
 }
@@ -556,6 +558,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         idle_timeout,
         drain_timeout: Duration::from_secs(s.drain_timeout_secs),
         h2c: s.h2c,
+        reuse_port: s.reuse_port,
         tls,
     }
 }

@@ -283,6 +283,7 @@ fn golden_example_file() {
             idle_timeout: Duration::from_secs(75),
             drain_timeout: Duration::from_secs(30),
             h2c: true,
+            reuse_port: true,
             tls: Some(TlsSettings {
                 cert_file: "/etc/magestack/tls.crt".into(),
                 key_file: "/etc/magestack/tls.key".into(),
@@ -570,7 +571,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 63, "{keys:#?}");
+    assert_eq!(keys.len(), 64, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

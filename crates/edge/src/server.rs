@@ -56,11 +56,19 @@ pub struct ConnInfo {
     pub tls: bool,
 }
 
+/// Longest time, within the drain timeout, that busy kept-alive clients get
+/// to leave on their own (`Connection: close`) before idle connections are
+/// closed.
+const LAME_DUCK: Duration = Duration::from_secs(2);
+
 /// A running set of listeners.
 pub struct Server {
     edge: Arc<Edge>,
     limits: ServerLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    /// Set at shutdown: HTTP/1 responses then carry `Connection: close`, so
+    /// clients leave after their current request instead of racing a close.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Server {
@@ -79,7 +87,12 @@ impl Server {
         limits: ServerLimits,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
-        Self { edge, limits, tls }
+        Self {
+            edge,
+            limits,
+            tls,
+            draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+        }
     }
 
     /// Serves on `listeners` until `shutdown` resolves, then drains.
@@ -114,6 +127,7 @@ impl Server {
                         }
                     }
                 }
+                this.close_listener(listener, &graceful).await;
             }));
         }
         shutdown.await;
@@ -121,9 +135,19 @@ impl Server {
             drain_secs = this.limits.drain_timeout.as_secs_f64(),
             "Shutting down: no new connections, draining in-flight requests."
         );
+        this.draining
+            .store(true, std::sync::atomic::Ordering::Release);
         let _ = stop_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
+        }
+        // Lame duck: clients busy on kept-alive connections get their next
+        // response with `Connection: close` and leave on their own (no
+        // close racing a request in flight); idle ones are closed below.
+        let lame_duck_until =
+            tokio::time::Instant::now() + LAME_DUCK.min(this.limits.drain_timeout);
+        while graceful.count() > 0 && tokio::time::Instant::now() < lame_duck_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let graceful = match Arc::try_unwrap(graceful) {
             Ok(g) => g,
@@ -140,6 +164,30 @@ impl Server {
                 open.max(1)
             }
         }
+    }
+
+    /// Stops a listener without refusing anyone: first a socket filter drops
+    /// new SYNs (clients retransmit them; by then the socket is gone and,
+    /// with `SO_REUSEPORT`, a successor edge on the same port takes them),
+    /// then every connection already in the accept queue is accepted and
+    /// served, then the socket closes. Closing with a non-empty queue would
+    /// reset those connections.
+    async fn close_listener(self: &Arc<Self>, listener: TcpListener, graceful: &GracefulShutdown) {
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        {
+            // BPF "ret #0": accept nothing more into this socket's queue.
+            let drop_all = [socket2::SockFilter::new(0x06, 0, 0, 0)];
+            if let Err(e) = socket2::SockRef::from(&listener).attach_filter(&drop_all) {
+                tracing::debug!(error = %e, "Could not filter the listener before closing it.");
+            }
+        }
+        loop {
+            match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
+                Ok(Ok((stream, peer))) => self.clone().spawn_conn(stream, peer, graceful),
+                Ok(Err(_)) | Err(_) => break,
+            }
+        }
+        drop(listener);
     }
 
     fn spawn_conn(
@@ -204,12 +252,20 @@ impl Server {
         };
         let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts));
         let edge = self.edge.clone();
+        let draining = self.draining.clone();
         let service = service_fn(move |req: Request<Incoming>| {
             let edge = edge.clone();
             let state = state.clone();
             state.request_started();
+            let draining = draining.clone();
             async move {
-                let resp = edge.handle(req, &info).await;
+                let mut resp = edge.handle(req, &info).await;
+                if draining.load(std::sync::atomic::Ordering::Acquire) {
+                    resp.headers_mut().insert(
+                        http::header::CONNECTION,
+                        http::HeaderValue::from_static("close"),
+                    );
+                }
                 Ok::<_, Infallible>(resp.map(|b| FinishNotify {
                     inner: b,
                     state: Some(state),

@@ -299,16 +299,33 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
     }
 }
 
-async fn bind_all(addrs: &[SocketAddr]) -> Result<Vec<TcpListener>> {
+/// Binds the traffic listeners, with `SO_REUSEPORT` when configured so a
+/// successor edge can bind the same port while this one drains.
+fn bind_all(addrs: &[SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
     for a in addrs {
-        out.push(
-            TcpListener::bind(a)
-                .await
-                .with_context(|| format!("binding server.listen {a}"))?,
-        );
+        let l = bind_one(*a, reuse_port).with_context(|| format!("binding server.listen {a}"))?;
+        out.push(l);
     }
     Ok(out)
+}
+
+fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        // `[::]:8081` beside `0.0.0.0:8080`: each family its own socket.
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
 }
 
 async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<ExitCode> {
@@ -333,7 +350,7 @@ async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<Exi
         ),
         None => None,
     };
-    let listeners = bind_all(&cfg.server.listen).await?;
+    let listeners = bind_all(&cfg.server.listen, cfg.server.reuse_port)?;
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
         let l = TcpListener::bind(addr)

@@ -216,3 +216,62 @@ fn purge_command_and_cache_stats_against_the_php_storefront() {
     assert!(stats.contains("\"purges\":1"), "{stats}");
     assert!(stats.contains("\"hits\":1"), "{stats}");
 }
+
+fn sigterm(child: &Child) {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+/// A rolling restart on one host: edge B binds the port of edge A
+/// (`SO_REUSEPORT`) while wrk drives load, then A gets SIGTERM and drains.
+/// wrk must see no socket error and no non-2xx answer.
+#[test]
+fn rolling_restart_on_the_same_port_loses_no_request_under_wrk() {
+    let wrk = std::env::var("MAGESTACK_WRK").unwrap_or_else(|_| {
+        panic!("MAGESTACK_WRK is not set: run ./scripts/test (scripts/deps installs wrk)")
+    });
+    let addr = free_addr();
+    let mut a = spawn_storefront_edge(addr, &[]);
+    wait_up(addr);
+    // Warm the page: wrk then measures cached hits.
+    let _ = http_get(addr, "/women/tops.html");
+    let load = Command::new(&wrk)
+        .args(["-t2", "-c32", "-d5s", "--timeout", "5s"])
+        .arg(format!("http://{addr}/women/tops.html"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _b = spawn_storefront_edge(addr, &[]);
+    // B shares the port, so a connect cannot tell when it listens; it binds
+    // within milliseconds of starting.
+    std::thread::sleep(Duration::from_millis(700));
+    sigterm(&a.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = a.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "old edge did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "old edge exit {status:?}");
+    let out = load.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{text}");
+    assert!(out.status.success(), "{text}");
+    let requests: u64 = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in "))
+        .and_then(|(n, _)| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no request count in wrk's output:\n{text}"));
+    assert!(requests > 1_000, "{text}");
+    assert!(!text.contains("Socket errors"), "{text}");
+    assert!(!text.contains("Non-2xx"), "{text}");
+    // After the takeover the port is still served (by B).
+    assert!(http_get(addr, "/women/tops.html").starts_with("HTTP/1.1 200"));
+}
