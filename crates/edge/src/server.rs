@@ -181,11 +181,10 @@ impl Server {
                 tracing::debug!(error = %e, "Could not filter the listener before closing it.");
             }
         }
-        loop {
-            match tokio::time::timeout(Duration::from_millis(5), listener.accept()).await {
-                Ok(Ok((stream, peer))) => self.clone().spawn_conn(stream, peer, graceful),
-                Ok(Err(_)) | Err(_) => break,
-            }
+        while let Ok(Ok((stream, peer))) =
+            tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
+        {
+            self.clone().spawn_conn(stream, peer, graceful);
         }
         drop(listener);
     }
