@@ -75,12 +75,17 @@ impl AdminAccess {
     }
 }
 
+/// Re-reads the configuration and swaps the serving edge: `Ok` with a
+/// summary, or `Err` with every error (the running edge keeps serving).
+pub type ReloadHook = Arc<dyn Fn() -> Result<String, String> + Send + Sync>;
+
 /// Serves the admin API until the task is dropped.
 pub async fn serve(
     listener: TcpListener,
     ready: Arc<Readiness>,
-    edge: Arc<Edge>,
+    live: crate::LiveEdge,
     access: AdminAccess,
+    reload: Option<ReloadHook>,
 ) {
     let access = Arc::new(access);
     loop {
@@ -88,19 +93,74 @@ pub async fn serve(
             continue;
         };
         let ready = ready.clone();
-        let edge = edge.clone();
+        let live = live.clone();
         let access = access.clone();
+        let reload = reload.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let ready = ready.clone();
-                let edge = edge.clone();
+                let edge = live.current();
                 let access = access.clone();
-                async move { Ok::<_, Infallible>(route(&req, &ready, &edge, &access, peer.ip())) }
+                let reload = reload.clone();
+                async move {
+                    Ok::<_, Infallible>(route(
+                        &req,
+                        &ready,
+                        &edge,
+                        &access,
+                        peer.ip(),
+                        reload.as_ref(),
+                    ))
+                }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), svc)
                 .await;
         });
+    }
+}
+
+fn json(status: StatusCode, body: String) -> Response<EdgeBody> {
+    let mut r = Response::new(body::full(body));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// `POST /admin/purge?tags=a,b[&soft=1]` or `?all=1`.
+fn admin_purge(req: &Request<Incoming>, edge: &Edge) -> Response<EdgeBody> {
+    let mut tags = Vec::new();
+    let (mut all, mut soft) = (false, false);
+    for pair in req.uri().query().unwrap_or("").split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_encoding::percent_decode_str(v).decode_utf8_lossy();
+        match k {
+            "tags" => tags.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned),
+            ),
+            "all" => all = v == "1" || v == "true",
+            "soft" => soft = v == "1" || v == "true",
+            _ => {}
+        }
+    }
+    if tags.is_empty() && !all {
+        return json(
+            StatusCode::BAD_REQUEST,
+            "{\"error\":\"give tags=a,b or all=1\"}\n".into(),
+        );
+    }
+    match edge.admin_purge(&tags, all, soft) {
+        Some(n) => json(StatusCode::OK, format!("{{\"purged_objects\":{n}}}\n")),
+        None => json(
+            StatusCode::CONFLICT,
+            "{\"error\":\"the full-page cache is off\"}\n".into(),
+        ),
     }
 }
 
@@ -110,8 +170,50 @@ fn route(
     edge: &Edge,
     access: &AdminAccess,
     peer: std::net::IpAddr,
+    reload: Option<&ReloadHook>,
 ) -> Response<EdgeBody> {
-    let (status, text) = match req.uri().path() {
+    let path = req.uri().path();
+    if path.starts_with("/admin/") {
+        if !access.allows(peer, req) {
+            return json(StatusCode::FORBIDDEN, "{\"error\":\"forbidden\"}\n".into());
+        }
+        if req.method() != http::Method::POST {
+            let mut r = json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{\"error\":\"use POST\"}\n".into(),
+            );
+            r.headers_mut()
+                .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+            return r;
+        }
+        return match path {
+            "/admin/reload" => match reload {
+                Some(hook) => match hook() {
+                    Ok(summary) => json(
+                        StatusCode::OK,
+                        format!(
+                            "{{\"reloaded\":true,\"summary\":{}}}\n",
+                            serde_json::Value::from(summary)
+                        ),
+                    ),
+                    Err(errors) => json(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        format!(
+                            "{{\"reloaded\":false,\"errors\":{}}}\n",
+                            serde_json::Value::from(errors)
+                        ),
+                    ),
+                },
+                None => json(
+                    StatusCode::NOT_IMPLEMENTED,
+                    "{\"error\":\"this edge has no configuration file to reload\"}\n".into(),
+                ),
+            },
+            "/admin/purge" => admin_purge(req, edge),
+            _ => json(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n".into()),
+        };
+    }
+    let (status, text) = match path {
         "/healthz" => (StatusCode::OK, "ok\n"),
         "/readyz" if ready.get() && edge.pools_ready() => (StatusCode::OK, "ready\n"),
         "/readyz" if ready.get() => (StatusCode::SERVICE_UNAVAILABLE, "not ready: PHP-FPM\n"),

@@ -234,6 +234,42 @@ impl Edge {
         }
     }
 
+    /// A purge from the admin API (`POST /admin/purge`): exact tags, or
+    /// every tagged object (`all`), soft or hard. `None` without a cache.
+    pub fn admin_purge(&self, tags: &[String], all: bool, soft: bool) -> Option<u64> {
+        let cache = self.cache_ref()?;
+        let now = ms(SystemTime::now());
+        let store = &cache.store;
+        let stats = if all {
+            if soft {
+                store.soft_purge_all_tagged(now)
+            } else {
+                store.purge_all_tagged()
+            }
+        } else {
+            let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+            if soft {
+                store.soft_purge_tags(&names, now)
+            } else {
+                store.purge_tags(&names)
+            }
+        };
+        let n = stats.objects as u64;
+        cache.counters.purges.fetch_add(1, Ordering::Relaxed);
+        cache
+            .counters
+            .purged_objects
+            .fetch_add(n, Ordering::Relaxed);
+        tracing::info!(
+            objects = n,
+            all,
+            soft,
+            tags = tags.len(),
+            "Purged (admin API)."
+        );
+        Some(n)
+    }
+
     /// Lookup, then hit / grace / coalesced miss.
     #[allow(clippy::too_many_arguments)]
     fn lookup<'a>(

@@ -74,7 +74,9 @@ pub struct Edge {
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
     cache: Option<Arc<Cache>>,
-    metrics: crate::metrics::Metrics,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// Stops this edge's background tasks when a reload replaces it.
+    stop: tokio::sync::watch::Sender<bool>,
 }
 
 /// Which pool served a response (`1 + index`), for the metrics.
@@ -110,6 +112,18 @@ pub enum EdgeError {
 impl Edge {
     /// Builds the pipeline; no sockets are opened until the first request.
     pub fn new(s: EdgeSettings) -> Result<Self, EdgeError> {
+        Self::build(s, None)
+    }
+
+    /// The edge a config reload builds: new settings, the running edge's
+    /// cache (its objects survive; `cache.*` changes other than turning it
+    /// off or on wait for a restart) and, when the pools are the same by
+    /// name, its metrics (counters continue).
+    pub fn reloaded(s: EdgeSettings, previous: &Edge) -> Result<Self, EdgeError> {
+        Self::build(s, Some(previous))
+    }
+
+    fn build(s: EdgeSettings, previous: Option<&Edge>) -> Result<Self, EdgeError> {
         let router = match &s.docroot {
             Some(d) => {
                 if !d.is_dir() {
@@ -170,17 +184,26 @@ impl Edge {
                 }
             }
         };
-        let cache = s.cache.clone().map(|c| Arc::new(Cache::new(c)));
+        let cache = match (s.cache.clone(), previous.and_then(|p| p.cache.clone())) {
+            (Some(_), Some(running)) => Some(running),
+            (Some(c), None) => Some(Arc::new(Cache::new(c))),
+            (None, _) => None,
+        };
         let pool_names: Vec<String> = match &upstream {
             Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.name.clone()).collect(),
             Upstream::Http(_) => Vec::new(),
+        };
+        let metrics = match previous {
+            Some(p) if p.pool_names() == pool_names => Arc::clone(&p.metrics),
+            _ => Arc::new(crate::metrics::Metrics::new(&pool_names)),
         };
         Ok(Self {
             s,
             router,
             upstream,
             cache,
-            metrics: crate::metrics::Metrics::new(&pool_names),
+            metrics,
+            stop: tokio::sync::watch::channel(false).0,
         })
     }
 
@@ -212,19 +235,45 @@ impl Edge {
         &self.s
     }
 
-    /// Starts the background tasks (the backend health probe of the cache).
-    /// Idempotent enough: call once per process; the server does.
+    pub(crate) fn cache_ref(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
+    }
+
+    fn pool_names(&self) -> Vec<String> {
+        match &self.upstream {
+            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.name.clone()).collect(),
+            Upstream::Http(_) => Vec::new(),
+        }
+    }
+
+    /// Starts the background tasks (pool health checks, the cache's backend
+    /// probe) until [`Edge::stop_background`]. Call once per edge; the
+    /// server and a reload do.
     pub fn start_background(self: &Arc<Self>) {
+        let until_stopped = |task: futures_util::future::BoxFuture<'static, ()>| {
+            let mut stop = self.stop.subscribe();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = stop.wait_for(|s| *s) => {}
+                    () = task => {}
+                }
+            });
+        };
         if let Upstream::FastCgi { pools, .. } = &self.upstream {
             for pool in pools {
-                tokio::spawn(Arc::clone(pool).run_checks());
+                until_stopped(Box::pin(Arc::clone(pool).run_checks()));
             }
         }
         if let Some(cache) = &self.cache {
             let this = self.clone();
             let cache = cache.clone();
-            tokio::spawn(async move { this.health_probe(cache).await });
+            until_stopped(Box::pin(async move { this.health_probe(cache).await }));
         }
+    }
+
+    /// Stops the background tasks (the edge was replaced by a reload).
+    pub fn stop_background(&self) {
+        self.stop.send_replace(true);
     }
 
     /// Magento's VCL probe: `GET /health_check.php` every interval; healthy with

@@ -20,6 +20,7 @@ mod conn_io;
 pub mod demo;
 mod handler;
 pub mod http_upstream;
+pub mod live;
 pub mod metrics;
 pub mod pool;
 pub mod pool_route;
@@ -30,5 +31,6 @@ pub mod static_files;
 pub mod tls;
 
 pub use handler::{CacheStats, Edge};
+pub use live::LiveEdge;
 pub use server::{ConnInfo, Server, ServerLimits};
 pub use settings::{CacheSettings, EdgeSettings, HealthCheckSettings, UpstreamTarget};

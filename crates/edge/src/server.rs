@@ -63,7 +63,7 @@ const LAME_DUCK: Duration = Duration::from_secs(2);
 
 /// A running set of listeners.
 pub struct Server {
-    edge: Arc<Edge>,
+    edge: crate::LiveEdge,
     limits: ServerLimits,
     tls: Option<tokio_rustls::TlsAcceptor>,
     /// Set at shutdown: HTTP/1 responses then carry `Connection: close`, so
@@ -87,6 +87,16 @@ impl Server {
         limits: ServerLimits,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
+        Self::with_live(crate::LiveEdge::new(edge), limits, tls)
+    }
+
+    /// A server that hands every request to the edge `live` holds at the
+    /// time (a reload swaps it).
+    pub fn with_live(
+        edge: crate::LiveEdge,
+        limits: ServerLimits,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Self {
         Self {
             edge,
             limits,
@@ -104,7 +114,7 @@ impl Server {
         listeners: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> usize {
-        self.edge.start_background();
+        self.edge.current().start_background();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let this = Arc::new(self);
@@ -250,10 +260,10 @@ impl Server {
             idle: self.limits.idle_timeout,
         };
         let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts));
-        let edge = self.edge.clone();
+        let live = self.edge.clone();
         let draining = self.draining.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let edge = edge.clone();
+            let edge = live.current();
             let state = state.clone();
             state.request_started();
             let draining = draining.clone();
@@ -293,9 +303,9 @@ impl Server {
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let edge = self.edge.clone();
+        let live = self.edge.clone();
         let service = service_fn(move |req: Request<Incoming>| {
-            let edge = edge.clone();
+            let edge = live.current();
             async move { Ok::<_, Infallible>(edge.handle(req, &info).await) }
         });
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());

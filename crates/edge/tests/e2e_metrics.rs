@@ -32,11 +32,12 @@ async fn metrics_scrape_parses_with_the_expected_families() {
     tokio::spawn(magestack_edge::admin::serve(
         admin,
         ready,
-        edge.clone(),
+        magestack_edge::LiveEdge::new(edge.clone()),
         AdminAccess {
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             token: None,
         },
+        None,
     ));
     let server = Server::new(edge, limits(), None);
     tokio::spawn(server.run(vec![traffic], std::future::pending::<()>()));

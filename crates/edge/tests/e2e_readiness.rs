@@ -65,11 +65,12 @@ async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
     tokio::spawn(magestack_edge::admin::serve(
         admin,
         ready,
-        edge.clone(),
+        magestack_edge::LiveEdge::new(edge.clone()),
         AdminAccess {
             acl: vec!["127.0.0.0/8".parse().unwrap()],
             token: None,
         },
+        None,
     ));
 
     // FPM not running: not ready, and it stays so.

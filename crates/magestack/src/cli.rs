@@ -49,7 +49,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, clap::Args)]
+#[derive(Debug, Clone, clap::Args)]
 pub struct EdgeArgs {
     /// TOML configuration file (see docs/configuration.md). Flags override it.
     #[arg(long, short)]

@@ -18,7 +18,8 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Edge(args) => {
             let cfg = load(&args)?;
             let (_log, writer) = init_logging(&cfg)?;
-            runtime()?.block_on(edge(cfg, writer))
+            let source = args.config.is_some().then(|| args.clone());
+            runtime()?.block_on(edge(cfg, writer, source))
         }
         Command::Demo { listen } => {
             // The real upstream address is known only once the built-in storefront is bound.
@@ -328,8 +329,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     TcpListener::from_std(socket.into())
 }
 
-async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<ExitCode> {
-    let mut settings = edge_settings(&cfg);
+/// The pipeline settings, with the access log wired to `log`.
+fn full_settings(cfg: &Validated, log: &crate::log_writer::BatchWriter) -> EdgeSettings {
+    let mut settings = edge_settings(cfg);
     // Access lines bypass tracing's formatter (see `access_log`) but obey
     // its filter: `MAGESTACK_LOG=warn` still silences them.
     if settings.access_log && tracing::enabled!(target: "access", tracing::Level::INFO) {
@@ -338,12 +340,125 @@ async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<Exi
             LogFormat::Text => magestack_edge::access_log::AccessFormat::Text,
         };
         settings.access_sink = Some(magestack_edge::access_log::AccessLog::new(
-            Arc::new(log),
+            Arc::new(log.clone()),
             format,
         ));
     }
+    settings
+}
+
+/// The admin token: `MAGESTACK_ADMIN_TOKEN`, or the first line of the file
+/// named by `MAGESTACK_ADMIN_TOKEN_FILE` (a Kubernetes secret volume).
+fn admin_token() -> Result<Option<String>> {
+    if let Some(t) = std::env::var("MAGESTACK_ADMIN_TOKEN")
+        .ok()
+        .filter(|t| !t.is_empty())
+    {
+        return Ok(Some(t));
+    }
+    match std::env::var_os("MAGESTACK_ADMIN_TOKEN_FILE") {
+        Some(path) => {
+            let text = std::fs::read_to_string(&path).with_context(|| {
+                format!(
+                    "reading MAGESTACK_ADMIN_TOKEN_FILE {}",
+                    path.to_string_lossy()
+                )
+            })?;
+            let token = text.lines().next().unwrap_or("").trim().to_owned();
+            anyhow::ensure!(
+                !token.is_empty(),
+                "MAGESTACK_ADMIN_TOKEN_FILE {} is empty",
+                path.to_string_lossy()
+            );
+            Ok(Some(token))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Re-reads the configuration file and swaps the serving edge. Settings the
+/// running process cannot change (listeners, TLS, the admin listener) are
+/// kept and reported.
+fn reload(
+    args: &EdgeArgs,
+    running: &Validated,
+    live: &magestack_edge::LiveEdge,
+    log: &crate::log_writer::BatchWriter,
+) -> std::result::Result<(String, Validated), String> {
+    let next = match load(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let text = e.to_string();
+            for line in text.lines() {
+                tracing::error!(error = %line, "Reload refused; the running configuration stays.");
+            }
+            return Err(text);
+        }
+    };
+    let mut kept = Vec::new();
+    if next.server.listen != running.server.listen {
+        kept.push("server.listen");
+    }
+    if next.server.tls != running.server.tls {
+        kept.push("server.tls");
+    }
+    if next.server.admin_listen != running.server.admin_listen {
+        kept.push("server.admin_listen");
+    }
+    if next.cache.enabled && running.cache.enabled && next.cache != running.cache {
+        kept.push("cache (the store keeps its objects and settings)");
+    }
+    let previous = live.current();
+    let edge =
+        magestack_edge::Edge::reloaded(full_settings(&next, log), &previous).map_err(|e| {
+            tracing::error!(error = %e, "Reload refused; the running configuration stays.");
+            e.to_string()
+        })?;
+    live.replace(Arc::new(edge));
+    let pools: Vec<String> = next
+        .pools
+        .iter()
+        .map(|p| format!("{}: max_inflight {}", p.name, p.max_inflight))
+        .collect();
+    let summary = if kept.is_empty() {
+        format!("reloaded; pools: {}", pools.join(", "))
+    } else {
+        format!(
+            "reloaded; pools: {}; needs a restart to change: {}",
+            pools.join(", "),
+            kept.join(", ")
+        )
+    };
+    tracing::info!(%summary, "Configuration reloaded.");
+    Ok((summary, next))
+}
+
+async fn edge(
+    cfg: Validated,
+    log: crate::log_writer::BatchWriter,
+    source: Option<EdgeArgs>,
+) -> Result<ExitCode> {
+    let settings = full_settings(&cfg, &log);
     let upstream = cfg.upstream.url.to_string();
     let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
+    let live = magestack_edge::LiveEdge::new(edge);
+    let token = admin_token()?;
+    // The running configuration, replaced by each successful reload.
+    let running = Arc::new(std::sync::Mutex::new(cfg.clone()));
+    let reload_hook: Option<admin::ReloadHook> = source.map(|args| {
+        let live = live.clone();
+        let running = running.clone();
+        let log = log.clone();
+        let hook: admin::ReloadHook = Arc::new(move || {
+            let mut cur = running
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let (summary, next) = reload(&args, &cur, &live, &log)?;
+            *cur = next;
+            Ok(summary)
+        });
+        hook
+    });
     let tls = match &cfg.server.tls {
         Some(t) => Some(
             magestack_edge::tls::acceptor(&t.cert_file, &t.key_file, true).context("server.tls")?,
@@ -353,6 +468,11 @@ async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<Exi
     let listeners = bind_all(&cfg.server.listen, cfg.server.reuse_port)?;
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
+        anyhow::ensure!(
+            addr.ip().is_loopback() || token.is_some(),
+            "server.admin_listen {addr} is not a loopback address: set MAGESTACK_ADMIN_TOKEN \
+             or MAGESTACK_ADMIN_TOKEN_FILE (the admin API can reload and purge)"
+        );
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding server.admin_listen {addr}"))?;
@@ -360,11 +480,18 @@ async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<Exi
             acl: cache_settings(&cfg)
                 .map(|c| c.purge_acl)
                 .unwrap_or_else(|| magestack_edge::CacheSettings::magento_defaults().purge_acl),
-            token: std::env::var("MAGESTACK_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
+            token: token.clone(),
         };
-        tokio::spawn(admin::serve(l, ready.clone(), edge.clone(), access));
+        tokio::spawn(admin::serve(
+            l,
+            ready.clone(),
+            live.clone(),
+            access,
+            reload_hook.clone(),
+        ));
+    }
+    if let Some(hook) = reload_hook.clone() {
+        tokio::spawn(async move { reload_on_sighup(hook).await });
     }
     for l in &listeners {
         if let Ok(a) = l.local_addr() {
@@ -372,7 +499,7 @@ async fn edge(cfg: Validated, log: crate::log_writer::BatchWriter) -> Result<Exi
         }
     }
     ready.set(true);
-    let server = Server::new(edge, server_limits(&cfg), tls);
+    let server = Server::with_live(live, server_limits(&cfg), tls);
     let ready_on_stop = ready.clone();
     let open = server
         .run(listeners, async move {
@@ -411,7 +538,27 @@ async fn demo(mut cfg: Validated, log: crate::log_writer::BatchWriter) -> Result
         println!("  magestack purge --all --edge {a}             # \"Flush Magento Cache\"");
         println!("Stop with Ctrl-C.");
     }
-    edge(cfg, log).await
+    edge(cfg, log, None).await
+}
+
+/// `SIGHUP` re-reads the configuration file (as `POST /admin/reload`).
+async fn reload_on_sighup(hook: admin::ReloadHook) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("Cannot listen for SIGHUP; reload with POST /admin/reload.");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration.");
+            // Blocking file I/O and validation: off the async workers.
+            let hook = hook.clone();
+            let _ = tokio::task::spawn_blocking(move || hook()).await;
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = hook;
 }
 
 async fn shutdown_signal() {

@@ -275,3 +275,138 @@ fn rolling_restart_on_the_same_port_loses_no_request_under_wrk() {
     // After the takeover the port is still served (by B).
     assert!(http_get(addr, "/women/tops.html").starts_with("HTTP/1.1 200"));
 }
+
+/// One request on a kept-alive connection; returns the status line.
+fn keepalive_get(s: &mut TcpStream, path: &str) -> String {
+    write!(s, "GET {path} HTTP/1.1\r\nHost: shop.test\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut byte).unwrap();
+        assert_eq!(
+            n,
+            1,
+            "connection closed; head so far: {}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8(head).unwrap();
+    let len: usize = header_of(&head, "content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no content-length: {head}"));
+    let mut body = vec![0u8; len];
+    s.read_exact(&mut body).unwrap();
+    head.lines().next().unwrap().to_owned()
+}
+
+fn http_post(addr: SocketAddr, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+fn pool_max_inflight(admin: SocketAddr) -> u64 {
+    let r = http_get(admin, "/pools");
+    let body = r.split("\r\n\r\n").nth(1).unwrap_or("");
+    let v: serde_json::Value =
+        serde_json::from_str(body.trim()).unwrap_or_else(|e| panic!("{e}: {r}"));
+    v[0]["max_inflight"].as_u64().unwrap()
+}
+
+#[test]
+fn reload_applies_pool_limits_keeps_connections_and_refuses_a_broken_file() {
+    let addr = free_addr();
+    let admin = free_addr();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.toml");
+    let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
+    let config = |max: u32, extra: &str| {
+        format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\n\
+             [magento]\ndocroot = \"{docroot}\"\n\
+             [upstream]\nurl = \"fcgi://{fpm}\"\n\
+             [pools.frontend]\nmax_inflight = {max}\n{extra}",
+            fpm = fpm_addr()
+        )
+    };
+    std::fs::write(&path, config(4, "")).unwrap();
+    let child = bin()
+        .args(["edge", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let edge = Killed(child);
+    wait_up(addr);
+    wait_up(admin);
+    let mut conn = TcpStream::connect(addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let file = "/media/wysiwyg/readme.txt";
+    assert!(keepalive_get(&mut conn, file).contains("200"));
+    assert_eq!(pool_max_inflight(admin), 4);
+
+    // A new limit through the admin API: applied, the connection lives on.
+    std::fs::write(&path, config(2, "")).unwrap();
+    let r = http_post(admin, "/admin/reload");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("frontend: max_inflight 2"), "{r}");
+    assert_eq!(pool_max_inflight(admin), 2);
+    assert!(keepalive_get(&mut conn, file).contains("200"));
+    // PHP still answers through the new pool.
+    assert!(http_get(addr, "/_test/bench").starts_with("HTTP/1.1 200"));
+
+    // A broken file: refused with the key and line, the old config serves.
+    std::fs::write(&path, config(1, "surprise = true\n")).unwrap();
+    let r = http_post(admin, "/admin/reload");
+    assert!(r.starts_with("HTTP/1.1 422"), "{r}");
+    assert!(r.contains("edge.toml:10") && r.contains("surprise"), "{r}");
+    assert_eq!(pool_max_inflight(admin), 2);
+    assert!(keepalive_get(&mut conn, file).contains("200"));
+
+    // SIGHUP does the same as the admin API.
+    std::fs::write(&path, config(3, "")).unwrap();
+    assert!(Command::new("kill")
+        .args(["-HUP", &edge.0.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while pool_max_inflight(admin) != 3 {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(keepalive_get(&mut conn, file).contains("200"));
+    // The admin API wants POST.
+    assert!(http_get(admin, "/admin/reload").starts_with("HTTP/1.1 405"));
+}
+
+#[test]
+fn a_public_admin_listener_needs_a_token() {
+    let out = bin()
+        .args([
+            "edge",
+            "--listen",
+            &free_addr().to_string(),
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--upstream",
+            "http://127.0.0.1:1",
+        ])
+        .env_remove("MAGESTACK_ADMIN_TOKEN")
+        .env_remove("MAGESTACK_ADMIN_TOKEN_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("MAGESTACK_ADMIN_TOKEN"), "{err}");
+}
