@@ -89,7 +89,7 @@ pub const DEFAULT_HEALTH_CHECK_THRESHOLD: u32 = 5;
 pub const MAX_HEALTH_CHECK_WINDOW: u32 = 64;
 
 /// The whole file.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// `[server]`: listeners, client-facing limits and timeouts, TLS.
@@ -107,6 +107,8 @@ pub struct Config {
     pub pools: std::collections::BTreeMap<String, PoolConfig>,
     /// `[routing]`: which pool a request goes to.
     pub routing: RoutingConfig,
+    /// `[readiness]`: what `/readyz` waits for beyond healthy pools.
+    pub readiness: ReadinessConfig,
 }
 
 /// `[server]`: the client side of the edge.
@@ -422,6 +424,38 @@ pub struct RouteRuleConfig {
     pub regex: String,
     /// The pool's name (a `[pools.<name>]`, or `frontend` / `admin`).
     pub pool: String,
+}
+
+/// Default `readiness.opcache_min_ratio`.
+pub const DEFAULT_OPCACHE_MIN_RATIO: f64 = 0.8;
+
+/// `[readiness]`: a pod is ready for traffic only when PHP is warm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadinessConfig {
+    /// Magestack's health script, relative to `magento.docroot` (ship
+    /// `deploy/php/magestack-health.php` into `pub/`). Each pool check runs
+    /// it over FastCGI on every endpoint; an endpoint is warm when it says
+    /// ready (Redis and database up) and its OPcache holds at least
+    /// `opcache_min_ratio` of the expected scripts. Empty: not used.
+    /// Default `""`.
+    pub health_script: String,
+    /// Share (0–1) of the expected scripts OPcache must hold. Default 0.8.
+    pub opcache_min_ratio: f64,
+    /// Paths requested through the edge at start, round after round, until
+    /// every pool is ready (warms OPcache and the pages' code paths), e.g.
+    /// `["/", "/women/tops.html"]`. Default `[]`.
+    pub warmup_urls: Vec<String>,
+}
+
+impl Default for ReadinessConfig {
+    fn default() -> Self {
+        Self {
+            health_script: String::new(),
+            opcache_min_ratio: DEFAULT_OPCACHE_MIN_RATIO,
+            warmup_urls: Vec::new(),
+        }
+    }
 }
 
 /// `[cache]`: the full-page cache, a drop-in for Magento's Varnish

@@ -53,8 +53,8 @@ pub use crate::error::{
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
     compile, CacheSettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings, MageMode,
-    MagentoSettings, NginxGeneration, PathMatch, PoolSettings, RouteRule, RoutingSettings,
-    RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
+    MagentoSettings, NginxGeneration, PathMatch, PoolSettings, ReadinessSettings, RouteRule,
+    RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,

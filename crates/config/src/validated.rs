@@ -31,6 +31,19 @@ pub struct Validated {
     pub pools: Vec<PoolSettings>,
     /// From `[routing]`.
     pub routing: RoutingSettings,
+    /// From `[readiness]`.
+    pub readiness: ReadinessSettings,
+}
+
+/// Checked `[readiness]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadinessSettings {
+    /// The health script, relative to the docroot (no `..`, not absolute).
+    pub health_script: Option<PathBuf>,
+    /// Share of expected scripts OPcache must hold, in parts per million.
+    pub opcache_min_ppm: u32,
+    /// Warm-up paths (each starts with `/`).
+    pub warmup_urls: Vec<String>,
 }
 
 /// A checked PHP-FPM pool.
@@ -415,6 +428,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     let cache = compile_cache(config.cache, &mut errs);
     let pools = compile_pools(config.pools, upstream.as_ref(), &mut errs);
     let routing = compile_routing(config.routing, &pools, &mut errs);
+    let readiness = compile_readiness(config.readiness, &mut errs);
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
             Ok(Validated {
@@ -425,6 +439,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 cache,
                 pools,
                 routing,
+                readiness,
             })
         }
         _ => Err(errs.0),
@@ -874,6 +889,47 @@ fn compile_pools(
     // `frontend` first: the fallback pool.
     out.sort_by_key(|p| p.name != "frontend");
     out
+}
+
+fn compile_readiness(r: file::ReadinessConfig, errs: &mut Errors) -> ReadinessSettings {
+    let script = PathBuf::from(r.health_script.trim_start_matches('/'));
+    let health_script = if r.health_script.is_empty() {
+        None
+    } else if script
+        .components()
+        .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        || !r.health_script.ends_with(".php")
+    {
+        errs.push(
+            p("readiness.health_script"),
+            ErrorKind::Invalid(format!(
+                "{:?} must be a .php file inside magento.docroot, e.g. \"magestack-health.php\"",
+                r.health_script
+            )),
+        );
+        None
+    } else {
+        Some(script)
+    };
+    if !(0.0..=1.0).contains(&r.opcache_min_ratio) {
+        errs.push(
+            p("readiness.opcache_min_ratio"),
+            ErrorKind::Invalid(format!("{} must be between 0 and 1", r.opcache_min_ratio)),
+        );
+    }
+    for (i, u) in r.warmup_urls.iter().enumerate() {
+        if !u.starts_with('/') {
+            errs.push(
+                p("readiness.warmup_urls").index(i),
+                ErrorKind::Invalid(format!("{u:?} must be a path starting with '/'")),
+            );
+        }
+    }
+    ReadinessSettings {
+        health_script,
+        opcache_min_ppm: (r.opcache_min_ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u32,
+        warmup_urls: r.warmup_urls,
+    }
 }
 
 fn compile_routing(

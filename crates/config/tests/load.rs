@@ -10,8 +10,8 @@ use std::time::Duration;
 use magestack_config::{
     file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
     HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
-    Overrides, PathMatch, PoolSettings, RouteRule, RoutingSettings, RunMapping, RunType,
-    ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
+    Overrides, PathMatch, PoolSettings, ReadinessSettings, RouteRule, RoutingSettings, RunMapping,
+    RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -158,7 +158,7 @@ keepalive_connections = 32
             "edge.toml:5: server.max_body_bytes: invalid value: integer `-1`, expected u64",
             "edge.toml:6: server.h2c: invalid type: string \"yes\", expected a boolean",
             "edge.toml:7: server.tls.key_fil: unknown field, expected `cert_file` or `key_file`",
-            "edge.toml:9: server.extra: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `tls`",
+            "edge.toml:9: server.extra: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `tls`",
             // The missing docroot is located at the first line of [magento];
             // the entry with the typo'd key lacks its code.
             "edge.toml:12: magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)",
@@ -411,6 +411,11 @@ fn golden_example_file() {
                 },
             ],
         },
+        readiness: ReadinessSettings {
+            health_script: Some("magestack-health.php".into()),
+            opcache_min_ppm: 800_000,
+            warmup_urls: vec!["/".into(), "/women/tops.html".into()],
+        },
     };
     assert_eq!(got, want);
 }
@@ -571,7 +576,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 64, "{keys:#?}");
+    assert_eq!(keys.len(), 67, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -623,7 +628,7 @@ fn every_error_of_a_long_file_is_reported() {
         let (_, rest) = line.split_once(':').unwrap();
         let (n, rest) = rest.split_once(':').unwrap();
         let n: usize = n.parse().unwrap();
-        assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `tls`", n - 2));
+        assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `tls`", n - 2));
     }
     assert_eq!(got[100], "edge.toml: too many errors; stopped after 100");
 }
@@ -837,6 +842,11 @@ unhealthy_after = 0
 [routing]
 admin_front_name = \"a/b\"
 
+[readiness]
+health_script = \"../x.php\"
+opcache_min_ratio = 1.5
+warmup_urls = [\"nope\"]
+
 [[routing.rules]]
 prefix = \"/x\"
 regex = \"^/y\"
@@ -859,6 +869,9 @@ pool = \"cron\"
         "pools.admin.status_endpoints",
         "pools.admin.unhealthy_after",
         "routing.admin_front_name",
+        "readiness.health_script",
+        "readiness.opcache_min_ratio",
+        "readiness.warmup_urls[0]",
         "routing.rules[0]",
         "routing.rules[1].regex",
         "routing.rules[2].pool",

@@ -79,6 +79,9 @@ pub struct Edge {
     stop: tokio::sync::watch::Sender<bool>,
 }
 
+/// Most warm-up rounds.
+const WARMUP_ROUNDS: u32 = 30;
+
 /// Which pool served a response (`1 + index`), for the metrics.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct PoolSlot(pub(crate) usize);
@@ -168,6 +171,18 @@ impl Edge {
                 }
                 let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
                 let pool_router = PoolRouter::new(&s.pool_routing, &names)?;
+                let health_script = match (&s.readiness.health_script, &s.docroot) {
+                    (Some(script), Some(root)) => {
+                        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+                        Some(crate::pool::HealthScript {
+                            script_filename: root.join(script).to_string_lossy().into_owned(),
+                            script_name: format!("/{}", script.to_string_lossy()),
+                            document_root: root.to_string_lossy().into_owned(),
+                            min_ratio: s.readiness.opcache_min_ratio,
+                        })
+                    }
+                    _ => None,
+                };
                 let pools = specs
                     .iter()
                     .map(|spec| {
@@ -175,6 +190,7 @@ impl Edge {
                             spec,
                             s.keepalive_connections,
                             s.max_response_header_bytes,
+                            health_script.clone(),
                         ))
                     })
                     .collect();
@@ -269,6 +285,51 @@ impl Edge {
             let cache = cache.clone();
             until_stopped(Box::pin(async move { this.health_probe(cache).await }));
         }
+        if !self.s.readiness.warmup_urls.is_empty() {
+            let this = self.clone();
+            until_stopped(Box::pin(async move { this.warm_up().await }));
+        }
+    }
+
+    /// Requests `readiness.warmup_urls` through PHP, round after round, until
+    /// every pool is ready (OPcache warm per the health script) or
+    /// [`WARMUP_ROUNDS`] rounds have run: a cold pod warms itself before it
+    /// takes traffic instead of making its first shoppers wait.
+    async fn warm_up(self: Arc<Self>) {
+        let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+        let conn = ConnInfo {
+            peer: local,
+            local,
+            tls: false,
+        };
+        let urls = &self.s.readiness.warmup_urls;
+        for round in 1..=WARMUP_ROUNDS {
+            let mut answered = 0;
+            for url in urls {
+                let Ok(req) = Request::get(url.as_str())
+                    .header(header::HOST, self.s.server_name.as_str())
+                    .body(ClientBody::Empty)
+                else {
+                    continue;
+                };
+                let (resp, _) = self.dispatch(req, &conn, local.ip()).await;
+                if resp.status().as_u16() < 500 {
+                    answered += 1;
+                }
+                let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+            }
+            // Give the pool checks a moment to see the warmth.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let ready = self.pools_ready();
+            tracing::info!(round, answered, urls = urls.len(), ready, "Warm-up round.");
+            if ready {
+                return;
+            }
+        }
+        tracing::warn!(
+            rounds = WARMUP_ROUNDS,
+            "Warm-up ended before the pools were ready; /readyz follows the checks."
+        );
     }
 
     /// Stops the background tasks (the edge was replaced by a reload).

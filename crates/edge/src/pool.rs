@@ -23,6 +23,15 @@ const UNKNOWN: u8 = 0;
 const HEALTHY: u8 = 1;
 const UNHEALTHY: u8 = 2;
 
+/// The health script run at each check (see `[readiness]`).
+#[derive(Clone, Debug)]
+pub(crate) struct HealthScript {
+    pub(crate) script_filename: String,
+    pub(crate) script_name: String,
+    pub(crate) document_root: String,
+    pub(crate) min_ratio: f64,
+}
+
 /// One endpoint of a pool.
 pub(crate) struct PoolEndpoint {
     pub(crate) client: magestack_fastcgi::Client,
@@ -33,6 +42,13 @@ pub(crate) struct PoolEndpoint {
     health: std::sync::atomic::AtomicU8,
     failures: std::sync::atomic::AtomicU32,
     status: std::sync::Mutex<Option<magestack_fastcgi::FpmStatus>>,
+    /// Runs the health script (no keep-alive: it must not pin a worker).
+    health_client: Option<magestack_fastcgi::Client>,
+    /// The health script said ready and OPcache is warm enough (true
+    /// without a health script).
+    warm: std::sync::atomic::AtomicBool,
+    /// The health script's last answer, for `/pools`.
+    health_report: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
 enum Check {
@@ -61,6 +77,7 @@ pub(crate) struct Pool {
     check_interval: Duration,
     check_timeout: Duration,
     unhealthy_after: u32,
+    health_script: Option<HealthScript>,
 }
 
 /// Why a request was not admitted (the caller answers 503 + `Retry-After`).
@@ -142,13 +159,22 @@ pub struct EndpointStats {
     pub inflight: usize,
     /// `unknown` (not checked yet), `healthy` or `unhealthy`.
     pub health: &'static str,
+    /// Warm per the health script (true without one).
+    pub warm: bool,
+    /// The health script's last answer, when one is configured.
+    pub health_report: Option<serde_json::Value>,
     /// PHP-FPM's status page at the last successful check, when read.
     pub fpm: Option<magestack_fastcgi::FpmStatus>,
 }
 
 impl Pool {
     /// Builds a pool (no connection is opened yet).
-    pub(crate) fn new(spec: &PoolSpec, keepalive: usize, max_response_header_bytes: usize) -> Pool {
+    pub(crate) fn new(
+        spec: &PoolSpec,
+        keepalive: usize,
+        max_response_header_bytes: usize,
+        health_script: Option<HealthScript>,
+    ) -> Pool {
         let fcgi = |t: &UpstreamTarget| match t {
             UpstreamTarget::FastCgiUnix(p) => (
                 magestack_fastcgi::Endpoint::Unix(p.clone()),
@@ -205,6 +231,17 @@ impl Pool {
                         ..Default::default()
                     },
                 );
+                let health_client = health_script.as_ref().map(|_| {
+                    magestack_fastcgi::Client::new(
+                        fcgi(t).0,
+                        magestack_fastcgi::ClientConfig {
+                            connect_timeout: spec.connect_timeout,
+                            read_timeout: spec.connect_timeout.max(Duration::from_secs(2)),
+                            max_idle: 0,
+                            ..Default::default()
+                        },
+                    )
+                });
                 PoolEndpoint {
                     client,
                     label,
@@ -213,6 +250,9 @@ impl Pool {
                     health: std::sync::atomic::AtomicU8::new(UNKNOWN),
                     failures: std::sync::atomic::AtomicU32::new(0),
                     status: std::sync::Mutex::new(None),
+                    warm: std::sync::atomic::AtomicBool::new(health_client.is_none()),
+                    health_client,
+                    health_report: std::sync::Mutex::new(None),
                 }
             })
             .collect();
@@ -235,6 +275,7 @@ impl Pool {
                 .connect_timeout
                 .min(spec.check_interval.max(Duration::from_millis(100))),
             unhealthy_after: spec.unhealthy_after.max(1),
+            health_script,
         }
     }
 
@@ -242,7 +283,7 @@ impl Pool {
     pub(crate) fn is_ready(&self) -> bool {
         self.endpoints
             .iter()
-            .any(|e| e.health.load(Ordering::Relaxed) == HEALTHY)
+            .any(|e| e.health.load(Ordering::Relaxed) == HEALTHY && e.warm.load(Ordering::Relaxed))
     }
 
     /// Checks every endpoint every `check_interval`, forever (spawned once
@@ -291,6 +332,9 @@ impl Pool {
                 if e.health.swap(HEALTHY, Ordering::Relaxed) != HEALTHY {
                     tracing::info!(pool = %self.name, endpoint = %e.label, "PHP-FPM endpoint healthy.");
                 }
+                if let (Some(client), Some(script)) = (&e.health_client, &self.health_script) {
+                    self.check_warm(e, client, script).await;
+                }
             }
             Err(why) => {
                 let n = e.failures.fetch_add(1, Ordering::Relaxed) + 1;
@@ -300,6 +344,43 @@ impl Pool {
                     tracing::warn!(pool = %self.name, endpoint = %e.label, failures = n, error = %why, "PHP-FPM endpoint unhealthy; no more requests until it recovers.");
                 }
             }
+        }
+    }
+
+    /// Runs the health script; the endpoint is warm when it says ready and
+    /// OPcache holds enough of the expected scripts. A failed run keeps the
+    /// previous verdict (the script needs a free worker; FPM's health is the
+    /// status check's business).
+    async fn check_warm(
+        &self,
+        e: &PoolEndpoint,
+        client: &magestack_fastcgi::Client,
+        script: &HealthScript,
+    ) {
+        let report = match tokio::time::timeout(
+            self.check_timeout.max(Duration::from_secs(2)),
+            run_health_script(client, script),
+        )
+        .await
+        {
+            Ok(Ok(v)) => v,
+            Ok(Err(why)) => {
+                tracing::debug!(pool = %self.name, endpoint = %e.label, error = %why, "Health script failed.");
+                return;
+            }
+            Err(_) => return,
+        };
+        let ready = report.get("ready").and_then(serde_json::Value::as_bool) == Some(true);
+        let ratio = report
+            .get("opcache")
+            .and_then(|o| o.get("ratio"))
+            .and_then(serde_json::Value::as_f64);
+        let warm = ready && ratio.is_none_or(|r| r >= script.min_ratio);
+        if e.warm.swap(warm, Ordering::Relaxed) != warm {
+            tracing::info!(pool = %self.name, endpoint = %e.label, warm, opcache_ratio = ?ratio, script_ready = ready, "PHP warmth changed.");
+        }
+        if let Ok(mut g) = e.health_report.lock() {
+            *g = Some(report);
         }
     }
 
@@ -391,10 +472,53 @@ impl Pool {
                         _ => "unknown",
                     },
                     fpm: e.status.lock().ok().and_then(|g| g.clone()),
+                    warm: e.warm.load(Ordering::Relaxed),
+                    health_report: e.health_report.lock().ok().and_then(|g| g.clone()),
                 })
                 .collect(),
         }
     }
+}
+
+/// `GET <script>` over FastCGI; the JSON it answers (any status: 503
+/// carries the reasons).
+async fn run_health_script(
+    client: &magestack_fastcgi::Client,
+    script: &HealthScript,
+) -> Result<serde_json::Value, String> {
+    use http_body_util::BodyExt;
+    let mut params = magestack_fastcgi::Params::with_capacity(10);
+    params.push(&b"GATEWAY_INTERFACE"[..], &b"CGI/1.1"[..]);
+    params.push(&b"REQUEST_METHOD"[..], &b"GET"[..]);
+    params.push(&b"SERVER_PROTOCOL"[..], &b"HTTP/1.1"[..]);
+    params.push(
+        &b"SCRIPT_FILENAME"[..],
+        bytes::Bytes::from(script.script_filename.clone()),
+    );
+    params.push(
+        &b"SCRIPT_NAME"[..],
+        bytes::Bytes::from(script.script_name.clone()),
+    );
+    params.push(
+        &b"REQUEST_URI"[..],
+        bytes::Bytes::from(script.script_name.clone()),
+    );
+    params.push(
+        &b"DOCUMENT_ROOT"[..],
+        bytes::Bytes::from(script.document_root.clone()),
+    );
+    params.push(&b"QUERY_STRING"[..], &b""[..]);
+    let resp = client
+        .request(&params, magestack_fastcgi::RequestBody::Empty)
+        .await
+        .map_err(|e| e.to_string())?;
+    let body = resp
+        .body
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    serde_json::from_slice(&body).map_err(|e| format!("not JSON ({e}), status {}", resp.status))
 }
 
 /// Opens (and closes) a connection: the check when no status page is read.
@@ -431,6 +555,7 @@ mod tests {
             },
             4,
             32 * 1024,
+            None,
         ))
     }
 

@@ -46,6 +46,17 @@ pub struct PoolSpec {
     pub unhealthy_after: u32,
 }
 
+/// What `/readyz` waits for beyond healthy pools.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ReadinessSpec {
+    /// The health script, relative to the docroot (`magestack-health.php`).
+    pub health_script: Option<PathBuf>,
+    /// Share of expected scripts OPcache must hold (0–1).
+    pub opcache_min_ratio: f64,
+    /// Paths requested at start until every pool is ready.
+    pub warmup_urls: Vec<String>,
+}
+
 /// How requests are spread over pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRouting {
@@ -124,6 +135,8 @@ pub struct EdgeSettings {
     pub pools: Vec<PoolSpec>,
     /// Which pool a request goes to.
     pub pool_routing: PoolRouting,
+    /// Readiness beyond healthy pools: warm PHP.
+    pub readiness: ReadinessSpec,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.

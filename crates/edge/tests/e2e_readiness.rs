@@ -112,3 +112,150 @@ async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
         serde_json::from_str(&get(admin_addr, "/pools").await.text()).unwrap();
     assert_eq!(pools[0]["endpoints"][0]["health"], "unhealthy", "{pools}");
 }
+
+/// An edge on its own php-fpm whose health script checks OPcache against a
+/// manifest of the storefront's front-controller scripts.
+async fn opcache_edge(
+    env: &PhpEnv,
+    warmup: Vec<String>,
+) -> (Running, std::net::SocketAddr, Fpm, tempfile::TempDir) {
+    let (port, status_port) = (free_port(), free_port());
+    let dir = tempfile::tempdir().unwrap();
+    let manifest = dir.path().join("opcache-manifest.txt");
+    let sf = env.storefront.canonicalize().unwrap();
+    let scripts = [
+        "pub/index.php",
+        "app/bootstrap.php",
+        "app/routes.php",
+        "app/layout.php",
+        "app/catalog.php",
+    ];
+    std::fs::write(
+        &manifest,
+        scripts
+            .iter()
+            .map(|s| format!("{}\n", sf.join(s).display()))
+            .collect::<String>(),
+    )
+    .unwrap();
+    let fpm = start_fpm(
+        &env.storefront,
+        &[FpmPool {
+            status_port: Some(status_port),
+            env: vec![
+                ("MAGESTACK_HEALTH_CHECKS".into(), "opcache".into()),
+                (
+                    "MAGESTACK_OPCACHE_MANIFEST".into(),
+                    manifest.display().to_string(),
+                ),
+            ],
+            ..FpmPool::new("frontend", port, 2)
+        }],
+    );
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(endpoint.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![UpstreamTarget::FastCgiTcp(endpoint)],
+        max_inflight: 2,
+        queue_size: 16,
+        queue_timeout: Duration::from_secs(2),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_millis(500),
+        status_path: Some("/status".into()),
+        status_endpoints: vec![UpstreamTarget::FastCgiTcp(format!(
+            "127.0.0.1:{status_port}"
+        ))],
+        check_interval: Duration::from_millis(200),
+        unhealthy_after: 2,
+    }];
+    s.readiness = magestack_edge::settings::ReadinessSpec {
+        health_script: Some("magestack-health.php".into()),
+        opcache_min_ratio: 0.8,
+        warmup_urls: warmup,
+    };
+    let edge = Arc::new(Edge::new(s).unwrap());
+    let live = magestack_edge::LiveEdge::new(edge);
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = admin.local_addr().unwrap();
+    let ready = Arc::new(Readiness::default());
+    ready.set(true);
+    tokio::spawn(magestack_edge::admin::serve(
+        admin,
+        ready,
+        live.clone(),
+        AdminAccess {
+            acl: vec!["127.0.0.0/8".parse().unwrap()],
+            token: None,
+        },
+        None,
+    ));
+    let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = traffic.local_addr().unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = magestack_edge::Server::with_live(live, limits(), None);
+    let done = tokio::spawn(server.run(vec![traffic], async move {
+        let _ = rx.await;
+    }));
+    (
+        Running {
+            addr,
+            stop: Some(tx),
+            done,
+        },
+        admin_addr,
+        fpm,
+        dir,
+    )
+}
+
+fn opcache_ratio(pools: &serde_json::Value) -> f64 {
+    pools[0]["endpoints"][0]["health_report"]["opcache"]["ratio"]
+        .as_f64()
+        .unwrap_or(-1.0)
+}
+
+#[tokio::test]
+async fn readyz_waits_for_a_warm_opcache() {
+    let env = php_env();
+    let (edge, admin, _fpm, _dir) = opcache_edge(&env, Vec::new()).await;
+    // FPM answers, but OPcache holds none of the storefront's scripts.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = get(admin, "/readyz").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let pools: serde_json::Value =
+        serde_json::from_str(&get(admin, "/pools").await.text()).unwrap();
+    assert_eq!(pools[0]["endpoints"][0]["health"], "healthy", "{pools}");
+    assert_eq!(pools[0]["endpoints"][0]["warm"], false, "{pools}");
+    assert!(opcache_ratio(&pools) < 0.8, "{pools}");
+    // The health script is not reachable over HTTP (not in nginx's PHP whitelist).
+    assert_eq!(get(edge.addr, "/magestack-health.php").await.status, 404);
+
+    // Shoppers' first pages compile the scripts: ready.
+    for path in ["/", "/women/tops.html"] {
+        assert_eq!(get(edge.addr, path).await.status, 200);
+    }
+    let took = wait_for(admin, 200, Duration::from_secs(5)).await;
+    let pools: serde_json::Value =
+        serde_json::from_str(&get(admin, "/pools").await.text()).unwrap();
+    eprintln!(
+        "warm {took:?} after the first pages; opcache ratio {}",
+        opcache_ratio(&pools)
+    );
+    assert!(opcache_ratio(&pools) >= 0.8, "{pools}");
+    edge.shutdown().await;
+}
+
+#[tokio::test]
+async fn warm_up_urls_make_a_cold_pod_ready_by_itself() {
+    let env = php_env();
+    let (edge, admin, _fpm, _dir) =
+        opcache_edge(&env, vec!["/".into(), "/women/tops.html".into()]).await;
+    // Nobody sends traffic: the edge's own warm-up does.
+    let took = wait_for(admin, 200, Duration::from_secs(10)).await;
+    eprintln!("ready {took:?} after start, warmed by readiness.warmup_urls");
+    edge.shutdown().await;
+}

@@ -68,6 +68,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         access_sink: None,
         pools: Vec::new(),
         pool_routing: Default::default(),
+        readiness: Default::default(),
         cache: None,
     }
 }
@@ -203,6 +204,8 @@ pub struct FpmPool {
     pub children: u32,
     /// `pm.status_path = /status` on `pm.status_listen = 127.0.0.1:PORT`.
     pub status_port: Option<u16>,
+    /// Extra `env[NAME] = VALUE` lines for the pool.
+    pub env: Vec<(String, String)>,
 }
 
 impl FpmPool {
@@ -212,6 +215,7 @@ impl FpmPool {
             port,
             children,
             status_port: None,
+            env: Vec::new(),
         }
     }
 }
@@ -284,6 +288,9 @@ pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
             pub_dir = storefront.join("pub").display(),
             var = var.display(),
         ));
+        for (k, v) in &p.env {
+            conf.push_str(&format!("env[{k}] = {v}\n"));
+        }
         if let Some(sp) = p.status_port {
             conf.push_str(&format!(
                 "pm.status_path = /status\npm.status_listen = 127.0.0.1:{sp}\n"

@@ -187,6 +187,11 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         access_sink: None,
         pools: cfg.pools.iter().map(pool_spec).collect(),
         pool_routing: pool_routing(&cfg.routing),
+        readiness: magestack_edge::settings::ReadinessSpec {
+            health_script: cfg.readiness.health_script.clone(),
+            opcache_min_ratio: f64::from(cfg.readiness.opcache_min_ppm) / 1_000_000.0,
+            warmup_urls: cfg.readiness.warmup_urls.clone(),
+        },
         cache: cache_settings(cfg),
     }
 }
