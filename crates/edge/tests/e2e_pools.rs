@@ -30,34 +30,62 @@ fn pool(name: &str, addr: &str, max: usize, queue: usize, wait: Duration) -> Poo
     }
 }
 
-/// p95 of storefront page latencies with `clients` concurrent shoppers for `secs`.
-async fn shopper_p95(addr: std::net::SocketAddr, clients: usize, secs: f64) -> (Duration, usize) {
-    let until = Instant::now() + Duration::from_secs_f64(secs);
-    let tasks: Vec<_> = (0..clients)
-        .map(|_| {
-            tokio::spawn(async move {
-                let mut lat = Vec::new();
-                while Instant::now() < until {
-                    let t = Instant::now();
-                    let r = get(addr, "/_test/bench").await;
-                    assert_eq!(r.status, 200, "{}", r.text());
-                    lat.push(t.elapsed());
-                }
-                lat
-            })
-        })
-        .collect();
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await.unwrap());
-    }
-    all.sort();
-    let p95 = all[(all.len() * 95 / 100).min(all.len() - 1)];
-    (p95, all.len())
+/// wrk's summary of a run, through a Lua `done` hook (wrk prints p50/75/90/99
+/// but not p95).
+const WRK_P95: &str = r#"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("p95_us=%d requests=%d errors=%d non2xx=%d\n",
+    latency:percentile(95), summary.requests,
+    e.connect + e.read + e.write + e.timeout, e.status))
+end
+"#;
+
+/// p95 of storefront page latencies measured by wrk with `clients` connections for `secs`.
+async fn shopper_p95(addr: std::net::SocketAddr, clients: usize, secs: u32) -> (Duration, u64) {
+    let wrk = std::env::var("MAGESTACK_WRK").unwrap_or_else(|_| {
+        panic!("MAGESTACK_WRK is not set: run ./scripts/test (scripts/deps installs wrk)")
+    });
+    let script = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(script.path(), WRK_P95).unwrap();
+    let path = script.path().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(wrk)
+            .args(["-t2", &format!("-c{clients}"), &format!("-d{secs}s"), "-s"])
+            .arg(path)
+            .arg(format!("http://{addr}/_test/bench"))
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("p95_us="))
+        .unwrap_or_else(|| {
+            panic!(
+                "no summary from wrk:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let field = |name: &str| -> u64 {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing in {line}"))
+    };
+    assert_eq!(field("errors="), 0, "{text}");
+    assert_eq!(field("non2xx="), 0, "{text}");
+    (Duration::from_micros(field("p95_us=")), field("requests="))
 }
+
+/// The tests of this file measure latency: one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
+    let _serial = SERIAL.lock().await;
     let env = php_env();
     let (fp, ap) = (free_port(), free_port());
     let fpm = start_fpm(
@@ -81,7 +109,7 @@ async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
     // Warm both pools (OPcache, sessions dir).
     assert_eq!(get(addr, "/_test/bench").await.status, 200);
 
-    let (quiet, n_quiet) = shopper_p95(addr, 4, 3.0).await;
+    let (quiet, n_quiet) = shopper_p95(addr, 4, 3).await;
 
     // 20 concurrent imports of 4 s each: 2 run, 4 wait for 1 s, 14 find the queue full.
     // They wait (busy=0: the import waits on the database, which runs elsewhere), so what is
@@ -102,7 +130,7 @@ async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let (loaded, n_loaded) = shopper_p95(addr, 4, 3.0).await;
+    let (loaded, n_loaded) = shopper_p95(addr, 4, 3).await;
 
     let mut done = Vec::new();
     for t in imports {
@@ -129,4 +157,47 @@ async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
     );
     edge.shutdown().await;
     drop(fpm);
+}
+
+/// The failure the Kubernetes study describes, for contrast: one shared pool
+/// (the imports and the shoppers take the same 4 workers), and the shoppers'
+/// p95 goes from milliseconds to the imports' duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_pools_the_same_imports_starve_shoppers() {
+    let _serial = SERIAL.lock().await;
+    let env = php_env();
+    let fp = free_port();
+    let _fpm = start_fpm(&env.storefront, &[FpmPool::new("shared", fp, 4)]);
+    let shared = format!("127.0.0.1:{fp}");
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(shared.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![pool("frontend", &shared, 4, 256, Duration::from_secs(30))];
+    let edge = start(s, limits()).await;
+    let addr = edge.addr;
+    assert_eq!(get(addr, "/_test/bench").await.status, 200);
+    let (quiet, n_quiet) = shopper_p95(addr, 4, 2).await;
+    let imports: Vec<_> = (0..8)
+        .map(|i| {
+            tokio::spawn(async move {
+                let req = Request::post(format!("/admin/import/run?seconds=3&busy=0&n={i}"))
+                    .header("host", "shop.test")
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                request(addr, req).await.status.as_u16()
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (_, n_loaded) = shopper_p95(addr, 4, 2).await;
+    for t in imports {
+        assert_eq!(t.await.unwrap(), 200);
+    }
+    eprintln!(
+        "one shared pool: {n_quiet} storefront requests in 2 s quiet (p95 {quiet:?}), {n_loaded} in 2 s during 8 imports"
+    );
+    // Every worker is in an import: shoppers wait for the imports to end.
+    assert!(n_loaded * 20 < n_quiet, "{n_loaded} vs {n_quiet}");
+    edge.shutdown().await;
 }
