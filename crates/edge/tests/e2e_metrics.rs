@@ -96,6 +96,42 @@ async fn metrics_scrape_parses_with_the_expected_families() {
     }
     assert!(types.keys().all(|n| n.starts_with("magestack_")));
 
+    // The shipped dashboard and autoscaling rules only use metrics that exist
+    // (with the suffixes their types give them).
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    for file in [
+        "deploy/grafana/magestack.json",
+        "deploy/prometheus/adapter-rules.yaml",
+    ] {
+        let text = std::fs::read_to_string(format!("{root}/{file}")).unwrap();
+        let mut seen = 0;
+        for (i, _) in text.match_indices("magestack_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "magestack_"
+                || text[..i].ends_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            {
+                continue; // part of another word (a uid, a file name)
+            }
+            let known = types.get(name.as_str()).is_some_and(|t| *t != "counter")
+                || name
+                    .strip_suffix("_total")
+                    .is_some_and(|b| types.get(b) == Some(&"counter"))
+                || ["_bucket", "_count", "_sum"].iter().any(|sfx| {
+                    name.strip_suffix(sfx)
+                        .is_some_and(|b| types.get(b) == Some(&"histogram"))
+                })
+                // The adapter's names for the metrics it derives.
+                || file.ends_with(".yaml")
+                    && ["magestack_pool_busy_ratio", "magestack_request_p95_seconds"].contains(&name.as_str());
+            assert!(known, "{file} uses {name}, which /metrics does not export");
+            seen += 1;
+        }
+        assert!(seen >= 5, "{file}: only {seen} metric references");
+    }
+
     let value = |metric: &str, labels: &[(&str, &str)]| -> Option<f64> {
         scrape
             .samples
