@@ -767,17 +767,8 @@ fn compile_pools(
     let Some(up) = upstream else {
         return Vec::new();
     };
-    if !up.url.is_fastcgi() {
-        if !pools.is_empty() {
-            errs.push(
-                p("pools"),
-                ErrorKind::Conflict {
-                    other: "an HTTP upstream.url (pools are PHP-FPM pools)".into(),
-                },
-            );
-        }
-        return Vec::new();
-    }
+    // Every endpoint speaks the protocol of `upstream.url`.
+    let fastcgi = up.url.is_fastcgi();
     let mut out = Vec::new();
     if !pools.contains_key("frontend") {
         out.push(PoolSettings {
@@ -815,11 +806,17 @@ fn compile_pools(
         }
         for (i, e) in pc.endpoints.iter().enumerate() {
             match e.parse::<UpstreamUrl>() {
-                Ok(u) if u.is_fastcgi() => endpoints.push(u),
+                Ok(u) if u.is_fastcgi() == fastcgi => endpoints.push(u),
+                Ok(_) if fastcgi => errs.push(
+                    at("endpoints").index(i),
+                    ErrorKind::Invalid(format!(
+                        "{e:?} is not a PHP-FPM endpoint (upstream.url is FastCGI): expected fcgi://host:port or fcgi+unix:///path"
+                    )),
+                ),
                 Ok(_) => errs.push(
                     at("endpoints").index(i),
                     ErrorKind::Invalid(format!(
-                        "{e:?} is not a PHP-FPM endpoint: expected fcgi://host:port or fcgi+unix:///path"
+                        "{e:?} is not an HTTP endpoint (upstream.url is HTTP): expected http://host:port"
                     )),
                 ),
                 Err(err) => errs.push(at("endpoints").index(i), ErrorKind::UpstreamUrl(err)),
@@ -848,6 +845,14 @@ fn compile_pools(
                     pc.status_endpoints.len(),
                     endpoints.len().max(pc.endpoints.len())
                 )),
+            );
+        }
+        if !fastcgi && (!pc.status_path.is_empty() || !pc.status_endpoints.is_empty()) {
+            errs.push(
+                at("status_path"),
+                ErrorKind::Invalid(
+                    "PHP-FPM status needs FastCGI endpoints (upstream.url is HTTP)".into(),
+                ),
             );
         }
         if !pc.status_path.is_empty() && !pc.status_path.starts_with('/') {

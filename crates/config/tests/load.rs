@@ -816,12 +816,15 @@ fn pools_default_from_upstream_and_admin_is_optional() {
     let names: Vec<_> = v.pools.iter().map(|p| p.name.as_str()).collect();
     assert_eq!(names, ["frontend", "admin"]);
     assert_eq!(v.pools[1].endpoints, v.pools[0].endpoints);
-    // An HTTP upstream has no pools.
-    assert!(ok(&format!(
-        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:9000\"\n"
-    ))
-    .pools
-    .is_empty());
+    // An HTTP upstream's pools are HTTP.
+    let v = ok(&format!(
+        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:9000\"\n[pools.admin]\nendpoints = [\"http://127.0.0.1:9001\"]\n"
+    ));
+    assert_eq!(v.pools.len(), 2);
+    assert!(v
+        .pools
+        .iter()
+        .all(|p| p.endpoints.iter().all(|e| !e.is_fastcgi())));
 }
 
 #[test]
@@ -883,13 +886,18 @@ pool = \"cron\"
         );
     }
     assert_eq!(e.len(), want.len(), "{e:#?}");
-    // Pools with an HTTP upstream conflict.
+    // An HTTP upstream's pools cannot have FastCGI endpoints or FPM status.
     let e = errors(&format!(
-        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:80\"\n[pools.frontend]\nmax_inflight = 1\n"
+        "{DOCROOT}[upstream]\nurl = \"http://127.0.0.1:80\"\n[pools.frontend]\nendpoints = [\"fcgi://127.0.0.1:9000\"]\nstatus_path = \"/status\"\n"
     ));
     assert!(
-        e.iter()
-            .any(|l| l.contains("pools") && l.contains("conflicts")),
+        e.iter().any(
+            |l| l.contains("pools.frontend.endpoints[0]") && l.contains("not an HTTP endpoint")
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        e.iter().any(|l| l.contains("pools.frontend.status_path")),
         "{e:#?}"
     );
 }

@@ -16,7 +16,7 @@ use crate::cache::Cache;
 use crate::cgi::{self, CgiRequest};
 use crate::client_ip;
 use crate::compress::{self, GzipDecision};
-use crate::http_upstream::{HttpUpstream, HttpUpstreamError};
+use crate::http_upstream::HttpUpstreamError;
 use crate::pool::Pool;
 use crate::pool_route::PoolRouter;
 use crate::request_body::{self, BodyError, ClientBody};
@@ -58,14 +58,12 @@ impl Outcome {
     }
 }
 
-enum Upstream {
-    /// PHP-FPM pools (`frontend` first) and the rules choosing one.
-    FastCgi {
-        pools: Vec<Arc<Pool>>,
-        router: PoolRouter,
-    },
-    // Boxed: the hyper client is large and there is one per process.
-    Http(Box<HttpUpstream>),
+/// The upstream pools (`frontend` first) and the rules choosing one. All
+/// endpoints speak FastCGI (PHP-FPM) or all speak HTTP, as `upstream.url`.
+struct Upstream {
+    pools: Vec<Arc<Pool>>,
+    router: PoolRouter,
+    http: bool,
 }
 
 /// The edge: routing, static files and the upstream, shared by all connections.
@@ -104,6 +102,9 @@ pub enum EdgeError {
     /// The document root is not a directory.
     #[error("magento.docroot {0}: not a directory")]
     DocrootMissing(String),
+    /// A pool's endpoints do not speak the upstream's protocol.
+    #[error("pool {0}: every endpoint must speak the protocol of upstream.url (all FastCGI or all HTTP)")]
+    PoolKindMismatch(String),
     /// The pool routing is inconsistent.
     #[error(transparent)]
     PoolRouting(#[from] crate::pool_route::PoolRouteError),
@@ -137,78 +138,74 @@ impl Edge {
             }
             None => None,
         };
-        let upstream = match &s.upstream {
-            UpstreamTarget::Http(authority) => Upstream::Http(Box::new(HttpUpstream::new(
-                authority,
-                s.connect_timeout,
-                s.read_timeout,
-                s.keepalive_connections,
-            ))),
-            UpstreamTarget::FastCgiTcp(_) | UpstreamTarget::FastCgiUnix(_) => {
-                if router.is_none() {
-                    return Err(EdgeError::DocrootRequired);
-                }
-                let specs = if s.pools.is_empty() {
-                    // One pool from `upstream`, waiting as long as a connect may take.
-                    vec![PoolSpec {
-                        name: "frontend".into(),
-                        endpoints: vec![s.upstream.clone()],
-                        max_inflight: s.max_connections,
-                        queue_size: usize::MAX,
-                        queue_timeout: s.connect_timeout,
-                        request_timeout: s.read_timeout,
-                        connect_timeout: s.connect_timeout,
-                        status_path: None,
-                        status_endpoints: Vec::new(),
-                        check_interval: Duration::from_secs(5),
-                        unhealthy_after: 3,
-                    }]
-                } else {
-                    s.pools.clone()
-                };
-                if let Some(p) = specs.iter().find(|p| p.endpoints.is_empty()) {
-                    return Err(EdgeError::PoolWithoutEndpoint(p.name.clone()));
-                }
-                let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
-                let pool_router = PoolRouter::new(&s.pool_routing, &names)?;
-                let health_script = match (&s.readiness.health_script, &s.docroot) {
-                    (Some(script), Some(root)) => {
-                        let root = root.canonicalize().unwrap_or_else(|_| root.clone());
-                        Some(crate::pool::HealthScript {
-                            script_filename: root.join(script).to_string_lossy().into_owned(),
-                            script_name: format!("/{}", script.to_string_lossy()),
-                            document_root: root.to_string_lossy().into_owned(),
-                            min_ratio: s.readiness.opcache_min_ratio,
-                        })
-                    }
-                    _ => None,
-                };
-                let pools = specs
-                    .iter()
-                    .map(|spec| {
-                        Arc::new(Pool::new(
-                            spec,
-                            s.keepalive_connections,
-                            s.max_response_header_bytes,
-                            health_script.clone(),
-                        ))
-                    })
-                    .collect();
-                Upstream::FastCgi {
-                    pools,
-                    router: pool_router,
-                }
+        let http = matches!(s.upstream, UpstreamTarget::Http(_));
+        if !http && router.is_none() {
+            return Err(EdgeError::DocrootRequired);
+        }
+        let specs = if s.pools.is_empty() {
+            // One pool from `upstream`, waiting as long as a connect may take.
+            vec![PoolSpec {
+                name: "frontend".into(),
+                endpoints: vec![s.upstream.clone()],
+                max_inflight: s.max_connections,
+                queue_size: usize::MAX,
+                queue_timeout: s.connect_timeout,
+                request_timeout: s.read_timeout,
+                connect_timeout: s.connect_timeout,
+                status_path: None,
+                status_endpoints: Vec::new(),
+                check_interval: Duration::from_secs(5),
+                unhealthy_after: 3,
+            }]
+        } else {
+            s.pools.clone()
+        };
+        if let Some(p) = specs.iter().find(|p| p.endpoints.is_empty()) {
+            return Err(EdgeError::PoolWithoutEndpoint(p.name.clone()));
+        }
+        if let Some(p) = specs.iter().find(|p| {
+            p.endpoints
+                .iter()
+                .any(|e| matches!(e, UpstreamTarget::Http(_)) != http)
+        }) {
+            return Err(EdgeError::PoolKindMismatch(p.name.clone()));
+        }
+        let names: Vec<&str> = specs.iter().map(|p| p.name.as_str()).collect();
+        let pool_router = PoolRouter::new(&s.pool_routing, &names)?;
+        let health_script = match (&s.readiness.health_script, &s.docroot, http) {
+            (Some(script), Some(root), false) => {
+                let root = root.canonicalize().unwrap_or_else(|_| root.clone());
+                Some(crate::pool::HealthScript {
+                    script_filename: root.join(script).to_string_lossy().into_owned(),
+                    script_name: format!("/{}", script.to_string_lossy()),
+                    document_root: root.to_string_lossy().into_owned(),
+                    min_ratio: s.readiness.opcache_min_ratio,
+                })
             }
+            _ => None,
+        };
+        let pools = specs
+            .iter()
+            .map(|spec| {
+                Arc::new(Pool::new(
+                    spec,
+                    s.keepalive_connections,
+                    s.max_response_header_bytes,
+                    health_script.clone(),
+                ))
+            })
+            .collect();
+        let upstream = Upstream {
+            pools,
+            router: pool_router,
+            http,
         };
         let cache = match (s.cache.clone(), previous.and_then(|p| p.cache.clone())) {
             (Some(_), Some(running)) => Some(running),
             (Some(c), None) => Some(Arc::new(Cache::new(c))),
             (None, _) => None,
         };
-        let pool_names: Vec<String> = match &upstream {
-            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.name.clone()).collect(),
-            Upstream::Http(_) => Vec::new(),
-        };
+        let pool_names: Vec<String> = upstream.pools.iter().map(|p| p.name.clone()).collect();
         let metrics = match previous {
             Some(p) if p.pool_names() == pool_names => Arc::clone(&p.metrics),
             _ => Arc::new(crate::metrics::Metrics::new(&pool_names)),
@@ -226,19 +223,13 @@ impl Edge {
     /// True when every PHP-FPM pool has an endpoint that passed its checks
     /// (always true with an HTTP upstream). Part of `/readyz`.
     pub fn pools_ready(&self) -> bool {
-        match &self.upstream {
-            Upstream::FastCgi { pools, .. } => pools.iter().all(|p| p.is_ready()),
-            Upstream::Http(_) => true,
-        }
+        self.upstream.pools.iter().all(|p| p.is_ready())
     }
 
     /// Figures of each PHP-FPM pool (`frontend` first); empty with an HTTP
     /// upstream.
     pub fn pool_stats(&self) -> Vec<crate::pool::PoolStats> {
-        match &self.upstream {
-            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.stats()).collect(),
-            Upstream::Http(_) => Vec::new(),
-        }
+        self.upstream.pools.iter().map(|p| p.stats()).collect()
     }
 
     /// The Prometheus text exposition (`/metrics`).
@@ -256,10 +247,7 @@ impl Edge {
     }
 
     fn pool_names(&self) -> Vec<String> {
-        match &self.upstream {
-            Upstream::FastCgi { pools, .. } => pools.iter().map(|p| p.name.clone()).collect(),
-            Upstream::Http(_) => Vec::new(),
-        }
+        self.upstream.pools.iter().map(|p| p.name.clone()).collect()
     }
 
     /// Starts the background tasks (pool health checks, the cache's backend
@@ -275,10 +263,8 @@ impl Edge {
                 }
             });
         };
-        if let Upstream::FastCgi { pools, .. } = &self.upstream {
-            for pool in pools {
-                until_stopped(Box::pin(Arc::clone(pool).run_checks()));
-            }
+        for pool in &self.upstream.pools {
+            until_stopped(Box::pin(Arc::clone(pool).run_checks()));
         }
         if let Some(cache) = &self.cache {
             let this = self.clone();
@@ -546,15 +532,10 @@ impl Edge {
         client: IpAddr,
         php: &magestack_routing::FastCgiRoute,
     ) -> (Response<EdgeBody>, Outcome) {
-        if let Upstream::Http(_) = self.upstream {
+        if self.upstream.http {
             return self.proxy(req, conn, client).await;
         }
-        let Upstream::FastCgi { pools, router } = &self.upstream else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
-        };
+        let (pools, router) = (&self.upstream.pools, &self.upstream.router);
         let (parts, incoming) = req.into_parts();
         let prepared = if php.error_page {
             // nginx discards the body when it redirects to the error page.
@@ -651,7 +632,13 @@ impl Edge {
             params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
         });
         let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
-        match permit.client().request(&params, body).await {
+        let Some(fcgi) = permit.fastcgi() else {
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
+        };
+        match fcgi.request(&params, body).await {
             Ok(r) => {
                 let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                     r.body,
@@ -703,8 +690,36 @@ impl Edge {
         conn: &ConnInfo,
         client: IpAddr,
     ) -> (Response<EdgeBody>, Outcome) {
-        let Upstream::Http(up) = &self.upstream else {
+        if !self.upstream.http {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
+        }
+        let pools = &self.upstream.pools;
+        let index = self
+            .upstream
+            .router
+            .pick(req.uri().path())
+            .min(pools.len().saturating_sub(1));
+        let slot = PoolSlot(index + 1);
+        let Some(pool) = pools.get(index) else {
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
+        };
+        let permit = match pool.acquire().await {
+            Ok(p) => p,
+            Err(why) => {
+                tracing::warn!(pool = %pool.name, reason = ?why, "Upstream pool full; answering 503.");
+                let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
+                r.extensions_mut().insert(slot);
+                return (r, Outcome::UpstreamError);
+            }
+        };
+        let Some(up) = permit.http() else {
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
         };
         let https = client_ip::is_https(
             conn.tls,
@@ -742,14 +757,23 @@ impl Edge {
             }
         }
         match up.forward(out, &target, &client.to_string(), https).await {
-            Ok(r) => (r, Outcome::Proxy),
+            Ok(r) => {
+                let mut r = r.map(|b| crate::body::with_guard(b, Some(permit)));
+                r.extensions_mut().insert(slot);
+                (r, Outcome::Proxy)
+            }
             Err(e) => {
-                let status = match e {
-                    HttpUpstreamError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-                    _ => StatusCode::BAD_GATEWAY,
+                let timeout = matches!(e, HttpUpstreamError::Timeout { .. });
+                let status = if timeout {
+                    StatusCode::GATEWAY_TIMEOUT
+                } else {
+                    StatusCode::BAD_GATEWAY
                 };
-                tracing::warn!(error = %e, status = status.as_u16(), "HTTP upstream request failed.");
-                (error_page(status, Some(5)), Outcome::UpstreamError)
+                tracing::warn!(error = %e, status = status.as_u16(), pool = %pool.name, "HTTP upstream request failed.");
+                pool.record_error(timeout);
+                let mut r = error_page(status, Some(5));
+                r.extensions_mut().insert(slot);
+                (r, Outcome::UpstreamError)
             }
         }
     }

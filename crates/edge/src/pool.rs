@@ -32,9 +32,16 @@ pub(crate) struct HealthScript {
     pub(crate) min_ratio: f64,
 }
 
+/// How an endpoint is spoken to.
+pub(crate) enum Transport {
+    FastCgi(magestack_fastcgi::Client),
+    // Boxed: the hyper client is large; there is one per endpoint.
+    Http(Box<crate::http_upstream::HttpUpstream>),
+}
+
 /// One endpoint of a pool.
 pub(crate) struct PoolEndpoint {
-    pub(crate) client: magestack_fastcgi::Client,
+    pub(crate) transport: Transport,
     pub(crate) label: String,
     inflight: AtomicUsize,
     /// Where the check goes: the status page's client, or a plain connect.
@@ -98,9 +105,20 @@ pub(crate) struct PoolPermit {
 }
 
 impl PoolPermit {
-    /// The FastCGI client of the chosen endpoint.
-    pub(crate) fn client(&self) -> &magestack_fastcgi::Client {
-        &self.pool.endpoints[self.endpoint].client
+    /// The FastCGI client of the chosen endpoint (`None` for HTTP).
+    pub(crate) fn fastcgi(&self) -> Option<&magestack_fastcgi::Client> {
+        match &self.pool.endpoints.get(self.endpoint)?.transport {
+            Transport::FastCgi(c) => Some(c),
+            Transport::Http(_) => None,
+        }
+    }
+
+    /// The HTTP upstream of the chosen endpoint (`None` for FastCGI).
+    pub(crate) fn http(&self) -> Option<&crate::http_upstream::HttpUpstream> {
+        match &self.pool.endpoints.get(self.endpoint)?.transport {
+            Transport::Http(h) => Some(h),
+            Transport::FastCgi(_) => None,
+        }
     }
 }
 
@@ -190,6 +208,27 @@ impl Pool {
             .enumerate()
             .map(|(i, t)| {
                 let (endpoint, label) = fcgi(t);
+                if let UpstreamTarget::Http(authority) = t {
+                    return PoolEndpoint {
+                        transport: Transport::Http(Box::new(
+                            crate::http_upstream::HttpUpstream::new(
+                                authority,
+                                spec.connect_timeout,
+                                spec.request_timeout,
+                                keepalive,
+                            ),
+                        )),
+                        label,
+                        inflight: AtomicUsize::new(0),
+                        check: Check::Connect(endpoint),
+                        health: std::sync::atomic::AtomicU8::new(UNKNOWN),
+                        failures: std::sync::atomic::AtomicU32::new(0),
+                        status: std::sync::Mutex::new(None),
+                        health_client: None,
+                        warm: std::sync::atomic::AtomicBool::new(true),
+                        health_report: std::sync::Mutex::new(None),
+                    };
+                }
                 let check = match &spec.status_path {
                     Some(path) => {
                         let at = spec
@@ -243,7 +282,7 @@ impl Pool {
                     )
                 });
                 PoolEndpoint {
-                    client,
+                    transport: Transport::FastCgi(client),
                     label,
                     inflight: AtomicUsize::new(0),
                     check,

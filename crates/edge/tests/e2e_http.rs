@@ -167,3 +167,49 @@ async fn h2c_prior_knowledge() {
     assert!(String::from_utf8_lossy(&body).contains("Women / Tops"));
     edge.shutdown().await;
 }
+
+/// An HTTP pool of two app servers, one of them down: the health checks take
+/// the dead one out and every request lands on the live one.
+#[tokio::test]
+async fn http_pool_routes_around_a_dead_endpoint() {
+    let app = magestack_edge::demo::spawn_storefront().await.unwrap();
+    let dead = dead_port();
+    let mut s = settings(UpstreamTarget::Http(app.to_string()), None);
+    s.pools = vec![magestack_edge::settings::PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![
+            UpstreamTarget::Http(dead.clone()),
+            UpstreamTarget::Http(app.to_string()),
+        ],
+        max_inflight: 8,
+        queue_size: 8,
+        queue_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(300),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        check_interval: Duration::from_millis(50),
+        unhealthy_after: 1,
+    }];
+    let edge = std::sync::Arc::new(magestack_edge::Edge::new(s).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = magestack_edge::Server::new(edge.clone(), limits(), None);
+    tokio::spawn(server.run(vec![listener], std::future::pending::<()>()));
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let st = edge.pool_stats();
+        if st[0].endpoints[0].health == "unhealthy" && st[0].endpoints[1].health == "healthy" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{st:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(edge.pools_ready());
+    for _ in 0..20 {
+        assert_eq!(get(addr, "/women/tops.html").await.status, 200);
+    }
+    let st = edge.pool_stats();
+    assert_eq!(st[0].requests, 20, "{st:?}");
+    assert_eq!(st[0].errors_other, 0, "{st:?}");
+}

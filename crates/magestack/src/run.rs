@@ -527,6 +527,7 @@ async fn demo(mut cfg: Validated, log: crate::log_writer::BatchWriter) -> Result
         authority: app.to_string(),
     };
     cfg.magento.docroot = None;
+    // The demo app is HTTP: its one pool comes from upstream.url.
     cfg.pools.clear();
     let listen = cfg.server.listen.first().copied();
     if let Some(a) = listen {
