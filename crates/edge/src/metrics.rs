@@ -1,6 +1,9 @@
 //! Prometheus metrics at `/metrics` on the admin listener.
 //!
-//! Live on the request path (pre-created handles, no allocation, no lock):
+//! Live on the request path (pre-created handles, atomics only: no
+//! allocation, no lock; prometheus-client's `Histogram` takes a mutex per
+//! observation, so the duration histogram is our own array of atomics,
+//! encoded with the crate's encoder):
 //! `magestack_request_duration_seconds{pool,cache}` (histogram; buckets fit
 //! for p95 from 0.5 ms to 10 s) and `magestack_requests_total{status_class}`.
 //! Read at scrape time from the counters the edge keeps anyway: the pools
@@ -11,11 +14,12 @@
 use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::ConstGauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -32,16 +36,57 @@ pub const CACHE_RESULTS: [&str; 4] = ["hit", "miss", "uncacheable", "none"];
 
 type Labels = Vec<(&'static str, String)>;
 
-fn duration_histogram() -> Histogram {
-    Histogram::new(DURATION_BUCKETS)
+/// A histogram of atomics: one counter per bucket (the last is `+Inf`),
+/// the sum in nanoseconds, the count.
+#[derive(Debug, Default)]
+struct AtomicHistogram {
+    buckets: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+    count: AtomicU64,
+}
+
+impl AtomicHistogram {
+    fn observe(&self, seconds: f64) {
+        let i = DURATION_BUCKETS
+            .iter()
+            .position(|&le| seconds <= le)
+            .unwrap_or(DURATION_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos
+            .fetch_add((seconds.max(0.0) * 1e9) as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `(sum seconds, count, per-bucket (upper bound, count))` as the
+    /// encoder wants them (it accumulates the buckets itself).
+    fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
+        let buckets = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .zip(self.buckets.iter().map(|b| b.load(Ordering::Relaxed)))
+            .collect();
+        (
+            self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9,
+            self.count.load(Ordering::Relaxed),
+            buckets,
+        )
+    }
+}
+
+/// The duration histograms: `[pool slot][cache result]`; slot 0 is `none`
+/// (no PHP involved).
+#[derive(Debug)]
+struct Durations {
+    slots: Vec<String>,
+    hist: Vec<[AtomicHistogram; 4]>,
 }
 
 /// Metrics of one edge.
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
-    /// `[pool slot][cache result]`; slot 0 is `none` (no PHP involved).
-    durations: Vec<[Histogram; 4]>,
+    durations: Arc<Durations>,
     /// 1xx..5xx.
     statuses: [Counter; 5],
 }
@@ -50,33 +95,19 @@ impl Metrics {
     /// Metrics for an edge with these pools (`frontend` first).
     pub fn new(pool_names: &[String]) -> Metrics {
         let mut registry = Registry::default();
-        let durations_family = Family::<Labels, Histogram, fn() -> Histogram>::new_with_constructor(
-            duration_histogram,
-        );
         let statuses_family = Family::<Labels, Counter>::default();
         let slots: Vec<String> = std::iter::once("none".to_owned())
             .chain(pool_names.iter().cloned())
             .collect();
-        let durations = slots
-            .iter()
-            .map(|pool| {
-                CACHE_RESULTS.map(|cache| {
-                    durations_family
-                        .get_or_create(&vec![("pool", pool.clone()), ("cache", cache.to_owned())])
-                        .clone()
-                })
-            })
-            .collect();
+        let durations = Arc::new(Durations {
+            hist: slots.iter().map(|_| Default::default()).collect(),
+            slots,
+        });
         let statuses = ["1xx", "2xx", "3xx", "4xx", "5xx"].map(|class| {
             statuses_family
                 .get_or_create(&vec![("status_class", class.to_owned())])
                 .clone()
         });
-        registry.register(
-            "magestack_request_duration_seconds",
-            "Time from request head to response head, by PHP-FPM pool (none: not PHP) and cache result",
-            durations_family,
-        );
         registry.register(
             "magestack_requests",
             "Responses sent, by status class",
@@ -97,11 +128,8 @@ impl Metrics {
             "UNCACHEABLE" => 2,
             _ => 3,
         };
-        if let Some(h) = self
-            .durations
-            .get(pool_slot)
-            .or_else(|| self.durations.first())
-        {
+        let hist = &self.durations.hist;
+        if let Some(h) = hist.get(pool_slot).or_else(|| hist.first()) {
             h[c].observe(seconds);
         }
         let class = usize::from(status / 100).clamp(1, 5) - 1;
@@ -112,7 +140,11 @@ impl Metrics {
     pub fn render(&self, pools: Vec<PoolStats>, cache: Option<CacheStats>) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
-        snapshot.register_collector(Box::new(Snapshot { pools, cache }));
+        snapshot.register_collector(Box::new(Snapshot {
+            durations: Arc::clone(&self.durations),
+            pools,
+            cache,
+        }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &snapshot);
@@ -123,6 +155,7 @@ impl Metrics {
 
 #[derive(Debug)]
 struct Snapshot {
+    durations: Arc<Durations>,
     pools: Vec<PoolStats>,
     cache: Option<CacheStats>,
 }
@@ -169,6 +202,24 @@ fn as_i64(n: impl TryInto<i64>) -> i64 {
 
 impl Collector for Snapshot {
     fn encode(&self, mut enc: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        {
+            let mut m = enc.encode_descriptor(
+                "magestack_request_duration_seconds",
+                "Time from request head to response head, by PHP-FPM pool (none: not PHP) and cache result",
+                None,
+                MetricType::Histogram,
+            )?;
+            let d = &self.durations;
+            for (pool, hists) in d.slots.iter().zip(&d.hist) {
+                for (cache, h) in CACHE_RESULTS.iter().zip(hists) {
+                    let labels: Labels =
+                        vec![("pool", pool.clone()), ("cache", (*cache).to_owned())];
+                    let (sum, count, buckets) = h.snapshot();
+                    m.encode_family(&labels)?
+                        .encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+                }
+            }
+        }
         let by_pool = |f: &dyn Fn(&PoolStats) -> i64| -> Vec<(Labels, i64)> {
             self.pools
                 .iter()
