@@ -109,6 +109,8 @@ pub struct Config {
     pub routing: RoutingConfig,
     /// `[readiness]`: what `/readyz` waits for beyond healthy pools.
     pub readiness: ReadinessConfig,
+    /// `[waf]`: the security layer in front of the cache and the pools.
+    pub waf: WafConfig,
 }
 
 /// `[server]`: the client side of the edge.
@@ -424,6 +426,32 @@ pub struct RouteRuleConfig {
     pub regex: String,
     /// The pool's name (a `[pools.<name>]`, or `frontend` / `admin`).
     pub pool: String,
+}
+
+/// Default `waf.rate_limit_max_keys`.
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: u64 = 100_000;
+
+/// `[waf]`: defences built into the edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WafConfig {
+    /// Per-client-IP rate limits on Magento's credential endpoints (customer
+    /// login, account creation, password reset, admin login, REST tokens):
+    /// 5 POSTs a minute each, then 429 with `Retry-After`; limited paths are
+    /// never cached. Default true.
+    pub rate_limits: bool,
+    /// Most (rule, client IP) pairs the limiter remembers: its memory bound
+    /// (~100 bytes a pair) under a flood of addresses. Default 100000.
+    pub rate_limit_max_keys: u64,
+}
+
+impl Default for WafConfig {
+    fn default() -> Self {
+        Self {
+            rate_limits: true,
+            rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+        }
+    }
 }
 
 /// Default `readiness.opcache_min_ratio`.

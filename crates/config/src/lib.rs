@@ -55,6 +55,7 @@ pub use crate::validated::{
     compile, CacheSettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings, MageMode,
     MagentoSettings, NginxGeneration, PathMatch, PoolSettings, ReadinessSettings, RouteRule,
     RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
+    WafSettings,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,

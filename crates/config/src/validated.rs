@@ -33,6 +33,17 @@ pub struct Validated {
     pub routing: RoutingSettings,
     /// From `[readiness]`.
     pub readiness: ReadinessSettings,
+    /// From `[waf]`.
+    pub waf: WafSettings,
+}
+
+/// Checked `[waf]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WafSettings {
+    /// Rate limits on credential endpoints.
+    pub rate_limits: bool,
+    /// The limiter's key bound. Positive.
+    pub rate_limit_max_keys: usize,
 }
 
 /// Checked `[readiness]`.
@@ -429,6 +440,11 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     let pools = compile_pools(config.pools, upstream.as_ref(), &mut errs);
     let routing = compile_routing(config.routing, &pools, &mut errs);
     let readiness = compile_readiness(config.readiness, &mut errs);
+    let waf = WafSettings {
+        rate_limits: config.waf.rate_limits,
+        rate_limit_max_keys: errs
+            .positive_size(p("waf.rate_limit_max_keys"), config.waf.rate_limit_max_keys),
+    };
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
             Ok(Validated {
@@ -440,6 +456,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 pools,
                 routing,
                 readiness,
+                waf,
             })
         }
         _ => Err(errs.0),

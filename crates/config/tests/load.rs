@@ -11,7 +11,8 @@ use magestack_config::{
     file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
     HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
     Overrides, PathMatch, PoolSettings, ReadinessSettings, RouteRule, RoutingSettings, RunMapping,
-    RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, COMMAND_LINE,
+    RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, WafSettings,
+    COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -416,6 +417,10 @@ fn golden_example_file() {
             opcache_min_ppm: 800_000,
             warmup_urls: vec!["/".into(), "/women/tops.html".into()],
         },
+        waf: WafSettings {
+            rate_limits: true,
+            rate_limit_max_keys: 200_000,
+        },
     };
     assert_eq!(got, want);
 }
@@ -576,7 +581,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 67, "{keys:#?}");
+    assert_eq!(keys.len(), 69, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

@@ -73,8 +73,81 @@ pub struct Edge {
     upstream: Upstream,
     cache: Option<Arc<Cache>>,
     metrics: Arc<crate::metrics::Metrics>,
+    /// Per-client rate limits (credential endpoints by default).
+    rate_limit: Option<Arc<RateLimit>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
+}
+
+/// What the rate limits say about a request.
+#[derive(Debug, Clone, Copy)]
+enum RateVerdict {
+    /// No rule applies.
+    NotLimited,
+    /// A rule applies and the client is within it (bypass the cache).
+    Allow,
+    /// Over the limit.
+    Deny {
+        rule: &'static str,
+        retry_after: u32,
+    },
+}
+
+/// The edge's rate limiter, its rules and per-rule rejection counters.
+#[derive(Debug)]
+struct RateLimit {
+    limiter: magestack_waf::Limiter,
+    rules: magestack_waf::RateRules,
+    /// Rule names, leaked once per process start (bounded: the rule list).
+    names: Vec<&'static str>,
+    rejected: Vec<std::sync::atomic::AtomicU64>,
+    epoch: Instant,
+}
+
+impl RateLimit {
+    fn new(spec: &crate::settings::RateLimitSpec, admin_front_name: &str) -> RateLimit {
+        let rules = magestack_waf::RateRules::new(magestack_waf::default_rules(admin_front_name));
+        let names: Vec<&'static str> = rules
+            .rules()
+            .iter()
+            .map(|r| &*Box::leak(r.name.clone().into_boxed_str()))
+            .collect();
+        RateLimit {
+            limiter: magestack_waf::Limiter::new(spec.max_keys),
+            rejected: names.iter().map(|_| Default::default()).collect(),
+            names,
+            rules,
+            epoch: Instant::now(),
+        }
+    }
+
+    fn check(&self, method: &Method, path: &str, client: IpAddr) -> RateVerdict {
+        let Some((idx, rule)) = self.rules.matching(method, path) else {
+            return RateVerdict::NotLimited;
+        };
+        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        match self.limiter.check(idx, client, rule.quota, now) {
+            magestack_waf::Decision::Allow => RateVerdict::Allow,
+            magestack_waf::Decision::Deny { retry_after } => {
+                let i = usize::from(idx);
+                if let Some(c) = self.rejected.get(i) {
+                    c.fetch_add(1, Ordering::Relaxed);
+                }
+                RateVerdict::Deny {
+                    rule: self.names.get(i).copied().unwrap_or("rule"),
+                    retry_after: u32::try_from(retry_after.as_secs() + 1).unwrap_or(u32::MAX),
+                }
+            }
+        }
+    }
+
+    fn counts(&self) -> Vec<(&'static str, u64)> {
+        self.names
+            .iter()
+            .zip(&self.rejected)
+            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// Most warm-up rounds.
@@ -210,12 +283,22 @@ impl Edge {
             Some(p) if p.pool_names() == pool_names => Arc::clone(&p.metrics),
             _ => Arc::new(crate::metrics::Metrics::new(&pool_names)),
         };
+        let rate_limit = match (&s.rate_limit, previous.and_then(|p| p.rate_limit.clone())) {
+            // A reload keeps the limiter's state (nobody gets a fresh quota).
+            (Some(_), Some(running)) => Some(running),
+            (Some(spec), None) => Some(Arc::new(RateLimit::new(
+                spec,
+                &s.pool_routing.admin_front_name,
+            ))),
+            (None, _) => None,
+        };
         Ok(Self {
             s,
             router,
             upstream,
             cache,
             metrics,
+            rate_limit,
             stop: tokio::sync::watch::channel(false).0,
         })
     }
@@ -234,7 +317,13 @@ impl Edge {
 
     /// The Prometheus text exposition (`/metrics`).
     pub fn render_metrics(&self) -> String {
-        self.metrics.render(self.pool_stats(), self.cache_stats())
+        let limited = self
+            .rate_limit
+            .as_ref()
+            .map(|rl| rl.counts())
+            .unwrap_or_default();
+        self.metrics
+            .render(self.pool_stats(), self.cache_stats(), limited)
     }
 
     /// The settings the edge runs with.
@@ -406,16 +495,29 @@ impl Edge {
         // What the gzip filter needs from the request, without copying its headers.
         let gzip_client = compress::ClientEncoding::of(req.headers());
         let is_head = req.method() == Method::HEAD;
-        let (mut resp, outcome, cache_label) = match &self.cache {
-            Some(cache) => {
-                let served = self.cached(cache, req, conn, client).await;
-                (served.resp, served.outcome, served.cache)
+        // Rate limits (credential endpoints by default) come before the
+        // cache and the pools; limited paths are never cached.
+        let limited = match &self.rate_limit {
+            Some(rl) => rl.check(req.method(), req.uri().path(), client),
+            None => RateVerdict::NotLimited,
+        };
+        let (mut resp, outcome, cache_label) = match (&self.cache, limited) {
+            (_, RateVerdict::Deny { rule, retry_after }) => {
+                tracing::warn!(%client, rule, retry_after_secs = retry_after, "Rate limit exceeded; answering 429.");
+                let mut r = error_page(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
+                r.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                (r, Outcome::Edge, "-")
             }
-            None => {
+            (Some(_), RateVerdict::Allow) | (None, _) => {
                 let (resp, outcome) = self
                     .dispatch(req.map(ClientBody::Incoming), conn, client)
                     .await;
                 (resp, outcome, "-")
+            }
+            (Some(cache), RateVerdict::NotLimited) => {
+                let served = self.cached(cache, req, conn, client).await;
+                (served.resp, served.outcome, served.cache)
             }
         };
         self.filter_response(gzip_client, is_head, &mut resp);

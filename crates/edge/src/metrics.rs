@@ -137,13 +137,19 @@ impl Metrics {
     }
 
     /// The text exposition: live metrics plus a snapshot of pools and cache.
-    pub fn render(&self, pools: Vec<PoolStats>, cache: Option<CacheStats>) -> String {
+    pub fn render(
+        &self,
+        pools: Vec<PoolStats>,
+        cache: Option<CacheStats>,
+        rate_limited: Vec<(&'static str, u64)>,
+    ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
         snapshot.register_collector(Box::new(Snapshot {
             durations: Arc::clone(&self.durations),
             pools,
             cache,
+            rate_limited,
         }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
@@ -158,6 +164,7 @@ struct Snapshot {
     durations: Arc<Durations>,
     pools: Vec<PoolStats>,
     cache: Option<CacheStats>,
+    rate_limited: Vec<(&'static str, u64)>,
 }
 
 fn gauge(
@@ -362,6 +369,14 @@ impl Collector for Snapshot {
             "Requests PHP-FPM accepted since it started",
             fpm.iter().map(|(l, s)| (l.clone(), s.accepted_conn)),
         )?;
+        counter(
+            &mut enc,
+            "magestack_rate_limited",
+            "Requests answered 429 by a rate limit, by rule",
+            self.rate_limited
+                .iter()
+                .map(|(rule, n)| (vec![("rule", (*rule).to_owned())], *n)),
+        )?;
         if let Some(c) = &self.cache {
             let one = |v: u64| std::iter::once((Labels::new(), v));
             counter(
@@ -451,7 +466,11 @@ mod tests {
         m.observe(0, "HIT", 304, 0.0002);
         m.observe(2, "UNCACHEABLE", 503, 1.5);
         m.observe(99, "?", 999, 0.1);
-        let text = m.render(Vec::new(), None);
+        let text = m.render(Vec::new(), None, vec![("customer_login", 2)]);
+        assert!(
+            text.contains("magestack_rate_limited_total{rule=\"customer_login\"} 2"),
+            "{text}"
+        );
         assert!(text.contains("magestack_request_duration_seconds_bucket{le=\"0.005\",pool=\"frontend\",cache=\"miss\"} 1"), "{text}");
         assert!(
             text.contains("magestack_requests_total{status_class=\"5xx\"} 2"),

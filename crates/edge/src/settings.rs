@@ -57,6 +57,19 @@ pub struct ReadinessSpec {
     pub warmup_urls: Vec<String>,
 }
 
+/// Per-client rate limits on Magento's credential endpoints.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSpec {
+    /// Most (rule, client IP) pairs remembered; memory is bounded by it.
+    pub max_keys: usize,
+}
+
+impl Default for RateLimitSpec {
+    fn default() -> Self {
+        RateLimitSpec { max_keys: 100_000 }
+    }
+}
+
 /// How requests are spread over pools.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolRouting {
@@ -137,6 +150,8 @@ pub struct EdgeSettings {
     pub pool_routing: PoolRouting,
     /// Readiness beyond healthy pools: warm PHP.
     pub readiness: ReadinessSpec,
+    /// Rate limits on credential endpoints; `None` = off.
+    pub rate_limit: Option<RateLimitSpec>,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.

@@ -556,3 +556,34 @@ async fn kept_alive_tcp_responses_do_not_wait_for_delayed_acks() {
     );
     edge.shutdown().await;
 }
+
+/// Credential stuffing: the 6th login POST in a minute from one client gets
+/// 429 with `Retry-After` (before PHP); another client is unaffected.
+#[tokio::test]
+async fn sixth_login_in_a_minute_from_one_ip_gets_429() {
+    let (edge, _env) = start_php().await;
+    let login = |ip: &'static str| {
+        Request::post("/customer/account/loginPost/")
+            .header("host", "shop.test")
+            .header("x-forwarded-for", ip)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Full::new(Bytes::from_static(
+                b"login%5Busername%5D=a%40example.com&login%5Bpassword%5D=wrong",
+            )))
+            .unwrap()
+    };
+    for i in 0..5 {
+        let r = request(edge.addr, login("203.0.113.7")).await;
+        assert_ne!(r.status, 429, "attempt {}", i + 1);
+    }
+    let r = request(edge.addr, login("203.0.113.7")).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=13).contains(&retry), "Retry-After {retry}");
+    assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+    // Another address is not affected; other pages of the same address neither.
+    assert_ne!(request(edge.addr, login("203.0.113.8")).await.status, 429);
+    let r = get_with(edge.addr, "/", &[("x-forwarded-for", "203.0.113.7")]).await;
+    assert_eq!(r.status, 200);
+    edge.shutdown().await;
+}

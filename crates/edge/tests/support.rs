@@ -69,6 +69,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         pools: Vec::new(),
         pool_routing: Default::default(),
         readiness: Default::default(),
+        rate_limit: Some(Default::default()),
         cache: None,
     }
 }

@@ -187,6 +187,12 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         access_sink: None,
         pools: cfg.pools.iter().map(pool_spec).collect(),
         pool_routing: pool_routing(&cfg.routing),
+        rate_limit: cfg
+            .waf
+            .rate_limits
+            .then_some(magestack_edge::settings::RateLimitSpec {
+                max_keys: cfg.waf.rate_limit_max_keys,
+            }),
         readiness: magestack_edge::settings::ReadinessSpec {
             health_script: cfg.readiness.health_script.clone(),
             opcache_min_ratio: f64::from(cfg.readiness.opcache_min_ppm) / 1_000_000.0,

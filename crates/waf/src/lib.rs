@@ -1,0 +1,19 @@
+//! The edge's security layer, pure: no sockets, no clock, no threads of its
+//! own (time comes in as nanoseconds of a monotonic clock).
+//!
+//! - [`limiter`]: GCRA rate limiting keyed by (rule, client IP) in a table
+//!   whose size is bounded, so a flood of distinct addresses costs a fixed
+//!   amount of memory.
+//! - [`rules`]: which requests a limit applies to; the defaults protect
+//!   Magento's credential endpoints (customer login, account creation,
+//!   password reset, admin login, REST token endpoints) with no config.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+pub mod limiter;
+pub mod rules;
+
+pub use limiter::{Decision, Limiter, Quota};
+pub use rules::{default_rules, PathMatch, RateRule, RateRules, RuleError};

@@ -1,0 +1,188 @@
+//! Which requests a rate limit applies to.
+//!
+//! The defaults cover Magento's credential endpoints, the targets of
+//! credential stuffing and brute force (AWS case study, "Security"): customer
+//! login, account creation and password reset, the admin login form, and the
+//! REST token endpoints. Each allows 5 POSTs a minute per client IP, with no
+//! configuration at all.
+
+use std::time::Duration;
+
+use http::Method;
+use regex::Regex;
+
+use crate::limiter::Quota;
+
+/// How a rule matches the path (no query).
+#[derive(Debug, Clone)]
+pub enum PathMatch {
+    /// Case-insensitive prefix (Magento's router ignores case).
+    Prefix(String),
+    /// Regex on the path.
+    Regex(Regex),
+}
+
+impl PathMatch {
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            PathMatch::Prefix(p) => path
+                .get(..p.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(p)),
+            PathMatch::Regex(r) => r.is_match(path),
+        }
+    }
+}
+
+/// One rate-limit rule.
+#[derive(Debug, Clone)]
+pub struct RateRule {
+    /// Name for logs and metrics (`customer_login`).
+    pub name: String,
+    /// Methods it applies to; empty = all.
+    pub methods: Vec<Method>,
+    /// Paths it applies to.
+    pub path: PathMatch,
+    /// The limit per client IP.
+    pub quota: Quota,
+}
+
+/// Why a rule could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    /// The regex does not compile.
+    #[error("rate limit {name}: invalid regex: {reason}")]
+    Regex {
+        /// Rule name.
+        name: String,
+        /// The regex crate's message.
+        reason: String,
+    },
+}
+
+/// The rules, checked in order; the first match decides.
+#[derive(Debug, Clone, Default)]
+pub struct RateRules {
+    rules: Vec<RateRule>,
+}
+
+const PER_MINUTE_5: fn() -> Quota = || Quota::per(5, Duration::from_secs(60));
+
+/// Magento's credential endpoints, 5 POSTs a minute per IP each.
+/// `admin_front_name` is `backend/frontName` (`admin` by default).
+pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
+    let post = vec![Method::POST];
+    let prefix = |name: &str, p: &str| RateRule {
+        name: name.to_owned(),
+        methods: post.clone(),
+        path: PathMatch::Prefix(p.to_owned()),
+        quota: PER_MINUTE_5(),
+    };
+    let mut rules = vec![
+        prefix("customer_login", "/customer/account/loginPost"),
+        prefix("customer_create", "/customer/account/createpost"),
+        prefix(
+            "customer_forgot_password",
+            "/customer/account/forgotpasswordpost",
+        ),
+    ];
+    let front = regex::escape(admin_front_name.trim_matches('/'));
+    // The admin login form posts to the front name's root or its index action.
+    if let Ok(r) = Regex::new(&format!(
+        "^/(?:index\\.php/)?{front}(?:/admin(?:/index(?:/index)?)?)?/?$"
+    )) {
+        rules.push(RateRule {
+            name: "admin_login".into(),
+            methods: post.clone(),
+            path: PathMatch::Regex(r),
+            quota: PER_MINUTE_5(),
+        });
+    }
+    if let Ok(r) =
+        Regex::new("^/(?:index\\.php/)?rest/(?:[^/]+/)?V1/integration/(?:customer|admin)/token")
+    {
+        rules.push(RateRule {
+            name: "rest_token".into(),
+            methods: post,
+            path: PathMatch::Regex(r),
+            quota: PER_MINUTE_5(),
+        });
+    }
+    rules
+}
+
+impl RateRules {
+    /// Rules checked in order.
+    pub fn new(rules: Vec<RateRule>) -> RateRules {
+        RateRules { rules }
+    }
+
+    /// The index and rule that applies to a request, if any.
+    pub fn matching(&self, method: &Method, path: &str) -> Option<(u16, &RateRule)> {
+        self.rules
+            .iter()
+            .enumerate()
+            .find(|(_, r)| {
+                (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(path)
+            })
+            .map(|(i, r)| (u16::try_from(i).unwrap_or(u16::MAX), r))
+    }
+
+    /// All rules, in order.
+    pub fn rules(&self) -> &[RateRule] {
+        &self.rules
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_cover_magentos_credential_endpoints() {
+        let r = RateRules::new(default_rules("admin"));
+        let name = |m: Method, p: &str| r.matching(&m, p).map(|(_, r)| r.name.clone());
+        assert_eq!(
+            name(Method::POST, "/customer/account/loginPost/").as_deref(),
+            Some("customer_login")
+        );
+        assert_eq!(
+            name(Method::POST, "/customer/account/loginpost/referer/abc/").as_deref(),
+            Some("customer_login")
+        );
+        assert_eq!(
+            name(Method::POST, "/customer/account/createpost/").as_deref(),
+            Some("customer_create")
+        );
+        assert_eq!(
+            name(Method::POST, "/customer/account/forgotpasswordpost/").as_deref(),
+            Some("customer_forgot_password")
+        );
+        assert_eq!(name(Method::POST, "/admin").as_deref(), Some("admin_login"));
+        assert_eq!(
+            name(Method::POST, "/admin/admin/index/index/").as_deref(),
+            Some("admin_login")
+        );
+        assert_eq!(
+            name(Method::POST, "/index.php/admin/").as_deref(),
+            Some("admin_login")
+        );
+        assert_eq!(
+            name(Method::POST, "/rest/V1/integration/customer/token").as_deref(),
+            Some("rest_token")
+        );
+        assert_eq!(
+            name(Method::POST, "/rest/default/V1/integration/admin/token").as_deref(),
+            Some("rest_token")
+        );
+        // Not credential endpoints, or not POSTs.
+        assert_eq!(name(Method::GET, "/customer/account/login/"), None);
+        assert_eq!(name(Method::GET, "/customer/account/loginPost/"), None);
+        assert_eq!(name(Method::POST, "/admin/catalog/product/save/"), None);
+        assert_eq!(name(Method::POST, "/checkout/cart/add/"), None);
+        // A custom admin path moves the admin rule with it.
+        let r = RateRules::new(default_rules("backoffice_7x"));
+        assert!(r.matching(&Method::POST, "/backoffice_7x/").is_some());
+        assert!(r.matching(&Method::POST, "/admin/").is_none());
+    }
+}
