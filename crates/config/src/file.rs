@@ -443,6 +443,18 @@ pub struct WafConfig {
     /// Most (rule, client IP) pairs the limiter remembers: its memory bound
     /// (~100 bytes a pair) under a flood of addresses. Default 100000.
     pub rate_limit_max_keys: u64,
+    /// Client networks (CIDRs or addresses) never blocked or rate limited
+    /// (monitoring, the office). Default `[]`.
+    pub allow: Vec<String>,
+    /// Client networks answered 403 before anything else runs. Default `[]`.
+    pub deny: Vec<String>,
+    /// Files of networks to deny (one CIDR or address a line, `#`
+    /// comments; an IP reputation feed), re-read when they change. Default `[]`.
+    pub deny_files: Vec<PathBuf>,
+    /// When not empty, only these networks reach the admin front name
+    /// (`/<routing.admin_front_name>`, also behind `/index.php/`); others get
+    /// 404, as if there were no admin. Default `[]`.
+    pub admin_allow: Vec<String>,
 }
 
 impl Default for WafConfig {
@@ -450,6 +462,10 @@ impl Default for WafConfig {
         Self {
             rate_limits: true,
             rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+            allow: Vec::new(),
+            deny: Vec::new(),
+            deny_files: Vec::new(),
+            admin_allow: Vec::new(),
         }
     }
 }

@@ -44,6 +44,14 @@ pub struct WafSettings {
     pub rate_limits: bool,
     /// The limiter's key bound. Positive.
     pub rate_limit_max_keys: usize,
+    /// Never blocked or limited.
+    pub allow: Vec<IpNet>,
+    /// Answered 403.
+    pub deny: Vec<IpNet>,
+    /// Deny-list files (read by the edge, re-read on change).
+    pub deny_files: Vec<PathBuf>,
+    /// Only these reach the admin front name (empty: everyone).
+    pub admin_allow: Vec<IpNet>,
 }
 
 /// Checked `[readiness]`.
@@ -444,6 +452,10 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         rate_limits: config.waf.rate_limits,
         rate_limit_max_keys: errs
             .positive_size(p("waf.rate_limit_max_keys"), config.waf.rate_limit_max_keys),
+        allow: parse_cidrs(&p("waf.allow"), &config.waf.allow, &mut errs),
+        deny: parse_cidrs(&p("waf.deny"), &config.waf.deny, &mut errs),
+        deny_files: config.waf.deny_files.clone(),
+        admin_allow: parse_cidrs(&p("waf.admin_allow"), &config.waf.admin_allow, &mut errs),
     };
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {

@@ -420,6 +420,13 @@ fn golden_example_file() {
         waf: WafSettings {
             rate_limits: true,
             rate_limit_max_keys: 200_000,
+            allow: vec!["10.20.0.0/16".parse().unwrap()],
+            deny: vec![
+                "192.0.2.0/24".parse().unwrap(),
+                "2001:db8:bad::/48".parse().unwrap(),
+            ],
+            deny_files: vec!["/etc/magestack/deny.txt".into()],
+            admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
         },
     };
     assert_eq!(got, want);
@@ -581,7 +588,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 69, "{keys:#?}");
+    assert_eq!(keys.len(), 73, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

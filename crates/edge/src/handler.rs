@@ -75,6 +75,8 @@ pub struct Edge {
     metrics: Arc<crate::metrics::Metrics>,
     /// Per-client rate limits (credential endpoints by default).
     rate_limit: Option<Arc<RateLimit>>,
+    /// Allow/deny networks and the admin allowlist.
+    ip_filter: Arc<crate::ip_filter::IpFilter>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -90,6 +92,11 @@ enum RateVerdict {
     Deny {
         rule: &'static str,
         retry_after: u32,
+    },
+    /// Refused by the network rules.
+    Blocked {
+        status: StatusCode,
+        why: &'static str,
     },
 }
 
@@ -175,6 +182,9 @@ pub enum EdgeError {
     /// The document root is not a directory.
     #[error("magento.docroot {0}: not a directory")]
     DocrootMissing(String),
+    /// A deny-list file could not be read or parsed.
+    #[error("{0}")]
+    DenyList(String),
     /// A pool's endpoints do not speak the upstream's protocol.
     #[error("pool {0}: every endpoint must speak the protocol of upstream.url (all FastCGI or all HTTP)")]
     PoolKindMismatch(String),
@@ -292,6 +302,10 @@ impl Edge {
             ))),
             (None, _) => None,
         };
+        let ip_filter = Arc::new(
+            crate::ip_filter::IpFilter::new(&s.ip_rules, &s.pool_routing.admin_front_name)
+                .map_err(EdgeError::DenyList)?,
+        );
         Ok(Self {
             s,
             router,
@@ -299,6 +313,7 @@ impl Edge {
             cache,
             metrics,
             rate_limit,
+            ip_filter,
             stop: tokio::sync::watch::channel(false).0,
         })
     }
@@ -317,11 +332,16 @@ impl Edge {
 
     /// The Prometheus text exposition (`/metrics`).
     pub fn render_metrics(&self) -> String {
-        let limited = self
+        let mut limited = self
             .rate_limit
             .as_ref()
             .map(|rl| rl.counts())
             .unwrap_or_default();
+        limited.push(("waf_deny", self.ip_filter.denied.load(Ordering::Relaxed)));
+        limited.push((
+            "waf_admin_allow",
+            self.ip_filter.admin_hidden.load(Ordering::Relaxed),
+        ));
         self.metrics
             .render(self.pool_stats(), self.cache_stats(), limited)
     }
@@ -354,6 +374,18 @@ impl Edge {
         };
         for pool in &self.upstream.pools {
             until_stopped(Box::pin(Arc::clone(pool).run_checks()));
+        }
+        if self.ip_filter.watches_files() {
+            let filter = Arc::clone(&self.ip_filter);
+            until_stopped(Box::pin(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = filter.reload_files(false) {
+                        tracing::error!(error = %e, "Deny list not reloaded; the previous one stays.");
+                    }
+                }
+            }));
         }
         if let Some(cache) = &self.cache {
             let this = self.clone();
@@ -495,11 +527,23 @@ impl Edge {
         // What the gzip filter needs from the request, without copying its headers.
         let gzip_client = compress::ClientEncoding::of(req.headers());
         let is_head = req.method() == Method::HEAD;
-        // Rate limits (credential endpoints by default) come before the
-        // cache and the pools; limited paths are never cached.
-        let limited = match &self.rate_limit {
-            Some(rl) => rl.check(req.method(), req.uri().path(), client),
-            None => RateVerdict::NotLimited,
+        // Network rules first, then rate limits (credential endpoints by
+        // default), all before the cache and the pools; limited paths are
+        // never cached.
+        let ip = self.ip_filter.check(client, req.uri().path());
+        let limited = match (&self.rate_limit, ip) {
+            (_, crate::ip_filter::IpVerdict::Deny) => RateVerdict::Blocked {
+                status: StatusCode::FORBIDDEN,
+                why: "waf.deny",
+            },
+            (_, crate::ip_filter::IpVerdict::AdminHidden) => RateVerdict::Blocked {
+                status: StatusCode::NOT_FOUND,
+                why: "waf.admin_allow",
+            },
+            (Some(rl), crate::ip_filter::IpVerdict::Pass) => {
+                rl.check(req.method(), req.uri().path(), client)
+            }
+            _ => RateVerdict::NotLimited,
         };
         let (mut resp, outcome, cache_label) = match (&self.cache, limited) {
             (_, RateVerdict::Deny { rule, retry_after }) => {
@@ -508,6 +552,10 @@ impl Edge {
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (r, Outcome::Edge, "-")
+            }
+            (_, RateVerdict::Blocked { status, why }) => {
+                tracing::warn!(%client, rule = why, status = status.as_u16(), "Request blocked by the network rules.");
+                (error_page(status, None), Outcome::Edge, "-")
             }
             (Some(_), RateVerdict::Allow) | (None, _) => {
                 let (resp, outcome) = self

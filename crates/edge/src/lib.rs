@@ -20,6 +20,7 @@ mod conn_io;
 pub mod demo;
 mod handler;
 pub mod http_upstream;
+mod ip_filter;
 pub mod live;
 pub mod metrics;
 pub mod pool;

@@ -369,13 +369,27 @@ impl Collector for Snapshot {
             "Requests PHP-FPM accepted since it started",
             fpm.iter().map(|(l, s)| (l.clone(), s.accepted_conn)),
         )?;
+        // Rate-limit rules answer 429; the network rules (`waf_*`) 403/404.
+        let (blocked, limited): (Vec<_>, Vec<_>) = self
+            .rate_limited
+            .iter()
+            .partition(|(name, _)| name.starts_with("waf_"));
         counter(
             &mut enc,
             "magestack_rate_limited",
             "Requests answered 429 by a rate limit, by rule",
-            self.rate_limited
+            limited
                 .iter()
                 .map(|(rule, n)| (vec![("rule", (*rule).to_owned())], *n)),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_waf_blocked",
+            "Requests refused by the network rules (deny: 403; admin_allow: 404)",
+            blocked.iter().map(|(name, n)| {
+                let reason = name.trim_start_matches("waf_");
+                (vec![("reason", reason.to_owned())], *n)
+            }),
         )?;
         if let Some(c) = &self.cache {
             let one = |v: u64| std::iter::once((Labels::new(), v));

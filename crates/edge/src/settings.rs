@@ -57,6 +57,19 @@ pub struct ReadinessSpec {
     pub warmup_urls: Vec<String>,
 }
 
+/// Client network rules (see `[waf]`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct IpRulesSpec {
+    /// Never blocked or limited.
+    pub allow: Vec<IpNet>,
+    /// 403.
+    pub deny: Vec<IpNet>,
+    /// Files of networks to deny, re-read on change.
+    pub deny_files: Vec<PathBuf>,
+    /// Only these reach the admin front name (empty: all).
+    pub admin_allow: Vec<IpNet>,
+}
+
 /// Per-client rate limits on Magento's credential endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSpec {
@@ -152,6 +165,8 @@ pub struct EdgeSettings {
     pub readiness: ReadinessSpec,
     /// Rate limits on credential endpoints; `None` = off.
     pub rate_limit: Option<RateLimitSpec>,
+    /// Client network rules.
+    pub ip_rules: IpRulesSpec,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
     /// Emit one access-log line per request.

@@ -587,3 +587,55 @@ async fn sixth_login_in_a_minute_from_one_ip_gets_429() {
     assert_eq!(r.status, 200);
     edge.shutdown().await;
 }
+
+/// Network rules: a denied network gets 403 before any PHP runs (the
+/// storefront's hit counter does not move), the admin front name is 404
+/// outside the admin allowlist and served inside it.
+#[tokio::test]
+async fn denied_networks_get_403_before_php_and_admin_is_hidden() {
+    let env = php_env();
+    let mut s = settings(
+        magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.ip_rules = magestack_edge::settings::IpRulesSpec {
+        allow: vec![],
+        deny: vec!["192.0.2.0/24".parse().unwrap()],
+        deny_files: vec![],
+        admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
+    };
+    let edge = start(s, limits()).await;
+    let key = format!("deny-{}", std::process::id());
+    let peek = format!("/_test/hits?key={key}&peek=1");
+    let before = get(edge.addr, &peek).await.text();
+    let r = get_with(
+        edge.addr,
+        &format!("/_test/hits?key={key}"),
+        &[("x-forwarded-for", "192.0.2.44")],
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.text(), "403 Forbidden\n");
+    assert_eq!(
+        get(edge.addr, &peek).await.text(),
+        before,
+        "PHP ran for a denied client"
+    );
+    // The same request from elsewhere reaches PHP.
+    let r = get_with(
+        edge.addr,
+        &format!("/_test/hits?key={key}"),
+        &[("x-forwarded-for", "198.51.100.9")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_ne!(get(edge.addr, &peek).await.text(), before);
+    // Admin: 404 from outside the allowlist, served (by PHP) from inside.
+    let admin = "/admin/import/run?seconds=0&busy=0";
+    let r = get_with(edge.addr, admin, &[("x-forwarded-for", "198.51.100.9")]).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.text(), "404 Not Found\n");
+    let r = get_with(edge.addr, admin, &[("x-forwarded-for", "10.20.30.7")]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    edge.shutdown().await;
+}

@@ -70,6 +70,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         pool_routing: Default::default(),
         readiness: Default::default(),
         rate_limit: Some(Default::default()),
+        ip_rules: Default::default(),
         cache: None,
     }
 }

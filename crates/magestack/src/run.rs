@@ -193,6 +193,12 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             .then_some(magestack_edge::settings::RateLimitSpec {
                 max_keys: cfg.waf.rate_limit_max_keys,
             }),
+        ip_rules: magestack_edge::settings::IpRulesSpec {
+            allow: cfg.waf.allow.clone(),
+            deny: cfg.waf.deny.clone(),
+            deny_files: cfg.waf.deny_files.clone(),
+            admin_allow: cfg.waf.admin_allow.clone(),
+        },
         readiness: magestack_edge::settings::ReadinessSpec {
             health_script: cfg.readiness.health_script.clone(),
             opcache_min_ratio: f64::from(cfg.readiness.opcache_min_ppm) / 1_000_000.0,

@@ -4,6 +4,7 @@
 //! - [`limiter`]: GCRA rate limiting keyed by (rule, client IP) in a table
 //!   whose size is bounded, so a flood of distinct addresses costs a fixed
 //!   amount of memory.
+//! - [`ipset`]: allow/deny lists and reputation feeds as sorted ranges.
 //! - [`rules`]: which requests a limit applies to; the defaults protect
 //!   Magento's credential endpoints (customer login, account creation,
 //!   password reset, admin login, REST token endpoints) with no config.
@@ -12,8 +13,10 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod ipset;
 pub mod limiter;
 pub mod rules;
 
+pub use ipset::IpSet;
 pub use limiter::{Decision, Limiter, Quota};
 pub use rules::{default_rules, PathMatch, RateRule, RateRules, RuleError};
