@@ -569,6 +569,18 @@ impl Edge {
             }
         };
         self.filter_response(gzip_client, is_head, &mut resp);
+        if conn.tls
+            && !resp
+                .headers()
+                .contains_key(header::STRICT_TRANSPORT_SECURITY)
+        {
+            // Browsers that reached the shop over TLS stay on TLS (a year, as
+            // Magento's own HSTS setting sends it); Magento's header wins.
+            resp.headers_mut().insert(
+                header::STRICT_TRANSPORT_SECURITY,
+                HeaderValue::from_static("max-age=31536000"),
+            );
+        }
         let slot = resp.extensions().get::<PoolSlot>().map_or(0, |s| s.0);
         self.metrics.observe(
             slot,

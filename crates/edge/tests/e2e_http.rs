@@ -27,6 +27,8 @@ async fn proxies_to_http_upstream() {
     let r = get(edge.addr, "/women/tops.html").await;
     assert_eq!(r.status, 200);
     assert!(r.header("x-magento-tags").unwrap().contains("cat_c_3"));
+    // HSTS only over TLS (e2e_tls).
+    assert!(r.header("strict-transport-security").is_none());
     let r = get(edge.addr, "/nope").await;
     assert_eq!(r.status, 404);
     edge.shutdown().await;

@@ -100,4 +100,11 @@ async fn http1_over_tls() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()
+            .get("strict-transport-security")
+            .map(|v| v.to_str().unwrap()),
+        Some("max-age=31536000"),
+        "HSTS on TLS listeners"
+    );
 }
