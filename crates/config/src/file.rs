@@ -150,6 +150,10 @@ pub struct ServerConfig {
     /// start on the same port while this one drains (zero-downtime restarts
     /// outside Kubernetes). Default true.
     pub reuse_port: bool,
+    /// Most open connections from one client address (connection floods,
+    /// slowloris); peers in `trusted_proxies` are not counted (a CDN or load
+    /// balancer carries many clients). 0 = no cap. Default 256.
+    pub max_connections_per_ip: u32,
     /// `[server.tls]`: when present, every `listen` address speaks TLS
     /// (h2 and http/1.1 via ALPN). Default: absent (plaintext).
     pub tls: Option<TlsConfig>,
@@ -170,6 +174,7 @@ impl Default for ServerConfig {
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
             h2c: true,
             reuse_port: true,
+            max_connections_per_ip: 256,
             tls: None,
         }
     }

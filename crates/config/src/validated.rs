@@ -146,6 +146,8 @@ pub struct ServerSettings {
     pub h2c: bool,
     /// `SO_REUSEPORT` on the traffic listeners.
     pub reuse_port: bool,
+    /// Open connections per client address; 0 = no cap.
+    pub max_connections_per_ip: usize,
     /// TLS for every listener, if configured.
     pub tls: Option<TlsSettings>,
 }
@@ -603,6 +605,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         drain_timeout: Duration::from_secs(s.drain_timeout_secs),
         h2c: s.h2c,
         reuse_port: s.reuse_port,
+        max_connections_per_ip: s.max_connections_per_ip as usize,
         tls,
     }
 }

@@ -43,6 +43,13 @@ pub struct ServerLimits {
     pub drain_timeout: Duration,
     /// Accept HTTP/2 with prior knowledge on plaintext listeners.
     pub h2c: bool,
+    /// Most open connections from one client address (slowloris and
+    /// connection floods); 0 = no cap. Peers in `per_ip_exempt` (the
+    /// trusted proxies: a CDN or load balancer carries many clients) are
+    /// not counted.
+    pub max_connections_per_ip: usize,
+    /// Peers the per-address cap does not apply to.
+    pub per_ip_exempt: Vec<ipnet::IpNet>,
 }
 
 /// What the handler knows about the connection a request came on.
@@ -69,6 +76,29 @@ pub struct Server {
     /// Set at shutdown: HTTP/1 responses then carry `Connection: close`, so
     /// clients leave after their current request instead of racing a close.
     draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Open connections per client address (only with a per-address cap).
+    per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+}
+
+/// Gives a per-address connection slot back when the connection ends.
+struct PerIpSlot {
+    map: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for PerIpSlot {
+    fn drop(&mut self) {
+        let mut m = self
+            .map
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Server {
@@ -102,6 +132,7 @@ impl Server {
             limits,
             tls,
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            per_ip: Arc::default(),
         }
     }
 
@@ -205,6 +236,29 @@ impl Server {
         peer: SocketAddr,
         graceful: &GracefulShutdown,
     ) {
+        // The map holds only addresses with open connections, so it is
+        // bounded by the open connections themselves.
+        let slot = if self.limits.max_connections_per_ip > 0
+            && !crate::client_ip::is_trusted(peer.ip(), &self.limits.per_ip_exempt)
+        {
+            let mut m = self
+                .per_ip
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let n = m.entry(peer.ip()).or_insert(0);
+            if *n >= self.limits.max_connections_per_ip {
+                drop(m);
+                tracing::warn!(%peer, cap = self.limits.max_connections_per_ip, "Too many connections from one address; closing the new one.");
+                return;
+            }
+            *n += 1;
+            Some(PerIpSlot {
+                map: Arc::clone(&self.per_ip),
+                ip: peer.ip(),
+            })
+        } else {
+            None
+        };
         let _ = stream.set_nodelay(true);
         let local = match stream.local_addr() {
             Ok(a) => a,
@@ -212,6 +266,7 @@ impl Server {
         };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
+            let _slot = slot;
             let info = ConnInfo {
                 peer,
                 local,

@@ -215,3 +215,39 @@ async fn http_pool_routes_around_a_dead_endpoint() {
     assert_eq!(st[0].requests, 20, "{st:?}");
     assert_eq!(st[0].errors_other, 0, "{st:?}");
 }
+
+/// Connection floods: past `max_connections_per_ip` open connections from
+/// one address, new ones are closed at once; a freed slot is usable again.
+#[tokio::test]
+async fn connections_per_address_are_capped() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let app = magestack_edge::demo::spawn_storefront().await.unwrap();
+    let mut l = limits();
+    l.max_connections_per_ip = 2;
+    let edge = start(settings(UpstreamTarget::Http(app.to_string()), None), l).await;
+    let a = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let b = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut c = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(2), c.read(&mut buf))
+        .await
+        .expect("the third connection was not closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the third connection got data");
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut d = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    d.write_all(b"GET /women/tops.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    d.read_to_end(&mut out).await.unwrap();
+    assert!(
+        out.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    drop((b, c));
+    edge.shutdown().await;
+}

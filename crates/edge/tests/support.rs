@@ -83,6 +83,8 @@ pub fn limits() -> ServerLimits {
         idle_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(5),
         h2c: true,
+        max_connections_per_ip: 0,
+        per_ip_exempt: Vec::new(),
     }
 }
 

@@ -314,6 +314,8 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
         idle_timeout: s.idle_timeout,
         drain_timeout: s.drain_timeout,
         h2c: s.h2c,
+        max_connections_per_ip: s.max_connections_per_ip,
+        per_ip_exempt: s.trusted_proxies.clone(),
     }
 }
 
