@@ -448,6 +448,9 @@ pub struct WafConfig {
     /// Most (rule, client IP) pairs the limiter remembers: its memory bound
     /// (~100 bytes a pair) under a flood of addresses. Default 100000.
     pub rate_limit_max_keys: u64,
+    /// `[[waf.rate_limit_rules]]`: more limits, checked before the built-in
+    /// ones (a rule for the same path replaces the default). Default `[]`.
+    pub rate_limit_rules: Vec<RateLimitRuleConfig>,
     /// Client networks (CIDRs or addresses) never blocked or rate limited
     /// (monitoring, the office). Default `[]`.
     pub allow: Vec<String>,
@@ -467,10 +470,42 @@ impl Default for WafConfig {
         Self {
             rate_limits: true,
             rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+            rate_limit_rules: Vec::new(),
             allow: Vec::new(),
             deny: Vec::new(),
             deny_files: Vec::new(),
             admin_allow: Vec::new(),
+        }
+    }
+}
+
+/// `[[waf.rate_limit_rules]]`: one more rate limit per client IP.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitRuleConfig {
+    /// Name for logs and metrics (`[a-z0-9_]`).
+    pub name: String,
+    /// Path prefix (case-insensitive). Exactly one of `prefix` and `regex`.
+    pub prefix: String,
+    /// Regex on the path.
+    pub regex: String,
+    /// Methods it applies to; empty = all. Default `["POST"]`.
+    pub methods: Vec<String>,
+    /// Requests allowed per `period_secs`. Default 5.
+    pub limit: u32,
+    /// The period. Default 60.
+    pub period_secs: u64,
+}
+
+impl Default for RateLimitRuleConfig {
+    fn default() -> Self {
+        Self {
+            name: String::new(),
+            prefix: String::new(),
+            regex: String::new(),
+            methods: vec!["POST".to_owned()],
+            limit: 5,
+            period_secs: 60,
         }
     }
 }

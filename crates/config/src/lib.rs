@@ -53,9 +53,9 @@ pub use crate::error::{
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
     compile, CacheSettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings, MageMode,
-    MagentoSettings, NginxGeneration, PathMatch, PoolSettings, ReadinessSettings, RouteRule,
-    RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
-    WafSettings,
+    MagentoSettings, NginxGeneration, PathMatch, PoolSettings, RateLimitRule, ReadinessSettings,
+    RouteRule, RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings,
+    Validated, WafSettings,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,

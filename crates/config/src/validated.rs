@@ -37,6 +37,21 @@ pub struct Validated {
     pub waf: WafSettings,
 }
 
+/// One checked `[[waf.rate_limit_rules]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitRule {
+    /// Name (`[a-z0-9_]`, non-empty).
+    pub name: String,
+    /// Prefix or (valid) regex.
+    pub matcher: PathMatch,
+    /// Upper-case method names; empty = all.
+    pub methods: Vec<String>,
+    /// Requests per period. Positive.
+    pub limit: u32,
+    /// Positive.
+    pub period: Duration,
+}
+
 /// Checked `[waf]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WafSettings {
@@ -44,6 +59,8 @@ pub struct WafSettings {
     pub rate_limits: bool,
     /// The limiter's key bound. Positive.
     pub rate_limit_max_keys: usize,
+    /// Configured limits, before the built-in ones.
+    pub rate_limit_rules: Vec<RateLimitRule>,
     /// Never blocked or limited.
     pub allow: Vec<IpNet>,
     /// Answered 403.
@@ -454,6 +471,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         rate_limits: config.waf.rate_limits,
         rate_limit_max_keys: errs
             .positive_size(p("waf.rate_limit_max_keys"), config.waf.rate_limit_max_keys),
+        rate_limit_rules: compile_rate_rules(&config.waf.rate_limit_rules, &mut errs),
         allow: parse_cidrs(&p("waf.allow"), &config.waf.allow, &mut errs),
         deny: parse_cidrs(&p("waf.deny"), &config.waf.deny, &mut errs),
         deny_files: config.waf.deny_files.clone(),
@@ -926,6 +944,87 @@ fn compile_pools(
     // `frontend` first: the fallback pool.
     out.sort_by_key(|p| p.name != "frontend");
     out
+}
+
+fn compile_rate_rules(
+    rules: &[file::RateLimitRuleConfig],
+    errs: &mut Errors,
+) -> Vec<RateLimitRule> {
+    let mut out = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        let at = |key: &str| {
+            KeyPath::from_dotted("waf.rate_limit_rules")
+                .index(i)
+                .key(key)
+        };
+        let mut ok = true;
+        if r.name.is_empty()
+            || !r
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            errs.push(
+                at("name"),
+                ErrorKind::Invalid(format!(
+                    "{:?} must be lowercase letters, digits and '_' (a metrics label)",
+                    r.name
+                )),
+            );
+            ok = false;
+        }
+        let matcher = match (r.prefix.is_empty(), r.regex.is_empty()) {
+            (false, true) => Some(PathMatch::Prefix(r.prefix.clone())),
+            (true, false) => match regex::Regex::new(&r.regex) {
+                Ok(_) => Some(PathMatch::Regex(r.regex.clone())),
+                Err(e) => {
+                    errs.push(
+                        at("regex"),
+                        ErrorKind::Invalid(format!("invalid regex: {}", regex_reason(&e))),
+                    );
+                    None
+                }
+            },
+            _ => {
+                errs.push(
+                    KeyPath::from_dotted("waf.rate_limit_rules").index(i),
+                    ErrorKind::Invalid("set exactly one of prefix and regex".into()),
+                );
+                None
+            }
+        };
+        let mut methods = Vec::new();
+        for (j, m) in r.methods.iter().enumerate() {
+            if http_method_ok(m) {
+                methods.push(m.to_ascii_uppercase());
+            } else {
+                errs.push(
+                    at("methods").index(j),
+                    ErrorKind::Invalid(format!("{m:?} is not an HTTP method")),
+                );
+                ok = false;
+            }
+        }
+        if r.limit == 0 {
+            errs.push(at("limit"), ErrorKind::Zero);
+            ok = false;
+        }
+        let period = errs.positive_secs(at("period_secs"), r.period_secs);
+        if let (true, Some(matcher)) = (ok, matcher) {
+            out.push(RateLimitRule {
+                name: r.name.clone(),
+                matcher,
+                methods,
+                limit: r.limit,
+                period,
+            });
+        }
+    }
+    out
+}
+
+fn http_method_ok(m: &str) -> bool {
+    !m.is_empty() && m.bytes().all(|b| b.is_ascii_alphabetic())
 }
 
 fn compile_readiness(r: file::ReadinessConfig, errs: &mut Errors) -> ReadinessSettings {

@@ -10,9 +10,9 @@ use std::time::Duration;
 use magestack_config::{
     file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
     HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
-    Overrides, PathMatch, PoolSettings, ReadinessSettings, RouteRule, RoutingSettings, RunMapping,
-    RunType, ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, WafSettings,
-    COMMAND_LINE,
+    Overrides, PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RouteRule,
+    RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings,
+    UpstreamUrl, Validated, WafSettings, COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -421,6 +421,13 @@ fn golden_example_file() {
         waf: WafSettings {
             rate_limits: true,
             rate_limit_max_keys: 200_000,
+            rate_limit_rules: vec![RateLimitRule {
+                name: "newsletter".into(),
+                matcher: PathMatch::Prefix("/newsletter/subscriber/new".into()),
+                methods: vec!["POST".into()],
+                limit: 3,
+                period: Duration::from_secs(60),
+            }],
             allow: vec!["10.20.0.0/16".parse().unwrap()],
             deny: vec![
                 "192.0.2.0/24".parse().unwrap(),
@@ -561,6 +568,7 @@ fn schema_keys() -> Vec<String> {
     c.magento.run = vec![file::RunConfig::default()];
     c.pools.insert("<name>".into(), file::PoolConfig::default());
     c.routing.rules = vec![file::RouteRuleConfig::default()];
+    c.waf.rate_limit_rules = vec![file::RateLimitRuleConfig::default()];
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();
@@ -589,7 +597,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 74, "{keys:#?}");
+    assert_eq!(keys.len(), 80, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -858,6 +866,12 @@ unhealthy_after = 0
 [routing]
 admin_front_name = \"a/b\"
 
+[[waf.rate_limit_rules]]
+name = \"Bad Name\"
+prefix = \"/x\"
+methods = [\"P0ST\"]
+limit = 0
+
 [readiness]
 health_script = \"../x.php\"
 opcache_min_ratio = 1.5
@@ -885,6 +899,9 @@ pool = \"cron\"
         "pools.admin.status_endpoints",
         "pools.admin.unhealthy_after",
         "routing.admin_front_name",
+        "waf.rate_limit_rules[0].name",
+        "waf.rate_limit_rules[0].methods[0]",
+        "waf.rate_limit_rules[0].limit",
         "readiness.health_script",
         "readiness.opcache_min_ratio",
         "readiness.warmup_urls[0]",

@@ -113,7 +113,34 @@ struct RateLimit {
 
 impl RateLimit {
     fn new(spec: &crate::settings::RateLimitSpec, admin_front_name: &str) -> RateLimit {
-        let rules = magestack_waf::RateRules::new(magestack_waf::default_rules(admin_front_name));
+        let mut list: Vec<magestack_waf::RateRule> = spec
+            .rules
+            .iter()
+            .filter_map(|r| {
+                let path = match &r.matcher {
+                    crate::settings::RuleMatch::Prefix(p) => magestack_waf::PathMatch::Prefix(p.clone()),
+                    crate::settings::RuleMatch::Regex(x) => match regex::Regex::new(x) {
+                        Ok(re) => magestack_waf::PathMatch::Regex(re),
+                        Err(e) => {
+                            tracing::error!(rule = %r.name, error = %e, "Rate limit rule skipped: invalid regex.");
+                            return None;
+                        }
+                    },
+                };
+                Some(magestack_waf::RateRule {
+                    name: r.name.clone(),
+                    methods: r
+                        .methods
+                        .iter()
+                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
+                        .collect(),
+                    path,
+                    quota: magestack_waf::Quota::per(r.limit, r.period),
+                })
+            })
+            .collect();
+        list.extend(magestack_waf::default_rules(admin_front_name));
+        let rules = magestack_waf::RateRules::new(list);
         let names: Vec<&'static str> = rules
             .rules()
             .iter()

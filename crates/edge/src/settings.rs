@@ -75,11 +75,31 @@ pub struct IpRulesSpec {
 pub struct RateLimitSpec {
     /// Most (rule, client IP) pairs remembered; memory is bounded by it.
     pub max_keys: usize,
+    /// Configured limits, checked before the built-in ones.
+    pub rules: Vec<RateRuleSpec>,
+}
+
+/// One configured rate limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateRuleSpec {
+    /// Name for logs and metrics.
+    pub name: String,
+    /// Path prefix or regex.
+    pub matcher: RuleMatch,
+    /// Methods; empty = all.
+    pub methods: Vec<String>,
+    /// Requests per period per client IP.
+    pub limit: u32,
+    /// The period.
+    pub period: Duration,
 }
 
 impl Default for RateLimitSpec {
     fn default() -> Self {
-        RateLimitSpec { max_keys: 100_000 }
+        RateLimitSpec {
+            max_keys: 100_000,
+            rules: Vec::new(),
+        }
     }
 }
 

@@ -639,3 +639,39 @@ async fn denied_networks_get_403_before_php_and_admin_is_hidden() {
     assert_eq!(r.status, 200, "{}", r.text());
     edge.shutdown().await;
 }
+
+/// A configured rate limit (any method, 2 a minute) on top of the defaults.
+#[tokio::test]
+async fn configured_rate_limit_rule_applies_first() {
+    let env = php_env();
+    let mut s = settings(
+        magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.rate_limit = Some(magestack_edge::settings::RateLimitSpec {
+        max_keys: 1000,
+        rules: vec![magestack_edge::settings::RateRuleSpec {
+            name: "echo".into(),
+            matcher: magestack_edge::settings::RuleMatch::Prefix("/_TEST/echo".into()),
+            methods: vec![],
+            limit: 2,
+            period: Duration::from_secs(60),
+        }],
+    });
+    let edge = start(s, limits()).await;
+    let from = [("x-forwarded-for", "203.0.113.50")];
+    assert_eq!(
+        get_with(edge.addr, "/_test/echo?a=1", &from).await.status,
+        200
+    );
+    assert_eq!(
+        get_with(edge.addr, "/_test/echo?a=2", &from).await.status,
+        200
+    );
+    let r = get_with(edge.addr, "/_test/echo?a=3", &from).await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+    // The defaults still apply behind it.
+    assert_eq!(get_with(edge.addr, "/", &from).await.status, 200);
+    edge.shutdown().await;
+}

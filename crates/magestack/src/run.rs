@@ -190,8 +190,27 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         rate_limit: cfg
             .waf
             .rate_limits
-            .then_some(magestack_edge::settings::RateLimitSpec {
+            .then(|| magestack_edge::settings::RateLimitSpec {
                 max_keys: cfg.waf.rate_limit_max_keys,
+                rules: cfg
+                    .waf
+                    .rate_limit_rules
+                    .iter()
+                    .map(|r| magestack_edge::settings::RateRuleSpec {
+                        name: r.name.clone(),
+                        matcher: match &r.matcher {
+                            magestack_config::PathMatch::Prefix(p) => {
+                                magestack_edge::settings::RuleMatch::Prefix(p.clone())
+                            }
+                            magestack_config::PathMatch::Regex(x) => {
+                                magestack_edge::settings::RuleMatch::Regex(x.clone())
+                            }
+                        },
+                        methods: r.methods.clone(),
+                        limit: r.limit,
+                        period: r.period,
+                    })
+                    .collect(),
             }),
         ip_rules: magestack_edge::settings::IpRulesSpec {
             allow: cfg.waf.allow.clone(),
