@@ -136,6 +136,7 @@ impl RateLimit {
                         .collect(),
                     path,
                     quota: magestack_waf::Quota::per(r.limit, r.period),
+                    body_contains: None,
                 })
             })
             .collect();
@@ -155,8 +156,14 @@ impl RateLimit {
         }
     }
 
-    fn check(&self, method: &Method, path: &str, client: IpAddr) -> RateVerdict {
-        let Some((idx, rule)) = self.rules.matching(method, path) else {
+    fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&[u8]>,
+        client: IpAddr,
+    ) -> RateVerdict {
+        let Some((idx, rule)) = self.rules.matching(method, path, body) else {
             return RateVerdict::NotLimited;
         };
         let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
@@ -558,6 +565,37 @@ impl Edge {
         // default), all before the cache and the pools; limited paths are
         // never cached.
         let ip = self.ip_filter.check(client, req.uri().path());
+        // A rule on bodies (GraphQL's token mutation) needs the body first:
+        // read it, bounded by `max_body_bytes`, and hand it on buffered.
+        let mut buffered: Option<Request<ClientBody>> = None;
+        let mut req = Some(req);
+        if let (Some(rl), crate::ip_filter::IpVerdict::Pass, Some(r)) =
+            (&self.rate_limit, ip, req.as_ref())
+        {
+            if rl.rules.needs_body(r.method(), r.uri().path()) {
+                let Some(r) = req.take() else {
+                    return error_page(StatusCode::BAD_REQUEST, None);
+                };
+                let (parts, incoming) = r.into_parts();
+                let limit = usize::try_from(self.s.max_body_bytes).unwrap_or(usize::MAX);
+                match http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                    incoming, limit,
+                ))
+                .await
+                {
+                    Ok(c) => {
+                        let mut parts = parts;
+                        parts.headers.remove(header::TRANSFER_ENCODING);
+                        let bytes = c.to_bytes();
+                        parts
+                            .headers
+                            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                        buffered = Some(Request::from_parts(parts, ClientBody::Full(bytes)));
+                    }
+                    Err(_) => return error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
+                }
+            }
+        }
         let limited = match (&self.rate_limit, ip) {
             (_, crate::ip_filter::IpVerdict::Deny) => RateVerdict::Blocked {
                 status: StatusCode::FORBIDDEN,
@@ -568,32 +606,66 @@ impl Edge {
                 why: "waf.admin_allow",
             },
             (Some(rl), crate::ip_filter::IpVerdict::Pass) => {
-                rl.check(req.method(), req.uri().path(), client)
+                // Borrowed from whichever form the request is in: no copy.
+                let (method, path) = match (&req, &buffered) {
+                    (Some(r), _) => (r.method(), r.uri().path()),
+                    (None, Some(r)) => (r.method(), r.uri().path()),
+                    (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
+                };
+                let body = match &buffered {
+                    Some(r) => match r.body() {
+                        ClientBody::Full(b) => Some(&b[..]),
+                        _ => None,
+                    },
+                    None => None,
+                };
+                rl.check(method, path, body, client)
             }
             _ => RateVerdict::NotLimited,
         };
-        let (mut resp, outcome, cache_label) = match (&self.cache, limited) {
-            (_, RateVerdict::Deny { rule, retry_after }) => {
+        let (mut resp, outcome, cache_label) = match (&self.cache, limited, req, buffered) {
+            (_, RateVerdict::Deny { rule, retry_after }, _, _) => {
                 tracing::warn!(%client, rule, retry_after_secs = retry_after, "Rate limit exceeded; answering 429.");
                 let mut r = error_page(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 (r, Outcome::Edge, "-")
             }
-            (_, RateVerdict::Blocked { status, why }) => {
+            (_, RateVerdict::Blocked { status, why }, _, _) => {
                 tracing::warn!(%client, rule = why, status = status.as_u16(), "Request blocked by the network rules.");
                 (error_page(status, None), Outcome::Edge, "-")
             }
-            (Some(_), RateVerdict::Allow) | (None, _) => {
+            (cache, _, None, Some(r)) => {
+                // Buffered: a POST, never cached.
+                let path = r.uri().path().to_owned();
+                let (mut resp, outcome) = self.dispatch(r, conn, client).await;
+                if cache.is_some() {
+                    magestack_fpc::prelude::deliver_headers(
+                        resp.headers_mut(),
+                        magestack_fpc::prelude::CacheDebug::Uncacheable,
+                        &path,
+                        0,
+                    );
+                    (resp, outcome, "UNCACHEABLE")
+                } else {
+                    (resp, outcome, "-")
+                }
+            }
+            (Some(cache), RateVerdict::NotLimited, Some(r), _) => {
+                let served = self.cached(cache, r, conn, client).await;
+                (served.resp, served.outcome, served.cache)
+            }
+            (_, _, Some(r), _) => {
                 let (resp, outcome) = self
-                    .dispatch(req.map(ClientBody::Incoming), conn, client)
+                    .dispatch(r.map(ClientBody::Incoming), conn, client)
                     .await;
                 (resp, outcome, "-")
             }
-            (Some(cache), RateVerdict::NotLimited) => {
-                let served = self.cached(cache, req, conn, client).await;
-                (served.resp, served.outcome, served.cache)
-            }
+            (_, _, None, None) => (
+                error_page(StatusCode::BAD_REQUEST, None),
+                Outcome::Edge,
+                "-",
+            ),
         };
         self.filter_response(gzip_client, is_head, &mut resp);
         if conn.tls

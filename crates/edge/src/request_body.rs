@@ -50,6 +50,8 @@ pub enum ClientBody {
     Incoming(Incoming),
     /// No body.
     Empty,
+    /// A body the edge already read (to look into it).
+    Full(bytes::Bytes),
 }
 
 /// Checks the declared length and either streams or buffers the body.
@@ -65,6 +67,15 @@ pub async fn prepare(
                 length: None,
                 body: crate::body::empty(),
             })
+        }
+        ClientBody::Full(b) => {
+            if b.len() as u64 > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            return Ok(PreparedBody {
+                length: Some(b.len() as u64),
+                body: crate::body::full(b),
+            });
         }
     };
     let declared = match headers.get(http::header::CONTENT_LENGTH) {

@@ -675,3 +675,34 @@ async fn configured_rate_limit_rule_applies_first() {
     assert_eq!(get_with(edge.addr, "/", &from).await.status, 200);
     edge.shutdown().await;
 }
+
+/// GraphQL's customer login shares `/graphql` with every other query: the
+/// edge reads the POST body to find `generateCustomerToken`, limits it like
+/// the login form, and hands the body on intact.
+#[tokio::test]
+async fn graphql_token_mutation_is_rate_limited_other_queries_are_not() {
+    let (edge, _env) = start_php().await;
+    let post = |body: &'static str| {
+        Request::post("/graphql")
+            .header("host", "shop.test")
+            .header("x-forwarded-for", "203.0.113.77")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    const TOKEN: &str = r#"{"query":"mutation { generateCustomerToken(email: \"a@example.com\", password: \"wrong\") { token } }"}"#;
+    const PRODUCTS: &str =
+        r#"{"query":"{ products(filter: {sku: {eq: \"24-MB01\"}}) { total_count } }"}"#;
+    for i in 0..5 {
+        let r = request(edge.addr, post(TOKEN)).await;
+        assert_ne!(r.status, 429, "attempt {}", i + 1);
+    }
+    assert_eq!(request(edge.addr, post(TOKEN)).await.status, 429);
+    // Other queries from the same client: not limited, and PHP gets the body.
+    for _ in 0..8 {
+        let r = request(edge.addr, post(PRODUCTS)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(r.text().contains("products"), "{}", r.text());
+    }
+    edge.shutdown().await;
+}

@@ -44,6 +44,10 @@ pub struct RateRule {
     pub path: PathMatch,
     /// The limit per client IP.
     pub quota: Quota,
+    /// Only requests whose body contains this (GraphQL mutations share one
+    /// URL); the caller passes the body of requests [`RateRules::needs_body`]
+    /// names.
+    pub body_contains: Option<String>,
 }
 
 /// Why a rule could not be built.
@@ -76,6 +80,7 @@ pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
         methods: post.clone(),
         path: PathMatch::Prefix(p.to_owned()),
         quota: PER_MINUTE_5(),
+        body_contains: None,
     };
     let mut rules = vec![
         prefix("customer_login", "/customer/account/loginPost"),
@@ -95,6 +100,7 @@ pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
             methods: post.clone(),
             path: PathMatch::Regex(r),
             quota: PER_MINUTE_5(),
+            body_contains: None,
         });
     }
     if let Ok(r) =
@@ -102,9 +108,20 @@ pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
     {
         rules.push(RateRule {
             name: "rest_token".into(),
+            methods: post.clone(),
+            path: PathMatch::Regex(r),
+            quota: PER_MINUTE_5(),
+            body_contains: None,
+        });
+    }
+    // GraphQL's customer login: the mutation in a POST to /graphql.
+    if let Ok(r) = Regex::new("^/graphql/?$") {
+        rules.push(RateRule {
+            name: "graphql_customer_token".into(),
             methods: post,
             path: PathMatch::Regex(r),
             quota: PER_MINUTE_5(),
+            body_contains: Some("generateCustomerToken".into()),
         });
     }
     rules
@@ -116,21 +133,48 @@ impl RateRules {
         RateRules { rules }
     }
 
-    /// The index and rule that applies to a request, if any.
-    pub fn matching(&self, method: &Method, path: &str) -> Option<(u16, &RateRule)> {
+    /// The index and rule that applies to a request, if any. `body` is the
+    /// request body when the caller read it (see [`RateRules::needs_body`]);
+    /// rules on bodies never match without it.
+    pub fn matching(
+        &self,
+        method: &Method,
+        path: &str,
+        body: Option<&[u8]>,
+    ) -> Option<(u16, &RateRule)> {
         self.rules
             .iter()
             .enumerate()
             .find(|(_, r)| {
-                (r.methods.is_empty() || r.methods.contains(method)) && r.path.matches(path)
+                (r.methods.is_empty() || r.methods.contains(method))
+                    && r.path.matches(path)
+                    && match (&r.body_contains, body) {
+                        (None, _) => true,
+                        (Some(needle), Some(b)) => contains(b, needle.as_bytes()),
+                        (Some(_), None) => false,
+                    }
             })
             .map(|(i, r)| (u16::try_from(i).unwrap_or(u16::MAX), r))
+    }
+
+    /// True when a rule looks into the body of this request: the caller
+    /// reads it (bounded) before asking [`RateRules::matching`].
+    pub fn needs_body(&self, method: &Method, path: &str) -> bool {
+        self.rules.iter().any(|r| {
+            r.body_contains.is_some()
+                && (r.methods.is_empty() || r.methods.contains(method))
+                && r.path.matches(path)
+        })
     }
 
     /// All rules, in order.
     pub fn rules(&self) -> &[RateRule] {
         &self.rules
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 #[cfg(test)]
@@ -141,7 +185,7 @@ mod tests {
     #[test]
     fn defaults_cover_magentos_credential_endpoints() {
         let r = RateRules::new(default_rules("admin"));
-        let name = |m: Method, p: &str| r.matching(&m, p).map(|(_, r)| r.name.clone());
+        let name = |m: Method, p: &str| r.matching(&m, p, None).map(|(_, r)| r.name.clone());
         assert_eq!(
             name(Method::POST, "/customer/account/loginPost/").as_deref(),
             Some("customer_login")
@@ -182,7 +226,24 @@ mod tests {
         assert_eq!(name(Method::POST, "/checkout/cart/add/"), None);
         // A custom admin path moves the admin rule with it.
         let r = RateRules::new(default_rules("backoffice_7x"));
-        assert!(r.matching(&Method::POST, "/backoffice_7x/").is_some());
-        assert!(r.matching(&Method::POST, "/admin/").is_none());
+        assert!(r.matching(&Method::POST, "/backoffice_7x/", None).is_some());
+        assert!(r.matching(&Method::POST, "/admin/", None).is_none());
+        // GraphQL: only the token mutation, seen in the body.
+        let body = br#"{"query":"mutation { generateCustomerToken(email: \"a@b.c\", password: \"x\") { token } }"}"#;
+        assert!(r.needs_body(&Method::POST, "/graphql"));
+        assert!(!r.needs_body(&Method::GET, "/graphql"));
+        assert_eq!(
+            r.matching(&Method::POST, "/graphql", Some(body))
+                .map(|(_, r)| r.name.as_str()),
+            Some("graphql_customer_token")
+        );
+        assert!(r
+            .matching(
+                &Method::POST,
+                "/graphql",
+                Some(br#"{"query":"{ products { total_count } }"}"#)
+            )
+            .is_none());
+        assert!(r.matching(&Method::POST, "/graphql", None).is_none());
     }
 }
