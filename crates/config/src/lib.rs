@@ -37,6 +37,7 @@
 //! directory (to make `--docroot` absolute).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod error;
 pub mod file;

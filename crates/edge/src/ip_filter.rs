@@ -121,22 +121,15 @@ impl IpFilter {
             return IpVerdict::Deny;
         }
         if let Some(admins) = &self.admin_allow {
-            if is_admin_front(path, &self.admin_front) && !admins.contains(client) {
+            if crate::pool_route::is_admin_front(path, &self.admin_front)
+                && !admins.contains(client)
+            {
                 self.admin_hidden.fetch_add(1, Ordering::Relaxed);
                 return IpVerdict::AdminHidden;
             }
         }
         IpVerdict::Pass
     }
-}
-
-/// `/<front>`, `/<front>/…`, also behind `/index.php/` (case as Magento's
-/// router: the front name is matched exactly, like Magento does).
-fn is_admin_front(path: &str, front: &str) -> bool {
-    let rest = path.strip_prefix("/index.php").unwrap_or(path);
-    rest.strip_prefix('/')
-        .and_then(|r| r.strip_prefix(front))
-        .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
 }
 
 #[cfg(test)]

@@ -8,6 +8,7 @@
 //! this crate is the I/O shell around them.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod access_log;
 pub mod admin;

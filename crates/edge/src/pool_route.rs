@@ -101,17 +101,27 @@ impl PoolRouter {
     }
 }
 
+/// The admin front name itself: `/<front>`, `/<front>/…`, also behind
+/// `/index.php/` (matched exactly, as Magento's router does).
+pub fn is_admin_front(path: &str, front: &str) -> bool {
+    let rest = path.strip_prefix("/index.php").unwrap_or(path);
+    !front.is_empty()
+        && rest
+            .strip_prefix('/')
+            .and_then(|r| r.strip_prefix(front))
+            .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
+}
+
 /// Magento admin traffic: `/<front>[/…]`, `/index.php/<front>[/…]`,
 /// `/rest/<store>/async/…` (asynchronous and bulk web API) and
 /// `/rest/<store>/V1/import/…` (REST imports).
 pub fn is_admin_path(path: &str, front: &str) -> bool {
-    let rest = path.strip_prefix("/index.php").unwrap_or(path);
-    let mut segs = rest.split('/').skip(1);
-    let first = segs.next().unwrap_or("");
-    if !front.is_empty() && first == front {
+    if is_admin_front(path, front) {
         return true;
     }
-    if first != "rest" {
+    let rest = path.strip_prefix("/index.php").unwrap_or(path);
+    let mut segs = rest.split('/').skip(1);
+    if segs.next() != Some("rest") {
         return false;
     }
     let _store = segs.next();

@@ -2,6 +2,7 @@
 //! Everything of substance lives in the library crates; this file only connects them.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod cli;
 mod log_writer;

@@ -69,6 +69,7 @@
 //! `add_header` in `/static/`) are not active and not emulated.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 #![warn(missing_docs, unreachable_pub, missing_debug_implementations)]
 
 mod content_type;
