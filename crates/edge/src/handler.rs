@@ -796,7 +796,6 @@ impl Edge {
         if self.upstream.http {
             return self.proxy(req, conn, client).await;
         }
-        let (pools, router) = (&self.upstream.pools, &self.upstream.router);
         let (parts, incoming) = req.into_parts();
         let prepared = if php.error_page {
             // nginx discards the body when it redirects to the error page.
@@ -869,24 +868,9 @@ impl Edge {
         };
         // Wait for a free PHP-FPM child of the request's pool, in the edge
         // (bounded, counted), rather than inside FPM's backlog.
-        let index = router
-            .pick(parts.uri.path())
-            .min(pools.len().saturating_sub(1));
-        let slot = PoolSlot(index + 1);
-        let Some(pool) = pools.get(index) else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
-        };
-        let permit = match pool.acquire().await {
-            Ok(p) => p,
-            Err(why) => {
-                tracing::warn!(pool = %pool.name, reason = ?why, script = %php.script_name, "PHP-FPM pool full; answering 503.");
-                let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
-                r.extensions_mut().insert(slot);
-                return (r, Outcome::UpstreamError);
-            }
+        let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
         };
         let mut params = magestack_fastcgi::Params::with_capacity(48);
         cgi::build_params(&cgi_req, |k, v| {
@@ -944,6 +928,38 @@ impl Edge {
         }
     }
 
+    /// Picks the request's pool and waits for a slot in it: the pool, the
+    /// permit (held until the response body ends) and the metrics label; or
+    /// the 503 (`Retry-After`) a full pool answers.
+    async fn admit(
+        &self,
+        path: &str,
+    ) -> Result<(&Arc<Pool>, crate::pool::PoolPermit, PoolSlot), (Response<EdgeBody>, Outcome)>
+    {
+        let pools = &self.upstream.pools;
+        let index = self
+            .upstream
+            .router
+            .pick(path)
+            .min(pools.len().saturating_sub(1));
+        let slot = PoolSlot(index + 1);
+        let Some(pool) = pools.get(index) else {
+            return Err((
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            ));
+        };
+        match pool.acquire().await {
+            Ok(permit) => Ok((pool, permit, slot)),
+            Err(why) => {
+                tracing::warn!(pool = %pool.name, reason = ?why, %path, "Pool full; answering 503.");
+                let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
+                r.extensions_mut().insert(slot);
+                Err((r, Outcome::UpstreamError))
+            }
+        }
+    }
+
     /// Forwards the request as-is to an HTTP upstream.
     async fn proxy(
         &self,
@@ -954,27 +970,9 @@ impl Edge {
         if !self.upstream.http {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
         }
-        let pools = &self.upstream.pools;
-        let index = self
-            .upstream
-            .router
-            .pick(req.uri().path())
-            .min(pools.len().saturating_sub(1));
-        let slot = PoolSlot(index + 1);
-        let Some(pool) = pools.get(index) else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
-        };
-        let permit = match pool.acquire().await {
-            Ok(p) => p,
-            Err(why) => {
-                tracing::warn!(pool = %pool.name, reason = ?why, "Upstream pool full; answering 503.");
-                let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
-                r.extensions_mut().insert(slot);
-                return (r, Outcome::UpstreamError);
-            }
+        let (pool, permit, slot) = match self.admit(req.uri().path()).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
         };
         let Some(up) = permit.http() else {
             return (

@@ -8,7 +8,6 @@ mod support;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use magestack_edge::admin::{AdminAccess, Readiness};
 use magestack_edge::{CacheSettings, Edge, Server, UpstreamTarget};
 use prometheus_parse::{Scrape, Value};
 use support::*;
@@ -25,20 +24,7 @@ async fn metrics_scrape_parses_with_the_expected_families() {
     let edge = Arc::new(Edge::new(s).unwrap());
     let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = traffic.local_addr().unwrap();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let ready = Arc::new(Readiness::default());
-    ready.set(true);
-    tokio::spawn(magestack_edge::admin::serve(
-        admin,
-        ready,
-        magestack_edge::LiveEdge::new(edge.clone()),
-        AdminAccess {
-            acl: vec!["127.0.0.0/8".parse().unwrap()],
-            token: None,
-        },
-        None,
-    ));
+    let admin_addr = spawn_admin(magestack_edge::LiveEdge::new(edge.clone())).await;
     let server = Server::new(edge, limits(), None);
     tokio::spawn(server.run(vec![traffic], std::future::pending::<()>()));
 

@@ -9,7 +9,6 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use magestack_edge::admin::{AdminAccess, Readiness};
 use magestack_edge::settings::{PoolSpec, UpstreamTarget};
 use magestack_edge::Edge;
 use support::*;
@@ -58,20 +57,7 @@ async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
     }];
     let edge = Arc::new(Edge::new(s).unwrap());
     edge.start_background();
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let ready = Arc::new(Readiness::default());
-    ready.set(true);
-    tokio::spawn(magestack_edge::admin::serve(
-        admin,
-        ready,
-        magestack_edge::LiveEdge::new(edge.clone()),
-        AdminAccess {
-            acl: vec!["127.0.0.0/8".parse().unwrap()],
-            token: None,
-        },
-        None,
-    ));
+    let admin_addr = spawn_admin(magestack_edge::LiveEdge::new(edge.clone())).await;
 
     // FPM not running: not ready, and it stays so.
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -179,20 +165,7 @@ async fn opcache_edge(
     };
     let edge = Arc::new(Edge::new(s).unwrap());
     let live = magestack_edge::LiveEdge::new(edge);
-    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let admin_addr = admin.local_addr().unwrap();
-    let ready = Arc::new(Readiness::default());
-    ready.set(true);
-    tokio::spawn(magestack_edge::admin::serve(
-        admin,
-        ready,
-        live.clone(),
-        AdminAccess {
-            acl: vec!["127.0.0.0/8".parse().unwrap()],
-            token: None,
-        },
-        None,
-    ));
+    let admin_addr = spawn_admin(live.clone()).await;
     let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = traffic.local_addr().unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();

@@ -330,3 +330,23 @@ pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
     }
     fpm
 }
+
+/// The admin listener (ready, loopback ACL, no reload) for `live`; its address.
+pub async fn spawn_admin(live: magestack_edge::LiveEdge) -> SocketAddr {
+    use magestack_edge::admin::{AdminAccess, Readiness};
+    let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = admin.local_addr().unwrap();
+    let ready = Arc::new(Readiness::default());
+    ready.set(true);
+    tokio::spawn(magestack_edge::admin::serve(
+        admin,
+        ready,
+        live,
+        AdminAccess {
+            acl: vec!["127.0.0.0/8".parse().unwrap()],
+            token: None,
+        },
+        None,
+    ));
+    addr
+}
