@@ -66,17 +66,21 @@ fn free_addr() -> SocketAddr {
     l.local_addr().unwrap()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> String {
+/// One request on its own connection (`Connection: close`); the raw answer.
+fn http_raw(addr: SocketAddr, head: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
+    s.write_all(head.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> String {
+    http_raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    )
 }
 
 fn wait_up(addr: SocketAddr) {
@@ -301,16 +305,12 @@ fn keepalive_get(s: &mut TcpStream, path: &str) -> String {
 }
 
 fn http_post(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    http_raw(
+        addr,
+        &format!(
+            "POST {path} HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ),
     )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
 }
 
 fn pool_max_inflight(admin: SocketAddr) -> u64 {
