@@ -103,14 +103,7 @@ impl PoolRouter {
 
 /// The admin front name itself: `/<front>`, `/<front>/…`, also behind
 /// `/index.php/` (matched exactly, as Magento's router does).
-pub fn is_admin_front(path: &str, front: &str) -> bool {
-    let rest = path.strip_prefix("/index.php").unwrap_or(path);
-    !front.is_empty()
-        && rest
-            .strip_prefix('/')
-            .and_then(|r| r.strip_prefix(front))
-            .is_some_and(|tail| tail.is_empty() || tail.starts_with('/'))
-}
+pub use magestack_waf::is_admin_front;
 
 /// Magento admin traffic: `/<front>[/…]`, `/index.php/<front>[/…]`,
 /// `/rest/<store>/async/…` (asynchronous and bulk web API) and

@@ -8,15 +8,20 @@
 //! - [`rules`]: which requests a limit applies to; the defaults protect
 //!   Magento's credential endpoints (customer login, account creation,
 //!   password reset, admin login, REST token endpoints) with no config.
+//! - [`inject`]: SQL injection and XSS detection on path, query, cookies
+//!   and bodies, with the Magento exclusion profile.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod admin;
+pub mod inject;
 pub mod ipset;
 pub mod limiter;
 pub mod rules;
 
+pub use admin::is_admin_front;
 pub use ipset::IpSet;
 pub use limiter::{Decision, Limiter, Quota};
 pub use rules::{default_rules, PathMatch, RateRule, RateRules, RuleError};

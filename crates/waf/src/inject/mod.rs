@@ -1,0 +1,406 @@
+//! SQL injection and XSS detection on the parts of a request PHP reads.
+//!
+//! Each value the request carries (path, query arguments, cookies, body
+//! fields; see [`extract`]) goes through libinjection's tokenizers
+//! (`libinjectionrs`, a pure-Rust port: no C, no build-time download) and a
+//! short list of our own signatures for what libinjection does not model
+//! ([`signatures`]). Which combination to run was chosen by measured recall
+//! and false positives (`scripts/waf-score`, figures in `docs/waf.md`).
+//!
+//! Values that cannot carry an injection (identifiers, hashes, numbers: the
+//! bulk of Magento's cookies and arguments) are skipped by a byte-class scan,
+//! so the common request costs a few nanoseconds per value.
+//!
+//! The [`profile`] holds the Magento exclusions: fields where HTML or
+//! SQL-looking text is legitimate (Page Builder and CMS content in the admin,
+//! GraphQL documents), so a shop can run in block mode.
+
+pub mod extract;
+pub mod profile;
+pub mod signatures;
+
+use std::ops::ControlFlow;
+
+use http::{HeaderMap, Method, Uri};
+
+pub use extract::{BodyKind, Location};
+pub use profile::Profile;
+
+/// What the edge does with a finding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// No inspection.
+    Off,
+    /// Log and count, let the request through.
+    Detect,
+    /// Answer 403 with the request id; PHP never sees the request.
+    #[default]
+    Block,
+}
+
+/// The class of attack found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Attack {
+    /// SQL injection.
+    Sqli,
+    /// Cross-site scripting.
+    Xss,
+}
+
+impl Attack {
+    /// Label for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Attack::Sqli => "sqli",
+            Attack::Xss => "xss",
+        }
+    }
+}
+
+/// What matched: libinjection or one of our signatures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Detector {
+    /// libinjection, with its token fingerprint for SQLi (`s&sos`).
+    Libinjection(Option<String>),
+    /// A named signature of [`signatures`].
+    Signature(&'static str),
+}
+
+impl std::fmt::Display for Detector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Detector::Libinjection(Some(fp)) => write!(f, "libinjection:{fp}"),
+            Detector::Libinjection(None) => f.write_str("libinjection"),
+            Detector::Signature(name) => f.write_str(name),
+        }
+    }
+}
+
+/// One finding; the first one ends the inspection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    /// SQLi or XSS.
+    pub attack: Attack,
+    /// Where the value was.
+    pub location: Location,
+    /// The argument, cookie or field name (at most 64 bytes, lossy UTF-8):
+    /// enough for an operator to write an exclusion; never the value, which
+    /// may hold a customer's data.
+    pub field: String,
+    /// What matched.
+    pub detector: Detector,
+}
+
+/// Longest field name kept in a finding.
+const FIELD_MAX: usize = 64;
+
+/// Which detectors run; all by default, the others exist for the scoring
+/// script's comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Detectors {
+    /// libinjection's SQLi tokenizer.
+    pub libinjection_sqli: bool,
+    /// libinjection's HTML5 XSS tokenizer.
+    pub libinjection_xss: bool,
+    /// Our signatures.
+    pub signatures: bool,
+}
+
+impl Default for Detectors {
+    fn default() -> Self {
+        Detectors {
+            libinjection_sqli: true,
+            libinjection_xss: true,
+            signatures: true,
+        }
+    }
+}
+
+/// A request as the inspector sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestView<'a> {
+    /// Method.
+    pub method: &'a Method,
+    /// Path and query, as received.
+    pub uri: &'a Uri,
+    /// Headers (cookies, content type, user agent, referer).
+    pub headers: &'a HeaderMap,
+    /// The body, when the edge read it.
+    pub body: Option<&'a [u8]>,
+}
+
+/// The injection inspector: detectors plus the exclusion profile.
+#[derive(Debug, Clone)]
+pub struct Inspector {
+    detectors: Detectors,
+    profile: Profile,
+    signatures: signatures::Signatures,
+}
+
+impl Inspector {
+    /// An inspector with the given exclusions and detectors.
+    pub fn new(profile: Profile, detectors: Detectors) -> Inspector {
+        Inspector {
+            detectors,
+            profile,
+            signatures: signatures::Signatures::new(),
+        }
+    }
+
+    /// The exclusion profile in use.
+    pub fn profile(&self) -> &Profile {
+        &self.profile
+    }
+
+    /// The first injection found in the request, if any.
+    pub fn inspect(&self, req: &RequestView<'_>) -> Option<Finding> {
+        let path = req.uri.path();
+        let scope = self.profile.scope(path);
+        let mut visit = |loc: Location, name: &[u8], value: &[u8]| -> ControlFlow<Finding> {
+            match self.check(scope, loc, name, value) {
+                Some((attack, detector)) => ControlFlow::Break(Finding {
+                    attack,
+                    location: loc,
+                    field: field_name(name),
+                    detector,
+                }),
+                None => ControlFlow::Continue(()),
+            }
+        };
+        match self.walk(req, scope, &mut visit) {
+            ControlFlow::Break(f) => Some(f),
+            ControlFlow::Continue(()) => None,
+        }
+    }
+
+    fn walk(
+        &self,
+        req: &RequestView<'_>,
+        scope: profile::Scope,
+        visit: &mut extract::Visit<'_, Finding>,
+    ) -> ControlFlow<Finding> {
+        let path = req.uri.path();
+        visit(
+            Location::Path,
+            b"",
+            &extract::url_decode(path.as_bytes(), false),
+        )?;
+        if let Some(q) = req.uri.query() {
+            if scope.graphql {
+                // GET /graphql?query=...: the document's literals only.
+                let mut gq = |loc: Location, name: &[u8], value: &[u8]| {
+                    if name == b"query" {
+                        extract::graphql_literals(value, visit)
+                    } else {
+                        visit(loc, name, value)
+                    }
+                };
+                extract::form(q.as_bytes(), Location::Query, &mut gq)?;
+            } else {
+                extract::form(q.as_bytes(), Location::Query, visit)?;
+            }
+        }
+        for cookie in req.headers.get_all(http::header::COOKIE) {
+            extract::cookies(cookie.as_bytes(), visit)?;
+        }
+        for h in [http::header::USER_AGENT, http::header::REFERER] {
+            if let Some(v) = req.headers.get(&h) {
+                visit(Location::Header, h.as_str().as_bytes(), v.as_bytes())?;
+            }
+        }
+        if let Some(body) = req.body.filter(|b| !b.is_empty()) {
+            let ct = req
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .map(|v| v.as_bytes());
+            match BodyKind::of(ct) {
+                BodyKind::Form => extract::form(body, Location::Body, visit)?,
+                BodyKind::Json => extract::json(body, scope.graphql, visit)?,
+                BodyKind::Multipart(b) => extract::multipart(body, b, visit)?,
+                BodyKind::Text if scope.graphql => extract::graphql_literals(body, visit)?,
+                BodyKind::Text => visit(Location::Body, b"", body)?,
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Checks one value (and its decoded variants).
+    fn check(
+        &self,
+        scope: profile::Scope,
+        loc: Location,
+        name: &[u8],
+        value: &[u8],
+    ) -> Option<(Attack, Detector)> {
+        if inert(value) {
+            return inert_probe(value);
+        }
+        let skip = self.profile.skips(scope, loc, name);
+        let sqli = !skip.sqli;
+        let xss = !skip.xss;
+        if !sqli && !xss {
+            return None;
+        }
+        if let Some(hit) = self.check_once(value, loc, sqli, xss) {
+            return Some(hit);
+        }
+        // Double encoding (`%2527`): decode once more, as CRS's urlDecodeUni.
+        if value.contains(&b'%') {
+            let again = extract::url_decode(value, false);
+            if let Some(hit) = self.check_once(&again, loc, sqli, xss) {
+                return Some(hit);
+            }
+        }
+        // Fullwidth forms (`＜script＞`) that PHP and browsers may fold.
+        if value
+            .windows(2)
+            .any(|w| w == [0xEF, 0xBC] || w == [0xEF, 0xBD])
+        {
+            let folded = fold_fullwidth(value);
+            if let Some(hit) = self.check_once(&folded, loc, sqli, xss) {
+                return Some(hit);
+            }
+        }
+        // HTML entities hide markup from the tokenizer (`&lt;script&gt;`).
+        if xss && value.contains(&b'&') {
+            let decoded = signatures::html_entity_decode(value);
+            if decoded.as_slice() != value {
+                if let Some(hit) = self.check_once(&decoded, loc, false, true) {
+                    return Some(hit);
+                }
+            }
+        }
+        None
+    }
+
+    fn check_once(
+        &self,
+        value: &[u8],
+        loc: Location,
+        sqli: bool,
+        xss: bool,
+    ) -> Option<(Attack, Detector)> {
+        if inert(value) {
+            return None;
+        }
+        if sqli && self.detectors.libinjection_sqli {
+            if let Some(fp) = libinjection_sqli(value) {
+                return Some((Attack::Sqli, Detector::Libinjection(Some(fp))));
+            }
+        }
+        if xss
+            && self.detectors.libinjection_xss
+            && loc != Location::Header
+            && libinjectionrs::detect_xss(value).is_injection()
+        {
+            return Some((Attack::Xss, Detector::Libinjection(None)));
+        }
+        if self.detectors.signatures {
+            if let Some(hit) = self.signatures.check(value, sqli, xss) {
+                return Some(hit);
+            }
+        }
+        None
+    }
+}
+
+/// libinjection's SQLi verdict, read with MySQL's grammar: Magento runs on
+/// MySQL/MariaDB, where `--` starts a comment only before whitespace or the
+/// end, so `1--2` (a search term) is arithmetic, not `1` and a comment.
+fn libinjection_sqli(value: &[u8]) -> Option<String> {
+    let r = libinjectionrs::detect_sqli(value);
+    if !r.is_injection() {
+        return None;
+    }
+    let fp = r.fingerprint.map(|f| f.to_string()).unwrap_or_default();
+    if fp.contains('c') && has_non_mysql_dash_comment(value) {
+        let spaced = space_dash_pairs(value);
+        let again = libinjectionrs::detect_sqli(&spaced);
+        if !again.is_injection() {
+            return None;
+        }
+        return Some(again.fingerprint.map(|f| f.to_string()).unwrap_or_default());
+    }
+    Some(fp)
+}
+
+/// A `--` followed by something other than whitespace or the end.
+fn has_non_mysql_dash_comment(v: &[u8]) -> bool {
+    v.windows(3)
+        .any(|w| w[0] == b'-' && w[1] == b'-' && !w[2].is_ascii_whitespace() && w[2] != b'-')
+}
+
+/// `a--b` → `a- -b` (same meaning in MySQL) where `--` is not a comment.
+fn space_dash_pairs(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len() + 4);
+    let mut i = 0;
+    while i < v.len() {
+        out.push(v[i]);
+        if v[i] == b'-' && v.get(i + 1) == Some(&b'-') {
+            match v.get(i + 2) {
+                Some(c) if !c.is_ascii_whitespace() && *c != b'-' => out.push(b' '),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+/// Fullwidth ASCII variants (U+FF01..U+FF5E) folded to ASCII.
+fn fold_fullwidth(v: &[u8]) -> Vec<u8> {
+    let text = String::from_utf8_lossy(v);
+    text.chars()
+        .map(|c| match u32::from(c) {
+            cp @ 0xFF01..=0xFF5E => char::from_u32(cp - 0xFEE0).unwrap_or(c),
+            _ => c,
+        })
+        .collect::<String>()
+        .into_bytes()
+}
+
+/// Names of database catalogues that are an attack even as a bare word
+/// (made only of inert bytes, so the full check never sees them).
+const CATALOGUE_WORDS: &[&[u8]] = &[
+    b"information_schema",
+    b"schema_name",
+    b"pg_catalog",
+    b"pg_shadow",
+    b"sqlite_master",
+    b"msysaccessobjects",
+    b"xp_cmdshell",
+];
+
+fn inert_probe(value: &[u8]) -> Option<(Attack, Detector)> {
+    if value.len() < 10 || !value.contains(&b'_') && !value[..1].eq_ignore_ascii_case(b"m") {
+        return None;
+    }
+    let lower = value.to_ascii_lowercase();
+    CATALOGUE_WORDS
+        .iter()
+        .any(|w| lower.windows(w.len()).any(|x| x == *w))
+        .then_some((Attack::Sqli, Detector::Signature("sql-metadata")))
+}
+
+/// True for values made only of bytes no SQL or HTML injection can be
+/// written with: letters, digits and `_ , @ -` (without `--`). Session
+/// ids, form keys, hashes, numbers, SKUs, store codes, currencies.
+pub fn inert(value: &[u8]) -> bool {
+    let mut prev_dash = false;
+    for &b in value {
+        let ok = b.is_ascii_alphanumeric() || matches!(b, b'_' | b',' | b'@' | b'-');
+        if !ok || (b == b'-' && prev_dash) {
+            return false;
+        }
+        prev_dash = b == b'-';
+    }
+    true
+}
+
+fn field_name(name: &[u8]) -> String {
+    let cut = &name[..name.len().min(FIELD_MAX)];
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+#[cfg(test)]
+mod tests;
