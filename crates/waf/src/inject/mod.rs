@@ -15,6 +15,7 @@
 //! SQL-looking text is legitimate (Page Builder and CMS content in the admin,
 //! GraphQL documents), so a shop can run in block mode.
 
+pub mod clean_cache;
 pub mod extract;
 pub mod profile;
 pub mod signatures;
@@ -130,12 +131,16 @@ pub struct RequestView<'a> {
 }
 
 /// The injection inspector: detectors plus the exclusion profile.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Inspector {
     detectors: Detectors,
     profile: Profile,
     signatures: signatures::Signatures,
+    clean: clean_cache::CleanCache,
 }
+
+/// Slots of the clean-value cache (8 bytes each: 512 KiB).
+const CLEAN_SLOTS: usize = 1 << 16;
 
 impl Inspector {
     /// An inspector with the given exclusions and detectors.
@@ -144,6 +149,7 @@ impl Inspector {
             detectors,
             profile,
             signatures: signatures::Signatures::new(),
+            clean: clean_cache::CleanCache::new(CLEAN_SLOTS),
         }
     }
 
@@ -180,11 +186,13 @@ impl Inspector {
         visit: &mut extract::Visit<'_, Finding>,
     ) -> ControlFlow<Finding> {
         let path = req.uri.path();
-        visit(
-            Location::Path,
-            b"",
-            &extract::url_decode(path.as_bytes(), false),
-        )?;
+        if !inert_path(path.as_bytes()) {
+            visit(
+                Location::Path,
+                b"",
+                &extract::url_decode(path.as_bytes(), false),
+            )?;
+        }
         if let Some(q) = req.uri.query() {
             if scope.graphql {
                 // GET /graphql?query=...: the document's literals only.
@@ -241,6 +249,29 @@ impl Inspector {
         if !sqli && !xss {
             return None;
         }
+        let key = (value.len() <= clean_cache::MAX_VALUE).then(|| {
+            let checks =
+                u8::from(sqli) | u8::from(xss) << 1 | u8::from(loc == Location::Header) << 2;
+            self.clean.key(value, checks)
+        });
+        if key.is_some_and(|k| self.clean.is_clean(k)) {
+            return None;
+        }
+        let hit = self.check_variants(loc, value, sqli, xss);
+        if let (None, Some(k)) = (&hit, key) {
+            self.clean.remember(k);
+        }
+        hit
+    }
+
+    /// The value as sent, then decoded further (URL, fullwidth, entities).
+    fn check_variants(
+        &self,
+        loc: Location,
+        value: &[u8],
+        sqli: bool,
+        xss: bool,
+    ) -> Option<(Attack, Detector)> {
         if let Some(hit) = self.check_once(value, loc, sqli, xss) {
             return Some(hit);
         }
@@ -395,6 +426,19 @@ pub fn inert(value: &[u8]) -> bool {
         prev_dash = b == b'-';
     }
     true
+}
+
+/// A path made of inert bytes plus `/`, `.` and `~` (URL keys, static
+/// and media files): nothing to inspect.
+fn inert_path(path: &[u8]) -> bool {
+    let mut prev_dash = false;
+    path.iter().all(|&b| {
+        let ok = b.is_ascii_alphanumeric()
+            || matches!(b, b'_' | b',' | b'@' | b'/' | b'.' | b'~')
+            || (b == b'-' && !prev_dash);
+        prev_dash = b == b'-';
+        ok
+    })
 }
 
 fn field_name(name: &[u8]) -> String {
