@@ -463,6 +463,60 @@ pub struct WafConfig {
     /// (`/<routing.admin_front_name>`, also behind `/index.php/`); others get
     /// 404, as if there were no admin. Default `[]`.
     pub admin_allow: Vec<String>,
+    /// SQL injection and XSS inspection of path, query, cookies and bodies:
+    /// `"block"` (403 with the request id), `"detect"` (log and count only)
+    /// or `"off"`. Default `"block"`.
+    pub injection: InjectionMode,
+    /// Bodies up to this size (urlencoded, JSON, multipart fields) are read
+    /// and inspected; larger ones pass uninspected and are counted. Default
+    /// 1048576.
+    pub inspect_body_bytes: u64,
+    /// `[[waf.injection_exclusions]]`: fields where the operator knows
+    /// SQL- or HTML-looking text is legitimate, on top of the built-in
+    /// Magento profile. Default `[]`.
+    pub injection_exclusions: Vec<InjectionExclusionConfig>,
+    /// Delay before a 429 is sent, in milliseconds: slows credential
+    /// stuffing down further while costing the edge only a timer. Default 0.
+    pub tarpit_ms: u64,
+}
+
+/// `waf.injection`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InjectionMode {
+    /// No inspection.
+    Off,
+    /// Log and count.
+    Detect,
+    /// 403 with the request id.
+    #[default]
+    Block,
+}
+
+/// `[[waf.injection_exclusions]]`: skip checks for some fields.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct InjectionExclusionConfig {
+    /// Path prefix (case-insensitive); `""` = every path. Default `""`.
+    pub prefix: String,
+    /// Field, argument or cookie names; `name*` matches a prefix, `*` all.
+    /// Default `["*"]`.
+    pub fields: Vec<String>,
+    /// Where: `path`, `query`, `cookie`, `body`, `header`; `[]` = all. Default `[]`.
+    pub locations: Vec<String>,
+    /// Which checks are skipped: `sqli`, `xss`. Default `["sqli", "xss"]`.
+    pub attacks: Vec<String>,
+}
+
+impl Default for InjectionExclusionConfig {
+    fn default() -> Self {
+        Self {
+            prefix: String::new(),
+            fields: vec!["*".to_owned()],
+            locations: Vec::new(),
+            attacks: vec!["sqli".to_owned(), "xss".to_owned()],
+        }
+    }
 }
 
 impl Default for WafConfig {
@@ -475,6 +529,10 @@ impl Default for WafConfig {
             deny: Vec::new(),
             deny_files: Vec::new(),
             admin_allow: Vec::new(),
+            injection: InjectionMode::Block,
+            inspect_body_bytes: 1 << 20,
+            injection_exclusions: Vec::new(),
+            tarpit_ms: 0,
         }
     }
 }

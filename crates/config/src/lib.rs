@@ -51,9 +51,10 @@ use std::path::{Path, PathBuf};
 pub use crate::error::{
     ConfigError, ConfigErrors, Diagnostic, ErrorKind, KeyPath, Problem, Segment,
 };
+pub use crate::file::InjectionMode;
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
-    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings, MageMode,
+    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, InjectionExclusion, LogFormat, LogSettings, MageMode,
     MagentoSettings, NginxGeneration, PathMatch, PoolSettings, RateLimitRule, ReadinessSettings,
     RouteRule, RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings,
     Validated, WafSettings,

@@ -69,6 +69,27 @@ pub struct WafSettings {
     pub deny_files: Vec<PathBuf>,
     /// Only these reach the admin front name (empty: everyone).
     pub admin_allow: Vec<IpNet>,
+    /// Injection inspection mode.
+    pub injection: file::InjectionMode,
+    /// Largest body read for inspection. Positive.
+    pub inspect_body_bytes: usize,
+    /// Operator exclusions, checked.
+    pub injection_exclusions: Vec<InjectionExclusion>,
+    /// Delay before a 429 (at most 10 s).
+    pub tarpit: Duration,
+}
+
+/// One checked `[[waf.injection_exclusions]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionExclusion {
+    /// Path prefix; empty = everywhere.
+    pub prefix: String,
+    /// Field patterns (`name`, `prefix*`, `*`), at least one.
+    pub fields: Vec<String>,
+    /// Lowercase location names (`path`, `query`, `cookie`, `body`, `header`); empty = all.
+    pub locations: Vec<String>,
+    /// `sqli` and/or `xss`, at least one.
+    pub attacks: Vec<String>,
 }
 
 /// Checked `[readiness]`.
@@ -476,6 +497,19 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         deny: parse_cidrs(&p("waf.deny"), &config.waf.deny, &mut errs),
         deny_files: config.waf.deny_files.clone(),
         admin_allow: parse_cidrs(&p("waf.admin_allow"), &config.waf.admin_allow, &mut errs),
+        injection: config.waf.injection,
+        inspect_body_bytes: errs
+            .positive_size(p("waf.inspect_body_bytes"), config.waf.inspect_body_bytes),
+        injection_exclusions: compile_exclusions(&config.waf.injection_exclusions, &mut errs),
+        tarpit: {
+            if config.waf.tarpit_ms > 10_000 {
+                errs.push(
+                    p("waf.tarpit_ms"),
+                    ErrorKind::Invalid("at most 10000 (each tarpitted request holds a connection)".into()),
+                );
+            }
+            Duration::from_millis(config.waf.tarpit_ms.min(10_000))
+        },
     };
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
@@ -943,6 +977,69 @@ fn compile_pools(
     }
     // `frontend` first: the fallback pool.
     out.sort_by_key(|p| p.name != "frontend");
+    out
+}
+
+fn compile_exclusions(
+    list: &[file::InjectionExclusionConfig],
+    errs: &mut Errors,
+) -> Vec<InjectionExclusion> {
+    const LOCATIONS: [&str; 5] = ["path", "query", "cookie", "body", "header"];
+    const ATTACKS: [&str; 2] = ["sqli", "xss"];
+    let mut out = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        let at = |key: &str| {
+            KeyPath::from_dotted("waf.injection_exclusions")
+                .index(i)
+                .key(key)
+        };
+        let mut ok = true;
+        if e.fields.is_empty() || e.fields.iter().any(String::is_empty) {
+            errs.push(
+                at("fields"),
+                ErrorKind::Invalid("list field names, `prefix*` or `*`".into()),
+            );
+            ok = false;
+        }
+        let mut locations = Vec::new();
+        for (j, l) in e.locations.iter().enumerate() {
+            let l = l.to_ascii_lowercase();
+            if LOCATIONS.contains(&l.as_str()) {
+                locations.push(l);
+            } else {
+                errs.push(
+                    at("locations").index(j),
+                    ErrorKind::Invalid(format!("{l:?} is not one of {}", LOCATIONS.join(", "))),
+                );
+                ok = false;
+            }
+        }
+        let mut attacks = Vec::new();
+        for (j, a) in e.attacks.iter().enumerate() {
+            let a = a.to_ascii_lowercase();
+            if ATTACKS.contains(&a.as_str()) {
+                attacks.push(a);
+            } else {
+                errs.push(
+                    at("attacks").index(j),
+                    ErrorKind::Invalid(format!("{a:?} is not one of sqli, xss")),
+                );
+                ok = false;
+            }
+        }
+        if e.attacks.is_empty() {
+            errs.push(at("attacks"), ErrorKind::Invalid("name sqli, xss or both".into()));
+            ok = false;
+        }
+        if ok {
+            out.push(InjectionExclusion {
+                prefix: e.prefix.clone(),
+                fields: e.fields.clone(),
+                locations,
+                attacks,
+            });
+        }
+    }
     out
 }
 

@@ -435,6 +435,15 @@ fn golden_example_file() {
             ],
             deny_files: vec!["/etc/magestack/deny.txt".into()],
             admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
+            injection: magestack_config::InjectionMode::Block,
+            inspect_body_bytes: 1_048_576,
+            injection_exclusions: vec![magestack_config::InjectionExclusion {
+                prefix: "/rest/V1/my-vendor/snippets".into(),
+                fields: vec!["snippet*".into()],
+                locations: vec!["body".into()],
+                attacks: vec!["xss".into()],
+            }],
+            tarpit: Duration::ZERO,
         },
     };
     assert_eq!(got, want);
@@ -569,6 +578,7 @@ fn schema_keys() -> Vec<String> {
     c.pools.insert("<name>".into(), file::PoolConfig::default());
     c.routing.rules = vec![file::RouteRuleConfig::default()];
     c.waf.rate_limit_rules = vec![file::RateLimitRuleConfig::default()];
+    c.waf.injection_exclusions = vec![file::InjectionExclusionConfig::default()];
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();
@@ -597,7 +607,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 80, "{keys:#?}");
+    assert_eq!(keys.len(), 87, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

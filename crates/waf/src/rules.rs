@@ -114,15 +114,37 @@ pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
             body_contains: None,
         });
     }
-    // GraphQL's customer login: the mutation in a POST to /graphql.
-    if let Ok(r) = Regex::new("^/graphql/?$") {
+    // Card testing: bots post stolen card numbers through the checkout's
+    // payment step, guest or logged in, REST or GraphQL, and ask payment
+    // gateways for client tokens; a shopper needs one or two tries.
+    if let Ok(r) = Regex::new(
+        "^/(?:index\\.php/)?rest/(?:[^/]+/)?V1/(?:guest-carts/[^/]+|carts/mine)/(?:payment-information|set-payment-information)",
+    ) {
         rules.push(RateRule {
-            name: "graphql_customer_token".into(),
-            methods: post,
+            name: "payment_information".into(),
+            methods: post.clone(),
             path: PathMatch::Regex(r),
             quota: PER_MINUTE_5(),
-            body_contains: Some("generateCustomerToken".into()),
+            body_contains: None,
         });
+    }
+    // GraphQL's customer login and payment mutations: POSTs to /graphql,
+    // told apart by the mutation name in the body.
+    for (name, mutation) in [
+        ("graphql_customer_token", "generateCustomerToken"),
+        ("graphql_place_order", "placeOrder"),
+        ("graphql_braintree_token", "createBraintreeClientToken"),
+        ("graphql_paypal_token", "createPaypalExpressToken"),
+    ] {
+        if let Ok(r) = Regex::new("^/graphql/?$") {
+            rules.push(RateRule {
+                name: name.into(),
+                methods: post.clone(),
+                path: PathMatch::Regex(r),
+                quota: PER_MINUTE_5(),
+                body_contains: Some(mutation.into()),
+            });
+        }
     }
     rules
 }
@@ -245,5 +267,30 @@ mod tests {
             )
             .is_none());
         assert!(r.matching(&Method::POST, "/graphql", None).is_none());
+    }
+
+    #[test]
+    fn defaults_cover_payment_endpoints_against_card_testing() {
+        let r = RateRules::new(default_rules("admin"));
+        let name = |p: &str, body: Option<&[u8]>| {
+            r.matching(&Method::POST, p, body)
+                .map(|(_, r)| r.name.clone())
+        };
+        for p in [
+            "/rest/default/V1/guest-carts/mK9xQzLw2v8TjR4nB6cY1pF0/payment-information",
+            "/rest/V1/carts/mine/payment-information",
+            "/index.php/rest/en/V1/guest-carts/abc/set-payment-information",
+        ] {
+            assert_eq!(name(p, None).as_deref(), Some("payment_information"), "{p}");
+        }
+        assert_eq!(name("/rest/default/V1/guest-carts/abc/shipping-information", None), None);
+        for (mutation, rule) in [
+            ("placeOrder(input: {cart_id: \"x\"})", "graphql_place_order"),
+            ("createBraintreeClientToken", "graphql_braintree_token"),
+            ("createPaypalExpressToken(input: {})", "graphql_paypal_token"),
+        ] {
+            let body = format!(r#"{{"query":"mutation {{ {mutation} }}"}}"#);
+            assert_eq!(name("/graphql", Some(body.as_bytes())).as_deref(), Some(rule));
+        }
     }
 }
