@@ -54,10 +54,10 @@ pub use crate::error::{
 pub use crate::file::InjectionMode;
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
-    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, InjectionExclusion, LogFormat, LogSettings, MageMode,
-    MagentoSettings, NginxGeneration, PathMatch, PoolSettings, RateLimitRule, ReadinessSettings,
-    RouteRule, RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings,
-    Validated, WafSettings,
+    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, InjectionExclusion, LogFormat,
+    LogSettings, MageMode, MagentoSettings, NginxGeneration, PathMatch, PoolSettings,
+    RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings, RunMapping, RunType,
+    ServerSettings, TlsSettings, UpstreamSettings, Validated, WafSettings,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,

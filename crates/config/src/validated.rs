@@ -505,7 +505,9 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
             if config.waf.tarpit_ms > 10_000 {
                 errs.push(
                     p("waf.tarpit_ms"),
-                    ErrorKind::Invalid("at most 10000 (each tarpitted request holds a connection)".into()),
+                    ErrorKind::Invalid(
+                        "at most 10000 (each tarpitted request holds a connection)".into(),
+                    ),
                 );
             }
             Duration::from_millis(config.waf.tarpit_ms.min(10_000))
@@ -1028,7 +1030,10 @@ fn compile_exclusions(
             }
         }
         if e.attacks.is_empty() {
-            errs.push(at("attacks"), ErrorKind::Invalid("name sqli, xss or both".into()));
+            errs.push(
+                at("attacks"),
+                ErrorKind::Invalid("name sqli, xss or both".into()),
+            );
             ok = false;
         }
         if ok {

@@ -77,6 +77,8 @@ pub struct Edge {
     rate_limit: Option<Arc<RateLimit>>,
     /// Allow/deny networks and the admin allowlist.
     ip_filter: Arc<crate::ip_filter::IpFilter>,
+    /// SQL injection / XSS inspection.
+    injection: Option<Arc<crate::injection::Injection>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -340,6 +342,12 @@ impl Edge {
             crate::ip_filter::IpFilter::new(&s.ip_rules, &s.pool_routing.admin_front_name)
                 .map_err(EdgeError::DenyList)?,
         );
+        let injection = s.injection.as_ref().map(|spec| {
+            Arc::new(crate::injection::Injection::new(
+                spec,
+                &s.pool_routing.admin_front_name,
+            ))
+        });
         Ok(Self {
             s,
             router,
@@ -348,6 +356,7 @@ impl Edge {
             metrics,
             rate_limit,
             ip_filter,
+            injection,
             stop: tokio::sync::watch::channel(false).0,
         })
     }
@@ -376,8 +385,15 @@ impl Edge {
             "waf_admin_allow",
             self.ip_filter.admin_hidden.load(Ordering::Relaxed),
         ));
-        self.metrics
-            .render(self.pool_stats(), self.cache_stats(), limited)
+        self.metrics.render(
+            self.pool_stats(),
+            self.cache_stats(),
+            limited,
+            self.injection
+                .as_ref()
+                .map(|i| i.counts())
+                .unwrap_or_default(),
+        )
     }
 
     /// The settings the edge runs with.
@@ -565,14 +581,23 @@ impl Edge {
         // default), all before the cache and the pools; limited paths are
         // never cached.
         let ip = self.ip_filter.check(client, req.uri().path());
-        // A rule on bodies (GraphQL's token mutation) needs the body first:
-        // read it, bounded by `max_body_bytes`, and hand it on buffered.
+        let pass = matches!(ip, crate::ip_filter::IpVerdict::Pass);
+        // A rate rule on bodies (GraphQL's mutations) or the injection
+        // inspection needs the body first: read it, bounded by
+        // `max_body_bytes`, and hand it on buffered.
         let mut buffered: Option<Request<ClientBody>> = None;
         let mut req = Some(req);
-        if let (Some(rl), crate::ip_filter::IpVerdict::Pass, Some(r)) =
-            (&self.rate_limit, ip, req.as_ref())
-        {
-            if rl.rules.needs_body(r.method(), r.uri().path()) {
+        let mut inspect_body = false;
+        if let (true, Some(r)) = (pass, req.as_ref()) {
+            let for_rate = self
+                .rate_limit
+                .as_ref()
+                .is_some_and(|rl| rl.rules.needs_body(r.method(), r.uri().path()));
+            let for_injection = self
+                .injection
+                .as_ref()
+                .is_some_and(|inj| inj.wants_body(r.method(), r.headers()));
+            if for_rate || for_injection {
                 let Some(r) = req.take() else {
                     return error_page(StatusCode::BAD_REQUEST, None);
                 };
@@ -590,11 +615,34 @@ impl Edge {
                         parts
                             .headers
                             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+                        if let (true, Some(inj)) = (for_injection, &self.injection) {
+                            inspect_body = bytes.len() <= inj.body_limit();
+                            if !inspect_body {
+                                inj.count_uninspected();
+                            }
+                        }
                         buffered = Some(Request::from_parts(parts, ClientBody::Full(bytes)));
                     }
                     Err(_) => return error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
                 }
             }
+        }
+        // Injection inspection, after the network rules: PHP never sees a
+        // blocked request, and neither does the cache.
+        let mut injection_block = None;
+        if let (true, Some(inj)) = (pass, &self.injection) {
+            let (parts, body) = match (&req, &buffered) {
+                (Some(r), _) => ((r.method(), r.uri(), r.headers()), None),
+                (None, Some(r)) => (
+                    (r.method(), r.uri(), r.headers()),
+                    match r.body() {
+                        ClientBody::Full(b) if inspect_body => Some(&b[..]),
+                        _ => None,
+                    },
+                ),
+                (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
+            };
+            injection_block = inj.check(parts.0, parts.1, parts.2, body, client);
         }
         let limited = match (&self.rate_limit, ip) {
             (_, crate::ip_filter::IpVerdict::Deny) => RateVerdict::Blocked {
@@ -624,8 +672,16 @@ impl Edge {
             _ => RateVerdict::NotLimited,
         };
         let (mut resp, outcome, cache_label) = match (&self.cache, limited, req, buffered) {
+            _ if injection_block.is_some() => match injection_block.take() {
+                Some(r) => (r, Outcome::Edge, "-"),
+                None => (error_page(StatusCode::FORBIDDEN, None), Outcome::Edge, "-"),
+            },
             (_, RateVerdict::Deny { rule, retry_after }, _, _) => {
                 tracing::warn!(%client, rule, retry_after_secs = retry_after, "Rate limit exceeded; answering 429.");
+                if !self.s.tarpit.is_zero() {
+                    // Tarpit: the client waits for its 429.
+                    tokio::time::sleep(self.s.tarpit).await;
+                }
                 let mut r = error_page(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
                 r.headers_mut()
                     .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

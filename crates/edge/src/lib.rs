@@ -21,6 +21,7 @@ mod conn_io;
 pub mod demo;
 mod handler;
 pub mod http_upstream;
+pub mod injection;
 mod ip_filter;
 pub mod live;
 pub mod metrics;

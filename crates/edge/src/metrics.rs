@@ -142,6 +142,7 @@ impl Metrics {
         pools: Vec<PoolStats>,
         cache: Option<CacheStats>,
         rate_limited: Vec<(&'static str, u64)>,
+        injection: (Vec<crate::injection::InjectionCount>, u64),
     ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
@@ -150,6 +151,7 @@ impl Metrics {
             pools,
             cache,
             rate_limited,
+            injection,
         }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
@@ -165,6 +167,8 @@ struct Snapshot {
     pools: Vec<PoolStats>,
     cache: Option<CacheStats>,
     rate_limited: Vec<(&'static str, u64)>,
+    /// Injection findings by attack/location/action, and bodies too large to inspect.
+    injection: (Vec<crate::injection::InjectionCount>, u64),
 }
 
 fn gauge(
@@ -391,6 +395,27 @@ impl Collector for Snapshot {
                 (vec![("reason", reason.to_owned())], *n)
             }),
         )?;
+        counter(
+            &mut enc,
+            "magestack_waf_injection",
+            "Requests with an SQL injection or XSS finding, by attack, location and action (blocked: 403; detected: passed on)",
+            self.injection.0.iter().map(|c| {
+                (
+                    vec![
+                        ("attack", c.attack.to_owned()),
+                        ("location", c.location.to_owned()),
+                        ("action", c.action.to_owned()),
+                    ],
+                    c.count,
+                )
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_waf_uninspected_bodies",
+            "Request bodies larger than waf.inspect_body_bytes, passed on without injection inspection",
+            std::iter::once((Labels::new(), self.injection.1)),
+        )?;
         if let Some(c) = &self.cache {
             let one = |v: u64| std::iter::once((Labels::new(), v));
             counter(
@@ -480,7 +505,12 @@ mod tests {
         m.observe(0, "HIT", 304, 0.0002);
         m.observe(2, "UNCACHEABLE", 503, 1.5);
         m.observe(99, "?", 999, 0.1);
-        let text = m.render(Vec::new(), None, vec![("customer_login", 2)]);
+        let text = m.render(
+            Vec::new(),
+            None,
+            vec![("customer_login", 2)],
+            (Vec::new(), 0),
+        );
         assert!(
             text.contains("magestack_rate_limited_total{rule=\"customer_login\"} 2"),
             "{text}"

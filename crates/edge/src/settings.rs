@@ -70,6 +70,40 @@ pub struct IpRulesSpec {
     pub admin_allow: Vec<IpNet>,
 }
 
+/// SQL injection / XSS inspection (see `[waf]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionSpec {
+    /// 403 on a finding (`false`: log and count only).
+    pub block: bool,
+    /// Largest body read for inspection.
+    pub inspect_body_bytes: usize,
+    /// Operator exclusions on top of the Magento profile.
+    pub exclusions: Vec<InjectionExclusionSpec>,
+}
+
+impl Default for InjectionSpec {
+    fn default() -> Self {
+        InjectionSpec {
+            block: true,
+            inspect_body_bytes: 1 << 20,
+            exclusions: Vec::new(),
+        }
+    }
+}
+
+/// One `[[waf.injection_exclusions]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InjectionExclusionSpec {
+    /// Path prefix; empty = everywhere.
+    pub prefix: String,
+    /// Field patterns (`name`, `prefix*`, `*`).
+    pub fields: Vec<String>,
+    /// Location names; empty = all.
+    pub locations: Vec<String>,
+    /// `sqli` / `xss`.
+    pub attacks: Vec<String>,
+}
+
 /// Per-client rate limits on Magento's credential endpoints.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSpec {
@@ -185,6 +219,10 @@ pub struct EdgeSettings {
     pub readiness: ReadinessSpec,
     /// Rate limits on credential endpoints; `None` = off.
     pub rate_limit: Option<RateLimitSpec>,
+    /// Delay before a 429.
+    pub tarpit: Duration,
+    /// Injection inspection; `None` = off.
+    pub injection: Option<InjectionSpec>,
     /// Client network rules.
     pub ip_rules: IpRulesSpec,
     /// Response head ceiling for FastCGI (502 beyond).

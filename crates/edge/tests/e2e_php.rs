@@ -4,6 +4,7 @@
 
 mod support;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -705,4 +706,113 @@ async fn graphql_token_mutation_is_rate_limited_other_queries_are_not() {
         assert!(r.text().contains("products"), "{}", r.text());
     }
     edge.shutdown().await;
+}
+
+/// Starts an edge in front of the storefront with the given injection mode;
+/// the edge itself is returned too, for its metrics.
+async fn start_with_injection(block: bool) -> (std::net::SocketAddr, Arc<magestack_edge::Edge>) {
+    let env = php_env();
+    let mut s = settings(
+        magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.injection = Some(magestack_edge::settings::InjectionSpec {
+        block,
+        ..Default::default()
+    });
+    let edge = Arc::new(magestack_edge::Edge::new(s).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = magestack_edge::server::Server::new(edge.clone(), limits(), None);
+    tokio::spawn(server.run(vec![listener], std::future::pending::<()>()));
+    (addr, edge)
+}
+
+/// SQL injection in `?q=`: block mode answers 403 with a request id before
+/// any PHP runs; detect mode lets it through to PHP; both count it. Searches
+/// for `O'Reilly` and `1--2` pass in both modes.
+#[tokio::test]
+async fn sqli_in_the_query_is_blocked_in_block_mode_and_only_logged_in_detect_mode() {
+    for block in [true, false] {
+        let (addr, edge) = start_with_injection(block).await;
+        let key = format!("sqli-{block}-{}", std::process::id());
+        let peek = format!("/_test/hits?key={key}&peek=1");
+        let before = get(addr, &peek).await.text();
+        let attack = format!("/_test/hits?key={key}&q=1%27%20OR%20%271%27%3D%271");
+        let r = get(addr, &attack).await;
+        let after = get(addr, &peek).await.text();
+        if block {
+            assert_eq!(r.status, 403, "{}", r.text());
+            let id = r.header("x-request-id").expect("request id header");
+            assert!(
+                r.text().contains(&format!("Request id: {id}")),
+                "{}",
+                r.text()
+            );
+            assert_eq!(r.header("cache-control").as_deref(), Some("no-store"));
+            assert_eq!(after, before, "PHP ran for a blocked request");
+        } else {
+            assert_eq!(r.status, 200, "{}", r.text());
+            assert_ne!(after, before, "detect mode must pass the request on");
+        }
+        let action = if block { "blocked" } else { "detected" };
+        let metrics = edge.render_metrics();
+        let line = format!(
+            "magestack_waf_injection_total{{attack=\"sqli\",location=\"query\",action=\"{action}\"}} 1"
+        );
+        assert!(metrics.contains(&line), "{line} missing from:\n{metrics}");
+        for q in ["O%27Reilly", "1--2", "t-shirt+%2F+tank"] {
+            let r = get(addr, &format!("/_test/echo?q={q}")).await;
+            assert_eq!(r.status, 200, "q={q}: {}", r.text());
+        }
+    }
+}
+
+/// Bodies are inspected too (form fields and JSON), and handed on intact
+/// when clean; Page Builder HTML posted to the admin is not XSS.
+#[tokio::test]
+async fn injections_in_bodies_are_blocked_and_clean_bodies_reach_php_intact() {
+    let (addr, _edge) = start_with_injection(true).await;
+    let post = |path: &'static str, ct: &'static str, body: &'static str| {
+        Request::post(path)
+            .header("host", "shop.test")
+            .header("content-type", ct)
+            .body(Full::new(Bytes::from_static(body.as_bytes())))
+            .unwrap()
+    };
+    const FORM: &str = "application/x-www-form-urlencoded";
+    let r = request(
+        addr,
+        post(
+            "/_test/echo",
+            FORM,
+            "comment=%3Cscript%3Ealert(document.cookie)%3C%2Fscript%3E",
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = request(
+        addr,
+        post(
+            "/rest/V1/guest-carts/abc/shipping-information",
+            "application/json",
+            r#"{"addressInformation":{"shipping_address":{"street":["1' union select password from admin_user-- "]}}}"#,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let clean = "comment=It%27s+5%2711%22+--+great%21&name=O%27Brien";
+    let r = request(addr, post("/_test/echo", FORM, clean)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.text().contains("5'11"),
+        "body reached PHP intact: {}",
+        r.text()
+    );
+    let page_builder = "content=%3Cdiv+data-content-type%3D%22html%22%3E%3Cscript%3Erequire(%5B%27jquery%27%5D)%3C%2Fscript%3E%3C%2Fdiv%3E";
+    let r = request(addr, post("/admin/cms/block/save/", FORM, page_builder)).await;
+    assert_ne!(
+        r.status, 403,
+        "Page Builder HTML in the admin is legitimate"
+    );
 }

@@ -70,6 +70,8 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         pool_routing: Default::default(),
         readiness: Default::default(),
         rate_limit: Some(Default::default()),
+        tarpit: Duration::ZERO,
+        injection: Some(Default::default()),
         ip_rules: Default::default(),
         cache: None,
     }

@@ -212,6 +212,24 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
                     })
                     .collect(),
             }),
+        tarpit: cfg.waf.tarpit,
+        injection: (cfg.waf.injection != magestack_config::InjectionMode::Off).then(|| {
+            magestack_edge::settings::InjectionSpec {
+                block: cfg.waf.injection == magestack_config::InjectionMode::Block,
+                inspect_body_bytes: cfg.waf.inspect_body_bytes,
+                exclusions: cfg
+                    .waf
+                    .injection_exclusions
+                    .iter()
+                    .map(|e| magestack_edge::settings::InjectionExclusionSpec {
+                        prefix: e.prefix.clone(),
+                        fields: e.fields.clone(),
+                        locations: e.locations.clone(),
+                        attacks: e.attacks.clone(),
+                    })
+                    .collect(),
+            }
+        }),
         ip_rules: magestack_edge::settings::IpRulesSpec {
             allow: cfg.waf.allow.clone(),
             deny: cfg.waf.deny.clone(),

@@ -130,17 +130,17 @@ pub fn default_rules(admin_front_name: &str) -> Vec<RateRule> {
     }
     // GraphQL's customer login and payment mutations: POSTs to /graphql,
     // told apart by the mutation name in the body.
-    for (name, mutation) in [
-        ("graphql_customer_token", "generateCustomerToken"),
-        ("graphql_place_order", "placeOrder"),
-        ("graphql_braintree_token", "createBraintreeClientToken"),
-        ("graphql_paypal_token", "createPaypalExpressToken"),
-    ] {
-        if let Ok(r) = Regex::new("^/graphql/?$") {
+    if let Ok(graphql) = Regex::new("^/graphql/?$") {
+        for (name, mutation) in [
+            ("graphql_customer_token", "generateCustomerToken"),
+            ("graphql_place_order", "placeOrder"),
+            ("graphql_braintree_token", "createBraintreeClientToken"),
+            ("graphql_paypal_token", "createPaypalExpressToken"),
+        ] {
             rules.push(RateRule {
                 name: name.into(),
                 methods: post.clone(),
-                path: PathMatch::Regex(r),
+                path: PathMatch::Regex(graphql.clone()),
                 quota: PER_MINUTE_5(),
                 body_contains: Some(mutation.into()),
             });
@@ -283,14 +283,26 @@ mod tests {
         ] {
             assert_eq!(name(p, None).as_deref(), Some("payment_information"), "{p}");
         }
-        assert_eq!(name("/rest/default/V1/guest-carts/abc/shipping-information", None), None);
+        assert_eq!(
+            name(
+                "/rest/default/V1/guest-carts/abc/shipping-information",
+                None
+            ),
+            None
+        );
         for (mutation, rule) in [
             ("placeOrder(input: {cart_id: \"x\"})", "graphql_place_order"),
             ("createBraintreeClientToken", "graphql_braintree_token"),
-            ("createPaypalExpressToken(input: {})", "graphql_paypal_token"),
+            (
+                "createPaypalExpressToken(input: {})",
+                "graphql_paypal_token",
+            ),
         ] {
             let body = format!(r#"{{"query":"mutation {{ {mutation} }}"}}"#);
-            assert_eq!(name("/graphql", Some(body.as_bytes())).as_deref(), Some(rule));
+            assert_eq!(
+                name("/graphql", Some(body.as_bytes())).as_deref(),
+                Some(rule)
+            );
         }
     }
 }
