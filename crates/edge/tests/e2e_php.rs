@@ -816,3 +816,45 @@ async fn injections_in_bodies_are_blocked_and_clean_bodies_reach_php_intact() {
         "Page Builder HTML in the admin is legitimate"
     );
 }
+
+/// `waf.tarpit_ms`: a client over the limit waits for its 429; requests
+/// within the limit are not delayed. Payment steps are limited by default
+/// (card testing).
+#[tokio::test]
+async fn tarpit_delays_429s_and_payment_steps_are_limited() {
+    let env = php_env();
+    let mut s = settings(
+        magestack_edge::UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.tarpit = Duration::from_millis(400);
+    let edge = start(s, limits()).await;
+    let pay = || {
+        Request::post("/rest/default/V1/guest-carts/mK9xQzLw2v8TjR4nB6cY1pF0/payment-information")
+            .header("host", "shop.test")
+            .header("x-forwarded-for", "203.0.113.99")
+            .header("content-type", "application/json")
+            .body(Full::new(Bytes::from_static(
+                br#"{"paymentMethod":{"method":"checkmo"},"email":"o'brien@example.com"}"#,
+            )))
+            .unwrap()
+    };
+    for i in 0..5 {
+        let t = std::time::Instant::now();
+        let r = request(edge.addr, pay()).await;
+        assert_ne!(r.status, 429, "attempt {}", i + 1);
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "not tarpitted within the limit"
+        );
+    }
+    let t = std::time::Instant::now();
+    let r = request(edge.addr, pay()).await;
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(
+        t.elapsed() >= Duration::from_millis(400),
+        "429 after {:?}",
+        t.elapsed()
+    );
+    edge.shutdown().await;
+}
