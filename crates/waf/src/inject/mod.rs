@@ -335,24 +335,56 @@ impl Inspector {
     }
 }
 
-/// libinjection's SQLi verdict, read with MySQL's grammar: Magento runs on
-/// MySQL/MariaDB, where `--` starts a comment only before whitespace or the
-/// end, so `1--2` (a search term) is arithmetic, not `1` and a comment.
+/// libinjection's SQLi verdict, read the way Magento talks to MySQL:
+///
+/// - `--` starts a comment only before whitespace or the end, so `1--2` (a
+///   search term) is arithmetic, not `1` and a comment;
+/// - `80% acrylic and 20% wool` is a percentage, not modulo: `%` right
+///   after digits is dropped;
+/// - Magento quotes every string with single quotes (PDO `quote()` or bound
+///   parameters), so a value whose only quotes are double quotes cannot close
+///   one: libinjection's double-quote reading (`"like" new`) is re-checked
+///   with those quotes as spaces.
 fn libinjection_sqli(value: &[u8]) -> Option<String> {
-    let r = libinjectionrs::detect_sqli(value);
-    if !r.is_injection() {
-        return None;
+    let fp = detect_sqli(value)?;
+    let dash = fp.contains('c') && has_non_mysql_dash_comment(value);
+    let percent = value
+        .windows(2)
+        .any(|w| w[0].is_ascii_digit() && w[1] == b'%');
+    let double_only = value.contains(&b'"') && !value.contains(&b'\'');
+    if !(dash || percent || double_only) {
+        return Some(fp);
     }
-    let fp = r.fingerprint.map(|f| f.to_string()).unwrap_or_default();
-    if fp.contains('c') && has_non_mysql_dash_comment(value) {
-        let spaced = space_dash_pairs(value);
-        let again = libinjectionrs::detect_sqli(&spaced);
-        if !again.is_injection() {
-            return None;
+    let mut v = value.to_vec();
+    if dash {
+        v = space_dash_pairs(&v);
+    }
+    if percent {
+        v = drop_percent_after_digits(&v);
+    }
+    if double_only {
+        for b in v.iter_mut().filter(|b| **b == b'"') {
+            *b = b' ';
         }
-        return Some(again.fingerprint.map(|f| f.to_string()).unwrap_or_default());
     }
-    Some(fp)
+    detect_sqli(&v)
+}
+
+fn detect_sqli(value: &[u8]) -> Option<String> {
+    let r = libinjectionrs::detect_sqli(value);
+    r.is_injection()
+        .then(|| r.fingerprint.map(|f| f.to_string()).unwrap_or_default())
+}
+
+fn drop_percent_after_digits(v: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(v.len());
+    for (i, &b) in v.iter().enumerate() {
+        if b == b'%' && i > 0 && v[i - 1].is_ascii_digit() {
+            continue;
+        }
+        out.push(b);
+    }
+    out
 }
 
 /// A `--` followed by something other than whitespace or the end.
