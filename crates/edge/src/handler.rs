@@ -597,6 +597,17 @@ impl Edge {
                 .injection
                 .as_ref()
                 .is_some_and(|inj| inj.wants_body(r.method(), r.headers()));
+            let declared_too_large = r
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|n| n > self.s.max_body_bytes);
+            if declared_too_large {
+                // Refused from its head, as the streaming path does: no
+                // waiting for a body that will not be read.
+                return error_page(StatusCode::PAYLOAD_TOO_LARGE, None);
+            }
             if for_rate || for_injection {
                 let Some(r) = req.take() else {
                     return error_page(StatusCode::BAD_REQUEST, None);
