@@ -463,6 +463,10 @@ pub struct WafConfig {
     /// (`/<routing.admin_front_name>`, also behind `/index.php/`); others get
     /// 404, as if there were no admin. Default `[]`.
     pub admin_allow: Vec<String>,
+    /// When `routing.admin_front_name` is not `admin`, answer `/admin` (and
+    /// `/index.php/admin`) with 404 at the edge: scanners probing the
+    /// default path never reach PHP. Default true.
+    pub close_default_admin: bool,
     /// SQL injection and XSS inspection of path, query, cookies and bodies:
     /// `"block"` (403 with the request id), `"detect"` (log and count only)
     /// or `"off"`. Default `"block"`.
@@ -529,6 +533,7 @@ impl Default for WafConfig {
             deny: Vec::new(),
             deny_files: Vec::new(),
             admin_allow: Vec::new(),
+            close_default_admin: true,
             injection: InjectionMode::Block,
             inspect_body_bytes: 1 << 20,
             injection_exclusions: Vec::new(),

@@ -69,6 +69,8 @@ pub struct WafSettings {
     pub deny_files: Vec<PathBuf>,
     /// Only these reach the admin front name (empty: everyone).
     pub admin_allow: Vec<IpNet>,
+    /// 404 for `/admin` when the admin front name is custom.
+    pub close_default_admin: bool,
     /// Injection inspection mode.
     pub injection: file::InjectionMode,
     /// Largest body read for inspection. Positive.
@@ -497,6 +499,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         deny: parse_cidrs(&p("waf.deny"), &config.waf.deny, &mut errs),
         deny_files: config.waf.deny_files.clone(),
         admin_allow: parse_cidrs(&p("waf.admin_allow"), &config.waf.admin_allow, &mut errs),
+        close_default_admin: config.waf.close_default_admin,
         injection: config.waf.injection,
         inspect_body_bytes: errs
             .positive_size(p("waf.inspect_body_bytes"), config.waf.inspect_body_bytes),

@@ -435,6 +435,7 @@ fn golden_example_file() {
             ],
             deny_files: vec!["/etc/magestack/deny.txt".into()],
             admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
+            close_default_admin: true,
             injection: magestack_config::InjectionMode::Block,
             inspect_body_bytes: 1_048_576,
             injection_exclusions: vec![magestack_config::InjectionExclusion {
@@ -607,7 +608,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 87, "{keys:#?}");
+    assert_eq!(keys.len(), 88, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

@@ -35,6 +35,9 @@ pub(crate) struct IpFilter {
     files: Vec<(PathBuf, Mutex<Option<SystemTime>>)>,
     admin_allow: Option<IpSet>,
     admin_front: String,
+    /// The admin front name is custom and `/admin` is closed (404 at the
+    /// edge: scanners probing the default path never reach PHP).
+    close_default_admin: bool,
     pub(crate) denied: AtomicU64,
     pub(crate) admin_hidden: AtomicU64,
     empty: bool,
@@ -60,6 +63,8 @@ impl IpFilter {
             admin_allow: (!spec.admin_allow.is_empty())
                 .then(|| IpSet::new(spec.admin_allow.iter().copied())),
             admin_front: admin_front.trim_matches('/').to_owned(),
+            close_default_admin: spec.close_default_admin
+                && admin_front.trim_matches('/') != "admin",
             denied: AtomicU64::new(0),
             admin_hidden: AtomicU64::new(0),
             empty: spec.allow.is_empty()
@@ -110,6 +115,10 @@ impl IpFilter {
     }
 
     pub(crate) fn check(&self, client: IpAddr, path: &str) -> IpVerdict {
+        if self.close_default_admin && crate::pool_route::is_admin_front(path, "admin") {
+            self.admin_hidden.fetch_add(1, Ordering::Relaxed);
+            return IpVerdict::AdminHidden;
+        }
         if self.empty {
             return IpVerdict::Pass;
         }
@@ -146,7 +155,26 @@ mod tests {
             ],
             deny_files: Vec::new(),
             admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
+            close_default_admin: false,
         }
+    }
+
+    #[test]
+    fn default_admin_path_is_closed_only_with_a_custom_front_name() {
+        let spec = IpRulesSpec {
+            close_default_admin: true,
+            ..IpRulesSpec::default()
+        };
+        let ip: IpAddr = "198.51.100.1".parse().unwrap();
+        let f = IpFilter::new(&spec, "backoffice_7x").unwrap();
+        for p in ["/admin", "/admin/", "/index.php/admin/dashboard/"] {
+            assert_eq!(f.check(ip, p), IpVerdict::AdminHidden, "{p}");
+        }
+        for p in ["/backoffice_7x/", "/administrator-tips.html", "/"] {
+            assert_eq!(f.check(ip, p), IpVerdict::Pass, "{p}");
+        }
+        let f = IpFilter::new(&spec, "admin").unwrap();
+        assert_eq!(f.check(ip, "/admin/"), IpVerdict::Pass);
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub struct IpRulesSpec {
     pub deny_files: Vec<PathBuf>,
     /// Only these reach the admin front name (empty: all).
     pub admin_allow: Vec<IpNet>,
+    /// With a custom admin front name, `/admin` answers 404 at the edge.
+    pub close_default_admin: bool,
 }
 
 /// SQL injection / XSS inspection (see `[waf]`).

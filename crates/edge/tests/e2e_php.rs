@@ -604,6 +604,7 @@ async fn denied_networks_get_403_before_php_and_admin_is_hidden() {
         deny: vec!["192.0.2.0/24".parse().unwrap()],
         deny_files: vec![],
         admin_allow: vec!["10.20.30.0/24".parse().unwrap()],
+        close_default_admin: true,
     };
     let edge = start(s, limits()).await;
     let key = format!("deny-{}", std::process::id());

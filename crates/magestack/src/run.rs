@@ -235,6 +235,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             deny: cfg.waf.deny.clone(),
             deny_files: cfg.waf.deny_files.clone(),
             admin_allow: cfg.waf.admin_allow.clone(),
+            close_default_admin: cfg.waf.close_default_admin,
         },
         readiness: magestack_edge::settings::ReadinessSpec {
             health_script: cfg.readiness.health_script.clone(),
