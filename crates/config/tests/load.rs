@@ -942,3 +942,31 @@ pool = \"cron\"
         "{e:#?}"
     );
 }
+
+#[test]
+fn waf_injection_errors_name_their_keys_and_lines() {
+    let src = r#"[upstream]
+url = "http://127.0.0.1:9000"
+
+[waf]
+injection = "blok"
+tarpit_ms = 20000
+
+[[waf.injection_exclusions]]
+fields = []
+locations = ["bodyy"]
+attacks = ["sqli", "rce"]
+"#;
+    assert_eq!(
+        errors(src),
+        [
+            "edge.toml:5: waf.injection: unknown variant `blok`, expected one of `off`, `detect`, `block`",
+            "edge.toml:6: waf.tarpit_ms: at most 10000 (each tarpitted request holds a connection)",
+            "edge.toml:9: waf.injection_exclusions[0].fields: list field names, `prefix*` or `*`",
+            "edge.toml:10: waf.injection_exclusions[0].locations[0]: \"bodyy\" is not one of path, query, cookie, body, header",
+            "edge.toml:11: waf.injection_exclusions[0].attacks[1]: \"rce\" is not one of sqli, xss",
+        ]
+    );
+    let v = ok("[upstream]\nurl = \"http://127.0.0.1:9000\"\n[waf]\ninjection = \"detect\"\n");
+    assert_eq!(v.waf.injection, magestack_config::InjectionMode::Detect);
+}
