@@ -29,6 +29,8 @@ pub const DEFAULT_MAX_HEADERS: u32 = 100;
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Default `server.header_read_timeout_secs`.
 pub const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Default `server.body_read_timeout_secs` (nginx's `client_body_timeout 60s`).
+pub const DEFAULT_BODY_READ_TIMEOUT_SECS: u64 = 60;
 /// Default `server.idle_timeout_secs` (nginx's default `keepalive_timeout 75s`).
 pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 75;
 /// Default `server.drain_timeout_secs`.
@@ -138,6 +140,9 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// Seconds a client has to send the full request head; then 408. Default 30.
     pub header_read_timeout_secs: u64,
+    /// Seconds a client may go without sending a byte of a request body it
+    /// started (slow-body attacks); then 408. Default 60.
+    pub body_read_timeout_secs: u64,
     /// Seconds an idle keep-alive connection is kept open. Default 75.
     pub idle_timeout_secs: u64,
     /// Seconds in-flight requests get to finish after SIGTERM before the
@@ -170,6 +175,7 @@ impl Default for ServerConfig {
             max_headers: DEFAULT_MAX_HEADERS,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             header_read_timeout_secs: DEFAULT_HEADER_READ_TIMEOUT_SECS,
+            body_read_timeout_secs: DEFAULT_BODY_READ_TIMEOUT_SECS,
             idle_timeout_secs: DEFAULT_IDLE_TIMEOUT_SECS,
             drain_timeout_secs: DEFAULT_DRAIN_TIMEOUT_SECS,
             h2c: true,

@@ -178,6 +178,8 @@ pub struct ServerSettings {
     pub max_body_bytes: u64,
     /// Time allowed to receive the request head (→ 408). Positive.
     pub header_read_timeout: Duration,
+    /// Longest gap between bytes of a request body (→ 408). Positive.
+    pub body_read_timeout: Duration,
     /// Keep-alive idle time before the connection is closed. Positive.
     pub idle_timeout: Duration,
     /// Drain time on SIGTERM; zero exits at once.
@@ -630,6 +632,8 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         p("server.header_read_timeout_secs"),
         s.header_read_timeout_secs,
     );
+    let body_read_timeout =
+        errs.positive_secs(p("server.body_read_timeout_secs"), s.body_read_timeout_secs);
     let idle_timeout = errs.positive_secs(p("server.idle_timeout_secs"), s.idle_timeout_secs);
 
     let tls = s.tls.map(|t| {
@@ -658,6 +662,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         max_headers,
         max_body_bytes: s.max_body_bytes,
         header_read_timeout,
+        body_read_timeout,
         idle_timeout,
         drain_timeout: Duration::from_secs(s.drain_timeout_secs),
         h2c: s.h2c,

@@ -1,4 +1,5 @@
-//! Connection I/O wrapper that enforces the HTTP/1 header-read and idle timeouts.
+//! Connection I/O wrapper that enforces the HTTP/1 header-read, body-read and
+//! idle timeouts, and refuses smuggling-prone framing ([`crate::framing`]).
 //!
 //! hyper's own `header_read_timeout` closes the socket silently. Operators (and the
 //! acceptance tests) expect nginx-like behaviour instead: a client that started a
@@ -6,6 +7,10 @@
 //! keep-alive connection that sends nothing is closed quietly after the idle timeout.
 //! The wrapper learns where request boundaries are from [`HeadState`], which the
 //! service flips when hyper hands it a parsed request and when the response ends.
+//! A client that started a body and then goes silent for the body-read timeout
+//! (a slow-body attack) gets 408 as well. Every byte read also goes through the
+//! framing guard; a refused head gets 400 and the connection is closed before
+//! hyper sees it.
 
 use std::future::Future;
 use std::io;
@@ -20,6 +25,9 @@ use tokio::time::{Instant, Sleep};
 
 /// The raw bytes of the 408 answer; fixed, so they are a constant.
 const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n\r\nrequest timeout\n";
+
+/// The raw bytes of the 400 answer to a refused head.
+const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n\r\n400 Bad Request\n";
 
 /// Shared between the I/O wrapper and the request service of one connection.
 ///
@@ -50,6 +58,8 @@ impl HeadState {
 pub(crate) struct HeadTimeouts {
     /// From the first byte of a head to its end.
     pub(crate) header_read: Duration,
+    /// Between two reads of a request body.
+    pub(crate) body_read: Duration,
     /// With no byte of a new request at all.
     pub(crate) idle: Duration,
 }
@@ -65,8 +75,12 @@ pub(crate) struct TimedIo<I> {
     armed: Option<bool>,
     /// Generation of [`HeadState`] the timer was armed in.
     armed_gen: u32,
-    /// Bytes of the 408 answer still to write once the header timer fired.
-    timed_out: Option<usize>,
+    /// The error answer being written (408 or 400) and the bytes written.
+    timed_out: Option<(&'static [u8], usize)>,
+    /// Follows message framing to refuse smuggling-prone heads.
+    guard: crate::framing::FramingGuard,
+    /// The body-read timer is armed (inside a body, waiting for bytes).
+    body_armed: bool,
 }
 
 impl<I> TimedIo<I> {
@@ -79,6 +93,8 @@ impl<I> TimedIo<I> {
             armed: None,
             armed_gen: 0,
             timed_out: None,
+            guard: crate::framing::FramingGuard::new(),
+            body_armed: false,
         }
     }
 
@@ -100,34 +116,58 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        if let Some(written) = this.timed_out {
-            return this.poll_write_408(cx, written);
+        if let Some((answer, written)) = this.timed_out {
+            return this.poll_write_answer(cx, answer, written);
         }
         let generation = this.state.generation();
+        let before = buf.filled().len();
         if generation % 2 == 1 {
             this.armed = None;
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
+            return match Pin::new(&mut this.inner).poll_read(cx, buf) {
+                Poll::Ready(Ok(())) => {
+                    this.body_armed = false;
+                    this.check_framing(cx, buf, before)
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => {
+                    // Inside a body the client started: it may not stall.
+                    if this.guard.in_body() {
+                        if !this.body_armed {
+                            this.timer
+                                .as_mut()
+                                .reset(Instant::now() + this.timeouts.body_read);
+                            this.body_armed = true;
+                        }
+                        if this.timer.as_mut().poll(cx).is_ready() {
+                            tracing::debug!("Client stalled in its request body.");
+                            this.timed_out = Some((RESPONSE_408, 0));
+                            return this.poll_write_answer(cx, RESPONSE_408, 0);
+                        }
+                    }
+                    Poll::Pending
+                }
+            };
         }
+        this.body_armed = false;
         if this.armed.is_none() || this.armed_gen != generation {
             this.armed_gen = generation;
             this.arm(false);
         }
-        let before = buf.filled().len();
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before && this.armed == Some(false) {
                     // First bytes of a head: from now on the header timer runs.
                     this.arm(true);
                 }
-                Poll::Ready(Ok(()))
+                this.check_framing(cx, buf, before)
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => {
                 if this.timer.as_mut().poll(cx).is_ready() {
                     if this.armed == Some(true) {
                         tracing::debug!("Client did not finish its request head in time.");
-                        this.timed_out = Some(0);
-                        return this.poll_write_408(cx, 0);
+                        this.timed_out = Some((RESPONSE_408, 0));
+                        return this.poll_write_answer(cx, RESPONSE_408, 0);
                     }
                     // Idle keep-alive connection: report EOF, hyper closes quietly.
                     return Poll::Ready(Ok(()));
@@ -138,24 +178,56 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
     }
 }
 
+impl<I: AsyncRead + AsyncWrite + Unpin> TimedIo<I> {
+    /// Runs the bytes just read through the framing guard; a refused head
+    /// never reaches hyper: the client gets 400 and the connection closes.
+    fn check_framing(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+        before: usize,
+    ) -> Poll<io::Result<()>> {
+        match self.guard.feed(&buf.filled()[before..]) {
+            Ok(()) => Poll::Ready(Ok(())),
+            Err(refusal) => {
+                tracing::warn!(
+                    reason = refusal.as_str(),
+                    "Request refused: ambiguous message framing (request smuggling)."
+                );
+                buf.set_filled(before);
+                self.timed_out = Some((RESPONSE_400, 0));
+                self.poll_write_answer(cx, RESPONSE_400, 0)
+            }
+        }
+    }
+}
+
 impl<I: AsyncWrite + Unpin> TimedIo<I> {
-    fn poll_write_408(&mut self, cx: &mut Context<'_>, mut written: usize) -> Poll<io::Result<()>> {
-        while written < RESPONSE_408.len() {
-            match Pin::new(&mut self.inner).poll_write(cx, &RESPONSE_408[written..]) {
+    /// Writes a fixed error answer (408, 400), then fails the read so hyper
+    /// closes the connection.
+    fn poll_write_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        answer: &'static [u8],
+        mut written: usize,
+    ) -> Poll<io::Result<()>> {
+        while written < answer.len() {
+            match Pin::new(&mut self.inner).poll_write(cx, &answer[written..]) {
                 Poll::Ready(Ok(0)) => break,
                 Poll::Ready(Ok(n)) => {
                     written += n;
-                    self.timed_out = Some(written);
+                    self.timed_out = Some((answer, written));
                 }
                 Poll::Ready(Err(_)) => break,
                 Poll::Pending => return Poll::Pending,
             }
         }
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
-        Poll::Ready(Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "request head timeout",
-        )))
+        Poll::Ready(Err(if std::ptr::eq(answer, RESPONSE_400) {
+            io::Error::new(io::ErrorKind::InvalidData, "ambiguous request framing")
+        } else {
+            io::Error::new(io::ErrorKind::TimedOut, "request timeout")
+        }))
     }
 }
 

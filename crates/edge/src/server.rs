@@ -37,6 +37,8 @@ pub struct ServerLimits {
     pub max_headers: usize,
     /// Time to receive a whole request head once it started (408 beyond).
     pub header_read_timeout: Duration,
+    /// Longest gap between bytes of a request body (408 beyond).
+    pub body_read_timeout: Duration,
     /// Time a keep-alive connection may stay silent.
     pub idle_timeout: Duration,
     /// Time in-flight requests get to finish after SIGTERM.
@@ -312,6 +314,7 @@ impl Server {
         let state = Arc::new(HeadState::default());
         let timeouts = HeadTimeouts {
             header_read: self.limits.header_read_timeout,
+            body_read: self.limits.body_read_timeout,
             idle: self.limits.idle_timeout,
         };
         let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts));

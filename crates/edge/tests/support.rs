@@ -82,6 +82,7 @@ pub fn limits() -> ServerLimits {
         max_header_bytes: 16 * 1024,
         max_headers: 100,
         header_read_timeout: Duration::from_secs(2),
+        body_read_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(10),
         drain_timeout: Duration::from_secs(5),
         h2c: true,

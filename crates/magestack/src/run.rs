@@ -349,6 +349,7 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
         max_header_bytes: s.max_header_bytes,
         max_headers: s.max_headers,
         header_read_timeout: s.header_read_timeout,
+        body_read_timeout: s.body_read_timeout,
         idle_timeout: s.idle_timeout,
         drain_timeout: s.drain_timeout,
         h2c: s.h2c,
