@@ -113,6 +113,31 @@ pub struct Config {
     pub readiness: ReadinessConfig,
     /// `[waf]`: the security layer in front of the cache and the pools.
     pub waf: WafConfig,
+    /// `[cluster]`: many edges as one cache (purge bus over Redis).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: replicas share purges through Redis pub/sub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `redis://host:port[/db]` of the Redis that carries the purge bus;
+    /// `""` = a single edge, no bus. The password comes from
+    /// `MAGESTACK_REDIS_PASSWORD` or `MAGESTACK_REDIS_PASSWORD_FILE`, never
+    /// from this file. Default `""`.
+    pub redis_url: String,
+    /// Pub/sub channel (and prefix of the sequence key) shared by the
+    /// replicas of one store. Default `"magestack:purge"`.
+    pub channel: String,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            redis_url: String::new(),
+            channel: "magestack:purge".to_owned(),
+        }
+    }
 }
 
 /// `[server]`: the client side of the edge.

@@ -54,10 +54,10 @@ pub use crate::error::{
 pub use crate::file::InjectionMode;
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
-    compile, CacheSettings, ErrorStatuses, HealthCheckSettings, InjectionExclusion, LogFormat,
-    LogSettings, MageMode, MagentoSettings, NginxGeneration, PathMatch, PoolSettings,
-    RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings, RunMapping, RunType,
-    ServerSettings, TlsSettings, UpstreamSettings, Validated, WafSettings,
+    compile, CacheSettings, ClusterSettings, ErrorStatuses, HealthCheckSettings,
+    InjectionExclusion, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
+    PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings,
+    RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated, WafSettings,
 };
 
 /// The origin named in diagnostics for values given as command-line flags,
@@ -85,6 +85,8 @@ pub struct Overrides {
     pub cache: Option<bool>,
     /// `--max-connections N`: replaces `upstream.max_connections` (PHP-FPM's `pm.max_children`).
     pub max_connections: Option<u32>,
+    /// `--redis URL`: replaces `cluster.redis_url` (turns the purge bus on).
+    pub redis: Option<String>,
 }
 
 impl Overrides {
@@ -120,6 +122,10 @@ impl Overrides {
         if let Some(enabled) = self.cache {
             config.cache.enabled = enabled;
             replaced.push(KeyPath::from_dotted("cache.enabled"));
+        }
+        if let Some(url) = &self.redis {
+            config.cluster.redis_url.clone_from(url);
+            replaced.push(KeyPath::from_dotted("cluster.redis_url"));
         }
         replaced
     }

@@ -35,6 +35,17 @@ pub struct Validated {
     pub readiness: ReadinessSettings,
     /// From `[waf]`.
     pub waf: WafSettings,
+    /// From `[cluster]`.
+    pub cluster: ClusterSettings,
+}
+
+/// Checked `[cluster]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// `redis://` or `rediss://` URL; `None` = no purge bus.
+    pub redis_url: Option<String>,
+    /// Pub/sub channel, non-empty.
+    pub channel: String,
 }
 
 /// One checked `[[waf.rate_limit_rules]]`.
@@ -518,6 +529,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
             Duration::from_millis(config.waf.tarpit_ms.min(10_000))
         },
     };
+    let cluster = compile_cluster(config.cluster, &mut errs);
     match (log, magento, upstream, cache) {
         (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
             Ok(Validated {
@@ -530,6 +542,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 routing,
                 readiness,
                 waf,
+                cluster,
             })
         }
         _ => Err(errs.0),
@@ -548,6 +561,43 @@ fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<Socket
             );
             None
         }
+    }
+}
+
+fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings {
+    let url = c.redis_url.trim();
+    let redis_url = if url.is_empty() {
+        None
+    } else if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        || url.len() <= "redis://".len()
+    {
+        errs.push(
+            p("cluster.redis_url"),
+            ErrorKind::Invalid(format!(
+                "{url:?} is not a redis:// URL (e.g. redis://127.0.0.1:6379)"
+            )),
+        );
+        None
+    } else if url.contains('@') {
+        errs.push(
+            p("cluster.redis_url"),
+            ErrorKind::Invalid(
+                "no credentials in the URL: set MAGESTACK_REDIS_PASSWORD or MAGESTACK_REDIS_PASSWORD_FILE".into(),
+            ),
+        );
+        None
+    } else {
+        Some(url.to_owned())
+    };
+    if c.channel.trim().is_empty() {
+        errs.push(
+            p("cluster.channel"),
+            ErrorKind::Invalid("must not be empty".into()),
+        );
+    }
+    ClusterSettings {
+        redis_url,
+        channel: c.channel,
     }
 }
 

@@ -447,6 +447,10 @@ fn golden_example_file() {
             }],
             tarpit: Duration::ZERO,
         },
+        cluster: magestack_config::ClusterSettings {
+            redis_url: Some("redis://redis-cache.magento.svc:6379".into()),
+            channel: "magestack:purge".into(),
+        },
     };
     assert_eq!(got, want);
 }
@@ -525,9 +529,14 @@ fn command_line_beats_file_beats_defaults() {
         log_format: Some(LogFormat::Text),
         cache: Some(false),
         max_connections: None,
+        redis: Some("redis://10.0.0.9:6380".into()),
     };
     let v = load(Some(&path), &overrides).unwrap();
     assert!(!v.cache.enabled);
+    assert_eq!(
+        v.cluster.redis_url.as_deref(),
+        Some("redis://10.0.0.9:6380")
+    );
     assert_eq!(v.server.listen, overrides.listen);
     assert_eq!(v.server.admin_listen, overrides.admin_listen);
     assert_eq!(v.server.max_headers, 50);
@@ -609,7 +618,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 89, "{keys:#?}");
+    assert_eq!(keys.len(), 91, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -970,4 +979,23 @@ attacks = ["sqli", "rce"]
     );
     let v = ok("[upstream]\nurl = \"http://127.0.0.1:9000\"\n[waf]\ninjection = \"detect\"\n");
     assert_eq!(v.waf.injection, magestack_config::InjectionMode::Detect);
+}
+
+#[test]
+fn cluster_redis_url_is_checked_and_never_holds_a_password() {
+    let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[cluster]\n";
+    assert_eq!(
+        errors(&format!("{base}redis_url = \"10.0.0.9:6379\"\n")),
+        ["edge.toml:4: cluster.redis_url: \"10.0.0.9:6379\" is not a redis:// URL (e.g. redis://127.0.0.1:6379)"]
+    );
+    assert_eq!(
+        errors(&format!("{base}redis_url = \"redis://:hunter2@10.0.0.9:6379\"\n")),
+        ["edge.toml:4: cluster.redis_url: no credentials in the URL: set MAGESTACK_REDIS_PASSWORD or MAGESTACK_REDIS_PASSWORD_FILE"]
+    );
+    let v = ok(&format!("{base}redis_url = \"redis://10.0.0.9:6379/2\"\n"));
+    assert_eq!(
+        v.cluster.redis_url.as_deref(),
+        Some("redis://10.0.0.9:6379/2")
+    );
+    assert!(ok(base).cluster.redis_url.is_none());
 }

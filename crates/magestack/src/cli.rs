@@ -75,4 +75,9 @@ pub struct EdgeArgs {
     /// Most requests in PHP-FPM at once: set it to the pool's pm.max_children.
     #[arg(long)]
     pub max_connections: Option<u32>,
+
+    /// Redis carrying the purge bus (`redis://host:port`): a purge sent to
+    /// any edge reaches every edge using the same Redis. Sets `cluster.redis_url`.
+    #[arg(long, value_name = "URL")]
+    pub redis: Option<String>,
 }

@@ -117,6 +117,7 @@ fn load(args: &EdgeArgs) -> Result<Validated> {
         }),
         cache: args.no_cache.then_some(false),
         max_connections: args.max_connections,
+        redis: args.redis.clone(),
     };
     magestack_config::load(args.config.as_deref(), &overrides)
         .map_err(|e| anyhow::anyhow!("invalid configuration:\n{e}"))
