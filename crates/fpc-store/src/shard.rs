@@ -474,6 +474,14 @@ impl ShardInner {
     }
 
     /// Slots of every object with at least one tag.
+    pub(crate) fn all_slots(&self) -> Vec<u32> {
+        self.objs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, o)| o.as_ref().map(|_| i as u32))
+            .collect()
+    }
+
     pub(crate) fn all_tagged_slots(&self) -> Vec<u32> {
         self.objs
             .iter()

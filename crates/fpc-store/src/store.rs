@@ -531,6 +531,25 @@ impl Store {
         }
     }
 
+    /// Marks every object stale, tagged or not: served again only within
+    /// grace (backend down) until refetched. For a replica that may have
+    /// missed purges and must not serve what it cached before as fresh.
+    pub fn soft_purge_all(&self, now_ms: u64) -> PurgeStats {
+        let mut objects = 0;
+        for shard in self.shards.iter() {
+            let g = shard.inner.read();
+            let slots = g.all_slots();
+            objects += g.soft_purge_slots(&slots, now_ms);
+        }
+        self.soft_purged
+            .fetch_add(objects as u64, Ordering::Relaxed);
+        PurgeStats {
+            tags_matched: 0,
+            objects,
+            bytes_freed: 0,
+        }
+    }
+
     /// Evicts everything, tagged or not (for a replica that cannot prove its
     /// objects fresh, e.g. after missing purge messages).
     pub fn purge_all(&self) -> PurgeStats {

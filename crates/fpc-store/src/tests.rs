@@ -571,3 +571,20 @@ fn store_and_objects_are_shareable_across_threads() {
     send_sync::<CachedObject>();
     send_sync::<Lookup>();
 }
+
+#[test]
+fn soft_purge_all_marks_tagged_and_untagged_stale() {
+    let s = big_store();
+    for n in 0..10 {
+        tagged(&s, n, &["store", &format!("cat_p_{n}")], 0);
+    }
+    s.insert(key(100), Variance::NONE, page(b"static", 10_000), 0)
+        .unwrap();
+    let p = s.soft_purge_all(1);
+    assert_eq!(p.objects, 11);
+    assert!(matches!(s.lookup(&key(3), any, 1), Lookup::Stale(_)));
+    // No grace on this one: stale means refetched, never served fresh.
+    assert!(!matches!(s.lookup(&key(100), any, 1), Lookup::Fresh(_)));
+    assert_eq!(s.stats().objects, 11, "kept for grace");
+    s.check_invariants();
+}
