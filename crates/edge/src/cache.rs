@@ -205,6 +205,22 @@ impl Edge {
                     .purged_objects
                     .fetch_add(purged, Ordering::Relaxed);
                 tracing::info!(%peer, objects = purged, "Purged.");
+                if let Some(bus) = &self.bus {
+                    // The raw header values: every replica parses them alike.
+                    let raw = |name: &str| {
+                        req.headers()
+                            .get(name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_owned)
+                    };
+                    bus.publish(
+                        soft,
+                        magestack_cluster::PurgeCommand::Pattern {
+                            tags_pattern: p.tags.as_ref().and(raw("x-magento-tags-pattern")),
+                            pool_pattern: p.pool.as_ref().and(raw("x-pool")),
+                        },
+                    );
+                }
             }
             _ => {
                 cache
@@ -255,6 +271,18 @@ impl Edge {
             }
         };
         let n = stats.objects as u64;
+        if let Some(bus) = &self.bus {
+            bus.publish(
+                soft,
+                if all {
+                    magestack_cluster::PurgeCommand::All
+                } else {
+                    magestack_cluster::PurgeCommand::Tags {
+                        tags: tags.to_vec(),
+                    }
+                },
+            );
+        }
         cache.counters.purges.fetch_add(1, Ordering::Relaxed);
         cache
             .counters
@@ -942,6 +970,67 @@ fn apply_pattern(
         }
     };
     stats.objects as u64
+}
+
+/// Applies a purge received from the bus (or accepted here): the same
+/// parsers as a local `PURGE`, so every replica reads a pattern alike.
+pub(crate) fn apply_command(
+    cache: &Cache,
+    command: &magestack_cluster::PurgeCommand,
+    soft: bool,
+) -> u64 {
+    use magestack_cluster::PurgeCommand;
+    let now = ms(SystemTime::now());
+    let store = &cache.store;
+    let n = match command {
+        PurgeCommand::Pattern {
+            tags_pattern,
+            pool_pattern,
+        } => {
+            let mut n = 0;
+            if let Some(t) = tags_pattern {
+                n += apply_pattern(cache, &parse_tags_pattern(t), now, "", soft);
+            }
+            if let Some(p) = pool_pattern {
+                n += apply_pattern(
+                    cache,
+                    &magestack_fpc::purge::parse_pool_pattern(p),
+                    now,
+                    POOL_PREFIX,
+                    soft,
+                );
+            }
+            n
+        }
+        PurgeCommand::Tags { tags } => {
+            let names: Vec<&str> = tags.iter().map(String::as_str).collect();
+            let stats = if soft {
+                store.soft_purge_tags(&names, now)
+            } else {
+                store.purge_tags(&names)
+            };
+            stats.objects as u64
+        }
+        PurgeCommand::All => {
+            let stats = if soft {
+                store.soft_purge_all_tagged(now)
+            } else {
+                store.purge_all_tagged()
+            };
+            stats.objects as u64
+        }
+    };
+    cache.counters.purges.fetch_add(1, Ordering::Relaxed);
+    cache
+        .counters
+        .purged_objects
+        .fetch_add(n, Ordering::Relaxed);
+    n
+}
+
+/// Marks every cached object stale (a replica that may have missed purges).
+pub(crate) fn soft_purge_everything(cache: &Cache, now: SystemTime) -> u64 {
+    cache.store.soft_purge_all(ms(now)).objects as u64
 }
 
 /// The fetch request of a lookup: GET, normalised URL, miss headers.

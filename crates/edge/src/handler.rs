@@ -79,6 +79,8 @@ pub struct Edge {
     ip_filter: Arc<crate::ip_filter::IpFilter>,
     /// SQL injection / XSS inspection.
     injection: Option<Arc<crate::injection::Injection>>,
+    /// Purges to and from the other replicas (kept across reloads).
+    pub(crate) bus: Option<Arc<crate::purge_bus::PurgeBus>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
 }
@@ -348,6 +350,14 @@ impl Edge {
                 &s.pool_routing.admin_front_name,
             ))
         });
+        let bus = match (&s.cluster, previous.and_then(|p| p.bus.clone())) {
+            (Some(spec), Some(running)) if running.spec() == spec => Some(running),
+            (Some(spec), _) => Some(crate::purge_bus::PurgeBus::start(
+                spec.clone(),
+                cache.clone(),
+            )),
+            (None, _) => None,
+        };
         Ok(Self {
             s,
             router,
@@ -357,6 +367,7 @@ impl Edge {
             rate_limit,
             ip_filter,
             injection,
+            bus,
             stop: tokio::sync::watch::channel(false).0,
         })
     }
@@ -393,6 +404,7 @@ impl Edge {
                 .as_ref()
                 .map(|i| i.counts())
                 .unwrap_or_default(),
+            self.bus.as_ref().map(|b| b.stats()),
         )
     }
 

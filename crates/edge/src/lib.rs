@@ -28,6 +28,7 @@ pub mod live;
 pub mod metrics;
 pub mod pool;
 pub mod pool_route;
+pub mod purge_bus;
 pub mod request_body;
 pub mod server;
 pub mod settings;

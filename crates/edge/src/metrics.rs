@@ -143,6 +143,7 @@ impl Metrics {
         cache: Option<CacheStats>,
         rate_limited: Vec<(&'static str, u64)>,
         injection: (Vec<crate::injection::InjectionCount>, u64),
+        bus: Option<crate::purge_bus::BusStats>,
     ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
@@ -152,6 +153,7 @@ impl Metrics {
             cache,
             rate_limited,
             injection,
+            bus,
         }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
@@ -169,6 +171,8 @@ struct Snapshot {
     rate_limited: Vec<(&'static str, u64)>,
     /// Injection findings by attack/location/action, and bodies too large to inspect.
     injection: (Vec<crate::injection::InjectionCount>, u64),
+    /// The purge bus, when configured.
+    bus: Option<crate::purge_bus::BusStats>,
 }
 
 fn gauge(
@@ -416,6 +420,40 @@ impl Collector for Snapshot {
             "Request bodies larger than waf.inspect_body_bytes, passed on without injection inspection",
             std::iter::once((Labels::new(), self.injection.1)),
         )?;
+        if let Some(b) = &self.bus {
+            counter(
+                &mut enc,
+                "magestack_purge_bus_messages",
+                "Purge bus messages: sent (published here), received, applied (others' purges), duplicate (skipped), dropped (queue full, not published)",
+                [
+                    ("sent", b.sent),
+                    ("received", b.received),
+                    ("applied", b.applied),
+                    ("duplicate", b.duplicates),
+                    ("dropped", b.dropped),
+                ]
+                .into_iter()
+                .map(|(k, v)| (vec![("kind", k.to_owned())], v)),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_purge_bus_gaps",
+                "Times this replica found it may have missed purges and marked its whole cache stale",
+                std::iter::once((Labels::new(), b.gaps)),
+            )?;
+            counter(
+                &mut enc,
+                "magestack_purge_bus_redis_errors",
+                "Failed Redis calls and lost connections of the purge bus",
+                std::iter::once((Labels::new(), b.errors)),
+            )?;
+            gauge(
+                &mut enc,
+                "magestack_purge_bus_connected",
+                "1 while subscribed to the purge bus",
+                std::iter::once((Labels::new(), i64::from(b.connected))),
+            )?;
+        }
         if let Some(c) = &self.cache {
             let one = |v: u64| std::iter::once((Labels::new(), v));
             counter(
@@ -510,6 +548,7 @@ mod tests {
             None,
             vec![("customer_login", 2)],
             (Vec::new(), 0),
+            None,
         );
         assert!(
             text.contains("magestack_rate_limited_total{rule=\"customer_login\"} 2"),

@@ -225,6 +225,8 @@ pub struct EdgeSettings {
     pub tarpit: Duration,
     /// Injection inspection; `None` = off.
     pub injection: Option<InjectionSpec>,
+    /// The purge bus over Redis; `None` = a single edge.
+    pub cluster: Option<crate::purge_bus::ClusterSpec>,
     /// Client network rules.
     pub ip_rules: IpRulesSpec,
     /// Response head ceiling for FastCGI (502 beyond).

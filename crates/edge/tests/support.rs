@@ -72,6 +72,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         rate_limit: Some(Default::default()),
         tarpit: Duration::ZERO,
         injection: Some(Default::default()),
+        cluster: None,
         ip_rules: Default::default(),
         cache: None,
     }

@@ -244,6 +244,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             warmup_urls: cfg.readiness.warmup_urls.clone(),
         },
         cache: cache_settings(cfg),
+        cluster: None,
     }
 }
 
@@ -389,8 +390,9 @@ fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
 }
 
 /// The pipeline settings, with the access log wired to `log`.
-fn full_settings(cfg: &Validated, log: &crate::log_writer::BatchWriter) -> EdgeSettings {
+fn full_settings(cfg: &Validated, log: &crate::log_writer::BatchWriter) -> Result<EdgeSettings> {
     let mut settings = edge_settings(cfg);
+    settings.cluster = cluster_spec(cfg)?;
     // Access lines bypass tracing's formatter (see `access_log`) but obey
     // its filter: `MAGESTACK_LOG=warn` still silences them.
     if settings.access_log && tracing::enabled!(target: "access", tracing::Level::INFO) {
@@ -403,36 +405,54 @@ fn full_settings(cfg: &Validated, log: &crate::log_writer::BatchWriter) -> EdgeS
             format,
         ));
     }
-    settings
+    Ok(settings)
 }
 
 /// The admin token: `MAGESTACK_ADMIN_TOKEN`, or the first line of the file
 /// named by `MAGESTACK_ADMIN_TOKEN_FILE` (a Kubernetes secret volume).
 fn admin_token() -> Result<Option<String>> {
-    if let Some(t) = std::env::var("MAGESTACK_ADMIN_TOKEN")
-        .ok()
-        .filter(|t| !t.is_empty())
-    {
+    secret("MAGESTACK_ADMIN_TOKEN")
+}
+
+/// A secret from `$NAME`, or the first line of the file `$NAME_FILE`
+/// (Kubernetes secrets mounted as files); never from the config file.
+fn secret(name: &str) -> Result<Option<String>> {
+    if let Some(t) = std::env::var(name).ok().filter(|t| !t.is_empty()) {
         return Ok(Some(t));
     }
-    match std::env::var_os("MAGESTACK_ADMIN_TOKEN_FILE") {
+    let file_var = format!("{name}_FILE");
+    match std::env::var_os(&file_var) {
         Some(path) => {
-            let text = std::fs::read_to_string(&path).with_context(|| {
-                format!(
-                    "reading MAGESTACK_ADMIN_TOKEN_FILE {}",
-                    path.to_string_lossy()
-                )
-            })?;
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {file_var} {}", path.to_string_lossy()))?;
             let token = text.lines().next().unwrap_or("").trim().to_owned();
             anyhow::ensure!(
                 !token.is_empty(),
-                "MAGESTACK_ADMIN_TOKEN_FILE {} is empty",
+                "{file_var} {} is empty",
                 path.to_string_lossy()
             );
             Ok(Some(token))
         }
         None => Ok(None),
     }
+}
+
+/// `[cluster]` with its password and this replica's name (the pod name in
+/// Kubernetes: `HOSTNAME`), plus the pid so two edges on one host differ.
+fn cluster_spec(cfg: &Validated) -> Result<Option<magestack_edge::purge_bus::ClusterSpec>> {
+    let Some(url) = &cfg.cluster.redis_url else {
+        return Ok(None);
+    };
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "edge".to_owned());
+    Ok(Some(magestack_edge::purge_bus::ClusterSpec {
+        redis_url: url.clone(),
+        password: secret("MAGESTACK_REDIS_PASSWORD")?,
+        channel: cfg.cluster.channel.clone(),
+        node: format!("{host}-{}", std::process::id()),
+    }))
 }
 
 /// Re-reads the configuration file and swaps the serving edge. Settings the
@@ -468,11 +488,14 @@ fn reload(
         kept.push("cache (the store keeps its objects and settings)");
     }
     let previous = live.current();
-    let edge =
-        magestack_edge::Edge::reloaded(full_settings(&next, log), &previous).map_err(|e| {
-            tracing::error!(error = %e, "Reload refused; the running configuration stays.");
-            e.to_string()
-        })?;
+    let edge = magestack_edge::Edge::reloaded(
+        full_settings(&next, log).map_err(|e| format!("{e:#}"))?,
+        &previous,
+    )
+    .map_err(|e| {
+        tracing::error!(error = %e, "Reload refused; the running configuration stays.");
+        e.to_string()
+    })?;
     live.replace(Arc::new(edge));
     let pools: Vec<String> = next
         .pools
@@ -497,7 +520,7 @@ async fn edge(
     log: crate::log_writer::BatchWriter,
     source: Option<EdgeArgs>,
 ) -> Result<ExitCode> {
-    let settings = full_settings(&cfg, &log);
+    let settings = full_settings(&cfg, &log)?;
     let upstream = cfg.upstream.url.to_string();
     let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
     let live = magestack_edge::LiveEdge::new(edge);
