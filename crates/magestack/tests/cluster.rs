@@ -178,3 +178,264 @@ fn a_purge_sent_to_one_edge_reaches_all_three_within_100_ms() {
     println!("purge fan-out across 3 edges: worst {worst:?}");
     assert!(worst < Duration::from_millis(100), "fan-out took {worst:?}");
 }
+
+/// A TCP proxy to Redis the test can cut: `pause` closes every connection
+/// and refuses new ones, `resume` lets them through again.
+struct CutProxy {
+    addr: SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    conns: std::sync::Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl CutProxy {
+    fn start(target: SocketAddr) -> CutProxy {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::{Arc, Mutex};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = Arc::new(AtomicBool::new(true));
+        let conns: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
+        let (o, c) = (open.clone(), conns.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                if !o.load(Ordering::SeqCst) {
+                    drop(client);
+                    continue;
+                }
+                let Ok(server) = TcpStream::connect(target) else {
+                    continue;
+                };
+                c.lock().unwrap().push(client.try_clone().unwrap());
+                c.lock().unwrap().push(server.try_clone().unwrap());
+                for (mut from, mut to) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
+                    (server, client),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        CutProxy { addr, open, conns }
+    }
+
+    fn pause(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn resume(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+fn metric(admin: SocketAddr, line_prefix: &str) -> Option<String> {
+    let m = http_raw(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_prefix).map(|v| v.trim().to_owned()))
+}
+
+fn wait_metric(admin: SocketAddr, line_prefix: &str, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(admin, line_prefix).as_deref() != Some(want) {
+        assert!(
+            Instant::now() < deadline,
+            "{line_prefix} never became {want}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Edge 3 loses Redis; a purge sent to edge 1 meanwhile cannot reach it.
+/// When it reconnects it sees the purge counter moved and marks its cache
+/// stale, so the purged page is never served from it as fresh again.
+#[test]
+fn a_purge_missed_while_disconnected_never_leaves_a_fresh_stale_page() {
+    let redis = env("MAGESTACK_REDIS_URL");
+    let target: SocketAddr = redis.trim_start_matches("redis://").parse().unwrap();
+    let proxy = CutProxy::start(target);
+    let channel = format!("magestack:test-gap:{}", std::process::id());
+    let edges: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let urls = [
+        redis.clone(),
+        redis.clone(),
+        format!("redis://{}", proxy.addr),
+    ];
+    let _guards: Vec<Killed> = edges
+        .iter()
+        .zip(&urls)
+        .map(|((a, m), u)| spawn_edge(*a, *m, u, &channel))
+        .collect();
+    for (a, m) in &edges {
+        wait_up(*a);
+        wait_bus(*m);
+    }
+    let path = "/women/tops.html?gap=1";
+    for (a, _) in &edges {
+        cache_status(*a, path);
+        assert_eq!(cache_status(*a, path), "HIT");
+    }
+    let (edge3, admin3) = edges[2];
+    proxy.pause();
+    wait_metric(admin3, "magestack_purge_bus_connected ", "0");
+    purge(edges[0].0, "cat_c_4");
+    assert_eq!(
+        cache_status(edges[1].0, path),
+        "MISS",
+        "edge 2 got the purge"
+    );
+    // Disconnected, edge 3 keeps serving what it has (documented trade-off).
+    assert_eq!(cache_status(edge3, path), "HIT");
+    proxy.resume();
+    wait_metric(admin3, "magestack_purge_bus_connected ", "1");
+    assert_eq!(
+        metric(admin3, "magestack_purge_bus_gaps_total ").as_deref(),
+        Some("1"),
+        "the missed purge was noticed"
+    );
+    // Never fresh again: a miss, or a stale copy marked by the Grace header
+    // while it is refetched.
+    let r = http_raw(
+        edge3,
+        &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    );
+    let lower = r.to_ascii_lowercase();
+    let hit = lower.contains("x-magento-cache-debug: hit");
+    assert!(
+        !hit || lower.contains("\r\ngrace: "),
+        "edge 3 served the purged page as fresh:\n{r}"
+    );
+}
+
+/// A private redis-server the test may kill and restart on the same port.
+fn start_redis(port: u16) -> Killed {
+    let server = env("MAGESTACK_REDIS_SERVER");
+    let dir = std::env::temp_dir();
+    let child = Command::new(server)
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            dir.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_up(addr);
+    Killed(child)
+}
+
+/// Redis killed and restarted under load: every request is still answered
+/// 200, the replicas reconnect, and a purge after the restart still reaches
+/// all of them.
+#[test]
+fn redis_killed_and_restarted_under_load_fails_no_request() {
+    let port = free_addr().port();
+    let mut redis = start_redis(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let channel = format!("magestack:test-kill:{}", std::process::id());
+    let edges: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let _guards: Vec<Killed> = edges
+        .iter()
+        .map(|(a, m)| spawn_edge(*a, *m, &url, &channel))
+        .collect();
+    for (a, m) in &edges {
+        wait_up(*a);
+        wait_bus(*m);
+    }
+    purge(edges[0].0, "cat_c_5"); // a number on the counter before the restart
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = edges
+        .iter()
+        .map(|(a, _)| {
+            let (a, stop) = (*a, stop.clone());
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                let mut n = 0u32;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    n += 1;
+                    let path =
+                        ["/women.html", "/women/bottoms.html", "/sale.html", "/"][n as usize % 4];
+                    let r = http_raw(
+                        a,
+                        &format!(
+                            "GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+                        ),
+                    );
+                    if r.starts_with("HTTP/1.1 200") {
+                        ok += 1;
+                    } else {
+                        failed.push(r.lines().next().unwrap_or("<nothing>").to_owned());
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = redis.0.kill();
+    let _ = redis.0.wait();
+    for (_, m) in &edges {
+        wait_metric(*m, "magestack_purge_bus_connected ", "0");
+    }
+    std::thread::sleep(Duration::from_millis(1000));
+    redis = start_redis(port);
+    for (_, m) in &edges {
+        wait_bus(*m);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for t in load {
+        let (ok, failed) = t.join().unwrap();
+        assert!(
+            failed.is_empty(),
+            "failed requests during the Redis restart: {failed:?}"
+        );
+        total += ok;
+    }
+    assert!(total > 100, "load ran: {total} requests");
+    // The restarted Redis lost the counter: each replica noticed a gap.
+    for (_, m) in &edges {
+        let gaps: u64 = metric(*m, "magestack_purge_bus_gaps_total ")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(gaps >= 1, "gap after the restart not noticed on {m}");
+    }
+    // The bus works again.
+    let path = "/gear.html?after=restart";
+    for (a, _) in &edges {
+        cache_status(*a, path);
+        assert_eq!(cache_status(*a, path), "HIT");
+    }
+    purge(edges[1].0, "cat_c_6");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (a, _) in &edges {
+        while cache_status(*a, path) == "HIT" {
+            assert!(
+                Instant::now() < deadline,
+                "purge after restart did not reach {a}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    println!("redis restart under load: {total} requests, 0 failed");
+    drop(redis);
+}
