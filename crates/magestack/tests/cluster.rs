@@ -287,11 +287,11 @@ fn a_purge_missed_while_disconnected_never_leaves_a_fresh_stale_page() {
     proxy.pause();
     wait_metric(admin3, "magestack_purge_bus_connected ", "0");
     purge(edges[0].0, "cat_c_4");
-    assert_eq!(
-        cache_status(edges[1].0, path),
-        "MISS",
-        "edge 2 got the purge"
-    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while cache_status(edges[1].0, path) == "HIT" {
+        assert!(Instant::now() < deadline, "edge 2 never got the purge");
+        std::thread::sleep(Duration::from_millis(2));
+    }
     // Disconnected, edge 3 keeps serving what it has (documented trade-off).
     assert_eq!(cache_status(edge3, path), "HIT");
     proxy.resume();
