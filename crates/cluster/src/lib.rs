@@ -3,6 +3,7 @@
 //!
 //! - [`message`]: what a purge looks like on the bus (JSON, versioned), and
 //!   which replica sent it.
+//! - [`l2`]: the binary record of a cached page in the shared L2 store.
 //! - [`sequence`]: every published purge takes the next number of one Redis
 //!   counter, atomically with its `PUBLISH`; a replica that sees a number
 //!   skipped, or finds the counter moved past what it saw after a
@@ -12,8 +13,10 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod l2;
 pub mod message;
 pub mod sequence;
 
+pub use l2::{L2Error, L2Object};
 pub use message::{DecodeError, PurgeCommand, PurgeMessage};
 pub use sequence::{Sequence, SequenceVerdict};
