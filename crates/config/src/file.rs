@@ -129,6 +129,10 @@ pub struct ClusterConfig {
     /// Pub/sub channel (and prefix of the sequence key) shared by the
     /// replicas of one store. Default `"magestack:purge"`.
     pub channel: String,
+    /// Shared L2 object store in the same Redis: a local miss looks there
+    /// before PHP, cacheable pages are copied there, tag purges delete them
+    /// there too; a new replica is warm from its first request. Default false.
+    pub l2: bool,
 }
 
 impl Default for ClusterConfig {
@@ -136,6 +140,7 @@ impl Default for ClusterConfig {
         Self {
             redis_url: String::new(),
             channel: "magestack:purge".to_owned(),
+            l2: false,
         }
     }
 }

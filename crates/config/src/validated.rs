@@ -46,6 +46,8 @@ pub struct ClusterSettings {
     pub redis_url: Option<String>,
     /// Pub/sub channel, non-empty.
     pub channel: String,
+    /// The shared L2 store is on.
+    pub l2: bool,
 }
 
 /// One checked `[[waf.rate_limit_rules]]`.
@@ -595,9 +597,16 @@ fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings
             ErrorKind::Invalid("must not be empty".into()),
         );
     }
+    if c.l2 && redis_url.is_none() {
+        errs.push(
+            p("cluster.l2"),
+            ErrorKind::Invalid("needs cluster.redis_url (or --redis)".into()),
+        );
+    }
     ClusterSettings {
         redis_url,
         channel: c.channel,
+        l2: c.l2,
     }
 }
 

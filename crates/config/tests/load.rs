@@ -450,6 +450,7 @@ fn golden_example_file() {
         cluster: magestack_config::ClusterSettings {
             redis_url: Some("redis://redis-cache.magento.svc:6379".into()),
             channel: "magestack:purge".into(),
+            l2: true,
         },
     };
     assert_eq!(got, want);
@@ -618,7 +619,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 91, "{keys:#?}");
+    assert_eq!(keys.len(), 92, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

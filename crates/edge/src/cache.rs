@@ -378,6 +378,21 @@ impl Edge {
                     FlightSignal(Arc::new(watch::channel(false).0))
                 }) {
                     Join::Leader(guard) => {
+                        // The shared L2 before PHP: its variants go into the
+                        // local store and the lookup runs again.
+                        if let Some(bus) = self.bus.as_ref().filter(|b| b.l2_enabled()) {
+                            if !plan.always_miss && attempt == 0 {
+                                let objects = bus.l2_get(&plan.key.primary).await;
+                                if !objects.is_empty() {
+                                    for o in objects {
+                                        from_l2(&cache.store, plan.key.primary, o);
+                                    }
+                                    cache.counters.misses.fetch_sub(1, Ordering::Relaxed);
+                                    drop(guard);
+                                    continue;
+                                }
+                            }
+                        }
                         let served = self
                             .fetch_and_deliver(cache, &parts, &plan, cv, conn, client, esi_depth)
                             .await;
@@ -515,6 +530,13 @@ impl Edge {
         conn: &ConnInfo,
         client: IpAddr,
     ) -> Result<Fetched, FetchError> {
+        // The purge number before the fetch: a copy for L2 is written only
+        // if no purge was published meanwhile.
+        let seq_at_fetch = self
+            .bus
+            .as_ref()
+            .filter(|b| b.l2_enabled())
+            .map(|b| b.last_seq());
         let req_headers = parts.headers.clone();
         let req = Request::from_parts(parts, ClientBody::Empty);
         let (resp, outcome) = self.dispatch(req, conn, client).await;
@@ -647,7 +669,12 @@ impl Edge {
                     .store
                     .insert(plan.key.primary, variance, builder, ms(now))
                 {
-                    Ok(obj) => Ok(Fetched::Stored(obj, pool_slot)),
+                    Ok(obj) => {
+                        if let (Some(bus), Some(seq)) = (&self.bus, seq_at_fetch) {
+                            bus.l2_put(plan.key.primary, to_l2(&cache.store, &obj), seq);
+                        }
+                        Ok(Fetched::Stored(obj, pool_slot))
+                    }
                     Err(e) => {
                         tracing::debug!(error = %e, url = %plan.url, "Object not stored.");
                         let body = match br_offset {
@@ -970,6 +997,34 @@ fn apply_pattern(
         }
     };
     stats.objects as u64
+}
+
+/// A stored object as an L2 record.
+fn to_l2(store: &Store, obj: &CachedObject) -> magestack_cluster::L2Object {
+    magestack_cluster::L2Object {
+        status: obj.status(),
+        gzip: obj.is_gzip(),
+        variance: obj.variance().0,
+        created_ms: obj.created_ms(),
+        ttl_ms: obj.ttl_ms(),
+        grace_ms: obj.grace_ms(),
+        keep_ms: obj.keep_ms(),
+        tags: store.tag_names(obj),
+        headers: obj.headers().to_vec(),
+        body: obj.body_bytes().to_vec(),
+    }
+}
+
+/// Puts an L2 record into the local store, with its original age.
+fn from_l2(store: &Store, primary: [u8; 16], o: magestack_cluster::L2Object) {
+    let builder = ObjectBuilder::new(o.status, Bytes::from(o.body))
+        .headers_block(o.headers)
+        .gzip(o.gzip)
+        .ttl_ms(o.ttl_ms)
+        .grace_ms(o.grace_ms)
+        .keep_ms(o.keep_ms)
+        .tags(o.tags);
+    let _ = store.insert(primary, Variance(o.variance), builder, o.created_ms);
 }
 
 /// Applies a purge received from the bus (or accepted here): the same

@@ -447,6 +447,28 @@ impl Collector for Snapshot {
                 "Failed Redis calls and lost connections of the purge bus",
                 std::iter::once((Labels::new(), b.errors)),
             )?;
+            if b.l2 {
+                counter(
+                    &mut enc,
+                    "magestack_l2_lookups",
+                    "Local cache misses looked up in the shared L2 store, by result (hit: served without PHP)",
+                    [("hit", b.l2_hits), ("miss", b.l2_misses)]
+                        .into_iter()
+                        .map(|(k, v)| (vec![("result", k.to_owned())], v)),
+                )?;
+                counter(
+                    &mut enc,
+                    "magestack_l2_written_bytes",
+                    "Bytes of cached pages copied to the shared L2 store",
+                    std::iter::once((Labels::new(), b.l2_bytes_written)),
+                )?;
+                counter(
+                    &mut enc,
+                    "magestack_l2_errors",
+                    "L2 calls that failed or took longer than 50 ms (PHP was asked instead)",
+                    std::iter::once((Labels::new(), b.l2_errors)),
+                )?;
+            }
             gauge(
                 &mut enc,
                 "magestack_purge_bus_connected",

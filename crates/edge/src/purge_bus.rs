@@ -25,12 +25,53 @@ use tokio::sync::mpsc;
 
 use crate::cache::Cache;
 
-/// Publishes atomically with its sequence number.
+/// Publishes atomically with its sequence number, after removing the purged
+/// objects from L2 (exact tags: through their tag sets; anything else: a new
+/// L2 generation, so old entries are never read again and expire).
+/// KEYS: seq, L2 generation. ARGV: channel, json, l2 action, L2 prefix, tags…
 const PUBLISH_LUA: &str = r"
 local seq = redis.call('INCR', KEYS[1])
+if ARGV[3] == 'flush' then
+  redis.call('INCR', KEYS[2])
+elseif ARGV[3] == 'tags' then
+  local g = redis.call('GET', KEYS[2]) or '0'
+  for i = 5, #ARGV do
+    local set = ARGV[4] .. ':' .. g .. ':tag:' .. ARGV[i]
+    for _, k in ipairs(redis.call('SMEMBERS', set)) do redis.call('DEL', k) end
+    redis.call('DEL', set)
+  end
+end
 redis.call('PUBLISH', ARGV[1], seq .. ' ' .. ARGV[2])
 return seq
 ";
+
+/// The variants of one page in L2. KEYS: generation. ARGV: prefix, key.
+const L2_GET_LUA: &str = r"
+local g = redis.call('GET', KEYS[1]) or '0'
+return redis.call('HGETALL', ARGV[1] .. ':' .. g .. ':obj:' .. ARGV[2])
+";
+
+/// Stores one variant, unless a purge was published since the fetch began
+/// (the copy could predate it). KEYS: generation, seq. ARGV: prefix, key,
+/// variance, record, ttl seconds, seq at fetch start, tags…
+const L2_PUT_LUA: &str = r"
+local cur = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cur ~= tonumber(ARGV[6]) then return 0 end
+local g = redis.call('GET', KEYS[1]) or '0'
+local k = ARGV[1] .. ':' .. g .. ':obj:' .. ARGV[2]
+local ttl = tonumber(ARGV[5])
+redis.call('HSET', k, ARGV[3], ARGV[4])
+if redis.call('TTL', k) < ttl then redis.call('EXPIRE', k, ttl) end
+for i = 7, #ARGV do
+  local set = ARGV[1] .. ':' .. g .. ':tag:' .. ARGV[i]
+  redis.call('SADD', set, k)
+  if redis.call('TTL', set) < ttl then redis.call('EXPIRE', set, ttl) end
+end
+return 1
+";
+
+/// Longest wait for L2 on a request's path: past it, PHP is asked.
+const L2_TIMEOUT: Duration = Duration::from_millis(50);
 
 /// Purges waiting to be published while Redis is away.
 const QUEUE: usize = 10_000;
@@ -51,6 +92,8 @@ pub struct ClusterSpec {
     pub channel: String,
     /// This replica's name in messages (pod name / host name + pid).
     pub node: String,
+    /// The shared L2 object store is on.
+    pub l2: bool,
 }
 
 /// Bus figures for `/metrics`.
@@ -70,6 +113,14 @@ pub struct BusCounters {
     pub errors: AtomicU64,
     /// Purges not queued for publication (queue full).
     pub dropped: AtomicU64,
+    /// Local misses answered from L2.
+    pub l2_hits: AtomicU64,
+    /// Local misses L2 could not answer.
+    pub l2_misses: AtomicU64,
+    /// Bytes of records written to L2.
+    pub l2_bytes_written: AtomicU64,
+    /// L2 calls that failed or timed out.
+    pub l2_errors: AtomicU64,
 }
 
 /// A snapshot of [`BusCounters`].
@@ -89,6 +140,16 @@ pub struct BusStats {
     pub errors: u64,
     /// See [`BusCounters`].
     pub dropped: u64,
+    /// See [`BusCounters`].
+    pub l2_hits: u64,
+    /// See [`BusCounters`].
+    pub l2_misses: u64,
+    /// See [`BusCounters`].
+    pub l2_bytes_written: u64,
+    /// See [`BusCounters`].
+    pub l2_errors: u64,
+    /// L2 is on.
+    pub l2: bool,
     /// Subscribed right now.
     pub connected: bool,
 }
@@ -100,6 +161,13 @@ pub struct PurgeBus {
     tx: mpsc::Sender<PurgeMessage>,
     counters: Arc<BusCounters>,
     connected: Arc<AtomicBool>,
+    /// The command connection while connected (L2 reads and writes use it).
+    conn: Arc<arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>>,
+    /// Last purge number seen (`u64::MAX` before the first sync).
+    last_seq: Arc<AtomicU64>,
+    /// The L2 scripts (their SHA computed once).
+    l2_get_script: redis::Script,
+    l2_put_script: Arc<redis::Script>,
 }
 
 impl PurgeBus {
@@ -111,12 +179,18 @@ impl PurgeBus {
             tx,
             counters: Arc::default(),
             connected: Arc::default(),
+            conn: Arc::default(),
+            last_seq: Arc::new(AtomicU64::new(u64::MAX)),
+            l2_get_script: redis::Script::new(L2_GET_LUA),
+            l2_put_script: Arc::new(redis::Script::new(L2_PUT_LUA)),
         });
         let task = BusTask {
             spec,
             cache,
             counters: Arc::clone(&bus.counters),
             connected: Arc::clone(&bus.connected),
+            conn: Arc::clone(&bus.conn),
+            last_seq: Arc::clone(&bus.last_seq),
             sequence: Sequence::new(),
         };
         tokio::spawn(task.run(rx));
@@ -156,9 +230,113 @@ impl PurgeBus {
             gaps: l(&c.gaps),
             errors: l(&c.errors),
             dropped: l(&c.dropped),
+            l2_hits: l(&c.l2_hits),
+            l2_misses: l(&c.l2_misses),
+            l2_bytes_written: l(&c.l2_bytes_written),
+            l2_errors: l(&c.l2_errors),
+            l2: self.spec.l2,
             connected: self.connected.load(Ordering::Relaxed),
         }
     }
+
+    /// L2 is on (and may be asked).
+    pub(crate) fn l2_enabled(&self) -> bool {
+        self.spec.l2
+    }
+
+    /// The last purge number seen, to tag a fetch that may be written to L2.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
+    }
+
+    fn l2_prefix(&self) -> String {
+        format!("{}:l2", self.spec.channel)
+    }
+
+    /// The stored variants of a page, from L2; empty when L2 is off,
+    /// unreachable, slow, or holds nothing for it.
+    pub(crate) async fn l2_get(&self, primary: &[u8; 16]) -> Vec<magestack_cluster::L2Object> {
+        let Some(conn) = self.conn.load_full() else {
+            return Vec::new();
+        };
+        let mut conn = (*conn).clone();
+        let prefix = self.l2_prefix();
+        let mut call = self.l2_get_script.key(format!("{prefix}:gen"));
+        call.arg(&prefix).arg(hex(primary));
+        let flat =
+            match tokio::time::timeout(L2_TIMEOUT, call.invoke_async::<Vec<Vec<u8>>>(&mut conn))
+                .await
+            {
+                Ok(Ok(v)) => v,
+                Ok(Err(_)) | Err(_) => {
+                    self.counters.l2_errors.fetch_add(1, Ordering::Relaxed);
+                    return Vec::new();
+                }
+            };
+        let objects: Vec<_> = flat
+            .chunks(2)
+            .filter_map(|pair| pair.get(1))
+            .filter_map(|rec| magestack_cluster::L2Object::decode(rec).ok())
+            .collect();
+        let counter = if objects.is_empty() {
+            &self.counters.l2_misses
+        } else {
+            &self.counters.l2_hits
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        objects
+    }
+
+    /// Copies a stored page to L2 in the background, unless a purge was
+    /// published since `seq_at_fetch` (the number seen when the fetch began).
+    pub(crate) fn l2_put(
+        &self,
+        primary: [u8; 16],
+        object: magestack_cluster::L2Object,
+        seq_at_fetch: u64,
+    ) {
+        let Some(conn) = self.conn.load_full() else {
+            return;
+        };
+        if seq_at_fetch == u64::MAX {
+            return; // not synced yet: cannot prove the copy current
+        }
+        let mut conn = (*conn).clone();
+        let prefix = self.l2_prefix();
+        let seq_key = format!("{}:seq", self.spec.channel);
+        let ttl_secs = (object.ttl_ms + object.grace_ms).div_ceil(1000).max(1);
+        let record = object.encode();
+        let counters = Arc::clone(&self.counters);
+        let script = Arc::clone(&self.l2_put_script);
+        tokio::spawn(async move {
+            let mut call = script.key(format!("{prefix}:gen"));
+            call.key(&seq_key)
+                .arg(&prefix)
+                .arg(hex(&primary))
+                .arg(object.variance)
+                .arg(&record)
+                .arg(ttl_secs)
+                .arg(seq_at_fetch);
+            for t in &object.tags {
+                call.arg(t);
+            }
+            match tokio::time::timeout(REDIS_TIMEOUT, call.invoke_async::<u64>(&mut conn)).await {
+                Ok(Ok(1)) => {
+                    counters
+                        .l2_bytes_written
+                        .fetch_add(record.len() as u64, Ordering::Relaxed);
+                }
+                Ok(Ok(_)) => {} // a purge raced the fetch: not copied
+                Ok(Err(_)) | Err(_) => {
+                    counters.l2_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 struct BusTask {
@@ -166,6 +344,8 @@ struct BusTask {
     cache: Option<Arc<Cache>>,
     counters: Arc<BusCounters>,
     connected: Arc<AtomicBool>,
+    conn: Arc<arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>>,
+    last_seq: Arc<AtomicU64>,
     sequence: Sequence,
 }
 
@@ -186,6 +366,7 @@ impl BusTask {
                 Ok(()) => return, // queue closed: the edge is gone
                 Err(e) => {
                     self.connected.store(false, Ordering::Relaxed);
+                    self.conn.store(None);
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "Purge bus: Redis unreachable; serving on, purges stay local until it is back.");
                     tokio::time::sleep(backoff).await;
@@ -222,6 +403,9 @@ impl BusTask {
         if self.sequence.on_sync(current.unwrap_or(0)) == SequenceVerdict::Gap {
             self.gap("resubscribed and the purge counter moved");
         }
+        self.last_seq
+            .store(self.sequence.last().unwrap_or(u64::MAX), Ordering::Release);
+        self.conn.store(Some(Arc::new(conn.clone())));
         self.connected.store(true, Ordering::Relaxed);
         tracing::info!(channel = %self.spec.channel, "Purge bus connected.");
         let script = redis::Script::new(PUBLISH_LUA);
@@ -238,12 +422,17 @@ impl BusTask {
                 }
                 out = rx.recv() => {
                     let Some(out) = out else { return Ok(()) };
-                    let seq: u64 = script
-                        .key(&seq_key)
+                    let (action, tags) = l2_action(&out.command);
+                    let mut call = script.key(&seq_key);
+                    call.key(format!("{}:l2:gen", self.spec.channel))
                         .arg(&self.spec.channel)
                         .arg(out.to_json())
-                        .invoke_async(&mut conn)
-                        .await?;
+                        .arg(if self.spec.l2 { action } else { "none" })
+                        .arg(format!("{}:l2", self.spec.channel));
+                    for t in &tags {
+                        call.arg(t);
+                    }
+                    let seq: u64 = call.invoke_async(&mut conn).await?;
                     self.counters.sent.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(seq, "Purge published.");
                 }
@@ -266,6 +455,8 @@ impl BusTask {
             }
         };
         let verdict = self.sequence.on_message(seq);
+        self.last_seq
+            .store(self.sequence.last().unwrap_or(u64::MAX), Ordering::Release);
         if verdict == SequenceVerdict::Duplicate {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             return;
@@ -288,6 +479,31 @@ impl BusTask {
         if let Some(cache) = &self.cache {
             let n = crate::cache::soft_purge_everything(cache, SystemTime::now());
             tracing::warn!(why, objects = n, "Purge bus: purges may have been missed; everything cached is now stale (grace only).");
+        }
+    }
+}
+
+/// What a purge does to L2: delete the entries of exact tags, or start a
+/// new generation for anything broader (regex patterns, everything).
+fn l2_action(command: &PurgeCommand) -> (&'static str, Vec<String>) {
+    use magestack_fpc::prelude::{parse_tags_pattern, PurgePattern};
+    match command {
+        PurgeCommand::Tags { tags } => ("tags", tags.clone()),
+        PurgeCommand::All => ("flush", Vec::new()),
+        PurgeCommand::Pattern {
+            tags_pattern,
+            pool_pattern,
+        } => {
+            if pool_pattern.is_some() {
+                return ("flush", Vec::new());
+            }
+            match tags_pattern.as_deref().map(parse_tags_pattern) {
+                Some(PurgePattern::Tags(tags)) => {
+                    ("tags", tags.iter().map(|t| t.to_string()).collect())
+                }
+                Some(PurgePattern::Empty | PurgePattern::Invalid(_)) | None => ("none", Vec::new()),
+                Some(_) => ("flush", Vec::new()),
+            }
         }
     }
 }
@@ -317,6 +533,7 @@ mod tests {
             password: Some("p@ss:w/rd".into()),
             channel: "c".into(),
             node: "n".into(),
+            l2: false,
         };
         assert_eq!(
             connection_url(&spec),

@@ -452,6 +452,7 @@ fn cluster_spec(cfg: &Validated) -> Result<Option<magestack_edge::purge_bus::Clu
         password: secret("MAGESTACK_REDIS_PASSWORD")?,
         channel: cfg.cluster.channel.clone(),
         node: format!("{host}-{}", std::process::id()),
+        l2: cfg.cluster.l2,
     }))
 }
 

@@ -439,3 +439,100 @@ fn redis_killed_and_restarted_under_load_fails_no_request() {
     println!("redis restart under load: {total} requests, 0 failed");
     drop(redis);
 }
+
+/// With L2 on, a fourth edge started after three others warmed the cache
+/// serves those pages from its first request without asking PHP; a tag purge
+/// removes them from L2 as well.
+#[test]
+fn a_new_edge_is_warm_from_l2_and_purges_reach_l2() {
+    let redis = env("MAGESTACK_REDIS_URL");
+    let channel = format!("magestack:test-l2:{}", std::process::id());
+    let spawn_l2 = |a: SocketAddr, m: SocketAddr| {
+        let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
+        let config = std::env::temp_dir().join(format!(
+            "magestack-l2-{}-{}.toml",
+            std::process::id(),
+            a.port()
+        ));
+        std::fs::write(
+            &config,
+            format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
+        )
+        .unwrap();
+        Killed(
+            Command::new(env!("CARGO_BIN_EXE_magestack"))
+                .args([
+                    "edge",
+                    "--config",
+                    config.to_str().unwrap(),
+                    "--listen",
+                    &a.to_string(),
+                    "--admin-listen",
+                    &m.to_string(),
+                    "--upstream",
+                    &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
+                    "--docroot",
+                    docroot,
+                    "--redis",
+                    &redis,
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let edges: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
+    let mut guards: Vec<Killed> = edges.iter().map(|(a, m)| spawn_l2(*a, *m)).collect();
+    for (a, m) in &edges {
+        wait_up(*a);
+        wait_bus(*m);
+    }
+    let warm = [
+        "/women.html?l2=1",
+        "/women/tops.html?l2=1",
+        "/sale.html?l2=1",
+        "/product/WS02.html?l2=1",
+    ];
+    for (i, p) in warm.iter().enumerate() {
+        let (a, m) = edges[i % 3];
+        assert_eq!(cache_status(a, p), "MISS");
+        // Written to L2 in the background: wait for it.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while metric(m, "magestack_l2_written_bytes_total ").is_none_or(|v| v == "0") {
+            assert!(Instant::now() < deadline, "nothing written to L2");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let (a4, m4) = (free_addr(), free_addr());
+    guards.push(spawn_l2(a4, m4));
+    wait_up(a4);
+    wait_bus(m4);
+    for p in warm {
+        assert_eq!(cache_status(a4, p), "HIT", "{p} from L2 on the new edge");
+    }
+    assert_eq!(
+        metric(m4, "magestack_l2_lookups_total{result=\"hit\"} ").as_deref(),
+        Some("4")
+    );
+    let php = metric(m4, "magestack_cache_misses_total ").unwrap_or_default();
+    assert_eq!(php, "0", "the new edge asked PHP");
+    // A tag purge reaches L2: a fifth edge does not find the Women page
+    // (its listing tag), and still finds Tops.
+    purge(edges[0].0, "cat_c_p_3");
+    let (a5, m5) = (free_addr(), free_addr());
+    guards.push(spawn_l2(a5, m5));
+    wait_up(a5);
+    wait_bus(m5);
+    assert_eq!(
+        cache_status(a5, "/women.html?l2=1"),
+        "MISS",
+        "purged from L2"
+    );
+    assert_eq!(
+        cache_status(a5, "/women/tops.html?l2=1"),
+        "HIT",
+        "other pages stay in L2"
+    );
+}
