@@ -67,7 +67,7 @@ async fn hundred_mib_response_streams_with_bounded_memory() {
         // Each 64 KiB chunk starts with a letter, the rest is 'x'.
         for (i, b) in data.iter().enumerate() {
             let pos = total + i;
-            if pos % CHUNK == 0 {
+            if pos.is_multiple_of(CHUNK) {
                 assert_eq!(*b, b'A' + ((pos / CHUNK) % 26) as u8, "chunk mark at {pos}");
                 marks += 1;
             } else {
@@ -76,7 +76,7 @@ async fn hundred_mib_response_streams_with_bounded_memory() {
         }
         total += data.len();
         frames += 1;
-        if frames % 64 == 0 {
+        if frames.is_multiple_of(64) {
             peak = peak.max(vm_rss_bytes());
         }
         drop(data);

@@ -524,7 +524,7 @@ proptest! {
     #[test]
     fn record_round_trip(r in record()) {
         let mut buf = encoded(&r);
-        prop_assert_eq!(buf.len() % 8 == 0 || buf.len() > MAX_CONTENT_LEN, true);
+        prop_assert_eq!(buf.len().is_multiple_of(8) || buf.len() > MAX_CONTENT_LEN, true);
         let got = decode(&mut buf, &limits()).expect("valid").expect("complete");
         prop_assert_eq!(got, r);
         prop_assert!(buf.is_empty());
