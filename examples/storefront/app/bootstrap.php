@@ -144,6 +144,23 @@ function sf_session_touch_anonymous(): void
     sf_session_close();
 }
 
+/**
+ * A short tag for the visitor's session, printed in personalised responses so a test can tell
+ * whose data a response carries (see examples/storefront/README.md): the first 12 hex digits of
+ * md5("sf-visitor:" . session id), never the id itself. "-" when the request has no session.
+ */
+function sf_visitor_tag(): string
+{
+    $id = session_id();
+    return ($id === false || $id === '') ? '-' : substr(md5('sf-visitor:' . $id), 0, 12);
+}
+
+/** 16 random hex digits per rendered response: a cached copy repeats them, a fresh render never does. */
+function sf_render_nonce(): string
+{
+    return bin2hex(random_bytes(8));
+}
+
 // === HTTP context and the X-Magento-Vary cookie =================================================
 
 /**

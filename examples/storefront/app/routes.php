@@ -50,6 +50,9 @@ function sf_dispatch(): void
         case '/customer/section/load':
             sf_section_load();
             return;
+        case '/page_cache/block/render':
+            sf_block_render();
+            return;
         case '/checkout/cart':
         case '/checkout/cart/index':
             sf_cart_page();
@@ -111,7 +114,7 @@ function sf_public_page(string $title, string $bodyClass, callable $content, arr
     sf_send_vary($ctx);
     sf_session_touch_anonymous();
     http_response_code($status);
-    $marker = 'public currency=' . $ctx['currency'] . ' vary=' . ($vary === '' ? '-' : $vary);
+    $marker = 'public currency=' . $ctx['currency'] . ' vary=' . ($vary === '' ? '-' : $vary) . ' render=' . sf_render_nonce();
     echo sf_render_page(sf_h($title), $bodyClass, $content($ctx), $ctx, ['marker' => $marker]);
 }
 
@@ -309,7 +312,8 @@ function sf_private_page(string $title, string $bodyClass, string $content, arra
     sf_page_headers();
     sf_nocache_headers();
     sf_send_vary($ctx);
-    echo sf_render_page(sf_h($title), $bodyClass, $content, $ctx, ['show_cart' => true, 'marker' => 'private']);
+    $marker = 'private visitor=' . sf_visitor_tag() . ' nonce=' . sf_render_nonce();
+    echo sf_render_page(sf_h($title), $bodyClass, $content, $ctx, ['show_cart' => true, 'marker' => $marker]);
 }
 
 function sf_form_key(): string
@@ -527,7 +531,54 @@ function sf_section_load(): void
         ],
         'cart' => ['summary_count' => $count, 'items' => array_keys($ctx['cart'])],
         'directory-data' => ['currency' => $ctx['currency']],
+        // Not a Magento section: whose session this answer was rendered for, and a per-response nonce.
+        'sf_debug' => ['visitor' => sf_visitor_tag(), 'nonce' => sf_render_nonce()],
     ]);
+}
+
+/**
+ * Magento's PageCache Block\Render controller: the private blocks of a cached page, rendered for
+ * one visitor as JSON `{"<block name>": "<html>"}` with private headers (`Cache-Control: private,
+ * max-age=31536000`, Helper\Data::PRIVATE_MAX_AGE_CACHE). The URL is the same for every visitor
+ * and contains neither /customer nor /checkout, so a Varnish-like cache looks it up and must not
+ * store it because of `private`. Like Magento it needs an AJAX request (X-Requested-With:
+ * XMLHttpRequest or ?isAjax=1); anything else gets the noroute page. It opens the session, so a
+ * cookie-less visitor gets `Set-Cookie: PHPSESSID` (kept by Varnish: private responses return
+ * before its Set-Cookie stripping).
+ */
+function sf_block_render(): void
+{
+    $ajax = strcasecmp((string)($_SERVER['HTTP_X_REQUESTED_WITH'] ?? ''), 'XMLHttpRequest') === 0
+        || sf_param('isAjax') !== null || sf_param('ajax') !== null;
+    if (!$ajax) {
+        sf_noroute();
+        return;
+    }
+    $blocks = json_decode((string)sf_param('blocks', '[]'), true);
+    sf_session_open();
+    $_SESSION['created_at'] = $_SESSION['created_at'] ?? time();
+    $ctx = sf_context_from_session();
+    $visitor = sf_visitor_tag();
+    sf_session_close();
+    $data = [];
+    foreach (is_array($blocks) ? $blocks : [] as $name) {
+        if ($name === 'header.customer.welcome') {
+            $data[$name] = '<span class="logged-in" id="sf-welcome">' . ($ctx['customer'] !== null
+                ? 'Welcome, ' . sf_h($ctx['customer']['name']) . '!' : 'Default welcome msg!') . '</span>';
+        } elseif ($name === 'minicart') {
+            $count = 0;
+            $rows = '';
+            foreach ($ctx['cart'] as $sku => $qty) {
+                $count += (int)$qty;
+                $rows .= '<li class="item product" data-sku="' . sf_h((string)$sku) . '">' . (int)$qty . '</li>';
+            }
+            $data[$name] = '<span class="counter qty" id="sf-cart-count">' . $count . '</span><ol class="minicart-items">' . $rows . '</ol>';
+        }
+    }
+    $data['sf_debug'] = ['visitor' => $visitor, 'nonce' => sf_render_nonce()];
+    sf_send_vary($ctx);
+    sf_private_headers(31536000);
+    sf_json(200, $data);
 }
 
 // === APIs ======================================================================================
