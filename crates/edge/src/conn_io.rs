@@ -11,6 +11,13 @@
 //! (a slow-body attack) gets 408 as well. Every byte read also goes through the
 //! framing guard; a refused head gets 400 and the connection is closed before
 //! hyper sees it.
+//!
+//! The edge's own answer (408, 400) is the last thing on the wire: writes
+//! hyper attempts afterwards (the handler's error page for the body that
+//! just failed) are refused, so a client never reads two answers to one
+//! request. If hyper has already started writing the response of the
+//! request in flight, the edge writes nothing (it would land inside that
+//! response) and only ends the connection.
 
 use std::future::Future;
 use std::io;
@@ -28,6 +35,10 @@ const RESPONSE_408: &[u8] = b"HTTP/1.1 408 Request Timeout\r\nconnection: close\
 
 /// The raw bytes of the 400 answer to a refused head.
 const RESPONSE_400: &[u8] = b"HTTP/1.1 400 Bad Request\r\nconnection: close\r\ncontent-type: text/plain\r\ncontent-length: 16\r\n\r\n400 Bad Request\n";
+
+/// What hyper writes for `Expect: 100-continue`; an interim answer, not the
+/// start of the response.
+const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// Shared between the I/O wrapper and the request service of one connection.
 ///
@@ -81,10 +92,17 @@ pub(crate) struct TimedIo<I> {
     guard: crate::framing::FramingGuard,
     /// The body-read timer is armed (inside a body, waiting for bytes).
     body_armed: bool,
+    /// Generation of [`HeadState`] in which hyper last wrote response bytes.
+    wrote_gen: Option<u32>,
 }
 
 impl<I> TimedIo<I> {
-    pub(crate) fn new(inner: I, state: Arc<HeadState>, timeouts: HeadTimeouts) -> Self {
+    pub(crate) fn new(
+        inner: I,
+        state: Arc<HeadState>,
+        timeouts: HeadTimeouts,
+        framing: crate::framing::GuardLimits,
+    ) -> Self {
         Self {
             inner,
             state,
@@ -93,8 +111,24 @@ impl<I> TimedIo<I> {
             armed: None,
             armed_gen: 0,
             timed_out: None,
-            guard: crate::framing::FramingGuard::new(),
+            guard: crate::framing::FramingGuard::new(framing),
             body_armed: false,
+            wrote_gen: None,
+        }
+    }
+
+    /// Whether the edge may write its own answer now: not while the
+    /// response to the request in flight is partly on the wire.
+    fn may_answer(&self) -> bool {
+        let generation = self.state.generation();
+        generation.is_multiple_of(2) || self.wrote_gen != Some(generation)
+    }
+
+    /// Records a write of `written` bytes of hyper's (`first` is the
+    /// start of what it wrote).
+    fn note_write(&mut self, first: &[u8], written: usize) {
+        if written > 0 && !(written == CONTINUE_100.len() && first.starts_with(CONTINUE_100)) {
+            self.wrote_gen = Some(self.state.generation());
         }
     }
 
@@ -140,8 +174,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
                         }
                         if this.timer.as_mut().poll(cx).is_ready() {
                             tracing::debug!("Client stalled in its request body.");
-                            this.timed_out = Some((RESPONSE_408, 0));
-                            return this.poll_write_answer(cx, RESPONSE_408, 0);
+                            return this.answer(cx, RESPONSE_408);
                         }
                     }
                     Poll::Pending
@@ -166,8 +199,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
                 if this.timer.as_mut().poll(cx).is_ready() {
                     if this.armed == Some(true) {
                         tracing::debug!("Client did not finish its request head in time.");
-                        this.timed_out = Some((RESPONSE_408, 0));
-                        return this.poll_write_answer(cx, RESPONSE_408, 0);
+                        return this.answer(cx, RESPONSE_408);
                     }
                     // Idle keep-alive connection: report EOF, hyper closes quietly.
                     return Poll::Ready(Ok(()));
@@ -195,11 +227,39 @@ impl<I: AsyncRead + AsyncWrite + Unpin> TimedIo<I> {
                     "Request refused: ambiguous message framing (request smuggling)."
                 );
                 buf.set_filled(before);
-                self.timed_out = Some((RESPONSE_400, 0));
-                self.poll_write_answer(cx, RESPONSE_400, 0)
+                self.answer(cx, RESPONSE_400)
             }
         }
     }
+
+    /// Answers the client with `answer` and ends the connection; see the
+    /// module docs for when nothing is written.
+    fn answer(&mut self, cx: &mut Context<'_>, answer: &'static [u8]) -> Poll<io::Result<()>> {
+        if self.may_answer() {
+            self.timed_out = Some((answer, 0));
+            return self.poll_write_answer(cx, answer, 0);
+        }
+        // Written nowhere, but later writes must fail all the same.
+        self.timed_out = Some((answer, answer.len()));
+        Poll::Ready(Err(answer_error(answer)))
+    }
+}
+
+/// The read error that makes hyper close the connection after an answer.
+fn answer_error(answer: &'static [u8]) -> io::Error {
+    if std::ptr::eq(answer, RESPONSE_400) {
+        io::Error::new(io::ErrorKind::InvalidData, "ambiguous request framing")
+    } else {
+        io::Error::new(io::ErrorKind::TimedOut, "request timeout")
+    }
+}
+
+/// What hyper gets when it writes after the edge answered.
+fn answered_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::BrokenPipe,
+        "the edge already answered on this connection",
+    )
 }
 
 impl<I: AsyncWrite + Unpin> TimedIo<I> {
@@ -223,11 +283,7 @@ impl<I: AsyncWrite + Unpin> TimedIo<I> {
             }
         }
         let _ = Pin::new(&mut self.inner).poll_flush(cx);
-        Poll::Ready(Err(if std::ptr::eq(answer, RESPONSE_400) {
-            io::Error::new(io::ErrorKind::InvalidData, "ambiguous request framing")
-        } else {
-            io::Error::new(io::ErrorKind::TimedOut, "request timeout")
-        }))
+        Poll::Ready(Err(answer_error(answer)))
     }
 }
 
@@ -237,7 +293,14 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        if self.timed_out.is_some() {
+            return Poll::Ready(Err(answered_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.note_write(buf, n);
+        }
+        r
     }
 
     fn poll_write_vectored(
@@ -245,7 +308,18 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for TimedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        if self.timed_out.is_some() {
+            return Poll::Ready(Err(answered_error()));
+        }
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = r {
+            let first = bufs
+                .iter()
+                .find(|b| !b.is_empty())
+                .map_or(&[][..], |b| &b[..]);
+            self.note_write(first, n);
+        }
+        r
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -1,19 +1,21 @@
 //! Request bodies on their way to PHP: size limit (413), and a known length.
 //!
-//! PHP needs `CONTENT_LENGTH` to fill `$_POST`, so a body with `Content-Length` is
-//! streamed through with its length checked, and a chunked body is buffered up to
-//! `server.max_body_bytes` first (nginx's `fastcgi_request_buffering on` does the same).
+//! PHP needs `CONTENT_LENGTH` to fill `$_POST`. Every body is read whole,
+//! up to `server.max_body_bytes`, before the upstream is asked for anything
+//! (nginx's `fastcgi_request_buffering on` does the same): a chunked body
+//! to learn its length, and a `Content-Length` body too, so that a client
+//! trickling its body (slow POST, R.U.D.Y.) holds an edge connection, never
+//! a PHP-FPM child. Memory per request is bounded by the limit, as for
+//! chunked bodies; a body that arrives in one read is kept as that read's
+//! bytes, with no copy.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
-use crate::body::{BoxError, EdgeBody};
+use crate::body::EdgeBody;
 
 /// Why a request body was refused.
 #[derive(Debug, thiserror::Error)]
@@ -38,7 +40,7 @@ pub enum BodyError {
 pub struct PreparedBody {
     /// Exact length PHP will see as `CONTENT_LENGTH`; `None` when there is no body.
     pub length: Option<u64>,
-    /// The bytes, streamed or buffered.
+    /// The bytes, read whole before the upstream is asked for anything.
     pub body: EdgeBody,
 }
 
@@ -97,13 +99,10 @@ pub async fn prepare(
                 body: crate::body::empty(),
             });
         }
+        let bytes = read_exact(body, len).await?;
         return Ok(PreparedBody {
             length: Some(len),
-            body: LengthChecked {
-                inner: body,
-                remaining: len,
-            }
-            .boxed_unsync(),
+            body: crate::body::full(bytes),
         });
     }
     if body.is_end_stream() {
@@ -127,47 +126,43 @@ pub async fn prepare(
     }
 }
 
-/// Passes the client's body through and fails if it does not match its declared length.
-struct LengthChecked {
-    inner: Incoming,
-    remaining: u64,
-}
-
-impl Body for LengthChecked {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        match Pin::new(&mut self.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    let n = d.len() as u64;
-                    if n > self.remaining {
-                        return Poll::Ready(Some(Err(
-                            "request body longer than content-length".into()
-                        )));
-                    }
-                    self.remaining -= n;
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Ready(None) if self.remaining > 0 => {
-                Poll::Ready(Some(Err("request body shorter than content-length".into())))
-            }
-            Poll::Ready(None) => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
+/// Reads a body of declared length `len` (already checked against the
+/// limit) whole. One frame (the usual case for form posts) is returned as
+/// is; more are gathered into one buffer.
+async fn read_exact(mut body: Incoming, len: u64) -> Result<Bytes, BodyError> {
+    let mut first: Option<Bytes> = None;
+    let mut joined: Option<BytesMut> = None;
+    let mut got = 0u64;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: PHP has no use for them
+        };
+        got += data.len() as u64;
+        if got > len {
+            return Err(BodyError::Read("body longer than content-length".into()));
+        }
+        if let Some(buf) = joined.as_mut() {
+            buf.extend_from_slice(&data);
+        } else if let Some(head) = first.take() {
+            // Grown as bytes arrive, never sized from the declared length
+            // up front: a client declaring 64 MiB and sending two bytes
+            // must not cost 64 MiB.
+            let want = (head.len() + data.len()).saturating_mul(2);
+            let mut buf = BytesMut::with_capacity(want.min(usize::try_from(len).unwrap_or(want)));
+            buf.extend_from_slice(&head);
+            buf.extend_from_slice(&data);
+            joined = Some(buf);
+        } else {
+            first = Some(data);
         }
     }
-
-    fn is_end_stream(&self) -> bool {
-        self.remaining == 0 || self.inner.is_end_stream()
+    if got < len {
+        return Err(BodyError::Read("body shorter than content-length".into()));
     }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.remaining)
-    }
+    Ok(match (joined, first) {
+        (Some(buf), _) => buf.freeze(),
+        (None, Some(b)) => b,
+        (None, None) => Bytes::new(),
+    })
 }

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::body::{BoxError, EdgeBody};
 use crate::conn_io::{HeadState, HeadTimeouts, TimedIo};
+use crate::framing::GuardLimits;
 use crate::Edge;
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -317,7 +318,12 @@ impl Server {
             body_read: self.limits.body_read_timeout,
             idle: self.limits.idle_timeout,
         };
-        let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts));
+        // The framing guard follows every head hyper could accept.
+        let framing = GuardLimits {
+            max_head_bytes: self.h1_max_buf(),
+            max_headers: self.limits.max_headers,
+        };
+        let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts, framing));
         let live = self.edge.clone();
         let draining = self.draining.clone();
         let service = service_fn(move |req: Request<Incoming>| {
@@ -346,11 +352,17 @@ impl Server {
             .keep_alive(true)
             .max_headers(self.limits.max_headers)
             .max_header_size(self.limits.max_header_bytes)
-            .max_buf_size(self.limits.max_header_bytes.max(8192) + 8192);
+            .max_buf_size(self.h1_max_buf());
         let conn = builder.serve_connection(io, service);
         if let Err(e) = watcher.watch(conn).await {
             tracing::debug!(peer = %info.peer, error = %e, "HTTP/1 connection ended with an error.");
         }
+    }
+
+    /// hyper's HTTP/1 read-buffer ceiling: a head plus room for the start
+    /// of a body.
+    fn h1_max_buf(&self) -> usize {
+        self.limits.max_header_bytes.max(8192) + 8192
     }
 
     async fn serve_h2<I>(
