@@ -1193,6 +1193,16 @@ pub fn error_page(status: StatusCode, retry_after: Option<u32>) -> Response<Edge
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
+    let mut r = text_page(status, text);
+    if let Some(secs) = retry_after {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    }
+    r
+}
+
+/// A plain-text answer the edge writes itself, never cached.
+pub(crate) fn text_page(status: StatusCode, text: String) -> Response<EdgeBody> {
     let len = text.len();
     let mut r = Response::new(body::full(text));
     *r.status_mut() = status;
@@ -1203,8 +1213,5 @@ pub fn error_page(status: StatusCode, retry_after: Option<u32>) -> Response<Edge
     );
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(secs) = retry_after {
-        h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
     r
 }

@@ -13,7 +13,7 @@ use magestack_waf::inject::{
     profile, Attack, Detectors, Finding, Inspector, Location, Profile, RequestView,
 };
 
-use crate::body::{self, EdgeBody};
+use crate::body::EdgeBody;
 use crate::settings::InjectionSpec;
 
 /// Locations in metric order.
@@ -248,21 +248,14 @@ fn request_id(headers: &HeaderMap) -> String {
 /// 403 naming the request id, so a shopper wrongly blocked can quote it
 /// and the operator can find the log line.
 fn blocked_page(id: &str) -> Response<EdgeBody> {
-    let text = format!(
-        "403 Forbidden\nThis request was blocked by the store's firewall.\nRequest id: {id}\n"
+    let mut r = crate::handler::text_page(
+        StatusCode::FORBIDDEN,
+        format!(
+            "403 Forbidden\nThis request was blocked by the store's firewall.\nRequest id: {id}\n"
+        ),
     );
-    let len = text.len();
-    let mut r = Response::new(body::full(text));
-    *r.status_mut() = StatusCode::FORBIDDEN;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Ok(v) = HeaderValue::from_str(id) {
-        h.insert("x-request-id", v);
+        r.headers_mut().insert("x-request-id", v);
     }
     r
 }

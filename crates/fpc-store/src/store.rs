@@ -516,29 +516,26 @@ impl Store {
 
     /// Soft variant of [`Store::purge_all_tagged`].
     pub fn soft_purge_all_tagged(&self, now_ms: u64) -> PurgeStats {
-        let mut objects = 0;
-        for shard in self.shards.iter() {
-            let g = shard.inner.read();
-            let slots = g.all_tagged_slots();
-            objects += g.soft_purge_slots(&slots, now_ms);
-        }
-        self.soft_purged
-            .fetch_add(objects as u64, Ordering::Relaxed);
-        PurgeStats {
-            tags_matched: 0,
-            objects,
-            bytes_freed: 0,
-        }
+        self.soft_purge_each_shard(now_ms, |g| g.all_tagged_slots())
     }
 
     /// Marks every object stale, tagged or not: served again only within
     /// grace (backend down) until refetched. For a replica that may have
     /// missed purges and must not serve what it cached before as fresh.
     pub fn soft_purge_all(&self, now_ms: u64) -> PurgeStats {
+        self.soft_purge_each_shard(now_ms, |g| g.all_slots())
+    }
+
+    /// Soft-purges the slots `pick` chooses, one shard (read lock) at a time.
+    fn soft_purge_each_shard(
+        &self,
+        now_ms: u64,
+        pick: impl Fn(&crate::shard::ShardInner) -> Vec<u32>,
+    ) -> PurgeStats {
         let mut objects = 0;
         for shard in self.shards.iter() {
             let g = shard.inner.read();
-            let slots = g.all_slots();
+            let slots = pick(&g);
             objects += g.soft_purge_slots(&slots, now_ms);
         }
         self.soft_purged
