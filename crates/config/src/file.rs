@@ -348,6 +348,11 @@ pub struct UpstreamConfig {
     /// Largest response head from PHP in bytes, like nginx
     /// `fastcgi_buffer_size`; larger heads give 502. Default 32768.
     pub max_response_header_bytes: u64,
+    /// Nameservers (`"IP"` or `"IP:PORT"`) that resolve endpoints given by
+    /// host name (see `pools.<name>.resolve_interval_secs`). `[]`: the
+    /// system's, from `/etc/resolv.conf` with its search domains and `ndots`
+    /// (what a Kubernetes pod gets). Default `[]`.
+    pub dns_servers: Vec<String>,
 }
 
 impl Default for UpstreamConfig {
@@ -359,6 +364,7 @@ impl Default for UpstreamConfig {
             keepalive_connections: DEFAULT_KEEPALIVE_CONNECTIONS,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_response_header_bytes: DEFAULT_MAX_RESPONSE_HEADER_BYTES,
+            dns_servers: Vec::new(),
         }
     }
 }
@@ -369,6 +375,8 @@ pub const DEFAULT_POOL_QUEUE_SIZE: u32 = 256;
 pub const DEFAULT_POOL_QUEUE_TIMEOUT_SECS: u64 = 5;
 /// Default `pools.<name>.check_interval_secs`.
 pub const DEFAULT_POOL_CHECK_INTERVAL_SECS: u64 = 5;
+/// Default `pools.<name>.resolve_interval_secs`.
+pub const DEFAULT_POOL_RESOLVE_INTERVAL_SECS: u64 = 5;
 /// Default `pools.<name>.unhealthy_after`.
 pub const DEFAULT_POOL_UNHEALTHY_AFTER: u32 = 3;
 /// Default `routing.admin_front_name` (Magento's `backend/frontName` default).
@@ -415,6 +423,15 @@ pub struct PoolConfig {
     /// Failed checks in a row after which an endpoint gets no more requests
     /// (until a check succeeds again). Default 3.
     pub unhealthy_after: u32,
+    /// Seconds between two DNS lookups of the endpoints given by host name
+    /// (e.g. a Kubernetes headless Service, `fcgi://php-fpm.shop.svc:9000`):
+    /// every address found is an endpoint of the pool; a new one joins once
+    /// its first health check passes, one gone from DNS gets no new requests
+    /// and is dropped when its last request ends. A failed lookup keeps the
+    /// known endpoints. 0: no discovery; the name is resolved by the system at
+    /// each connect, as one endpoint. Endpoints given as IP addresses or
+    /// sockets are never looked up. Default 5.
+    pub resolve_interval_secs: u64,
 }
 
 impl Default for PoolConfig {
@@ -430,6 +447,7 @@ impl Default for PoolConfig {
             status_endpoints: Vec::new(),
             check_interval_secs: DEFAULT_POOL_CHECK_INTERVAL_SECS,
             unhealthy_after: DEFAULT_POOL_UNHEALTHY_AFTER,
+            resolve_interval_secs: DEFAULT_POOL_RESOLVE_INTERVAL_SECS,
         }
     }
 }

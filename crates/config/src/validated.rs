@@ -143,6 +143,9 @@ pub struct PoolSettings {
     pub check_interval: Duration,
     /// Failed checks before an endpoint is taken out. Positive.
     pub unhealthy_after: u32,
+    /// Time between DNS lookups of endpoints given by host name; zero: no
+    /// discovery (the system resolves the name at each connect).
+    pub resolve_interval: Duration,
 }
 
 /// Checked `[routing]`.
@@ -276,6 +279,8 @@ pub struct UpstreamSettings {
     pub max_connections: usize,
     /// Response head limit in bytes (→ 502). Positive.
     pub max_response_header_bytes: usize,
+    /// Nameservers for endpoint discovery; empty: the system's.
+    pub dns_servers: Vec<SocketAddr>,
 }
 
 /// Checked `[cache]`.
@@ -899,6 +904,21 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
         p("upstream.max_response_header_bytes"),
         u.max_response_header_bytes,
     );
+    let mut dns_servers = Vec::new();
+    for (i, server) in u.dns_servers.iter().enumerate() {
+        let parsed = server
+            .parse::<SocketAddr>()
+            .or_else(|_| server.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)));
+        match parsed {
+            Ok(a) => dns_servers.push(a),
+            Err(_) => errs.push(
+                p("upstream.dns_servers").index(i),
+                ErrorKind::Invalid(format!(
+                    "{server:?} is not a nameserver address: expected an IP (\"10.100.0.10\") or IP:PORT (\"127.0.0.1:5353\", \"[::1]:53\")"
+                )),
+            ),
+        }
+    }
     Some(UpstreamSettings {
         url: url?,
         connect_timeout,
@@ -906,6 +926,7 @@ fn compile_upstream(u: file::UpstreamConfig, errs: &mut Errors) -> Option<Upstre
         keepalive_connections,
         max_connections,
         max_response_header_bytes,
+        dns_servers,
     })
 }
 
@@ -937,6 +958,7 @@ fn compile_pools(
             status_endpoints: Vec::new(),
             check_interval: Duration::from_secs(file::DEFAULT_POOL_CHECK_INTERVAL_SECS),
             unhealthy_after: file::DEFAULT_POOL_UNHEALTHY_AFTER,
+            resolve_interval: Duration::from_secs(file::DEFAULT_POOL_RESOLVE_INTERVAL_SECS),
         });
     }
     for (name, pc) in pools {
@@ -1040,6 +1062,7 @@ fn compile_pools(
             status_endpoints,
             check_interval: errs.positive_secs(at("check_interval_secs"), pc.check_interval_secs),
             unhealthy_after,
+            resolve_interval: Duration::from_secs(pc.resolve_interval_secs),
             name,
             endpoints,
         });

@@ -71,7 +71,7 @@ fn typo_is_rejected_with_path_and_line() {
     let src = "[upstream]\nurl = \"http://127.0.0.1:9000\"\nconect_timeout_secs = 5\n";
     assert_eq!(
         errors(src),
-        ["edge.toml:3: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`"]
+        ["edge.toml:3: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`, `dns_servers`"]
     );
 }
 
@@ -94,7 +94,7 @@ conect_timeout_secs = 5
         errors(src),
         [
             "edge.toml:5: server.max_headers: invalid type: string \"many\", expected u32",
-            "edge.toml:12: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`",
+            "edge.toml:12: upstream.conect_timeout_secs: unknown field, expected one of `url`, `connect_timeout_secs`, `read_timeout_secs`, `keepalive_connections`, `max_connections`, `max_response_header_bytes`, `dns_servers`",
         ]
     );
     // Same errors in the other order of appearance.
@@ -328,6 +328,7 @@ fn golden_example_file() {
             keepalive_connections: 32,
             max_connections: 16,
             max_response_header_bytes: 32768,
+            dns_servers: vec![],
         },
         cache: CacheSettings {
             enabled: true,
@@ -383,6 +384,7 @@ fn golden_example_file() {
                 ],
                 check_interval: Duration::from_secs(5),
                 unhealthy_after: 3,
+                resolve_interval: Duration::from_secs(5),
             },
             PoolSettings {
                 name: "admin".into(),
@@ -399,6 +401,7 @@ fn golden_example_file() {
                 status_endpoints: vec![],
                 check_interval: Duration::from_secs(5),
                 unhealthy_after: 3,
+                resolve_interval: Duration::from_secs(5),
             },
         ],
         routing: RoutingSettings {
@@ -619,7 +622,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 92, "{keys:#?}");
+    assert_eq!(keys.len(), 94, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -999,4 +1002,13 @@ fn cluster_redis_url_is_checked_and_never_holds_a_password() {
         Some("redis://10.0.0.9:6379/2")
     );
     assert!(ok(base).cluster.redis_url.is_none());
+}
+
+#[test]
+fn a_bad_nameserver_is_named_with_its_line() {
+    let src = "[upstream]\nurl = \"http://php-fpm.shop.svc:9000\"\ndns_servers = [\"10.100.0.10\", \"[::1]:5353\", \"coredns\"]\n";
+    assert_eq!(
+        errors(src),
+        ["edge.toml:3: upstream.dns_servers[2]: \"coredns\" is not a nameserver address: expected an IP (\"10.100.0.10\") or IP:PORT (\"127.0.0.1:5353\", \"[::1]:53\")"]
+    );
 }

@@ -64,6 +64,8 @@ struct Upstream {
     pools: Vec<Arc<Pool>>,
     router: PoolRouter,
     http: bool,
+    /// Looks up endpoints given by host name; `None` when there are none.
+    resolver: Option<Arc<crate::discovery::Resolver>>,
 }
 
 /// The edge: routing, static files and the upstream, shared by all connections.
@@ -232,6 +234,9 @@ pub enum EdgeError {
     /// A pool has no endpoint.
     #[error("pool {0} has no endpoint")]
     PoolWithoutEndpoint(String),
+    /// Endpoints are given by host name and no DNS resolver can be built.
+    #[error("endpoint discovery: {0}")]
+    Dns(String),
 }
 
 impl Edge {
@@ -277,6 +282,7 @@ impl Edge {
                 status_endpoints: Vec::new(),
                 check_interval: Duration::from_secs(5),
                 unhealthy_after: 3,
+                resolve_interval: Duration::from_secs(5),
             }]
         } else {
             s.pools.clone()
@@ -315,11 +321,26 @@ impl Edge {
                     health_script.clone(),
                 ))
             })
-            .collect();
+            .collect::<Vec<Arc<Pool>>>();
+        if let Some(prev) = previous {
+            for pool in &pools {
+                if let Some(old) = prev.upstream.pools.iter().find(|p| p.name == pool.name) {
+                    pool.seed_from(old);
+                }
+            }
+        }
+        let resolver = if pools.iter().any(|p| p.discovers()) {
+            Some(Arc::new(
+                crate::discovery::Resolver::new(&s.dns_servers).map_err(EdgeError::Dns)?,
+            ))
+        } else {
+            None
+        };
         let upstream = Upstream {
             pools,
             router: pool_router,
             http,
+            resolver,
         };
         let cache = match (s.cache.clone(), previous.and_then(|p| p.cache.clone())) {
             (Some(_), Some(running)) => Some(running),
@@ -436,6 +457,11 @@ impl Edge {
         };
         for pool in &self.upstream.pools {
             until_stopped(Box::pin(Arc::clone(pool).run_checks()));
+            if let (true, Some(resolver)) = (pool.discovers(), &self.upstream.resolver) {
+                until_stopped(Box::pin(
+                    Arc::clone(pool).run_discovery(Arc::clone(resolver)),
+                ));
+            }
         }
         if self.ip_filter.watches_files() {
             let filter = Arc::clone(&self.ip_filter);
@@ -1031,7 +1057,7 @@ impl Edge {
         match pool.acquire().await {
             Ok(permit) => Ok((pool, permit, slot)),
             Err(why) => {
-                tracing::warn!(pool = %pool.name, reason = ?why, %path, "Pool full; answering 503.");
+                tracing::warn!(pool = %pool.name, reason = ?why, %path, "No PHP slot; answering 503.");
                 let mut r = error_page(StatusCode::SERVICE_UNAVAILABLE, Some(5));
                 r.extensions_mut().insert(slot);
                 Err((r, Outcome::UpstreamError))

@@ -19,6 +19,7 @@ pub mod client_ip;
 pub mod compress;
 mod conn_io;
 pub mod demo;
+mod discovery;
 mod framing;
 mod handler;
 pub mod http_upstream;

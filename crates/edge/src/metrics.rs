@@ -313,14 +313,62 @@ impl Collector for Snapshot {
                 ]
             }),
         )?;
-        // Per endpoint (label: its position in the pool's `endpoints`).
+        // Endpoint discovery (endpoints given by host name).
+        counter(
+            &mut enc,
+            "magestack_pool_dns_lookups",
+            "DNS lookups of endpoint names, by result (a failed lookup keeps the endpoints known)",
+            self.pools.iter().flat_map(|p| {
+                [
+                    (
+                        vec![("pool", p.name.clone()), ("result", "ok".to_owned())],
+                        p.dns_lookups_ok,
+                    ),
+                    (
+                        vec![("pool", p.name.clone()), ("result", "failed".to_owned())],
+                        p.dns_lookups_failed,
+                    ),
+                ]
+            }),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_pool_endpoint_changes",
+            "Endpoints discovery added (found in DNS) or removed (gone from DNS, drained)",
+            self.pools.iter().flat_map(|p| {
+                [
+                    (
+                        vec![("pool", p.name.clone()), ("change", "added".to_owned())],
+                        p.endpoints_added,
+                    ),
+                    (
+                        vec![("pool", p.name.clone()), ("change", "removed".to_owned())],
+                        p.endpoints_removed,
+                    ),
+                ]
+            }),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_pool_endpoints",
+            "Endpoints of the pool, by state (active, joining: first check pending, draining: finishing its requests)",
+            self.pools.iter().flat_map(|p| {
+                ["active", "joining", "draining"].into_iter().map(move |state| {
+                    (
+                        vec![("pool", p.name.clone()), ("state", state.to_owned())],
+                        p.endpoints.iter().filter(|e| e.state == state).count() as i64,
+                    )
+                })
+            }),
+        )?;
+        // Per endpoint (label: its address, or socket path).
         let endpoints: Vec<(Labels, &crate::pool::EndpointStats)> = self
             .pools
             .iter()
             .flat_map(|p| {
-                p.endpoints.iter().enumerate().map(move |(i, e)| {
+                p.endpoints.iter().map(move |e| {
                     (
-                        vec![("pool", p.name.clone()), ("endpoint", i.to_string())],
+                        vec![("pool", p.name.clone()), ("endpoint", e.endpoint.clone())],
                         e,
                     )
                 })

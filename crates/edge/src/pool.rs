@@ -9,13 +9,23 @@
 //!
 //! The slot is held until the response body is finished (the permit rides
 //! on the body), because PHP's worker is busy until then.
+//!
+//! The endpoint list can change while requests run: endpoints given by host
+//! name are looked up at an interval (see [`crate::discovery`]). The list is
+//! swapped whole (readers load it without a lock); a permit holds its
+//! endpoint itself, so an endpoint removed from the list keeps serving the
+//! requests it has (it *drains*) and goes away with the last of them.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
+use crate::discovery::{self, LookupError, Resolver};
 use crate::settings::{PoolSpec, UpstreamTarget};
 
 /// Health of an endpoint, from its checks.
@@ -43,6 +53,14 @@ pub(crate) enum Transport {
 pub(crate) struct PoolEndpoint {
     pub(crate) transport: Transport,
     pub(crate) label: String,
+    /// Which configured endpoint it comes from (index into the pool's
+    /// sources).
+    source: usize,
+    /// The address found by discovery; `None` for a configured endpoint.
+    addr: Option<IpAddr>,
+    /// Found by discovery and not yet through a passing check: gets no
+    /// requests while others can take them.
+    joining: AtomicBool,
     inflight: AtomicUsize,
     /// Where the check goes: the status page's client, or a plain connect.
     check: Check,
@@ -66,10 +84,54 @@ enum Check {
     Connect(magestack_fastcgi::Endpoint),
 }
 
+/// Where a pool's endpoints come from: one per configured endpoint.
+enum Source {
+    /// Built once, never looked up (IP address, socket, or no discovery).
+    Fixed,
+    /// A host name looked up every `resolve_interval`; each address is an
+    /// endpoint on `port`.
+    Dns {
+        host: String,
+        port: u16,
+        http: bool,
+        /// The status address: the same port on each address found when
+        /// `status_endpoints` names the same host, else as configured.
+        status: Option<StatusAt>,
+        /// Whether the last lookup failed (logged once per change).
+        failing: AtomicBool,
+    },
+}
+
+enum StatusAt {
+    SamePod(u16),
+    Fixed(UpstreamTarget),
+}
+
+/// What building an endpoint needs, kept for the ones discovery adds later.
+struct EndpointFactory {
+    connect_timeout: Duration,
+    request_timeout: Duration,
+    keepalive: usize,
+    max_inflight: usize,
+    max_response_header_bytes: usize,
+    status_path: Option<String>,
+    health_script: bool,
+}
+
 /// A pool and its bulkhead.
 pub(crate) struct Pool {
     pub(crate) name: String,
-    endpoints: Vec<PoolEndpoint>,
+    /// The endpoints taking requests; replaced whole by discovery.
+    endpoints: ArcSwap<Vec<Arc<PoolEndpoint>>>,
+    /// Endpoints gone from DNS whose last requests may still run.
+    draining: std::sync::Mutex<Vec<Weak<PoolEndpoint>>>,
+    sources: Vec<Source>,
+    factory: EndpointFactory,
+    resolve_interval: Duration,
+    lookups_ok: AtomicU64,
+    lookups_failed: AtomicU64,
+    endpoints_added: AtomicU64,
+    endpoints_removed: AtomicU64,
     slots: Option<Arc<Semaphore>>,
     max_inflight: usize,
     inflight: AtomicUsize,
@@ -94,20 +156,22 @@ pub(crate) enum Rejected {
     QueueFull,
     /// No slot within `queue_timeout`.
     Timeout,
+    /// The pool has no endpoint (its names have not resolved yet).
+    NoEndpoint,
 }
 
 /// An admitted request: holds the pool slot and counts the endpoint's
 /// in-flight requests until dropped.
 pub(crate) struct PoolPermit {
     pool: Arc<Pool>,
-    endpoint: usize,
+    endpoint: Arc<PoolEndpoint>,
     _slot: Option<OwnedSemaphorePermit>,
 }
 
 impl PoolPermit {
     /// The FastCGI client of the chosen endpoint (`None` for HTTP).
     pub(crate) fn fastcgi(&self) -> Option<&magestack_fastcgi::Client> {
-        match &self.pool.endpoints.get(self.endpoint)?.transport {
+        match &self.endpoint.transport {
             Transport::FastCgi(c) => Some(c),
             Transport::Http(_) => None,
         }
@@ -115,7 +179,7 @@ impl PoolPermit {
 
     /// The HTTP upstream of the chosen endpoint (`None` for FastCGI).
     pub(crate) fn http(&self) -> Option<&crate::http_upstream::HttpUpstream> {
-        match &self.pool.endpoints.get(self.endpoint)?.transport {
+        match &self.endpoint.transport {
             Transport::Http(h) => Some(h),
             Transport::FastCgi(_) => None,
         }
@@ -124,9 +188,7 @@ impl PoolPermit {
 
 impl Drop for PoolPermit {
     fn drop(&mut self) {
-        if let Some(e) = self.pool.endpoints.get(self.endpoint) {
-            e.inflight.fetch_sub(1, Ordering::Relaxed);
-        }
+        self.endpoint.inflight.fetch_sub(1, Ordering::Relaxed);
         self.pool.inflight.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -164,15 +226,27 @@ pub struct PoolStats {
     pub errors_timeout: u64,
     /// PHP-FPM requests that failed otherwise (502).
     pub errors_other: u64,
-    /// In flight per endpoint.
+    /// In flight per endpoint: the ones taking requests, then the draining.
     pub endpoints: Vec<EndpointStats>,
+    /// DNS lookups of endpoint names that succeeded / failed.
+    pub dns_lookups_ok: u64,
+    /// See `dns_lookups_ok`.
+    pub dns_lookups_failed: u64,
+    /// Endpoints discovery added / removed since start.
+    pub endpoints_added: u64,
+    /// See `endpoints_added`.
+    pub endpoints_removed: u64,
 }
 
 /// One endpoint in [`PoolStats`].
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct EndpointStats {
-    /// `host:port` or the socket path.
+    /// `host:port` or the socket path (the address found, for discovered
+    /// endpoints).
     pub endpoint: String,
+    /// `active` (takes requests), `joining` (found by DNS, first check not
+    /// passed yet) or `draining` (gone from DNS, finishing its requests).
+    pub state: &'static str,
     /// Requests in flight to it.
     pub inflight: usize,
     /// `unknown` (not checked yet), `healthy` or `unhealthy`.
@@ -185,119 +259,189 @@ pub struct EndpointStats {
     pub fpm: Option<magestack_fastcgi::FpmStatus>,
 }
 
+impl EndpointFactory {
+    /// An endpoint speaking to `t`, its status read at `status_at` (or at
+    /// `t` itself).
+    fn build(
+        &self,
+        t: &UpstreamTarget,
+        status_at: Option<&UpstreamTarget>,
+        source: usize,
+        addr: Option<IpAddr>,
+    ) -> PoolEndpoint {
+        let (endpoint, label) = fcgi_endpoint(t);
+        let base =
+            |transport, check, health_client: Option<magestack_fastcgi::Client>| PoolEndpoint {
+                transport,
+                label: label.clone(),
+                source,
+                addr,
+                joining: AtomicBool::new(addr.is_some()),
+                inflight: AtomicUsize::new(0),
+                check,
+                health: std::sync::atomic::AtomicU8::new(UNKNOWN),
+                failures: std::sync::atomic::AtomicU32::new(0),
+                status: std::sync::Mutex::new(None),
+                warm: AtomicBool::new(health_client.is_none()),
+                health_client,
+                health_report: std::sync::Mutex::new(None),
+            };
+        if let UpstreamTarget::Http(authority) = t {
+            return base(
+                Transport::Http(Box::new(crate::http_upstream::HttpUpstream::new(
+                    authority,
+                    self.connect_timeout,
+                    self.request_timeout,
+                    self.keepalive,
+                ))),
+                Check::Connect(endpoint),
+                None,
+            );
+        }
+        let check = match &self.status_path {
+            Some(path) => Check::Status {
+                client: magestack_fastcgi::Client::new(
+                    status_at.map_or(endpoint.clone(), |s| fcgi_endpoint(s).0),
+                    magestack_fastcgi::ClientConfig {
+                        connect_timeout: self.connect_timeout,
+                        read_timeout: self.connect_timeout,
+                        max_idle: 0,
+                        ..Default::default()
+                    },
+                ),
+                path: path.clone(),
+            },
+            None => Check::Connect(endpoint.clone()),
+        };
+        let client = magestack_fastcgi::Client::new(
+            endpoint.clone(),
+            magestack_fastcgi::ClientConfig {
+                connect_timeout: self.connect_timeout,
+                read_timeout: self.request_timeout,
+                max_idle: if self.max_inflight > 0 {
+                    self.keepalive.min(self.max_inflight)
+                } else {
+                    self.keepalive
+                },
+                max_header_bytes: self.max_response_header_bytes,
+                // With the bulkhead capping connections at pm.max_children no
+                // fresh connection waits in FPM's backlog: keep connections.
+                // Discovered endpoints come and go, so the pool's cap says
+                // nothing of one endpoint's share: there, a returned
+                // connection is closed while a fresh one waits, or kept-alive
+                // idle connections could hold every child of a pod while new
+                // ones wait behind them in its backlog.
+                release_for_fresh_waiters: self.max_inflight == 0 || addr.is_some(),
+                // An idle kept-alive connection pins a PHP-FPM child; give it
+                // back soon so other clients of the pool (cron, probes) get one.
+                idle_timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+        );
+        let health_client = self.health_script.then(|| {
+            magestack_fastcgi::Client::new(
+                endpoint,
+                magestack_fastcgi::ClientConfig {
+                    connect_timeout: self.connect_timeout,
+                    read_timeout: self.connect_timeout.max(Duration::from_secs(2)),
+                    max_idle: 0,
+                    ..Default::default()
+                },
+            )
+        });
+        base(Transport::FastCgi(client), check, health_client)
+    }
+}
+
+/// The FastCGI address of a target and its label.
+fn fcgi_endpoint(t: &UpstreamTarget) -> (magestack_fastcgi::Endpoint, String) {
+    match t {
+        UpstreamTarget::FastCgiUnix(p) => (
+            magestack_fastcgi::Endpoint::Unix(p.clone()),
+            p.display().to_string(),
+        ),
+        UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
+            (magestack_fastcgi::Endpoint::Tcp(a.clone()), a.clone())
+        }
+    }
+}
+
+/// The source of a configured endpoint: looked up when it is a host name
+/// and discovery is on.
+fn source_of(t: &UpstreamTarget, status_at: Option<&UpstreamTarget>, resolve: bool) -> Source {
+    let (authority, http) = match t {
+        UpstreamTarget::FastCgiTcp(a) => (a, false),
+        UpstreamTarget::Http(a) => (a, true),
+        UpstreamTarget::FastCgiUnix(_) => return Source::Fixed,
+    };
+    let Some((host, port)) = discovery::dns_name(authority).filter(|_| resolve) else {
+        return Source::Fixed;
+    };
+    let status = status_at.map(|s| match s {
+        UpstreamTarget::FastCgiTcp(a) => match discovery::dns_name(a) {
+            Some((h, p)) if h == host => StatusAt::SamePod(p),
+            _ => StatusAt::Fixed(s.clone()),
+        },
+        other => StatusAt::Fixed(other.clone()),
+    });
+    Source::Dns {
+        host: host.to_owned(),
+        port,
+        http,
+        status,
+        failing: AtomicBool::new(false),
+    }
+}
+
+/// `ip:port` as an authority (`[v6]:port`).
+fn authority(ip: IpAddr, port: u16) -> String {
+    SocketAddr::new(ip, port).to_string()
+}
+
 impl Pool {
-    /// Builds a pool (no connection is opened yet).
+    /// Builds a pool (no connection is opened yet). Endpoints given by host
+    /// name (with discovery on) have none until [`Pool::run_discovery`]
+    /// finds their addresses.
     pub(crate) fn new(
         spec: &PoolSpec,
         keepalive: usize,
         max_response_header_bytes: usize,
         health_script: Option<HealthScript>,
     ) -> Pool {
-        let fcgi = |t: &UpstreamTarget| match t {
-            UpstreamTarget::FastCgiUnix(p) => (
-                magestack_fastcgi::Endpoint::Unix(p.clone()),
-                p.display().to_string(),
-            ),
-            UpstreamTarget::FastCgiTcp(a) | UpstreamTarget::Http(a) => {
-                (magestack_fastcgi::Endpoint::Tcp(a.clone()), a.clone())
-            }
+        let factory = EndpointFactory {
+            connect_timeout: spec.connect_timeout,
+            request_timeout: spec.request_timeout,
+            keepalive,
+            max_inflight: spec.max_inflight,
+            max_response_header_bytes,
+            status_path: spec.status_path.clone(),
+            health_script: health_script.is_some(),
         };
+        let resolve = !spec.resolve_interval.is_zero();
+        let sources: Vec<Source> = spec
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, t)| source_of(t, spec.status_endpoints.get(i), resolve))
+            .collect();
         let endpoints = spec
             .endpoints
             .iter()
             .enumerate()
-            .map(|(i, t)| {
-                let (endpoint, label) = fcgi(t);
-                if let UpstreamTarget::Http(authority) = t {
-                    return PoolEndpoint {
-                        transport: Transport::Http(Box::new(
-                            crate::http_upstream::HttpUpstream::new(
-                                authority,
-                                spec.connect_timeout,
-                                spec.request_timeout,
-                                keepalive,
-                            ),
-                        )),
-                        label,
-                        inflight: AtomicUsize::new(0),
-                        check: Check::Connect(endpoint),
-                        health: std::sync::atomic::AtomicU8::new(UNKNOWN),
-                        failures: std::sync::atomic::AtomicU32::new(0),
-                        status: std::sync::Mutex::new(None),
-                        health_client: None,
-                        warm: std::sync::atomic::AtomicBool::new(true),
-                        health_report: std::sync::Mutex::new(None),
-                    };
-                }
-                let check = match &spec.status_path {
-                    Some(path) => {
-                        let at = spec
-                            .status_endpoints
-                            .get(i)
-                            .map_or(endpoint.clone(), |s| fcgi(s).0);
-                        Check::Status {
-                            client: magestack_fastcgi::Client::new(
-                                at,
-                                magestack_fastcgi::ClientConfig {
-                                    connect_timeout: spec.connect_timeout,
-                                    read_timeout: spec.connect_timeout,
-                                    max_idle: 0,
-                                    ..Default::default()
-                                },
-                            ),
-                            path: path.clone(),
-                        }
-                    }
-                    None => Check::Connect(endpoint.clone()),
-                };
-                let client = magestack_fastcgi::Client::new(
-                    endpoint,
-                    magestack_fastcgi::ClientConfig {
-                        connect_timeout: spec.connect_timeout,
-                        read_timeout: spec.request_timeout,
-                        max_idle: if spec.max_inflight > 0 {
-                            keepalive.min(spec.max_inflight)
-                        } else {
-                            keepalive
-                        },
-                        max_header_bytes: max_response_header_bytes,
-                        // With the bulkhead capping connections at pm.max_children no
-                        // fresh connection waits in FPM's backlog: keep connections.
-                        release_for_fresh_waiters: spec.max_inflight == 0,
-                        // An idle kept-alive connection pins a PHP-FPM child; give it
-                        // back soon so other clients of the pool (cron, probes) get one.
-                        idle_timeout: Duration::from_secs(10),
-                        ..Default::default()
-                    },
-                );
-                let health_client = health_script.as_ref().map(|_| {
-                    magestack_fastcgi::Client::new(
-                        fcgi(t).0,
-                        magestack_fastcgi::ClientConfig {
-                            connect_timeout: spec.connect_timeout,
-                            read_timeout: spec.connect_timeout.max(Duration::from_secs(2)),
-                            max_idle: 0,
-                            ..Default::default()
-                        },
-                    )
-                });
-                PoolEndpoint {
-                    transport: Transport::FastCgi(client),
-                    label,
-                    inflight: AtomicUsize::new(0),
-                    check,
-                    health: std::sync::atomic::AtomicU8::new(UNKNOWN),
-                    failures: std::sync::atomic::AtomicU32::new(0),
-                    status: std::sync::Mutex::new(None),
-                    warm: std::sync::atomic::AtomicBool::new(health_client.is_none()),
-                    health_client,
-                    health_report: std::sync::Mutex::new(None),
-                }
-            })
+            .filter(|(i, _)| matches!(sources.get(*i), Some(Source::Fixed)))
+            .map(|(i, t)| Arc::new(factory.build(t, spec.status_endpoints.get(i), i, None)))
             .collect();
         Pool {
             name: spec.name.clone(),
-            endpoints,
+            endpoints: ArcSwap::from_pointee(endpoints),
+            draining: std::sync::Mutex::new(Vec::new()),
+            sources,
+            factory,
+            resolve_interval: spec.resolve_interval,
+            lookups_ok: AtomicU64::new(0),
+            lookups_failed: AtomicU64::new(0),
+            endpoints_added: AtomicU64::new(0),
+            endpoints_removed: AtomicU64::new(0),
             slots: (spec.max_inflight > 0).then(|| Arc::new(Semaphore::new(spec.max_inflight))),
             max_inflight: spec.max_inflight,
             inflight: AtomicUsize::new(0),
@@ -318,9 +462,178 @@ impl Pool {
         }
     }
 
+    /// A reload's pool starts with the addresses the running pool found for
+    /// the same names, so that it has endpoints before its first lookup
+    /// (they serve at once, as they did; their checks start afresh).
+    pub(crate) fn seed_from(&self, previous: &Pool) {
+        let known = previous.endpoints.load();
+        let mut seeded: Vec<Arc<PoolEndpoint>> = self.endpoints.load().iter().cloned().collect();
+        for (index, source) in self.sources.iter().enumerate() {
+            let Source::Dns { host, port, .. } = source else {
+                continue;
+            };
+            let same = previous.sources.iter().position(
+                |s| matches!(s, Source::Dns { host: h, port: p, .. } if h == host && p == port),
+            );
+            let Some(prev_index) = same else {
+                continue;
+            };
+            let found: BTreeSet<IpAddr> = known
+                .iter()
+                .filter(|e| e.source == prev_index)
+                .filter_map(|e| e.addr)
+                .collect();
+            for e in self.endpoints_for(index, source, &found) {
+                e.joining.store(false, Ordering::Relaxed);
+                seeded.push(e);
+            }
+        }
+        self.endpoints.store(Arc::new(seeded));
+    }
+
+    /// New endpoints of `source` at the addresses `ips`.
+    fn endpoints_for(
+        &self,
+        index: usize,
+        source: &Source,
+        ips: &BTreeSet<IpAddr>,
+    ) -> Vec<Arc<PoolEndpoint>> {
+        let Source::Dns {
+            port, http, status, ..
+        } = source
+        else {
+            return Vec::new();
+        };
+        ips.iter()
+            .map(|&ip| {
+                let a = authority(ip, *port);
+                let target = if *http {
+                    UpstreamTarget::Http(a)
+                } else {
+                    UpstreamTarget::FastCgiTcp(a)
+                };
+                let status_at = status.as_ref().map(|s| match s {
+                    StatusAt::SamePod(p) => UpstreamTarget::FastCgiTcp(authority(ip, *p)),
+                    StatusAt::Fixed(t) => t.clone(),
+                });
+                Arc::new(
+                    self.factory
+                        .build(&target, status_at.as_ref(), index, Some(ip)),
+                )
+            })
+            .collect()
+    }
+
+    /// Whether some endpoint is given by host name (discovery must run).
+    pub(crate) fn discovers(&self) -> bool {
+        self.sources.iter().any(|s| matches!(s, Source::Dns { .. }))
+    }
+
+    /// Looks the endpoint names up now and every `resolve_interval`,
+    /// forever (spawned once by the edge when [`Pool::discovers`]). New
+    /// addresses join after their first passing check; addresses gone from
+    /// DNS drain. A failed lookup, or one that finds no address, changes
+    /// nothing: the endpoints known keep their health checks, which are the
+    /// better judge of a pod that is really gone.
+    pub(crate) async fn run_discovery(self: Arc<Self>, resolver: Arc<Resolver>) {
+        let mut tick = tokio::time::interval(self.resolve_interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            for (index, source) in self.sources.iter().enumerate() {
+                let Source::Dns { host, failing, .. } = source else {
+                    continue;
+                };
+                match resolver.lookup(host).await {
+                    Ok(found) => {
+                        self.lookups_ok.fetch_add(1, Ordering::Relaxed);
+                        if failing.swap(false, Ordering::Relaxed) {
+                            tracing::info!(pool = %self.name, %host, addresses = found.len(), "Endpoint name resolves again.");
+                        }
+                        self.apply_lookup(index, source, &found).await;
+                    }
+                    Err(why) => {
+                        self.lookups_failed.fetch_add(1, Ordering::Relaxed);
+                        if !failing.swap(true, Ordering::Relaxed) {
+                            let known = self
+                                .endpoints
+                                .load()
+                                .iter()
+                                .filter(|e| e.source == index)
+                                .count();
+                            match why {
+                                LookupError::NoAddress => {
+                                    tracing::warn!(pool = %self.name, %host, known, "Endpoint name has no address now; keeping the endpoints known.")
+                                }
+                                LookupError::Failed(e) => {
+                                    tracing::warn!(pool = %self.name, %host, known, error = %e, "Endpoint name lookup failed; keeping the endpoints known.")
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            self.forget_drained();
+        }
+    }
+
+    /// Replaces the endpoints of `source` with the addresses `found`, then
+    /// checks the new ones at once (they take requests when it passes).
+    async fn apply_lookup(&self, index: usize, source: &Source, found: &BTreeSet<IpAddr>) {
+        let Source::Dns { host, .. } = source else {
+            return;
+        };
+        let current = self.endpoints.load_full();
+        let in_use: BTreeSet<IpAddr> = current
+            .iter()
+            .filter(|e| e.source == index)
+            .filter_map(|e| e.addr)
+            .collect();
+        let change = discovery::diff(&in_use, found);
+        if change.add.is_empty() && change.remove.is_empty() {
+            return;
+        }
+        let mut next: Vec<Arc<PoolEndpoint>> = current
+            .iter()
+            .filter(|e| e.source != index || e.addr.is_some_and(|a| !change.remove.contains(&a)))
+            .cloned()
+            .collect();
+        let added = self.endpoints_for(index, source, &change.add.iter().copied().collect());
+        next.extend(added.iter().cloned());
+        let removed: Vec<Arc<PoolEndpoint>> = current
+            .iter()
+            .filter(|e| e.source == index && e.addr.is_some_and(|a| change.remove.contains(&a)))
+            .cloned()
+            .collect();
+        self.endpoints.store(Arc::new(next));
+        self.endpoints_added
+            .fetch_add(added.len() as u64, Ordering::Relaxed);
+        self.endpoints_removed
+            .fetch_add(removed.len() as u64, Ordering::Relaxed);
+        for e in &added {
+            tracing::info!(pool = %self.name, %host, endpoint = %e.label, "Endpoint found in DNS; joining after its first check.");
+        }
+        if let Ok(mut d) = self.draining.lock() {
+            for e in &removed {
+                tracing::info!(pool = %self.name, %host, endpoint = %e.label, inflight = e.inflight.load(Ordering::Relaxed), "Endpoint gone from DNS; draining.");
+                d.push(Arc::downgrade(e));
+            }
+        }
+        drop(removed);
+        futures_util::future::join_all(added.iter().map(|e| self.check_one(e))).await;
+    }
+
+    /// Drops the draining endpoints whose last request ended.
+    fn forget_drained(&self) {
+        if let Ok(mut d) = self.draining.lock() {
+            d.retain(|w| w.strong_count() > 0);
+        }
+    }
+
     /// Ready for traffic: at least one endpoint passed its last checks.
     pub(crate) fn is_ready(&self) -> bool {
         self.endpoints
+            .load()
             .iter()
             .any(|e| e.health.load(Ordering::Relaxed) == HEALTHY && e.warm.load(Ordering::Relaxed))
     }
@@ -333,7 +646,8 @@ impl Pool {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let checks = self.endpoints.iter().map(|e| self.check_one(e));
+            let endpoints = self.endpoints.load_full();
+            let checks = endpoints.iter().map(|e| self.check_one(e));
             futures_util::future::join_all(checks).await;
         }
     }
@@ -371,6 +685,7 @@ impl Pool {
                 if e.health.swap(HEALTHY, Ordering::Relaxed) != HEALTHY {
                     tracing::info!(pool = %self.name, endpoint = %e.label, "PHP-FPM endpoint healthy.");
                 }
+                e.joining.store(false, Ordering::Relaxed);
                 if let (Some(client), Some(script)) = (&e.health_client, &self.health_script) {
                     self.check_warm(e, client, script).await;
                 }
@@ -460,23 +775,26 @@ impl Pool {
                 }
             },
         };
-        // Least in flight among the endpoints not known to be down (all of
-        // them when every one is down: then the request tells); ties go to
-        // the first.
-        let all_down = self
-            .endpoints
-            .iter()
-            .all(|e| e.health.load(Ordering::Relaxed) == UNHEALTHY);
-        let endpoint = self
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| all_down || e.health.load(Ordering::Relaxed) != UNHEALTHY)
-            .min_by_key(|(_, e)| e.inflight.load(Ordering::Relaxed))
-            .map_or(0, |(i, _)| i);
-        if let Some(e) = self.endpoints.get(endpoint) {
-            e.inflight.fetch_add(1, Ordering::Relaxed);
-        }
+        // Least in flight among the endpoints not known to be down and not
+        // still joining; failing those, the ones not known to be down; failing
+        // those, any (then the request tells). Ties go to the first.
+        let endpoints = self.endpoints.load();
+        let down = |e: &PoolEndpoint| e.health.load(Ordering::Relaxed) == UNHEALTHY;
+        let joining = |e: &PoolEndpoint| e.joining.load(Ordering::Relaxed);
+        let least = |eligible: &dyn Fn(&PoolEndpoint) -> bool| {
+            endpoints
+                .iter()
+                .filter(|e| eligible(e))
+                .min_by_key(|e| e.inflight.load(Ordering::Relaxed))
+        };
+        let Some(endpoint) = least(&|e| !down(e) && !joining(e))
+            .or_else(|| least(&|e| !down(e)))
+            .or_else(|| least(&|_| true))
+            .cloned()
+        else {
+            return Err(Rejected::NoEndpoint);
+        };
+        endpoint.inflight.fetch_add(1, Ordering::Relaxed);
         self.inflight.fetch_add(1, Ordering::Relaxed);
         self.requests.fetch_add(1, Ordering::Relaxed);
         Ok(PoolPermit {
@@ -499,11 +817,32 @@ impl Pool {
             rejected_timeout: self.rejected_timeout.load(Ordering::Relaxed),
             errors_timeout: self.errors_timeout.load(Ordering::Relaxed),
             errors_other: self.errors_other.load(Ordering::Relaxed),
+            dns_lookups_ok: self.lookups_ok.load(Ordering::Relaxed),
+            dns_lookups_failed: self.lookups_failed.load(Ordering::Relaxed),
+            endpoints_added: self.endpoints_added.load(Ordering::Relaxed),
+            endpoints_removed: self.endpoints_removed.load(Ordering::Relaxed),
             endpoints: self
                 .endpoints
+                .load()
                 .iter()
-                .map(|e| EndpointStats {
+                .map(|e| (Arc::clone(e), false))
+                .chain(
+                    self.draining
+                        .lock()
+                        .map(|d| d.iter().filter_map(Weak::upgrade).collect::<Vec<_>>())
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|e| (e, true)),
+                )
+                .map(|(e, draining)| EndpointStats {
                     endpoint: e.label.clone(),
+                    state: if draining {
+                        "draining"
+                    } else if e.joining.load(Ordering::Relaxed) {
+                        "joining"
+                    } else {
+                        "active"
+                    },
                     inflight: e.inflight.load(Ordering::Relaxed),
                     health: match e.health.load(Ordering::Relaxed) {
                         HEALTHY => "healthy",
@@ -591,6 +930,7 @@ mod tests {
                 status_endpoints: Vec::new(),
                 check_interval: Duration::from_secs(5),
                 unhealthy_after: 3,
+                resolve_interval: Duration::ZERO,
             },
             4,
             32 * 1024,

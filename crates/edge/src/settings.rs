@@ -44,6 +44,9 @@ pub struct PoolSpec {
     pub check_interval: Duration,
     /// Failed checks in a row before an endpoint gets no requests.
     pub unhealthy_after: u32,
+    /// Time between DNS lookups of endpoints given by host name (each
+    /// address found is an endpoint); zero: no discovery.
+    pub resolve_interval: Duration,
 }
 
 /// What `/readyz` waits for beyond healthy pools.
@@ -231,6 +234,8 @@ pub struct EdgeSettings {
     pub ip_rules: IpRulesSpec,
     /// Response head ceiling for FastCGI (502 beyond).
     pub max_response_header_bytes: usize,
+    /// Nameservers for endpoint discovery; empty: `/etc/resolv.conf`.
+    pub dns_servers: Vec<std::net::SocketAddr>,
     /// Emit one access-log line per request.
     pub access_log: bool,
     /// Where access lines go; `None` = through `tracing` (target `access`).

@@ -192,6 +192,7 @@ async fn http_pool_routes_around_a_dead_endpoint() {
         status_endpoints: Vec::new(),
         check_interval: Duration::from_millis(50),
         unhealthy_after: 1,
+        resolve_interval: Duration::ZERO,
     }];
     let edge = std::sync::Arc::new(magestack_edge::Edge::new(s).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -27,6 +27,7 @@ fn pool(name: &str, addr: &str, max: usize, queue: usize, wait: Duration) -> Poo
         status_endpoints: Vec::new(),
         check_interval: Duration::from_secs(5),
         unhealthy_after: 3,
+        resolve_interval: Duration::ZERO,
     }
 }
 

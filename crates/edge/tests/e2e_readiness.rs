@@ -54,6 +54,7 @@ async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
         ))],
         check_interval: Duration::from_millis(200),
         unhealthy_after: 2,
+        resolve_interval: Duration::ZERO,
     }];
     let edge = Arc::new(Edge::new(s).unwrap());
     edge.start_background();
@@ -85,10 +86,14 @@ async fn readyz_follows_php_fpm_and_status_reaches_metrics() {
     assert_eq!(ep["fpm"]["process manager"], "static", "{pools}");
     let metrics = get(admin_addr, "/metrics").await.text();
     assert!(
-        metrics.contains("magestack_fpm_total_processes{pool=\"frontend\",endpoint=\"0\"} 3"),
+        metrics.contains(&format!(
+            "magestack_fpm_total_processes{{pool=\"frontend\",endpoint=\"{endpoint}\"}} 3"
+        )),
         "{metrics}"
     );
-    assert!(metrics.contains("magestack_pool_endpoint_up{pool=\"frontend\",endpoint=\"0\"} 1"));
+    assert!(metrics.contains(&format!(
+        "magestack_pool_endpoint_up{{pool=\"frontend\",endpoint=\"{endpoint}\"}} 1"
+    )));
 
     // FPM goes away: unready after `unhealthy_after` failed checks.
     drop(fpm);
@@ -157,6 +162,7 @@ async fn opcache_edge(
         ))],
         check_interval: Duration::from_millis(200),
         unhealthy_after: 2,
+        resolve_interval: Duration::ZERO,
     }];
     s.readiness = magestack_edge::settings::ReadinessSpec {
         health_script: Some("magestack-health.php".into()),

@@ -64,6 +64,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         keepalive_connections: 16,
         max_connections: 0,
         max_response_header_bytes: 32 * 1024,
+        dns_servers: Vec::new(),
         access_log: false,
         access_sink: None,
         pools: Vec::new(),
@@ -208,6 +209,9 @@ pub fn rss_bytes() -> u64 {
 /// One pool of a php-fpm started by [`start_fpm`].
 pub struct FpmPool {
     pub name: &'static str,
+    /// The loopback address it listens on (status too): `127.0.0.1` unless a
+    /// test needs several FPMs on one port (DNS discovery gives addresses).
+    pub host: &'static str,
     pub port: u16,
     pub children: u32,
     /// `pm.status_path = /status` on `pm.status_listen = 127.0.0.1:PORT`.
@@ -220,6 +224,7 @@ impl FpmPool {
     pub fn new(name: &'static str, port: u16, children: u32) -> FpmPool {
         FpmPool {
             name,
+            host: "127.0.0.1",
             port,
             children,
             status_port: None,
@@ -286,11 +291,12 @@ pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
     );
     for p in pools {
         conf.push_str(&format!(
-            "[{name}]\n{user}listen = 127.0.0.1:{port}\nlisten.backlog = 511\npm = static\n\
+            "[{name}]\n{user}listen = {host}:{port}\nlisten.backlog = 511\npm = static\n\
              pm.max_children = {children}\nclear_env = no\ncatch_workers_output = yes\n\
              security.limit_extensions = .php\nchdir = {pub_dir}\n\
              env[MAGESTACK_STOREFRONT_VAR] = {var}\n",
             name = p.name,
+            host = p.host,
             port = p.port,
             children = p.children,
             pub_dir = storefront.join("pub").display(),
@@ -301,7 +307,8 @@ pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
         }
         if let Some(sp) = p.status_port {
             conf.push_str(&format!(
-                "pm.status_path = /status\npm.status_listen = 127.0.0.1:{sp}\n"
+                "pm.status_path = /status\npm.status_listen = {}:{sp}\n",
+                p.host
             ));
         }
         conf.push('\n');
@@ -324,7 +331,7 @@ pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {
     let deadline = std::time::Instant::now() + Duration::from_secs(15);
     while pools
         .iter()
-        .any(|p| std::net::TcpStream::connect(("127.0.0.1", p.port)).is_err())
+        .any(|p| std::net::TcpStream::connect((p.host, p.port)).is_err())
     {
         assert!(
             std::time::Instant::now() < deadline,

@@ -184,6 +184,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         keepalive_connections: cfg.upstream.keepalive_connections,
         max_connections: cfg.upstream.max_connections,
         max_response_header_bytes: cfg.upstream.max_response_header_bytes,
+        dns_servers: cfg.upstream.dns_servers.clone(),
         access_log: cfg.log.access_log,
         access_sink: None,
         pools: cfg.pools.iter().map(pool_spec).collect(),
@@ -276,6 +277,7 @@ fn pool_spec(p: &magestack_config::PoolSettings) -> magestack_edge::settings::Po
         status_endpoints: p.status_endpoints.iter().map(upstream_target).collect(),
         check_interval: p.check_interval,
         unhealthy_after: p.unhealthy_after,
+        resolve_interval: p.resolve_interval,
     }
 }
 
