@@ -35,12 +35,40 @@ pub enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         edge: Vec<String>,
     },
+    /// CDN settings derived from the edge's config, so the CDN and the edge cannot drift.
+    Cdn {
+        #[command(subcommand)]
+        action: CdnCommand,
+    },
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: SocketAddr,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CdnCommand {
+    /// Write CloudFront's cache rules (cookie and header whitelist, static and bypass paths) for the
+    /// deploy kit's `cdn` Terraform stack, from the edge's config (built-in defaults without --config).
+    Export {
+        /// The edge's TOML configuration.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// `terraform`: a .tfvars file setting `magestack_cdn`; `json`: the same rules as JSON.
+        #[arg(long, value_enum, default_value = "terraform")]
+        format: CdnFormat,
+        /// Write here instead of standard output.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CdnFormat {
+    Terraform,
+    Json,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

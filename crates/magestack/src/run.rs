@@ -14,6 +14,14 @@ use crate::cli::{self, Cli, Command, EdgeArgs};
 pub fn main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Cdn {
+            action:
+                crate::cli::CdnCommand::Export {
+                    config,
+                    format,
+                    output,
+                },
+        } => cdn_export(config.as_deref(), format, output.as_deref()),
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Edge(args) => {
             let cfg = load(&args)?;
@@ -34,6 +42,54 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
             runtime()?.block_on(demo(cfg, writer))
         }
     }
+}
+
+/// `magestack cdn export`: the CDN's rules from the edge's config.
+fn cdn_export(
+    config: Option<&std::path::Path>,
+    format: crate::cli::CdnFormat,
+    output: Option<&std::path::Path>,
+) -> Result<ExitCode> {
+    let (cfg, source) = match config {
+        Some(path) => (
+            magestack_config::load_file(path).map_err(|e| anyhow::anyhow!("{e}"))?,
+            path.display().to_string(),
+        ),
+        // The defaults, with an HTTP upstream so that no docroot is needed:
+        // the cache and routing rules do not depend on either.
+        None => (
+            magestack_config::load(
+                None,
+                &magestack_config::Overrides {
+                    upstream: Some("http://127.0.0.1:9000".into()),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+            "the edge's built-in defaults".to_owned(),
+        ),
+    };
+    let rules = crate::cdn::rules(&cfg);
+    let text = match format {
+        crate::cli::CdnFormat::Terraform => crate::cdn::terraform(&rules, &source),
+        crate::cli::CdnFormat::Json => {
+            let mut t = serde_json::to_string_pretty(&rules).context("encoding the rules")?;
+            t.push('\n');
+            t
+        }
+    };
+    match output {
+        Some(path) => {
+            std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing to standard output")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Sends Magento's PURGE to each edge: the same bytes `PurgeCache::sendPurgeRequest` writes.

@@ -410,3 +410,89 @@ fn a_public_admin_listener_needs_a_token() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("MAGESTACK_ADMIN_TOKEN"), "{err}");
 }
+
+/// The CDN rules checked into the deploy kit's environments are what the edge's
+/// default config exports: regenerate them (`magestack cdn export -o …`) when
+/// the edge's rules change, or this fails.
+#[test]
+fn cdn_export_matches_the_deploy_kit() {
+    let out = bin()
+        .args(["cdn", "export", "--format", "terraform"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = String::from_utf8(out.stdout).unwrap();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    for env in ["staging", "production"] {
+        let path = root.join(format!("deploy/terraform/envs/{env}/magestack-cdn.tfvars"));
+        let checked_in =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(
+            checked_in,
+            exported,
+            "{} is stale: run `magestack cdn export -o {}`",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
+/// A rule changed in the edge's config changes the export: the CDN follows
+/// the edge, never the other way round.
+#[test]
+fn cdn_export_follows_the_edge_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("edge.toml");
+    std::fs::write(
+        &cfg,
+        "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[routing]\nadmin_front_name = \"backoffice_7f3\"\n[cache]\nbrotli = false\n",
+    )
+    .unwrap();
+    let default = bin().args(["cdn", "export"]).output().unwrap();
+    let changed = bin()
+        .args(["cdn", "export", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(
+        changed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
+    let (default, changed) = (
+        String::from_utf8(default.stdout).unwrap(),
+        String::from_utf8(changed.stdout).unwrap(),
+    );
+    assert_ne!(default, changed);
+    assert!(
+        changed.contains("\"/backoffice_7f3/*\"") && !changed.contains("\"/admin/*\""),
+        "{changed}"
+    );
+    assert!(changed.contains("brotli        = false") && default.contains("brotli        = true"));
+    // JSON carries the same rules.
+    let json = bin()
+        .args(["cdn", "export", "--format", "json", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["dynamic"]["brotli"], false);
+    // A config error names the key and line, and nothing is written.
+    std::fs::write(&cfg, "[routing]\nadmin_front_nam = \"x\"\n").unwrap();
+    let bad = bin()
+        .args(["cdn", "export", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains(":2:") && err.contains("admin_front_nam"),
+        "{err}"
+    );
+    assert!(bad.stdout.is_empty());
+}
