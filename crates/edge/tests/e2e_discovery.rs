@@ -244,7 +244,30 @@ async fn endpoints_join_and_drain_as_dns_changes_under_load() {
     let a_before_b = accepted(a_ip, status_port).await;
     assert!(a_before_b > 0);
 
-    // A second pod becomes ready: its address joins the pool and takes work.
+    // A second address appears before its PHP-FPM listens (a pod published
+    // too early): it stays out of rotation, nothing fails.
+    dns.set(Answer::A(vec![
+        a_ip.parse().unwrap(),
+        b_ip.parse().unwrap(),
+    ]));
+    let b_joining = || async {
+        endpoints(admin)
+            .await
+            .iter()
+            .any(|(ep, state, _)| *ep == b_label && state == "joining")
+    };
+    wait_until(
+        "the second address found, joining",
+        Duration::from_secs(5),
+        b_joining,
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        b_joining().await,
+        "an address whose FPM does not listen must not join"
+    );
+    // Its FPM starts: the address joins the pool and takes work.
     let fpm_b = start_fpm(
         &env.storefront,
         &[FpmPool {
@@ -253,10 +276,6 @@ async fn endpoints_join_and_drain_as_dns_changes_under_load() {
             ..FpmPool::new("frontend", port, 4)
         }],
     );
-    dns.set(Answer::A(vec![
-        a_ip.parse().unwrap(),
-        b_ip.parse().unwrap(),
-    ]));
     wait_until(
         "the second address joined and serving",
         Duration::from_secs(5),
