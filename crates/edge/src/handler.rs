@@ -904,10 +904,7 @@ impl Edge {
         let (parts, incoming) = req.into_parts();
         let prepared = if php.error_page {
             // nginx discards the body when it redirects to the error page.
-            request_body::PreparedBody {
-                length: None,
-                body: body::empty(),
-            }
+            request_body::PreparedBody::none()
         } else {
             match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
                 Ok(p) => p,
@@ -981,14 +978,36 @@ impl Edge {
         cgi::build_params(&cgi_req, |k, v| {
             params.push(Bytes::copy_from_slice(k), Bytes::copy_from_slice(v))
         });
-        let body = magestack_fastcgi::RequestBody::Stream(prepared.body);
-        let Some(fcgi) = permit.fastcgi() else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
+        let mut permit = permit;
+        // A connection refused (or not made in time) means PHP saw nothing:
+        // the request goes to the pool's next endpoint, as nginx's
+        // `fastcgi_next_upstream error timeout` does, so a pod that died
+        // before DNS and the health checks noticed costs no request.
+        let mut tried = 1;
+        let outcome = loop {
+            let Some(fcgi) = permit.fastcgi() else {
+                return (
+                    error_page(StatusCode::BAD_GATEWAY, None),
+                    Outcome::UpstreamError,
+                );
+            };
+            match fcgi.request(&params, prepared.to_fastcgi()).await {
+                Err(e)
+                    if (e.is_connect()
+                        || matches!(e, magestack_fastcgi::Error::ConnectTimeout { .. }))
+                        && tried < pool.endpoint_count() =>
+                {
+                    let failed = permit.endpoint_label().to_owned();
+                    if !pool.reroute(&mut permit) {
+                        break Err(e);
+                    }
+                    tracing::warn!(error = %e, pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "PHP-FPM endpoint refused the connection; trying the next one.");
+                    tried += 1;
+                }
+                other => break other,
+            }
         };
-        match fcgi.request(&params, body).await {
+        match outcome {
             Ok(r) => {
                 let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
                     r.body,
@@ -1108,7 +1127,7 @@ impl Edge {
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        let mut out = Request::from_parts(parts, prepared.body);
+        let mut out = Request::from_parts(parts, prepared.to_edge_body());
         if let Some(len) = prepared.length {
             out.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));

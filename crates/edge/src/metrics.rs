@@ -361,14 +361,16 @@ impl Collector for Snapshot {
                 })
             }),
         )?;
-        // Per endpoint (label: its address, or socket path).
+        // Per endpoint. The label is the endpoint's position in the pool's
+        // current list, not its address: labels stay bounded (pod addresses
+        // churn with every rollout); `/pools` maps positions to addresses.
         let endpoints: Vec<(Labels, &crate::pool::EndpointStats)> = self
             .pools
             .iter()
             .flat_map(|p| {
-                p.endpoints.iter().map(move |e| {
+                p.endpoints.iter().enumerate().map(move |(i, e)| {
                     (
-                        vec![("pool", p.name.clone()), ("endpoint", e.endpoint.clone())],
+                        vec![("pool", p.name.clone()), ("endpoint", i.to_string())],
                         e,
                     )
                 })

@@ -177,6 +177,11 @@ impl PoolPermit {
         }
     }
 
+    /// The chosen endpoint's address (or socket path), for logs.
+    pub(crate) fn endpoint_label(&self) -> &str {
+        &self.endpoint.label
+    }
+
     /// The HTTP upstream of the chosen endpoint (`None` for FastCGI).
     pub(crate) fn http(&self) -> Option<&crate::http_upstream::HttpUpstream> {
         match &self.endpoint.transport {
@@ -802,6 +807,41 @@ impl Pool {
             endpoint,
             _slot: slot,
         })
+    }
+
+    /// Endpoints taking requests now.
+    pub(crate) fn endpoint_count(&self) -> usize {
+        self.endpoints.load().len()
+    }
+
+    /// The permit's endpoint refused the connection: counts that as a failed
+    /// check (enough of them take it out, as `unhealthy_after` checks would)
+    /// and moves the permit, slot kept, to the least busy other endpoint that
+    /// is neither down nor joining. `false` when there is none.
+    pub(crate) fn reroute(&self, permit: &mut PoolPermit) -> bool {
+        let failed = Arc::clone(&permit.endpoint);
+        let n = failed.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if n >= self.unhealthy_after
+            && failed.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
+        {
+            tracing::warn!(pool = %self.name, endpoint = %failed.label, failures = n, "PHP-FPM endpoint unhealthy (connections refused); no more requests until a check passes.");
+        }
+        let endpoints = self.endpoints.load();
+        let next = endpoints
+            .iter()
+            .filter(|e| {
+                !Arc::ptr_eq(e, &failed)
+                    && e.health.load(Ordering::Relaxed) != UNHEALTHY
+                    && !e.joining.load(Ordering::Relaxed)
+            })
+            .min_by_key(|e| e.inflight.load(Ordering::Relaxed));
+        let Some(next) = next else {
+            return false;
+        };
+        next.inflight.fetch_add(1, Ordering::Relaxed);
+        failed.inflight.fetch_sub(1, Ordering::Relaxed);
+        permit.endpoint = Arc::clone(next);
+        true
     }
 
     /// Current figures.

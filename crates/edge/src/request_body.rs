@@ -40,8 +40,36 @@ pub enum BodyError {
 pub struct PreparedBody {
     /// Exact length PHP will see as `CONTENT_LENGTH`; `None` when there is no body.
     pub length: Option<u64>,
-    /// The bytes, read whole before the upstream is asked for anything.
-    pub body: EdgeBody,
+    /// The bytes, read whole before the upstream is asked for anything
+    /// (so a request can be sent again to another endpoint when the first
+    /// refused the connection).
+    pub body: Bytes,
+}
+
+impl PreparedBody {
+    /// No body at all (not even an empty one).
+    pub fn none() -> PreparedBody {
+        PreparedBody {
+            length: None,
+            body: Bytes::new(),
+        }
+    }
+
+    /// The body as the HTTP upstream sends it.
+    pub fn to_edge_body(&self) -> EdgeBody {
+        match self.length {
+            Some(n) if n > 0 => crate::body::full(self.body.clone()),
+            _ => crate::body::empty(),
+        }
+    }
+
+    /// The body as a FastCGI request sends it (a cheap clone: one refcount).
+    pub fn to_fastcgi(&self) -> magestack_fastcgi::RequestBody {
+        match self.length {
+            Some(n) if n > 0 => magestack_fastcgi::RequestBody::Full(self.body.clone()),
+            _ => magestack_fastcgi::RequestBody::Empty,
+        }
+    }
 }
 
 /// A request body as the pipeline receives it: the client's, or none for
@@ -64,19 +92,14 @@ pub async fn prepare(
 ) -> Result<PreparedBody, BodyError> {
     let body = match body {
         ClientBody::Incoming(b) => b,
-        ClientBody::Empty => {
-            return Ok(PreparedBody {
-                length: None,
-                body: crate::body::empty(),
-            })
-        }
+        ClientBody::Empty => return Ok(PreparedBody::none()),
         ClientBody::Full(b) => {
             if b.len() as u64 > limit {
                 return Err(BodyError::TooLarge { limit });
             }
             return Ok(PreparedBody {
                 length: Some(b.len() as u64),
-                body: crate::body::full(b),
+                body: b,
             });
         }
     };
@@ -96,20 +119,17 @@ pub async fn prepare(
         if len == 0 {
             return Ok(PreparedBody {
                 length: Some(0),
-                body: crate::body::empty(),
+                body: Bytes::new(),
             });
         }
         let bytes = read_exact(body, len).await?;
         return Ok(PreparedBody {
             length: Some(len),
-            body: crate::body::full(bytes),
+            body: bytes,
         });
     }
     if body.is_end_stream() {
-        return Ok(PreparedBody {
-            length: None,
-            body: crate::body::empty(),
-        });
+        return Ok(PreparedBody::none());
     }
     // Chunked (or h2 without content-length): buffer to learn the length.
     let limit_usize = usize::try_from(limit).unwrap_or(usize::MAX);
@@ -118,7 +138,7 @@ pub async fn prepare(
             let bytes = collected.to_bytes();
             Ok(PreparedBody {
                 length: Some(bytes.len() as u64),
-                body: crate::body::full(bytes),
+                body: bytes,
             })
         }
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge { limit }),

@@ -418,3 +418,72 @@ async fn start_existing(edge: Arc<Edge>) -> SocketAddr {
     tokio::spawn(srv.run(vec![listener], std::future::pending::<()>()));
     addr
 }
+
+/// A pod that died before DNS and the health checks noticed: its connection
+/// is refused, PHP saw nothing, and the request goes to the next endpoint
+/// (nginx's `fastcgi_next_upstream error`), also with a body. After
+/// `unhealthy_after` refusals the endpoint is out without waiting for a check.
+#[tokio::test]
+async fn a_refused_connection_goes_to_the_next_endpoint() {
+    let env = php_env();
+    let dead = dead_port();
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![
+            UpstreamTarget::FastCgiTcp(dead.clone()),
+            UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        ],
+        max_inflight: 4,
+        queue_size: 64,
+        queue_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(1),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        // No check runs during the test: only the refusals tell.
+        check_interval: Duration::from_secs(3600),
+        unhealthy_after: 5,
+        resolve_interval: Duration::ZERO,
+    }];
+    let edge = Arc::new(Edge::new(s).unwrap());
+    let admin = spawn_admin(magestack_edge::LiveEdge::new(edge.clone())).await;
+    let addr = start_existing(edge.clone()).await;
+    let mut statuses = std::collections::BTreeMap::new();
+    for i in 0..40 {
+        let r = if i % 2 == 0 {
+            get(addr, "/").await
+        } else {
+            let req = http::Request::post("/_test/echo")
+                .header("host", "shop.test")
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    b"q=tee&x=1",
+                )))
+                .unwrap();
+            let r = request(addr, req).await;
+            // The body reached PHP whole on the second endpoint.
+            let echoed: serde_json::Value = serde_json::from_str(&r.text()).unwrap();
+            assert_eq!(
+                echoed["body_length"].to_string().trim_matches('"'),
+                "9",
+                "{echoed}"
+            );
+            r
+        };
+        *statuses.entry(r.status.as_u16()).or_insert(0) += 1;
+    }
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "{statuses:?}"
+    );
+    let eps = endpoints(admin).await;
+    assert!(
+        eps.contains(&(dead.clone(), "active".into(), "unhealthy".into())),
+        "{eps:?}"
+    );
+}
