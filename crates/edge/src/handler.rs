@@ -1094,16 +1094,6 @@ impl Edge {
         if !self.upstream.http {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
         }
-        let (pool, permit, slot) = match self.admit(req.uri().path()).await {
-            Ok(admitted) => admitted,
-            Err(refused) => return refused,
-        };
-        let Some(up) = permit.http() else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
-        };
         let https = client_ip::is_https(
             conn.tls,
             conn.peer.ip(),
@@ -1111,6 +1101,8 @@ impl Edge {
             &self.s.trusted_proxies,
         );
         let (parts, incoming) = req.into_parts();
+        // The body first, then a slot: a client trickling its body must not
+        // hold a worker of the app meanwhile (as on the FastCGI path).
         let prepared =
             match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
                 Ok(p) => p,
@@ -1122,6 +1114,16 @@ impl Edge {
                 }
                 Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
             };
+        let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
+            Ok(admitted) => admitted,
+            Err(refused) => return refused,
+        };
+        let Some(up) = permit.http() else {
+            return (
+                error_page(StatusCode::BAD_GATEWAY, None),
+                Outcome::UpstreamError,
+            );
+        };
         let target = parts
             .uri
             .path_and_query()

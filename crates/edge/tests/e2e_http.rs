@@ -252,3 +252,43 @@ async fn connections_per_address_are_capped() {
     drop((b, c));
     edge.shutdown().await;
 }
+
+/// A client trickling its body holds no slot of the HTTP pool: with one slot,
+/// a stalled upload does not make other visitors wait (the body is read
+/// first, then the slot is taken, as on the FastCGI path).
+#[tokio::test]
+async fn a_stalled_upload_holds_no_http_pool_slot() {
+    use tokio::io::AsyncWriteExt;
+    let app = magestack_edge::demo::spawn_storefront().await.unwrap();
+    let mut s = settings(UpstreamTarget::Http(app.to_string()), None);
+    // Without the injection inspection, which reads bodies itself first.
+    s.injection = None;
+    s.pools = vec![magestack_edge::settings::PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![UpstreamTarget::Http(app.to_string())],
+        max_inflight: 1,
+        queue_size: 0,
+        queue_timeout: Duration::from_millis(200),
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(300),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        check_interval: Duration::from_secs(5),
+        unhealthy_after: 1,
+        resolve_interval: Duration::ZERO,
+    }];
+    let edge = start(s, limits()).await;
+    let mut slow = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
+    slow.write_all(
+        b"POST /customer/account/loginPost/ HTTP/1.1\r\nHost: shop.test\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nlogin",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for _ in 0..5 {
+        let r = get(edge.addr, "/women/tops.html").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    drop(slow);
+    edge.shutdown().await;
+}
