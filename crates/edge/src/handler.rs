@@ -1118,30 +1118,52 @@ impl Edge {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
-        let Some(up) = permit.http() else {
-            return (
-                error_page(StatusCode::BAD_GATEWAY, None),
-                Outcome::UpstreamError,
-            );
-        };
         let target = parts
             .uri
             .path_and_query()
             .map(|p| p.as_str().to_owned())
             .unwrap_or_else(|| "/".into());
-        let mut out = Request::from_parts(parts, prepared.to_edge_body());
+        let mut head = parts;
         if let Some(len) = prepared.length {
-            out.headers_mut()
+            head.headers
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(len));
         }
-        if out.headers().get(header::HOST).is_none() {
-            if let Some(a) = out.uri().authority().cloned() {
+        if head.headers.get(header::HOST).is_none() {
+            if let Some(a) = head.uri.authority().cloned() {
                 if let Ok(v) = HeaderValue::from_str(a.as_str()) {
-                    out.headers_mut().insert(header::HOST, v);
+                    head.headers.insert(header::HOST, v);
                 }
             }
         }
-        match up.forward(out, &target, &client.to_string(), https).await {
+        let forwarded_for = client.to_string();
+        // As on the FastCGI path: a refused connection goes to the next endpoint.
+        let mut permit = permit;
+        let mut tried = 1;
+        let outcome = loop {
+            let Some(up) = permit.http() else {
+                return (
+                    error_page(StatusCode::BAD_GATEWAY, None),
+                    Outcome::UpstreamError,
+                );
+            };
+            let mut out = Request::new(prepared.to_edge_body());
+            *out.method_mut() = head.method.clone();
+            *out.uri_mut() = head.uri.clone();
+            *out.version_mut() = head.version;
+            *out.headers_mut() = head.headers.clone();
+            match up.forward(out, &target, &forwarded_for, https).await {
+                Err(e @ HttpUpstreamError::Connect { .. }) if tried < pool.endpoint_count() => {
+                    let failed = permit.endpoint_label().to_owned();
+                    if !pool.reroute(&mut permit) {
+                        break Err(e);
+                    }
+                    tracing::warn!(error = %e, pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "Upstream refused the connection; trying the next endpoint.");
+                    tried += 1;
+                }
+                other => break other,
+            }
+        };
+        match outcome {
             Ok(r) => {
                 let mut r = r.map(|b| crate::body::with_guard(b, Some(permit)));
                 r.extensions_mut().insert(slot);

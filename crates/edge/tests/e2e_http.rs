@@ -292,3 +292,35 @@ async fn a_stalled_upload_holds_no_http_pool_slot() {
     drop(slow);
     edge.shutdown().await;
 }
+
+/// Before any health check has run, a refused connection to one app server
+/// is retried on the next: no visitor sees the dead one.
+#[tokio::test]
+async fn http_refused_connection_goes_to_the_next_endpoint() {
+    let app = magestack_edge::demo::spawn_storefront().await.unwrap();
+    let dead = dead_port();
+    let mut s = settings(UpstreamTarget::Http(app.to_string()), None);
+    s.pools = vec![magestack_edge::settings::PoolSpec {
+        name: "frontend".into(),
+        endpoints: vec![
+            UpstreamTarget::Http(dead.clone()),
+            UpstreamTarget::Http(app.to_string()),
+        ],
+        max_inflight: 4,
+        queue_size: 8,
+        queue_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(5),
+        connect_timeout: Duration::from_millis(300),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        check_interval: Duration::from_secs(3600),
+        unhealthy_after: 100,
+        resolve_interval: Duration::ZERO,
+    }];
+    let edge = start(s, limits()).await;
+    for _ in 0..20 {
+        let r = get(edge.addr, "/women/tops.html").await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    edge.shutdown().await;
+}
