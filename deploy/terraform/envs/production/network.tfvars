@@ -1,0 +1,10 @@
+region             = "eu-west-1"
+name               = "magento-production"
+cidr               = "10.0.0.0/16"
+azs                = ["eu-west-1a", "eu-west-1b", "eu-west-1c"]
+single_nat_gateway = false
+cluster_name       = "magento-production"
+tags = {
+  environment = "production"
+  managed-by  = "terraform"
+}

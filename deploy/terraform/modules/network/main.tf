@@ -1,0 +1,253 @@
+data "aws_region" "current" {}
+
+locals {
+  # /16 split into /20s: public 0-2, private (pods, nodes) 4-6 as /18-ish ranges, data 12-14.
+  public_subnets  = [for i, _ in var.azs : cidrsubnet(var.cidr, 4, i)]
+  private_subnets = [for i, _ in var.azs : cidrsubnet(var.cidr, 2, i + 1)]
+  data_subnets    = [for i, _ in var.azs : cidrsubnet(var.cidr, 6, i + 4)]
+  nat_count       = var.single_nat_gateway ? 1 : length(var.azs)
+}
+
+################################################################################
+# VPC and subnets
+################################################################################
+
+resource "aws_vpc" "this" {
+  cidr_block           = var.cidr
+  enable_dns_support   = true
+  enable_dns_hostnames = true
+  tags                 = merge(var.tags, { Name = var.name })
+}
+
+# Nothing may use the default security group: every workload gets its own below.
+resource "aws_default_security_group" "this" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = "${var.name}-default-unused" })
+}
+
+resource "aws_flow_log" "this" {
+  vpc_id               = aws_vpc.this.id
+  traffic_type         = "REJECT"
+  log_destination_type = "cloud-watch-logs"
+  log_destination      = aws_cloudwatch_log_group.flow.arn
+  iam_role_arn         = aws_iam_role.flow.arn
+  tags                 = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "flow" {
+  name              = "/vpc/${var.name}/flow"
+  retention_in_days = 365
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "flow_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["vpc-flow-logs.amazonaws.com"]
+    }
+  }
+}
+
+data "aws_iam_policy_document" "flow" {
+  statement {
+    actions   = ["logs:CreateLogStream", "logs:PutLogEvents", "logs:DescribeLogStreams"]
+    resources = ["${aws_cloudwatch_log_group.flow.arn}:*"]
+  }
+}
+
+resource "aws_iam_role" "flow" {
+  name               = "${var.name}-vpc-flow"
+  assume_role_policy = data.aws_iam_policy_document.flow_assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "flow" {
+  role   = aws_iam_role.flow.id
+  policy = data.aws_iam_policy_document.flow.json
+}
+
+resource "aws_subnet" "public" {
+  count             = length(var.azs)
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = local.public_subnets[count.index]
+  availability_zone = var.azs[count.index]
+  tags = merge(var.tags, {
+    Name                     = "${var.name}-public-${var.azs[count.index]}"
+    "kubernetes.io/role/elb" = "1"
+  })
+}
+
+resource "aws_subnet" "private" {
+  count             = length(var.azs)
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = local.private_subnets[count.index]
+  availability_zone = var.azs[count.index]
+  tags = merge(var.tags, {
+    Name                              = "${var.name}-private-${var.azs[count.index]}"
+    "kubernetes.io/role/internal-elb" = "1"
+    "karpenter.sh/discovery"          = var.cluster_name
+  })
+}
+
+# Aurora and ElastiCache only: no route to the internet at all.
+resource "aws_subnet" "data" {
+  count             = length(var.azs)
+  vpc_id            = aws_vpc.this.id
+  cidr_block        = local.data_subnets[count.index]
+  availability_zone = var.azs[count.index]
+  tags              = merge(var.tags, { Name = "${var.name}-data-${var.azs[count.index]}" })
+}
+
+################################################################################
+# Routing
+################################################################################
+
+resource "aws_internet_gateway" "this" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = var.name })
+}
+
+resource "aws_eip" "nat" {
+  count  = local.nat_count
+  domain = "vpc"
+  tags   = merge(var.tags, { Name = "${var.name}-nat-${count.index}" })
+}
+
+resource "aws_nat_gateway" "this" {
+  count         = local.nat_count
+  allocation_id = aws_eip.nat[count.index].id
+  subnet_id     = aws_subnet.public[count.index].id
+  tags          = merge(var.tags, { Name = "${var.name}-${var.azs[count.index]}" })
+}
+
+resource "aws_route_table" "public" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = "${var.name}-public" })
+}
+
+resource "aws_route" "public_internet" {
+  route_table_id         = aws_route_table.public.id
+  destination_cidr_block = "0.0.0.0/0"
+  gateway_id             = aws_internet_gateway.this.id
+}
+
+resource "aws_route_table_association" "public" {
+  count          = length(var.azs)
+  subnet_id      = aws_subnet.public[count.index].id
+  route_table_id = aws_route_table.public.id
+}
+
+resource "aws_route_table" "private" {
+  count  = length(var.azs)
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = "${var.name}-private-${var.azs[count.index]}" })
+}
+
+resource "aws_route" "private_nat" {
+  count                  = length(var.azs)
+  route_table_id         = aws_route_table.private[count.index].id
+  destination_cidr_block = "0.0.0.0/0"
+  nat_gateway_id         = aws_nat_gateway.this[var.single_nat_gateway ? 0 : count.index].id
+}
+
+resource "aws_route_table_association" "private" {
+  count          = length(var.azs)
+  subnet_id      = aws_subnet.private[count.index].id
+  route_table_id = aws_route_table.private[count.index].id
+}
+
+resource "aws_route_table" "data" {
+  vpc_id = aws_vpc.this.id
+  tags   = merge(var.tags, { Name = "${var.name}-data" })
+}
+
+resource "aws_route_table_association" "data" {
+  count          = length(var.azs)
+  subnet_id      = aws_subnet.data[count.index].id
+  route_table_id = aws_route_table.data.id
+}
+
+################################################################################
+# VPC endpoints
+################################################################################
+
+# S3 (media, state, logs) through a free gateway endpoint rather than the NAT.
+resource "aws_vpc_endpoint" "s3" {
+  vpc_id            = aws_vpc.this.id
+  service_name      = "com.amazonaws.${data.aws_region.current.region}.s3"
+  vpc_endpoint_type = "Gateway"
+  route_table_ids   = concat(aws_route_table.private[*].id, [aws_route_table.data.id])
+  tags              = merge(var.tags, { Name = "${var.name}-s3" })
+}
+
+resource "aws_vpc_endpoint" "interface" {
+  for_each            = toset(var.interface_endpoints)
+  vpc_id              = aws_vpc.this.id
+  service_name        = "com.amazonaws.${data.aws_region.current.region}.${each.value}"
+  vpc_endpoint_type   = "Interface"
+  private_dns_enabled = true
+  subnet_ids          = aws_subnet.private[*].id
+  security_group_ids  = [aws_security_group.endpoints.id]
+  tags                = merge(var.tags, { Name = "${var.name}-${each.value}" })
+}
+
+################################################################################
+# Security groups (who talks to whom)
+################################################################################
+
+resource "aws_security_group" "endpoints" {
+  name        = "${var.name}-vpc-endpoints"
+  description = "HTTPS to the interface endpoints from inside the VPC"
+  vpc_id      = aws_vpc.this.id
+  tags        = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "endpoints_https" {
+  security_group_id = aws_security_group.endpoints.id
+  description       = "HTTPS from the VPC"
+  cidr_ipv4         = var.cidr
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+resource "aws_security_group" "nodes" {
+  name        = "${var.name}-nodes"
+  description = "EKS worker nodes and pods (Magento, magestack)"
+  vpc_id      = aws_vpc.this.id
+  tags        = merge(var.tags, { "karpenter.sh/discovery" = var.cluster_name })
+}
+
+resource "aws_security_group" "aurora" {
+  name        = "${var.name}-aurora"
+  description = "Aurora MySQL: only from the nodes (magestack dbproxy, Magento)"
+  vpc_id      = aws_vpc.this.id
+  tags        = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "aurora_from_nodes" {
+  security_group_id            = aws_security_group.aurora.id
+  description                  = "MySQL from the EKS nodes"
+  referenced_security_group_id = aws_security_group.nodes.id
+  ip_protocol                  = "tcp"
+  from_port                    = 3306
+  to_port                      = 3306
+}
+
+resource "aws_security_group" "redis" {
+  name        = "${var.name}-redis"
+  description = "ElastiCache Redis (sessions, cache): only from the nodes"
+  vpc_id      = aws_vpc.this.id
+  tags        = var.tags
+}
+
+resource "aws_vpc_security_group_ingress_rule" "redis_from_nodes" {
+  security_group_id            = aws_security_group.redis.id
+  description                  = "Redis from the EKS nodes"
+  referenced_security_group_id = aws_security_group.nodes.id
+  ip_protocol                  = "tcp"
+  from_port                    = 6379
+  to_port                      = 6379
+}
