@@ -1,0 +1,190 @@
+locals {
+  # Connections must hold at the minimum capacity, where Aurora has min_acu x 2 GiB: a
+  # quarter of it for connections at ~4 MiB each (thread stack, sort/join/read buffers of a
+  # Magento query) gives min_acu x 128. magestack dbproxy multiplexes the pods' connections
+  # below this cap, so a scale-out of PHP never becomes a connection storm on Aurora.
+  max_connections = floor(var.aurora_min_acu * 2048 * 0.25 / 4)
+}
+
+resource "aws_kms_key" "data" {
+  description         = "${var.name}: Aurora, ElastiCache, media bucket"
+  enable_key_rotation = true
+  tags                = var.tags
+}
+
+################################################################################
+# Aurora MySQL Serverless v2
+################################################################################
+
+resource "aws_db_subnet_group" "this" {
+  name       = var.name
+  subnet_ids = var.data_subnet_ids
+  tags       = var.tags
+}
+
+resource "aws_rds_cluster_parameter_group" "this" {
+  name   = "${var.name}-aurora-mysql8"
+  family = "aurora-mysql8.0"
+
+  parameter {
+    name  = "max_connections"
+    value = tostring(local.max_connections)
+  }
+
+  # Magento needs these (its installer checks them).
+  parameter {
+    name  = "log_bin_trust_function_creators"
+    value = "1"
+  }
+
+  parameter {
+    name  = "require_secure_transport"
+    value = "ON"
+  }
+
+  tags = var.tags
+}
+
+resource "aws_rds_cluster" "this" {
+  cluster_identifier                  = var.name
+  engine                              = "aurora-mysql"
+  engine_mode                         = "provisioned"
+  engine_version                      = var.aurora_engine_version
+  database_name                       = "magento"
+  master_username                     = "magento_admin"
+  manage_master_user_password         = true
+  master_user_secret_kms_key_id       = aws_kms_key.data.arn
+  db_subnet_group_name                = aws_db_subnet_group.this.name
+  vpc_security_group_ids              = [var.aurora_security_group_id]
+  db_cluster_parameter_group_name     = aws_rds_cluster_parameter_group.this.name
+  storage_encrypted                   = true
+  kms_key_id                          = aws_kms_key.data.arn
+  backup_retention_period             = var.backup_retention_days
+  preferred_backup_window             = "02:00-03:00"
+  copy_tags_to_snapshot               = true
+  deletion_protection                 = true
+  iam_database_authentication_enabled = true
+  enabled_cloudwatch_logs_exports     = ["audit", "error", "slowquery"]
+  final_snapshot_identifier           = "${var.name}-final"
+
+  serverlessv2_scaling_configuration {
+    min_capacity = var.aurora_min_acu
+    max_capacity = var.aurora_max_acu
+  }
+
+  tags = var.tags
+}
+
+resource "aws_rds_cluster_instance" "this" {
+  count                                 = var.aurora_instances
+  identifier                            = "${var.name}-${count.index}"
+  cluster_identifier                    = aws_rds_cluster.this.id
+  instance_class                        = "db.serverless"
+  engine                                = aws_rds_cluster.this.engine
+  engine_version                        = aws_rds_cluster.this.engine_version
+  auto_minor_version_upgrade            = true
+  performance_insights_enabled          = true
+  performance_insights_kms_key_id       = aws_kms_key.data.arn
+  performance_insights_retention_period = 7
+  monitoring_interval                   = 60
+  monitoring_role_arn                   = aws_iam_role.rds_monitoring.arn
+  tags                                  = var.tags
+}
+
+data "aws_iam_policy_document" "rds_monitoring_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["monitoring.rds.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "rds_monitoring" {
+  name               = "${var.name}-rds-monitoring"
+  assume_role_policy = data.aws_iam_policy_document.rds_monitoring_assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "rds_monitoring" {
+  role       = aws_iam_role.rds_monitoring.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+}
+
+################################################################################
+# ElastiCache: sessions (never evict) and cache (evict LRU)
+################################################################################
+
+resource "aws_elasticache_subnet_group" "this" {
+  name       = var.name
+  subnet_ids = var.data_subnet_ids
+  tags       = var.tags
+}
+
+resource "aws_elasticache_parameter_group" "sessions" {
+  name   = "${var.name}-sessions"
+  family = "redis7"
+  # A full sessions store must refuse writes, never drop a cart.
+  parameter {
+    name  = "maxmemory-policy"
+    value = "noeviction"
+  }
+  tags = var.tags
+}
+
+resource "aws_elasticache_parameter_group" "cache" {
+  name   = "${var.name}-cache"
+  family = "redis7"
+  # Magento's cache and the edges' L2 pages: bounded by evicting the least recently used.
+  parameter {
+    name  = "maxmemory-policy"
+    value = "allkeys-lru"
+  }
+  tags = var.tags
+}
+
+resource "random_password" "redis" {
+  for_each = toset(["sessions", "cache"])
+  length   = 48
+  special  = false
+}
+
+resource "aws_secretsmanager_secret" "redis" {
+  for_each   = toset(["sessions", "cache"])
+  name       = "magento/redis-${each.key}"
+  kms_key_id = aws_kms_key.data.arn
+  tags       = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "redis" {
+  for_each      = toset(["sessions", "cache"])
+  secret_id     = aws_secretsmanager_secret.redis[each.key].id
+  secret_string = jsonencode({ auth_token = random_password.redis[each.key].result })
+}
+
+resource "aws_elasticache_replication_group" "this" {
+  for_each = {
+    sessions = { node_type = var.redis_sessions_node_type, parameters = aws_elasticache_parameter_group.sessions.name, snapshots = 7 }
+    cache    = { node_type = var.redis_cache_node_type, parameters = aws_elasticache_parameter_group.cache.name, snapshots = 1 }
+  }
+
+  replication_group_id       = "${var.name}-${each.key}"
+  description                = "${var.name}: Redis for ${each.key}"
+  engine                     = "redis"
+  engine_version             = var.redis_engine_version
+  node_type                  = each.value.node_type
+  num_cache_clusters         = 1 + var.redis_replicas
+  automatic_failover_enabled = true
+  multi_az_enabled           = true
+  parameter_group_name       = each.value.parameters
+  subnet_group_name          = aws_elasticache_subnet_group.this.name
+  security_group_ids         = [var.redis_security_group_id]
+  at_rest_encryption_enabled = true
+  kms_key_id                 = aws_kms_key.data.arn
+  transit_encryption_enabled = true
+  auth_token                 = random_password.redis[each.key].result
+  snapshot_retention_limit   = each.value.snapshots
+  auto_minor_version_upgrade = true
+  tags                       = var.tags
+}

@@ -1,0 +1,39 @@
+output "aurora_endpoint" {
+  description = "Writer endpoint (magestack dbproxy's backend)."
+  value       = try(aws_rds_cluster.this.endpoint, null)
+}
+
+output "aurora_reader_endpoint" {
+  description = "Reader endpoint (dbproxy's read split)."
+  value       = try(aws_rds_cluster.this.reader_endpoint, null)
+}
+
+output "aurora_max_connections" {
+  description = "max_connections set on the cluster (holds at the minimum ACU); cap dbproxy below it."
+  value       = local.max_connections
+}
+
+output "aurora_master_secret_arn" {
+  description = "Secrets Manager secret of the master user (managed by RDS)."
+  value       = try(aws_rds_cluster.this.master_user_secret[0].secret_arn, null)
+}
+
+output "redis_endpoints" {
+  description = "Primary endpoints of the sessions and cache groups."
+  value       = { for k, g in aws_elasticache_replication_group.this : k => g.primary_endpoint_address }
+}
+
+output "redis_secret_arns" {
+  description = "Secrets Manager secrets holding the Redis auth tokens (External Secrets reads them)."
+  value       = { for k, s in aws_secretsmanager_secret.redis : k => s.arn }
+}
+
+output "media_bucket" {
+  description = "The media bucket."
+  value       = try(aws_s3_bucket.media.bucket, null)
+}
+
+output "media_policy_arn" {
+  description = "IAM policy for media access (attached to Magento's IRSA role by the compute stack)."
+  value       = try(aws_iam_policy.media.arn, null)
+}
