@@ -1,0 +1,75 @@
+variable "region" {
+  description = "AWS region."
+  type        = string
+}
+
+variable "name" {
+  description = "Cluster name, e.g. `magento-production`."
+  type        = string
+}
+
+variable "state_bucket" {
+  description = "S3 bucket of the Terraform states (network and data are read from it)."
+  type        = string
+}
+
+variable "public_access_cidrs" {
+  description = "Networks allowed to reach the Kubernetes API."
+  type        = list(string)
+}
+
+variable "system_node_count" {
+  description = "Nodes of the system group."
+  type        = number
+}
+
+variable "tags" {
+  description = "Tags for every resource."
+  type        = map(string)
+  default     = {}
+}
+
+data "terraform_remote_state" "network" {
+  backend = "s3"
+  config = {
+    bucket = var.state_bucket
+    key    = "network/terraform.tfstate"
+    region = var.region
+  }
+}
+
+data "terraform_remote_state" "data" {
+  backend = "s3"
+  config = {
+    bucket = var.state_bucket
+    key    = "data/terraform.tfstate"
+    region = var.region
+  }
+}
+
+module "compute" {
+  source = "../../modules/compute"
+
+  name                    = var.name
+  private_subnet_ids      = data.terraform_remote_state.network.outputs.private_subnet_ids
+  nodes_security_group_id = data.terraform_remote_state.network.outputs.nodes_security_group_id
+  media_policy_arn        = data.terraform_remote_state.data.outputs.media_policy_arn
+  public_access_cidrs     = var.public_access_cidrs
+  system_node_count       = var.system_node_count
+  tags                    = var.tags
+}
+
+output "cluster_name" {
+  description = "EKS cluster name."
+  value       = module.compute.cluster_name
+}
+
+output "karpenter_queue_name" {
+  description = "Karpenter interruption queue."
+  value       = module.compute.karpenter_queue_name
+}
+
+output "irsa_role_arns" {
+  description = "IAM roles for the overlays' service accounts."
+  value       = module.compute.irsa_role_arns
+}
