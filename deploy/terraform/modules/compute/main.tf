@@ -292,8 +292,9 @@ data "aws_iam_policy_document" "irsa" {
 }
 
 resource "aws_iam_role" "irsa" {
-  for_each           = local.irsa
-  name               = "${var.name}-${each.key}"
+  for_each = local.irsa
+  # magento-production-frontend etc.: the names the overlays' role-arn annotations use.
+  name               = "${var.name}-${trimprefix(each.key, "magento-")}"
   assume_role_policy = data.aws_iam_policy_document.irsa[each.key].json
   tags               = var.tags
 }

@@ -18,6 +18,11 @@ variable "public_access_cidrs" {
   type        = list(string)
 }
 
+variable "namespace" {
+  description = "Kubernetes namespace of Magento (the overlay's)."
+  type        = string
+}
+
 variable "system_node_count" {
   description = "Nodes of the system group."
   type        = number
@@ -56,6 +61,7 @@ module "compute" {
   media_policy_arn        = data.terraform_remote_state.data.outputs.media_policy_arn
   public_access_cidrs     = var.public_access_cidrs
   system_node_count       = var.system_node_count
+  namespace               = var.namespace
   tags                    = var.tags
 }
 
