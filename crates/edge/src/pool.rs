@@ -113,6 +113,9 @@ struct EndpointFactory {
     request_timeout: Duration,
     keepalive: usize,
     max_inflight: usize,
+    /// The bulkhead caps this pool's only endpoint at `max_inflight` (its
+    /// `pm.max_children`), so connections to it never outnumber its children.
+    capped_endpoint: bool,
     max_response_header_bytes: usize,
     status_path: Option<String>,
     health_script: bool,
@@ -331,12 +334,14 @@ impl EndpointFactory {
                 max_header_bytes: self.max_response_header_bytes,
                 // With the bulkhead capping connections at pm.max_children no
                 // fresh connection waits in FPM's backlog: keep connections.
-                // Discovered endpoints come and go, so the pool's cap says
-                // nothing of one endpoint's share: there, a returned
-                // connection is closed while a fresh one waits, or kept-alive
-                // idle connections could hold every child of a pod while new
+                // That holds for a pool's only endpoint. With several (fixed
+                // or discovered), the pool's cap says nothing of one
+                // endpoint's share (one down, or pods joining and leaving,
+                // sends it all elsewhere): a returned connection is then
+                // closed while a fresh one waits, or kept-alive idle
+                // connections could hold every child of an endpoint while new
                 // ones wait behind them in its backlog.
-                release_for_fresh_waiters: self.max_inflight == 0 || addr.is_some(),
+                release_for_fresh_waiters: !self.capped_endpoint,
                 // An idle kept-alive connection pins a PHP-FPM child; give it
                 // back soon so other clients of the pool (cron, probes) get one.
                 idle_timeout: Duration::from_secs(10),
@@ -413,15 +418,6 @@ impl Pool {
         max_response_header_bytes: usize,
         health_script: Option<HealthScript>,
     ) -> Pool {
-        let factory = EndpointFactory {
-            connect_timeout: spec.connect_timeout,
-            request_timeout: spec.request_timeout,
-            keepalive,
-            max_inflight: spec.max_inflight,
-            max_response_header_bytes,
-            status_path: spec.status_path.clone(),
-            health_script: health_script.is_some(),
-        };
         let resolve = !spec.resolve_interval.is_zero();
         let sources: Vec<Source> = spec
             .endpoints
@@ -429,6 +425,16 @@ impl Pool {
             .enumerate()
             .map(|(i, t)| source_of(t, spec.status_endpoints.get(i), resolve))
             .collect();
+        let factory = EndpointFactory {
+            connect_timeout: spec.connect_timeout,
+            request_timeout: spec.request_timeout,
+            keepalive,
+            max_inflight: spec.max_inflight,
+            capped_endpoint: spec.max_inflight > 0 && matches!(sources.as_slice(), [Source::Fixed]),
+            max_response_header_bytes,
+            status_path: spec.status_path.clone(),
+            health_script: health_script.is_some(),
+        };
         let endpoints = spec
             .endpoints
             .iter()

@@ -187,19 +187,15 @@ async fn endpoints_join_and_drain_as_dns_changes_under_load() {
     );
     s.dns_servers = vec![dns.addr];
     s.pools = vec![PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![UpstreamTarget::FastCgiTcp(format!("{NAME}:{port}"))],
         max_inflight: 8,
         queue_size: 256,
-        queue_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
         status_path: Some("/status".into()),
         // The same name: each address's own status port.
         status_endpoints: vec![UpstreamTarget::FastCgiTcp(format!("{NAME}:{status_port}"))],
         check_interval: Duration::from_millis(200),
         unhealthy_after: 2,
         resolve_interval: Duration::from_millis(200),
+        ..pool_spec(vec![UpstreamTarget::FastCgiTcp(format!("{NAME}:{port}"))])
     }];
     let edge = Arc::new(Edge::new(s).unwrap());
     edge.start_background();
@@ -383,18 +379,15 @@ async fn a_name_that_never_resolves_is_not_ready_and_answers_503() {
     );
     s.dns_servers = vec![dns.addr];
     s.pools = vec![PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![UpstreamTarget::FastCgiTcp(format!("{NAME}:9"))],
         max_inflight: 2,
         queue_size: 4,
         queue_timeout: Duration::from_millis(200),
         request_timeout: Duration::from_secs(1),
         connect_timeout: Duration::from_millis(200),
-        status_path: None,
-        status_endpoints: Vec::new(),
         check_interval: Duration::from_millis(200),
         unhealthy_after: 1,
         resolve_interval: Duration::from_millis(200),
+        ..pool_spec(vec![UpstreamTarget::FastCgiTcp(format!("{NAME}:9"))])
     }];
     let edge = Arc::new(Edge::new(s).unwrap());
     edge.start_background();
@@ -431,24 +424,11 @@ async fn a_refused_connection_goes_to_the_next_endpoint() {
         UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
         Some(env.storefront.join("pub")),
     );
-    s.pools = vec![PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![
-            UpstreamTarget::FastCgiTcp(dead.clone()),
-            UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
-        ],
-        max_inflight: 4,
-        queue_size: 64,
-        queue_timeout: Duration::from_secs(5),
-        request_timeout: Duration::from_secs(10),
-        connect_timeout: Duration::from_secs(1),
-        status_path: None,
-        status_endpoints: Vec::new(),
-        // No check runs during the test: only the refusals tell.
-        check_interval: Duration::from_secs(3600),
-        unhealthy_after: 5,
-        resolve_interval: Duration::ZERO,
-    }];
+    // No check runs during the test (pool_spec): only the refusals tell.
+    s.pools = vec![pool_spec(vec![
+        UpstreamTarget::FastCgiTcp(dead.clone()),
+        UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+    ])];
     let edge = Arc::new(Edge::new(s).unwrap());
     let admin = spawn_admin(magestack_edge::LiveEdge::new(edge.clone())).await;
     let addr = start_existing(edge.clone()).await;
@@ -485,5 +465,53 @@ async fn a_refused_connection_goes_to_the_next_endpoint() {
     assert!(
         eps.contains(&(dead.clone(), "active".into(), "unhealthy".into())),
         "{eps:?}"
+    );
+}
+
+/// Several fixed endpoints, one of them down: every request lands on the other,
+/// more at once than it has children. Its kept-alive idle connections must not
+/// hold every child while fresh connections wait behind them in FPM's backlog
+/// (the pool's cap bounds the pool, not one endpoint's share).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_endpoint_of_several_never_stalls_behind_idle_connections() {
+    let env = php_env();
+    let port = free_port();
+    let _fpm = start_fpm(&env.storefront, &[FpmPool::new("frontend", port, 2)]);
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(format!("127.0.0.1:{port}")),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![PoolSpec {
+        // Refusals never take the dead one out: half the requests are rerouted.
+        unhealthy_after: 1_000_000,
+        ..pool_spec(vec![
+            UpstreamTarget::FastCgiTcp(dead_port()),
+            UpstreamTarget::FastCgiTcp(format!("127.0.0.1:{port}")),
+        ])
+    }];
+    let addr = start_existing(Arc::new(Edge::new(s).unwrap())).await;
+    let slow = Arc::new(AtomicU64::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let slow = slow.clone();
+            tokio::spawn(async move {
+                for _ in 0..40 {
+                    let started = Instant::now();
+                    let r = get(addr, "/").await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    if started.elapsed() > Duration::from_secs(2) {
+                        slow.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.await.unwrap();
+    }
+    assert_eq!(
+        slow.load(Ordering::Relaxed),
+        0,
+        "requests stalled behind idle connections"
     );
 }

@@ -79,6 +79,26 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
     }
 }
 
+/// A `frontend` pool of `endpoints` for tests to adjust (`PoolSpec { max_inflight: 8,
+/// ..pool_spec(endpoints) }`): cap 4, queue 64 × 5 s, no DNS discovery, and health checks
+/// so rare that only what the test does decides an endpoint's health.
+pub fn pool_spec(endpoints: Vec<UpstreamTarget>) -> magestack_edge::settings::PoolSpec {
+    magestack_edge::settings::PoolSpec {
+        name: "frontend".into(),
+        endpoints,
+        max_inflight: 4,
+        queue_size: 64,
+        queue_timeout: Duration::from_secs(5),
+        request_timeout: Duration::from_secs(10),
+        connect_timeout: Duration::from_secs(1),
+        status_path: None,
+        status_endpoints: Vec::new(),
+        check_interval: Duration::from_secs(3600),
+        unhealthy_after: 5,
+        resolve_interval: Duration::ZERO,
+    }
+}
+
 pub fn limits() -> ServerLimits {
     ServerLimits {
         max_header_bytes: 16 * 1024,
