@@ -4,8 +4,8 @@
 //! The AWS case study's CloudFront rules are the edge's rules seen from one
 //! hop further out: static and media are the same for everybody (no cookies,
 //! long TTL); pages vary by exactly what the edge's key varies by (the
-//! `X-Magento-Vary` cookie, the host) plus Magento's `store` cookie, which
-//! picks the store view before `X-Magento-Vary` exists; and everything the
+//! `X-Magento-Vary` cookie, the host) plus the `store` and `currency`
+//! cookies (a key finer than the edge's, never coarser); and everything the
 //! edge never caches (customer and checkout anywhere in the path, the admin
 //! under its configured front name, the health check) goes to the origin
 //! untouched. REST and GraphQL go there too: their cache key lives in
@@ -92,8 +92,15 @@ pub fn rules(cfg: &Validated) -> CdnRules {
             max_ttl: STATIC_TTL_SECS,
         },
         dynamic: DynamicRules {
+            // The edge's key (the `X-Magento-Vary` cookie), plus two cookies
+            // the CDN keys on defensively: its key may be finer than the
+            // edge's, never coarser. `store` picks the store view before
+            // `X-Magento-Vary` exists; `currency` is set by currency switchers
+            // (Magento 2 itself keeps the currency in the session and in
+            // `X-Magento-Vary`). Absent cookies cost nothing.
             cookies: vec![
                 magestack_fpc::headers::X_MAGENTO_VARY_COOKIE.to_owned(),
+                "currency".to_owned(),
                 "store".to_owned(),
             ],
             headers: vec!["Host".to_owned()],
@@ -208,7 +215,7 @@ mod tests {
     #[test]
     fn the_key_is_the_edges_and_never_the_session() {
         let r = rules(&defaults());
-        assert_eq!(r.dynamic.cookies, ["X-Magento-Vary", "store"]);
+        assert_eq!(r.dynamic.cookies, ["X-Magento-Vary", "currency", "store"]);
         assert!(!r.dynamic.cookies.iter().any(|c| c == "PHPSESSID"));
         assert!(r.bypass.path_patterns.contains(&"/admin/*".to_owned()));
         assert!(r.bypass.path_patterns.contains(&"*/checkout/*".to_owned()));

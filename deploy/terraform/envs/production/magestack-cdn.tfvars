@@ -8,7 +8,7 @@ magestack_cdn = {
     max_ttl       = 31536000
   }
   dynamic = {
-    cookies       = ["X-Magento-Vary", "store"]
+    cookies       = ["X-Magento-Vary", "currency", "store"]
     headers       = ["Host"]
     query_strings = "all"
     gzip          = true
