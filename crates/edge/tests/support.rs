@@ -280,13 +280,10 @@ impl Drop for Fpm {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+#[path = "../../magestack/tests/common/ports.rs"]
+mod ports;
+#[allow(unused_imports)] // not every suite starts a child process
+pub use ports::free_port;
 
 /// Starts php-fpm with `pools` and waits until every pool listens.
 pub fn start_fpm(storefront: &std::path::Path, pools: &[FpmPool]) -> Fpm {

@@ -1,10 +1,14 @@
 //! The binary as an operator runs it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use common::{free_addr, http_raw, wait_up, Killed};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_magestack"))
@@ -53,42 +57,11 @@ fn check_accepts_the_example_config() {
     );
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-/// One request on its own connection (`Connection: close`); the raw answer.
-fn http_raw(addr: SocketAddr, head: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
 fn http_get(addr: SocketAddr, path: &str) -> String {
     http_raw(
         addr,
         &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
     )
-}
-
-fn wait_up(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "edge did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// PHP-FPM with the storefront, from `scripts/deps` (fails loudly when missing).
@@ -101,29 +74,25 @@ fn fpm_addr() -> String {
 /// `magestack edge` with flags only in front of the storefront, plus `extra` flags.
 fn spawn_storefront_edge(addr: SocketAddr, extra: &[String]) -> Killed {
     let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
-    let child = bin()
-        .args([
-            "edge",
-            "--listen",
-            &addr.to_string(),
-            "--upstream",
-            &format!("fcgi://{}", fpm_addr()),
-            "--docroot",
-            docroot,
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Killed(child)
+    let mut cmd = bin();
+    cmd.args([
+        "edge",
+        "--listen",
+        &addr.to_string(),
+        "--upstream",
+        &format!("fcgi://{}", fpm_addr()),
+        "--docroot",
+        docroot,
+    ])
+    .args(extra);
+    Killed::spawn(cmd)
 }
 
 #[test]
 fn edge_with_flags_only_serves_the_storefront_and_denies_secrets() {
     let addr = free_addr();
-    let _guard = spawn_storefront_edge(addr, &[]);
-    wait_up(addr);
+    let mut guard = spawn_storefront_edge(addr, &[]);
+    guard.wait_up(addr);
     let home = http_get(addr, "/");
     assert!(home.starts_with("HTTP/1.1 200"), "{home}");
     for p in [
@@ -182,8 +151,8 @@ fn header_of(resp: &str, name: &str) -> Option<String> {
 fn purge_command_and_cache_stats_against_the_php_storefront() {
     let addr = free_addr();
     let admin = free_addr();
-    let _guard = spawn_storefront_edge(addr, &["--admin-listen".to_string(), admin.to_string()]);
-    wait_up(addr);
+    let mut guard = spawn_storefront_edge(addr, &["--admin-listen".to_string(), admin.to_string()]);
+    guard.wait_up(addr);
     // The cache is on with flags only, as a Varnish in Magento's place would be.
     let first = http_get(addr, "/women.html");
     assert_eq!(
@@ -239,7 +208,7 @@ fn rolling_restart_on_the_same_port_loses_no_request_under_wrk() {
     });
     let addr = free_addr();
     let mut a = spawn_storefront_edge(addr, &[]);
-    wait_up(addr);
+    a.wait_up(addr);
     // Warm the page: wrk then measures cached hits.
     let _ = http_get(addr, "/women/tops.html");
     let load = Command::new(&wrk)
@@ -254,10 +223,10 @@ fn rolling_restart_on_the_same_port_loses_no_request_under_wrk() {
     // B shares the port, so a connect cannot tell when it listens; it binds
     // within milliseconds of starting.
     std::thread::sleep(Duration::from_millis(700));
-    sigterm(&a.0);
+    sigterm(&a.child);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(s) = a.0.try_wait().unwrap() {
+        if let Some(s) = a.child.try_wait().unwrap() {
             break s;
         }
         assert!(Instant::now() < deadline, "old edge did not exit");
@@ -338,16 +307,11 @@ fn reload_applies_pool_limits_keeps_connections_and_refuses_a_broken_file() {
         )
     };
     std::fs::write(&path, config(4, "")).unwrap();
-    let child = bin()
-        .args(["edge", "--config"])
-        .arg(&path)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let edge = Killed(child);
-    wait_up(addr);
-    wait_up(admin);
+    let mut cmd = bin();
+    cmd.args(["edge", "--config"]).arg(&path);
+    let mut edge = Killed::spawn(cmd);
+    edge.wait_up(addr);
+    edge.wait_up(admin);
     let mut conn = TcpStream::connect(addr).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -376,7 +340,7 @@ fn reload_applies_pool_limits_keeps_connections_and_refuses_a_broken_file() {
     // SIGHUP does the same as the admin API.
     std::fs::write(&path, config(3, "")).unwrap();
     assert!(Command::new("kill")
-        .args(["-HUP", &edge.0.id().to_string()])
+        .args(["-HUP", &edge.child.id().to_string()])
         .status()
         .unwrap()
         .success());

@@ -2,38 +2,13 @@
 //! through a real Redis (`scripts/deps` starts one; MAGESTACK_REDIS_URL).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+mod common;
+
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: run ./scripts/test (it starts PHP-FPM and Redis)")
-    })
-}
-
-fn http_raw(addr: SocketAddr, head: &str) -> String {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(head.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
+use common::{env, free_addr, http_raw, wait_up, Killed};
 
 fn cache_status(addr: SocketAddr, path: &str) -> String {
     let r = http_raw(
@@ -50,15 +25,8 @@ fn cache_status(addr: SocketAddr, path: &str) -> String {
         .to_owned()
 }
 
-fn wait_up(addr: SocketAddr) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "edge did not start on {addr}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// An edge in front of the storefront, on the purge bus of `redis`.
+/// An edge in front of the storefront, on the purge bus of `redis`; returns
+/// once it listens and its bus is connected.
 fn spawn_edge(addr: SocketAddr, admin: SocketAddr, redis: &str, channel: &str) -> Killed {
     let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
     let config = std::env::temp_dir().join(format!(
@@ -67,27 +35,26 @@ fn spawn_edge(addr: SocketAddr, admin: SocketAddr, redis: &str, channel: &str) -
         addr.port()
     ));
     std::fs::write(&config, format!("[cluster]\nchannel = \"{channel}\"\n")).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_magestack"))
-        .args([
-            "edge",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &addr.to_string(),
-            "--admin-listen",
-            &admin.to_string(),
-            "--upstream",
-            &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
-            "--docroot",
-            docroot,
-            "--redis",
-            redis,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    Killed(child)
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
+    cmd.args([
+        "edge",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--admin-listen",
+        &admin.to_string(),
+        "--upstream",
+        &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
+        "--docroot",
+        docroot,
+        "--redis",
+        redis,
+    ]);
+    let mut edge = Killed::spawn(cmd);
+    edge.wait_up(addr);
+    wait_bus(admin);
+    edge
 }
 
 /// Waits until the edge's purge bus is subscribed (its metrics say so).
@@ -142,10 +109,6 @@ fn a_purge_sent_to_one_edge_reaches_all_three_within_100_ms() {
         .iter()
         .map(|(a, m)| spawn_edge(*a, *m, &redis, &channel))
         .collect();
-    for (a, m) in &edges {
-        wait_up(*a);
-        wait_bus(*m);
-    }
     let mut worst = Duration::ZERO;
     for round in 0..5 {
         let path = format!("/women.html?round={round}");
@@ -274,10 +237,6 @@ fn a_purge_missed_while_disconnected_never_leaves_a_fresh_stale_page() {
         .zip(&urls)
         .map(|((a, m), u)| spawn_edge(*a, *m, u, &channel))
         .collect();
-    for (a, m) in &edges {
-        wait_up(*a);
-        wait_bus(*m);
-    }
     let path = "/women/tops.html?gap=1";
     for (a, _) in &edges {
         cache_status(*a, path);
@@ -319,26 +278,22 @@ fn a_purge_missed_while_disconnected_never_leaves_a_fresh_stale_page() {
 fn start_redis(port: u16) -> Killed {
     let server = env("MAGESTACK_REDIS_SERVER");
     let dir = std::env::temp_dir();
-    let child = Command::new(server)
-        .args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            dir.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_up(addr);
-    Killed(child)
+    let mut cmd = Command::new(server);
+    cmd.args([
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        dir.to_str().unwrap(),
+    ]);
+    let mut redis = Killed::spawn(cmd);
+    redis.wait_up(format!("127.0.0.1:{port}").parse().unwrap());
+    redis
 }
 
 /// Redis killed and restarted under load: every request is still answered
@@ -355,10 +310,6 @@ fn redis_killed_and_restarted_under_load_fails_no_request() {
         .iter()
         .map(|(a, m)| spawn_edge(*a, *m, &url, &channel))
         .collect();
-    for (a, m) in &edges {
-        wait_up(*a);
-        wait_bus(*m);
-    }
     purge(edges[0].0, "cat_c_5"); // a number on the counter before the restart
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let load: Vec<_> = edges
@@ -389,8 +340,8 @@ fn redis_killed_and_restarted_under_load_fails_no_request() {
         })
         .collect();
     std::thread::sleep(Duration::from_millis(500));
-    let _ = redis.0.kill();
-    let _ = redis.0.wait();
+    let _ = redis.child.kill();
+    let _ = redis.child.wait();
     for (_, m) in &edges {
         wait_metric(*m, "magestack_purge_bus_connected ", "0");
     }
@@ -459,35 +410,29 @@ fn a_new_edge_is_warm_from_l2_and_purges_reach_l2() {
             format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
         )
         .unwrap();
-        Killed(
-            Command::new(env!("CARGO_BIN_EXE_magestack"))
-                .args([
-                    "edge",
-                    "--config",
-                    config.to_str().unwrap(),
-                    "--listen",
-                    &a.to_string(),
-                    "--admin-listen",
-                    &m.to_string(),
-                    "--upstream",
-                    &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
-                    "--docroot",
-                    docroot,
-                    "--redis",
-                    &redis,
-                ])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
+        cmd.args([
+            "edge",
+            "--config",
+            config.to_str().unwrap(),
+            "--listen",
+            &a.to_string(),
+            "--admin-listen",
+            &m.to_string(),
+            "--upstream",
+            &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
+            "--docroot",
+            docroot,
+            "--redis",
+            &redis,
+        ]);
+        let mut edge = Killed::spawn(cmd);
+        edge.wait_up(a);
+        wait_bus(m);
+        edge
     };
     let edges: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
     let mut guards: Vec<Killed> = edges.iter().map(|(a, m)| spawn_l2(*a, *m)).collect();
-    for (a, m) in &edges {
-        wait_up(*a);
-        wait_bus(*m);
-    }
     let warm = [
         "/women.html?l2=1",
         "/women/tops.html?l2=1",
@@ -507,8 +452,6 @@ fn a_new_edge_is_warm_from_l2_and_purges_reach_l2() {
     std::thread::sleep(Duration::from_millis(200));
     let (a4, m4) = (free_addr(), free_addr());
     guards.push(spawn_l2(a4, m4));
-    wait_up(a4);
-    wait_bus(m4);
     for p in warm {
         assert_eq!(cache_status(a4, p), "HIT", "{p} from L2 on the new edge");
     }
@@ -523,8 +466,6 @@ fn a_new_edge_is_warm_from_l2_and_purges_reach_l2() {
     purge(edges[0].0, "cat_c_p_3");
     let (a5, m5) = (free_addr(), free_addr());
     guards.push(spawn_l2(a5, m5));
-    wait_up(a5);
-    wait_bus(m5);
     assert_eq!(
         cache_status(a5, "/women.html?l2=1"),
         "MISS",

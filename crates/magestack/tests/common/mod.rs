@@ -1,0 +1,113 @@
+//! Helpers shared by the binary's tests: child processes, ports, raw HTTP.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+#[path = "ports.rs"]
+mod ports;
+pub use ports::free_addr;
+
+/// A child process killed when the test ends. When the test failed, the
+/// child's stderr (kept in a file) is printed: an edge that exited or logged
+/// an error explains the failure.
+pub struct Killed {
+    pub child: Child,
+    log: Option<PathBuf>,
+}
+
+impl Killed {
+    /// Spawns `cmd` with stdout discarded and stderr kept for a failure report.
+    pub fn spawn(mut cmd: Command) -> Killed {
+        let log = std::env::temp_dir().join(format!(
+            "magestack-test-{}-{}.log",
+            std::process::id(),
+            next()
+        ));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .unwrap();
+        Killed {
+            child,
+            log: Some(log),
+        }
+    }
+}
+
+impl Killed {
+    /// Waits until the child accepts connections on `addr`; fails at once if
+    /// it exited (its stderr is then printed), rather than talking to
+    /// whatever else may listen there.
+    pub fn wait_up(&mut self, addr: SocketAddr) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "pid {} exited ({status}) before listening on {addr}",
+                    self.child.id()
+                );
+            }
+            if TcpStream::connect(addr).is_ok() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "nothing listens on {addr}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(log) = self.log.take() {
+            if std::thread::panicking() {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(30).collect();
+                eprintln!("--- stderr of pid {} (last lines) ---", self.child.id());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+            let _ = std::fs::remove_file(&log);
+        }
+    }
+}
+
+pub(crate) fn next() -> u32 {
+    static N: AtomicU32 = AtomicU32::new(0);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The value of an environment variable `scripts/test` sets (fails loudly).
+pub fn env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run ./scripts/test (it starts PHP-FPM and Redis)")
+    })
+}
+
+/// One request on its own connection (`Connection: close`); the raw answer.
+pub fn http_raw(addr: SocketAddr, head: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_up(addr: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
