@@ -41,6 +41,7 @@ COPY --from=build --chown=root:root /var/www/magento /var/www/magento
 COPY --from=kit k8s/base/php-fpm/frontend.conf /usr/local/etc/php-fpm.d/zz-pool.conf
 COPY --from=kit k8s/base/php-fpm/opcache.ini /usr/local/etc/php/conf.d/zz-opcache.ini
 COPY --from=kit php/magestack-health.php /var/www/magento/pub/magestack-health.php
+COPY --from=kit php/preload.php php/preload.list /var/www/magento/
 RUN rm -f /usr/local/etc/php-fpm.d/www.conf /usr/local/etc/php-fpm.d/zz-docker.conf \
     && mkdir -p var generated/tmp \
     && chown -R www-data:www-data var pub/media

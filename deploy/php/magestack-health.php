@@ -143,6 +143,11 @@ function mh_db(array $env): array
 if (($_GET['write_manifest'] ?? '') === '1' && PHP_SAPI === 'fpm-fcgi') {
     $st = function_exists('opcache_get_status') ? @opcache_get_status(true) : false;
     $scripts = is_array($st) ? array_keys($st['scripts'] ?? []) : [];
+    // Files only: with preloading OPcache also lists a "$PRELOAD$" pseudo-script, which
+    // opcache_is_script_cached() never reports and would keep the ratio below 1.
+    $scripts = array_values(array_filter($scripts, static function ($s): bool {
+        return is_string($s) && strncmp($s, '/', 1) === 0;
+    }));
     sort($scripts);
     @mkdir(dirname($manifest), 0775, true);
     $ok = @file_put_contents($manifest, implode("\n", $scripts) . "\n") !== false;
