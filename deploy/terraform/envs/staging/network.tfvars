@@ -1,6 +1,8 @@
+# Staging and production differ only in sizes, counts and names: the same address plan,
+# in separate AWS accounts. Give one another CIDR before ever peering the two VPCs.
 region             = "eu-west-1"
 name               = "magento-staging"
-cidr               = "10.1.0.0/16"
+cidr               = "10.0.0.0/16"
 azs                = ["eu-west-1a", "eu-west-1b"]
 single_nat_gateway = true
 cluster_name       = "magento-staging"
