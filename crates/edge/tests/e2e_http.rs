@@ -178,21 +178,17 @@ async fn http_pool_routes_around_a_dead_endpoint() {
     let dead = dead_port();
     let mut s = settings(UpstreamTarget::Http(app.to_string()), None);
     s.pools = vec![magestack_edge::settings::PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![
-            UpstreamTarget::Http(dead.clone()),
-            UpstreamTarget::Http(app.to_string()),
-        ],
         max_inflight: 8,
         queue_size: 8,
         queue_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_millis(300),
-        status_path: None,
-        status_endpoints: Vec::new(),
         check_interval: Duration::from_millis(50),
         unhealthy_after: 1,
-        resolve_interval: Duration::ZERO,
+        ..pool_spec(vec![
+            UpstreamTarget::Http(dead.clone()),
+            UpstreamTarget::Http(app.to_string()),
+        ])
     }];
     let edge = std::sync::Arc::new(magestack_edge::Edge::new(s).unwrap());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -264,18 +260,14 @@ async fn a_stalled_upload_holds_no_http_pool_slot() {
     // Without the injection inspection, which reads bodies itself first.
     s.injection = None;
     s.pools = vec![magestack_edge::settings::PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![UpstreamTarget::Http(app.to_string())],
         max_inflight: 1,
         queue_size: 0,
         queue_timeout: Duration::from_millis(200),
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_millis(300),
-        status_path: None,
-        status_endpoints: Vec::new(),
         check_interval: Duration::from_secs(5),
         unhealthy_after: 1,
-        resolve_interval: Duration::ZERO,
+        ..pool_spec(vec![UpstreamTarget::Http(app.to_string())])
     }];
     let edge = start(s, limits()).await;
     let mut slow = tokio::net::TcpStream::connect(edge.addr).await.unwrap();
@@ -301,21 +293,15 @@ async fn http_refused_connection_goes_to_the_next_endpoint() {
     let dead = dead_port();
     let mut s = settings(UpstreamTarget::Http(app.to_string()), None);
     s.pools = vec![magestack_edge::settings::PoolSpec {
-        name: "frontend".into(),
-        endpoints: vec![
-            UpstreamTarget::Http(dead.clone()),
-            UpstreamTarget::Http(app.to_string()),
-        ],
-        max_inflight: 4,
         queue_size: 8,
         queue_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(5),
         connect_timeout: Duration::from_millis(300),
-        status_path: None,
-        status_endpoints: Vec::new(),
-        check_interval: Duration::from_secs(3600),
         unhealthy_after: 100,
-        resolve_interval: Duration::ZERO,
+        ..pool_spec(vec![
+            UpstreamTarget::Http(dead.clone()),
+            UpstreamTarget::Http(app.to_string()),
+        ])
     }];
     let edge = start(s, limits()).await;
     for _ in 0..20 {
