@@ -18,6 +18,7 @@ request through FastCGI reports what the workers see:
 - PHP-FPM logged the summary line.
 
 Usage: php_preload_check.py REPO  (prints one line; exit 0 when every point holds).
+PHP-FPM is MAGESTACK_PHP_FPM, as scripts/deps installs, finds and exports it.
 """
 
 import json
@@ -88,19 +89,6 @@ WANT = {
 }
 
 
-def find_fpm() -> str:
-    if os.environ.get("MAGESTACK_PHP_FPM"):
-        return os.environ["MAGESTACK_PHP_FPM"]
-    for name in ("php-fpm8.2", "php-fpm"):
-        found = shutil.which(name)
-        if found:
-            return found
-    cands = sorted(pathlib.Path("/usr/sbin").glob("php-fpm*"))
-    if cands:
-        return str(cands[-1])
-    sys.exit("php-fpm not found (scripts/deps installs it)")
-
-
 def ini_settings(path: pathlib.Path) -> dict:
     out = {}
     for line in path.read_text().splitlines():
@@ -111,8 +99,19 @@ def ini_settings(path: pathlib.Path) -> dict:
     return out
 
 
+def fpm_logs(tmp: pathlib.Path) -> str:
+    """PHP-FPM's error log and its own output (the preload's lines go to either)."""
+    return "".join(
+        (tmp / f).read_text() for f in ("fpm.log", "fpm.stdio") if (tmp / f).exists()
+    )
+
+
 def main() -> int:
     repo = pathlib.Path(sys.argv[1])
+    fpm_bin = os.environ.get("MAGESTACK_PHP_FPM")
+    if not fpm_bin:
+        print("MAGESTACK_PHP_FPM is not set: run scripts/deps start (scripts/test does)")
+        return 1
     kit_ini = repo / "deploy/k8s/base/php-fpm/opcache.ini"
     settings = ini_settings(kit_ini)
     if settings.get("opcache.preload") != "/var/www/magento/preload.php":
@@ -131,7 +130,7 @@ def main() -> int:
         # Framework subtree, which the fixture has; its other entries count as missing.
         shutil.copy(repo / "deploy/php/preload.list", root / "preload.list")
         # preload_user (www-data) must read the tree when PHP-FPM runs as root.
-        for d in [tmp, *[p for p in tmp.rglob("*")]]:
+        for d in [tmp, *tmp.rglob("*")]:
             d.chmod(0o755 if d.is_dir() else 0o644)
         settings["opcache.preload"] = str(root / "preload.php")
         sock = tmp / "fpm.sock"
@@ -143,7 +142,7 @@ def main() -> int:
             + ("user = root\ngroup = root\n" if is_root else "")
             + "pm = static\npm.max_children = 1\nclear_env = no\n"
         )
-        args = [find_fpm(), "--fpm-config", str(conf)]
+        args = [fpm_bin, "--fpm-config", str(conf)]
         for k, v in settings.items():
             args += ["-d", f"{k}={v}"]
         if is_root:
@@ -158,8 +157,7 @@ def main() -> int:
             while not sock.exists():
                 if fpm.poll() is not None or time.time() > deadline:
                     print("php-fpm did not start with the kit's preload:")
-                    print((tmp / "fpm.stdio").read_text() + (tmp / "fpm.log").read_text()
-                          if (tmp / "fpm.log").exists() else (tmp / "fpm.stdio").read_text())
+                    print(fpm_logs(tmp))
                     return 1
                 time.sleep(0.05)
             def get(script: str, uri: str = "") -> str:
@@ -184,9 +182,7 @@ def main() -> int:
             print(f"the check script did not answer JSON: {out[:500]}")
             return 1
         wrong = {k: (got.get(k), v) for k, v in WANT.items() if got.get(k) != v}
-        logs = "".join(
-            (tmp / f).read_text() for f in ("fpm.log", "fpm.stdio") if (tmp / f).exists()
-        )
+        logs = fpm_logs(tmp)
         summary = re.search(r"magestack preload: (\d+) files compiled, (\d+) failed[^\n]*", logs)
         executed = "FIXTURE CODE RAN AT PRELOAD" in logs
         manifest = (tmp / "manifest.txt").read_text() if (tmp / "manifest.txt").exists() else ""

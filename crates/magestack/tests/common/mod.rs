@@ -3,9 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 #[path = "ports.rs"]
@@ -17,31 +15,27 @@ pub use ports::free_addr;
 /// an error explains the failure.
 pub struct Killed {
     pub child: Child,
-    log: Option<PathBuf>,
+    /// Removed when dropped.
+    log: tempfile::TempPath,
 }
 
 impl Killed {
     /// Spawns `cmd` with stdout discarded and stderr kept for a failure report.
     pub fn spawn(mut cmd: Command) -> Killed {
-        let log = std::env::temp_dir().join(format!(
-            "magestack-test-{}-{}.log",
-            std::process::id(),
-            next()
-        ));
-        let file = std::fs::File::create(&log).unwrap();
+        let (file, log) = tempfile::Builder::new()
+            .prefix("magestack-test-")
+            .suffix(".log")
+            .tempfile()
+            .unwrap()
+            .into_parts();
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
             .unwrap();
-        Killed {
-            child,
-            log: Some(log),
-        }
+        Killed { child, log }
     }
-}
 
-impl Killed {
     /// Waits until the child accepts connections on `addr`; fails at once if
     /// it exited (its stderr is then printed), rather than talking to
     /// whatever else may listen there.
@@ -67,23 +61,15 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if let Some(log) = self.log.take() {
-            if std::thread::panicking() {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                let tail: Vec<&str> = text.lines().rev().take(30).collect();
-                eprintln!("--- stderr of pid {} (last lines) ---", self.child.id());
-                for l in tail.iter().rev() {
-                    eprintln!("{l}");
-                }
+        if std::thread::panicking() {
+            let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(30).collect();
+            eprintln!("--- stderr of pid {} (last lines) ---", self.child.id());
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
             }
-            let _ = std::fs::remove_file(&log);
         }
     }
-}
-
-pub(crate) fn next() -> u32 {
-    static N: AtomicU32 = AtomicU32::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The value of an environment variable `scripts/test` sets (fails loudly).
