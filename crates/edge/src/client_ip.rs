@@ -29,6 +29,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 
 /// The client address: the peer, or the rightmost untrusted `X-Forwarded-For` hop
 /// when the peer is a trusted proxy.
+///
+/// Hops may carry a port, as some load balancers write them (`1.2.3.4:5555`,
+/// `[2001:db8::1]:80`). A hop that is no address at all makes the whole header
+/// untrusted: the client is the peer (logged once per process), never an
+/// address picked from a chain that cannot be read.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
     let peer = canonical(peer);
     if trusted.is_empty() || !is_trusted(peer, trusted) {
@@ -36,17 +41,19 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut client = peer;
     // Later headers are later hops; iterate all values right to left.
-    let values: Vec<&str> = headers
+    let values: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|v| v.to_str().ok())
+        .map(|v| v.as_bytes())
         .collect();
     for value in values.iter().rev() {
-        for hop in value.rsplit(',') {
-            let hop = hop.trim();
-            let Ok(ip) = hop.parse::<IpAddr>() else {
-                // Garbage in the chain: stop at the last address we could trust.
-                return client;
+        for hop in value.rsplit(|&b| b == b',') {
+            let Some(ip) = parse_hop(hop) else {
+                static LOGGED: std::sync::Once = std::sync::Once::new();
+                LOGGED.call_once(|| {
+                    tracing::warn!(%peer, "X-Forwarded-For from a trusted proxy holds something that is not an address; such requests are attributed to the proxy itself (logged once).");
+                });
+                return peer;
             };
             let ip = canonical(ip);
             client = ip;
@@ -56,6 +63,30 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
         }
     }
     client
+}
+
+/// One `X-Forwarded-For` hop: an address, optionally with a port
+/// (`a.b.c.d:port`, `[v6]:port`, `[v6]`).
+fn parse_hop(hop: &[u8]) -> Option<IpAddr> {
+    let hop = std::str::from_utf8(hop).ok()?.trim();
+    if let Ok(ip) = hop.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return if port_ok {
+            addr.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        } else {
+            None
+        };
+    }
+    let (addr, port) = hop.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    addr.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Whether the original client connection was HTTPS: our own TLS, or a trusted
@@ -166,5 +197,31 @@ mod tests {
             &nets(&["127.0.0.0/8"]),
         );
         assert_eq!(ip, "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn hops_with_ports_are_addresses() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        for (xff, want) in [
+            ("1.2.3.4:5555", "1.2.3.4"),
+            ("[2001:db8::1]:80", "2001:db8::1"),
+            ("[2001:db8::1]", "2001:db8::1"),
+            ("2001:db8::1", "2001:db8::1"),
+            (" 1.2.3.4:5555 , 10.0.0.9:80", "1.2.3.4"),
+        ] {
+            let ip = client_ip(proxy, &h(&[("x-forwarded-for", xff)]), &trusted);
+            assert_eq!(ip, want.parse::<IpAddr>().unwrap(), "{xff}");
+        }
+    }
+
+    #[test]
+    fn garbage_makes_the_header_untrusted() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let proxy: IpAddr = "10.0.0.1".parse().unwrap();
+        for xff in ["unknown", "1.2.3.4:99999", "[::1", "1.2.3.4, garbage", "2001:db8::1:80:x"] {
+            let ip = client_ip(proxy, &h(&[("x-forwarded-for", xff)]), &trusted);
+            assert_eq!(ip, proxy, "{xff}");
+        }
     }
 }

@@ -600,7 +600,25 @@ impl Edge {
         conn: &ConnInfo,
     ) -> Response<EdgeBody> {
         let started = Instant::now();
+        // One view of the request for the cache key and for PHP, before
+        // anything reads it (`request_hygiene`).
+        let (mut head, incoming) = req.into_parts();
+        let hop = crate::request_hygiene::Hop {
+            tls: conn.tls,
+            trusted_peer: client_ip::is_trusted(conn.peer.ip(), &self.s.trusted_proxies),
+            ssl_offloaded_header: self.s.cache.as_ref().map(|c| &c.policy.ssl_offloaded_header),
+        };
+        let refused = crate::request_hygiene::apply(head.version, &head.uri, &mut head.headers, hop)
+            .err();
+        let req = Request::from_parts(head, incoming);
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
+        let refused = refused.map(|why| {
+            tracing::warn!(%client, reason = why.as_str(), detail = %why, "Request refused: its headers would read differently to the cache and to PHP.");
+            let mut r = error_page(StatusCode::BAD_REQUEST, None);
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        });
         // Only pay for the log fields when the line will be written.
         let log = (self.s.access_log
             && (self.s.access_sink.is_some()
@@ -619,7 +637,7 @@ impl Edge {
         // default), all before the cache and the pools; limited paths are
         // never cached.
         let ip = self.ip_filter.check(client, req.uri().path());
-        let pass = matches!(ip, crate::ip_filter::IpVerdict::Pass);
+        let pass = refused.is_none() && matches!(ip, crate::ip_filter::IpVerdict::Pass);
         // A rate rule on bodies (GraphQL's mutations) or the injection
         // inspection needs the body first: read it, bounded by
         // `max_body_bytes`, and hand it on buffered.
@@ -678,7 +696,7 @@ impl Edge {
         }
         // Injection inspection, after the network rules: PHP never sees a
         // blocked request, and neither does the cache.
-        let mut injection_block = None;
+        let mut injection_block = refused;
         if let (true, Some(inj)) = (pass, &self.injection) {
             let (parts, body) = match (&req, &buffered) {
                 (Some(r), _) => ((r.method(), r.uri(), r.headers()), None),
@@ -1089,7 +1107,7 @@ impl Edge {
         &self,
         req: Request<ClientBody>,
         conn: &ConnInfo,
-        client: IpAddr,
+        _client: IpAddr,
     ) -> (Response<EdgeBody>, Outcome) {
         if !self.upstream.http {
             return (error_page(StatusCode::NOT_FOUND, None), Outcome::Edge);
@@ -1135,7 +1153,11 @@ impl Edge {
                 }
             }
         }
-        let forwarded_for = client.to_string();
+        let forwarded_for = forwarded_for(
+            &head.headers,
+            conn.peer.ip(),
+            client_ip::is_trusted(conn.peer.ip(), &self.s.trusted_proxies),
+        );
         // As on the FastCGI path: a refused connection goes to the next endpoint.
         let mut permit = permit;
         let mut tried = 1;
@@ -1226,6 +1248,32 @@ impl Edge {
             }
         }
     }
+}
+
+/// `X-Forwarded-For` for an HTTP upstream: a trusted proxy's chain with the
+/// peer appended (nginx's `$proxy_add_x_forwarded_for`, Varnish's default),
+/// so the app sees every hop; from anyone else, the peer alone (nginx would
+/// append to whatever the client wrote; an app that trusts the header must
+/// not get a chain the client made up).
+fn forwarded_for(headers: &http::HeaderMap, peer: IpAddr, trusted_peer: bool) -> String {
+    let peer = match peer {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        v4 => v4,
+    };
+    let mut chain = String::new();
+    if trusted_peer {
+        for v in headers.get_all("x-forwarded-for") {
+            if let Ok(v) = v.to_str() {
+                let v = v.trim();
+                if !v.is_empty() {
+                    chain.push_str(v);
+                    chain.push_str(", ");
+                }
+            }
+        }
+    }
+    chain.push_str(&peer.to_string());
+    chain
 }
 
 /// Full-page cache figures, for the admin API and metrics.

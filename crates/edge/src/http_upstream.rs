@@ -99,6 +99,7 @@ impl HttpUpstream {
         *req.version_mut() = http::Version::HTTP_11;
         let h = req.headers_mut();
         strip_hop_by_hop(h);
+        join_cookies(h);
         if let Ok(v) = HeaderValue::from_str(forwarded_for) {
             h.insert(HeaderName::from_static("x-forwarded-for"), v);
         }
@@ -145,6 +146,26 @@ fn strip_hop_by_hop(h: &mut http::HeaderMap) {
         .collect();
     for n in named.iter().chain(HOP_BY_HOP.iter()) {
         h.remove(n);
+    }
+}
+
+/// Several `Cookie` headers (h2 sends each cookie as its own field) become
+/// one, joined with `"; "` as RFC 9113 §8.2.3 asks before an HTTP/1.1 hop:
+/// apps read the first `Cookie` header only.
+fn join_cookies(h: &mut http::HeaderMap) {
+    let mut all = h.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (all.next(), all.next()) else {
+        return;
+    };
+    let mut joined = Vec::with_capacity(first.len() * 2);
+    for (i, v) in h.get_all(header::COOKIE).iter().enumerate() {
+        if i > 0 {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(v.as_bytes());
+    }
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        h.insert(header::COOKIE, v);
     }
 }
 

@@ -32,6 +32,8 @@ pub const SURROGATE_CONTROL: HeaderName = HeaderName::from_static("surrogate-con
 pub const STORE: HeaderName = HeaderName::from_static("store");
 /// `Content-Currency`: GraphQL currency, part of the key for `/graphql` URLs.
 pub const CONTENT_CURRENCY: HeaderName = HeaderName::from_static("content-currency");
+/// `X-Requested-With`: `XMLHttpRequest` on Magento's AJAX calls.
+pub const X_REQUESTED_WITH: HeaderName = HeaderName::from_static("x-requested-with");
 /// `Grace`: grace state of a hit (`none`, `normal (healthy server)`, …).
 pub const GRACE: HeaderName = HeaderName::from_static("grace");
 

@@ -36,7 +36,9 @@ use http::header::{HeaderMap, COOKIE, HOST, USER_AGENT};
 use sha2::{Digest, Sha256};
 
 use crate::config::FpcPolicy;
-use crate::headers::{self, CONTENT_CURRENCY, STORE, X_MAGENTO_CACHE_ID};
+use crate::headers::{
+    self, CONTENT_CURRENCY, STORE, X_MAGENTO_CACHE_ID, X_MAGENTO_VARY_COOKIE, X_REQUESTED_WITH,
+};
 use crate::request::{is_bearer, is_graphql, RequestView};
 
 /// Size of a hashed key in bytes.
@@ -92,6 +94,7 @@ mod tag {
     pub const URL: u8 = 8;
     pub const HOST: u8 = 9;
     pub const HOST_FALLBACK: u8 = 10;
+    pub const REQUESTED_WITH: u8 = 11;
 }
 
 /// GraphQL components of a key (§3.4), present only for `/graphql` URLs.
@@ -135,6 +138,11 @@ pub struct KeyParts<'a> {
     pub url: &'a str,
     /// §3.5: the host.
     pub host: HostPart<'a>,
+    /// `X-Requested-With` (magestack, not the VCL): Magento answers some
+    /// URLs differently to AJAX calls (`/page_cache/block/render/` renders
+    /// blocks for `XMLHttpRequest` and 404s otherwise), so a plain GET must
+    /// not store the answer AJAX calls will get.
+    pub requested_with: Option<&'a [u8]>,
 }
 
 impl<'a> KeyParts<'a> {
@@ -172,6 +180,7 @@ impl<'a> KeyParts<'a> {
             graphql,
             url,
             host,
+            requested_with: headers::first(h, &X_REQUESTED_WITH),
         }
     }
 
@@ -211,6 +220,7 @@ impl<'a> KeyParts<'a> {
                 tag::URL => "url",
                 tag::HOST => "host",
                 tag::HOST_FALLBACK => "host.fallback",
+                tag::REQUESTED_WITH => "requested_with",
                 _ => "?",
             };
             out.push_str(name);
@@ -251,6 +261,9 @@ impl<'a> KeyParts<'a> {
             HostPart::Fallback(h) => f(tag::HOST_FALLBACK, h.as_bytes()),
             HostPart::None => {}
         }
+        if let Some(v) = self.requested_with {
+            f(tag::REQUESTED_WITH, v);
+        }
     }
 }
 
@@ -277,55 +290,53 @@ pub fn key_debug(req: &RequestView<'_>, url: &str, policy: &FpcPolicy) -> KeyDeb
     KeyParts::from_request(req, url, policy).debug()
 }
 
-const VARY_NEEDLE: &[u8] = b"X-Magento-Vary=";
-
-/// Whether the request's cookies contain `X-Magento-Vary=` (VCL
-/// `req.http.cookie ~ "X-Magento-Vary="`, a substring match).
+/// Whether the request carries an `X-Magento-Vary` cookie as PHP reads
+/// cookies (the VCL's `req.http.cookie ~ "X-Magento-Vary="` is a substring
+/// match, which a cookie *value* containing that text also satisfies).
 pub fn has_vary_cookie(h: &HeaderMap) -> bool {
-    headers::any_contains(h, &COOKIE, VARY_NEEDLE)
+    php_cookie(h, X_MAGENTO_VARY_COOKIE.as_bytes()).is_some()
 }
 
 /// The `X-Magento-Vary` component of the key (contract §3.1).
 ///
-/// The VCL collects all `Cookie` headers into one and then runs
-/// `regsub(cookie, "^.*?X-Magento-Vary=([^;]+);*.*$", "\1")`. magestack joins
-/// several `Cookie` headers with `"; "` (decision: Varnish's `", "` join lets
-/// the value run into the next header). Reproduced literally:
+/// The VCL collects all `Cookie` headers and runs
+/// `regsub(cookie, "^.*?X-Magento-Vary=([^;]+);*.*$", "\1")`, a substring
+/// match: in `x=X-Magento-Vary=<EUR>; X-Magento-Vary=<other>` it takes the
+/// text inside the cookie `x`, while PHP (and so Magento, which marks a page
+/// uncacheable when the cookie it sees differs from the visitor's context)
+/// reads the cookie named `X-Magento-Vary`. The key and PHP must agree, so
+/// magestack parses cookies as PHP does ([`php_cookie`]): the **first**
+/// cookie of that exact name, across every `Cookie` header in order.
 ///
-/// * the match is on the substring `X-Magento-Vary=`, not on a cookie name
-///   (`FooX-Magento-Vary=1` counts);
-/// * the value is everything up to the next `;` (spaces included), and must
-///   be non-empty: an empty occurrence is skipped in favour of a later one;
-/// * if the substring occurs but never with a value, the regex does not
-///   match and `regsub` returns its input: the **whole** joined cookie string
-///   becomes the component.
-///
-/// Because a value stops at `;` and the join separator starts with `;`, a
-/// value never spans two headers: the result is the same whether the
-/// cookies arrive in one header or several.
+/// A cookie of that name with an empty value keeps the VCL's fallback: the
+/// whole cookie string (all headers joined with `"; "`) becomes the
+/// component, so such requests share nothing with anyone.
 pub fn vary_cookie(h: &HeaderMap) -> Option<Cow<'_, [u8]>> {
-    let mut seen = false;
+    match php_cookie(h, X_MAGENTO_VARY_COOKIE.as_bytes())? {
+        v if !v.is_empty() => Some(Cow::Borrowed(v)),
+        _ => headers::collect(h, &COOKIE, b"; "),
+    }
+}
+
+/// The raw value of cookie `name` as PHP's `$_COOKIE` reads it: pairs split
+/// on `;`, leading whitespace of a name skipped, the name ends at the first
+/// `=`, and the **first** pair with a name wins (PHP ignores later cookies of
+/// the same name). The value is returned undecoded (PHP url-decodes it; two
+/// spellings of one value only make two keys, never a shared one).
+pub fn php_cookie<'h>(h: &'h HeaderMap, name: &[u8]) -> Option<&'h [u8]> {
     for value in h.get_all(COOKIE) {
-        let bytes = value.as_bytes();
-        let mut from = 0;
-        while let Some(at) = headers::find(&bytes[from..], VARY_NEEDLE) {
-            seen = true;
-            let start = from + at + VARY_NEEDLE.len();
-            let len = bytes[start..]
-                .iter()
-                .position(|&b| b == b';')
-                .unwrap_or(bytes.len() - start);
-            if len > 0 {
-                return Some(Cow::Borrowed(&bytes[start..start + len]));
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii_start();
+            let (n, v) = match pair.iter().position(|&b| b == b'=') {
+                Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+                None => (pair, &pair[pair.len()..]),
+            };
+            if n == name {
+                return Some(v);
             }
-            from = start;
         }
     }
-    if seen {
-        headers::collect(h, &COOKIE, b"; ")
-    } else {
-        None
-    }
+    None
 }
 
 /// Secondary key: the request headers a stored response varies on.

@@ -51,15 +51,27 @@ fn s3_1_vary_cookie_extraction() {
         vary(&[("cookie", "X-Magento-Vary=a b ;c=1")]),
         Some(b"a b ".to_vec())
     );
-    // Substring, not cookie name.
+    // A cookie name, not a substring: PHP reads the cookie named
+    // X-Magento-Vary, so the key does too (the VCL would take "zz").
     assert_eq!(
         vary(&[("cookie", "FooX-Magento-Vary=zz; X-Magento-Vary=abc")]),
-        Some(b"zz".to_vec())
+        Some(b"abc".to_vec())
     );
-    // Empty occurrence skipped in favour of a later one.
+    assert_eq!(
+        vary(&[("cookie", "x=X-Magento-Vary=eur; X-Magento-Vary=att")]),
+        Some(b"att".to_vec())
+    );
+    // Only inside another cookie's value: no vary cookie at all.
+    assert_eq!(vary(&[("cookie", "x=X-Magento-Vary=eur")]), None);
+    // The first cookie of the name wins, as in PHP's $_COOKIE.
+    assert_eq!(
+        vary(&[("cookie", "X-Magento-Vary=one; X-Magento-Vary=two")]),
+        Some(b"one".to_vec())
+    );
+    // An empty first occurrence: the whole cookie string, never a later value.
     assert_eq!(
         vary(&[("cookie", "X-Magento-Vary=; X-Magento-Vary=abc")]),
-        Some(b"abc".to_vec())
+        Some(b"X-Magento-Vary=; X-Magento-Vary=abc".to_vec())
     );
     // Never a value: the regsub does not match, the whole cookie is hashed.
     assert_eq!(
@@ -79,13 +91,14 @@ fn s3_1_several_cookie_headers_are_joined_with_semicolon() {
         vary(&[("cookie", "a=1"), ("cookie", "X-Magento-Vary=abc")]),
         Some(b"abc".to_vec())
     );
-    // Empty value at the end of one header, real one in the next.
+    // Empty value at the end of one header, another in the next: PHP
+    // keeps the first (empty) one, so the whole string is the component.
     assert_eq!(
         vary(&[
             ("cookie", "X-Magento-Vary="),
             ("cookie", "X-Magento-Vary=abc")
         ]),
-        Some(b"abc".to_vec())
+        Some(b"X-Magento-Vary=; X-Magento-Vary=abc".to_vec())
     );
     assert_eq!(
         vary(&[("cookie", "a=1"), ("cookie", "X-Magento-Vary=")]),
@@ -239,6 +252,7 @@ fn s3_components_cannot_collide_by_concatenation() {
         graphql: None,
         url: "/",
         host: HostPart::None,
+        requested_with: None,
     };
     let b = KeyParts {
         vary: Some(Cow::Borrowed(b"a")),
@@ -287,6 +301,7 @@ fn key_is_stable_across_releases() {
         graphql: None,
         url: "/",
         host: HostPart::Header(b"localhost"),
+        requested_with: None,
     };
     let again = parts.clone();
     assert_eq!(parts.key(), again.key());
@@ -311,4 +326,25 @@ fn variance_key() {
         variance(&resp2, &req_en, true)
     );
     assert_eq!(variance(&headers(&[("vary", " , ")]), &req, true), None);
+}
+
+#[test]
+fn x_requested_with_is_part_of_the_key() {
+    // A plain GET of Magento's block renderer gets a 404 that AJAX calls
+    // must never be served.
+    let url = "/page_cache/block/render/?blocks=%5B%5D";
+    let plain = key(url, &[]);
+    let ajax = key(url, &[("x-requested-with", "XMLHttpRequest")]);
+    assert_ne!(plain, ajax);
+    assert_eq!(ajax, key(url, &[("x-requested-with", "XMLHttpRequest")]));
+}
+
+#[test]
+fn php_cookie_reads_cookies_as_php_does() {
+    let h = headers(&[("cookie", "  a=1;b ; c=x=y;;d"), ("cookie", "a=2; e=")]);
+    assert_eq!(php_cookie(&h, b"a"), Some(&b"1"[..]));
+    assert_eq!(php_cookie(&h, b"c"), Some(&b"x=y"[..]));
+    assert_eq!(php_cookie(&h, b"d"), Some(&b""[..]));
+    assert_eq!(php_cookie(&h, b"e"), Some(&b""[..]));
+    assert_eq!(php_cookie(&h, b"z"), None);
 }
