@@ -319,7 +319,7 @@ impl Edge {
                 } else {
                     cache.store.lookup(
                         &plan.key.primary,
-                        |obj| variance_matches(obj, &cv.headers, plan.accept_gzip),
+                        |obj| variance_matches(obj, &cv.headers),
                         ms(now),
                     )
                 };
@@ -636,7 +636,7 @@ impl Edge {
                 ..
             } => {
                 let variance =
-                    Variance::from(variance(&head.headers, &req_headers, plan.accept_gzip));
+                    Variance::from(variance(&head.headers, &req_headers));
                 let mut block = Vec::with_capacity(512);
                 if has_esi {
                     block.extend_from_slice(ESI_MARKER_LINE);
@@ -1121,11 +1121,12 @@ fn fetch_parts(
 ///
 /// Runs under the shard's read lock for every candidate, so the usual cases
 /// allocate nothing: an object without `Vary`, and Magento's `Vary:
-/// Accept-Encoding` (washed to gzip-or-not, so its variance is one of two
-/// constants).
-fn variance_matches(obj: &CachedObject, req: &HeaderMap, accept_gzip: bool) -> bool {
+/// Accept-Encoding` on a plain or gzip body (one copy for every client, see
+/// [`variance`]).
+fn variance_matches(obj: &CachedObject, req: &HeaderMap) -> bool {
     let mut vary_lines = 0usize;
     let mut only_accept_encoding = true;
+    let mut foreign_coding = false;
     for (name, value) in obj.header_iter() {
         if name.eq_ignore_ascii_case(b"vary") {
             vary_lines += 1;
@@ -1134,36 +1135,30 @@ fn variance_matches(obj: &CachedObject, req: &HeaderMap, accept_gzip: bool) -> b
                 .map(<[u8]>::trim_ascii)
                 .filter(|n| !n.is_empty())
                 .all(|n| n.eq_ignore_ascii_case(b"accept-encoding"));
+        } else if name.eq_ignore_ascii_case(b"content-encoding") {
+            let v = value.trim_ascii();
+            foreign_coding = !(v.is_empty()
+                || v.eq_ignore_ascii_case(b"gzip")
+                || v.eq_ignore_ascii_case(b"identity"));
         }
     }
-    if vary_lines == 0 {
+    if vary_lines == 0 || (only_accept_encoding && !foreign_coding) {
         return obj.variance() == Variance::from(None::<[u8; 16]>);
     }
-    if only_accept_encoding {
-        return obj.variance() == accept_encoding_variance(accept_gzip);
-    }
-    let mut vary = HeaderMap::new();
+    let mut resp = HeaderMap::new();
     for (name, value) in obj.header_iter() {
-        if name.eq_ignore_ascii_case(b"vary") {
-            if let Ok(v) = HeaderValue::from_bytes(value) {
-                vary.append(header::VARY, v);
-            }
+        let name = if name.eq_ignore_ascii_case(b"vary") {
+            header::VARY
+        } else if name.eq_ignore_ascii_case(b"content-encoding") {
+            header::CONTENT_ENCODING
+        } else {
+            continue;
+        };
+        if let Ok(v) = HeaderValue::from_bytes(value) {
+            resp.append(name, v);
         }
     }
-    Variance::from(variance(&vary, req, accept_gzip)) == obj.variance()
-}
-
-/// The variance of `Vary: Accept-Encoding` for a client that accepts gzip or
-/// not (computed once by the policy's own function, so it cannot drift).
-fn accept_encoding_variance(accept_gzip: bool) -> Variance {
-    static BOTH: std::sync::OnceLock<[Variance; 2]> = std::sync::OnceLock::new();
-    let both = BOTH.get_or_init(|| {
-        let mut vary = HeaderMap::new();
-        vary.insert(header::VARY, HeaderValue::from_static("Accept-Encoding"));
-        let none = HeaderMap::new();
-        [false, true].map(|gz| Variance::from(variance(&vary, &none, gz)))
-    });
-    both[usize::from(accept_gzip)]
+    Variance::from(variance(&resp, req)) == obj.variance()
 }
 
 fn object_times(obj: &CachedObject) -> ObjectTimes {
@@ -1248,26 +1243,36 @@ mod tests {
             &["Accept-Encoding", "Cookie"],
             &["X-Magento-Vary"],
         ];
-        let mut req = HeaderMap::new();
-        req.insert(header::COOKIE, HeaderValue::from_static("a=1"));
-        for (i, vary) in varies.iter().enumerate() {
-            let mut resp = HeaderMap::new();
-            let mut b = ObjectBuilder::new(200, Bytes::from_static(b"x"));
-            for v in *vary {
-                resp.append(header::VARY, HeaderValue::from_static(v));
-                b = b.header(b"vary", v.as_bytes());
-            }
-            for stored_gzip in [false, true] {
-                let key = [i as u8 * 2 + u8::from(stored_gzip); 16];
-                let stored = Variance::from(variance(&resp, &req, stored_gzip));
-                let obj = store.insert(key, stored, b.clone(), 0).unwrap();
-                for gzip in [false, true] {
-                    let want = Variance::from(variance(&resp, &req, gzip)) == stored;
-                    assert_eq!(
-                        variance_matches(&obj, &req, gzip),
-                        want,
-                        "vary {vary:?}, stored gzip {stored_gzip}, request gzip {gzip}"
-                    );
+        let requests = [
+            HeaderMap::new(),
+            HeaderMap::from_iter([(header::COOKIE, HeaderValue::from_static("a=1"))]),
+            HeaderMap::from_iter([(header::ACCEPT_ENCODING, HeaderValue::from_static("br"))]),
+        ];
+        let mut n = 0u8;
+        for vary in varies {
+            for coding in [None, Some("gzip"), Some("br")] {
+                let mut resp = HeaderMap::new();
+                let mut b = ObjectBuilder::new(200, Bytes::from_static(b"x"));
+                for v in vary {
+                    resp.append(header::VARY, HeaderValue::from_static(v));
+                    b = b.header(b"vary", v.as_bytes());
+                }
+                if let Some(c) = coding {
+                    resp.insert(header::CONTENT_ENCODING, HeaderValue::from_static(c));
+                    b = b.header(b"content-encoding", c.as_bytes());
+                }
+                for stored_for in &requests {
+                    n += 1;
+                    let stored = Variance::from(variance(&resp, stored_for));
+                    let obj = store.insert([n; 16], stored, b.clone(), 0).unwrap();
+                    for req in &requests {
+                        let want = Variance::from(variance(&resp, req)) == stored;
+                        assert_eq!(
+                            variance_matches(&obj, req),
+                            want,
+                            "vary {vary:?}, coding {coding:?}, stored for {stored_for:?}, request {req:?}"
+                        );
+                    }
                 }
             }
         }

@@ -751,3 +751,131 @@ async fn uncacheable_pages_are_fetched_concurrently_not_queued() {
     );
     edge.shutdown().await;
 }
+
+fn gzip(text: &str) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(text.as_bytes()).unwrap();
+    e.finish().unwrap()
+}
+
+fn gunzip(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(bytes), &mut out).unwrap();
+    out
+}
+
+/// Varnish with `http_gzip_support` stores one gzip copy and gunzips it for
+/// clients that do not take gzip: one origin fetch for both kinds of client,
+/// in either order (Magento sends `Vary: Accept-Encoding`).
+#[tokio::test]
+async fn one_stored_copy_serves_gzip_and_plain_clients() {
+    let page = "<html>".to_string() + &"Magento page ".repeat(500) + "</html>";
+    let p2 = page.clone();
+    let origin = Origin::start(Arc::new(move |_r, _n| {
+        reply(
+            200,
+            &[
+                ("content-type", "text/html; charset=UTF-8"),
+                ("cache-control", "public, max-age=86400"),
+                ("vary", "Accept-Encoding"),
+            ],
+            &p2,
+        )
+    }))
+    .await;
+    let edge = edge_for(&origin, |_| {}).await;
+    let gz = get_with(edge.addr, "/a", &[("accept-encoding", "gzip, deflate")]).await;
+    assert_eq!(gz.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(gunzip(&gz.body), page);
+    let plain = get(edge.addr, "/a").await;
+    assert_eq!(debug(&plain), "HIT");
+    assert!(plain.header("content-encoding").is_none());
+    assert_eq!(plain.text(), page);
+    assert_eq!(origin.hits("/a"), 1);
+    // The other order.
+    let plain = get(edge.addr, "/b").await;
+    assert_eq!(plain.text(), page);
+    let gz = get_with(edge.addr, "/b", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(debug(&gz), "HIT");
+    assert_eq!(gunzip(&gz.body), page);
+    assert_eq!(origin.hits("/b"), 1);
+    edge.shutdown().await;
+}
+
+/// A page the origin already gzips is stored as it came and is a hit for the
+/// next gzip client (and gunzipped for a plain one).
+#[tokio::test]
+async fn an_origin_gzipped_page_is_served_from_the_cache() {
+    let page = "<html>".to_string() + &"Gzipped by PHP ".repeat(400) + "</html>";
+    let body = gzip(&page);
+    let origin = Origin::start(Arc::new(move |_r, _n| {
+        let mut r = Response::new(Full::new(Bytes::from(body.clone())));
+        for (k, v) in [
+            ("content-type", "text/html; charset=UTF-8"),
+            ("content-encoding", "gzip"),
+            ("cache-control", "public, max-age=86400"),
+            ("vary", "Accept-Encoding"),
+        ] {
+            r.headers_mut().insert(k, v.parse().unwrap());
+        }
+        r
+    }))
+    .await;
+    let edge = edge_for(&origin, |_| {}).await;
+    let first = get_with(edge.addr, "/z", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(gunzip(&first.body), page);
+    let second = get_with(edge.addr, "/z", &[("accept-encoding", "gzip")]).await;
+    assert_eq!(debug(&second), "HIT");
+    assert_eq!(second.header("content-encoding").as_deref(), Some("gzip"));
+    assert_eq!(gunzip(&second.body), page);
+    let plain = get(edge.addr, "/z").await;
+    assert_eq!(debug(&plain), "HIT");
+    assert_eq!(plain.text(), page);
+    assert_eq!(origin.hits("/z"), 1);
+    edge.shutdown().await;
+}
+
+/// After a hit-for-miss marker, the first cacheable answer replaces it: the
+/// request right after is a hit, every time (Varnish's behaviour).
+#[tokio::test]
+async fn a_cacheable_answer_replaces_a_hit_for_miss_marker() {
+    let origin = Origin::start(Arc::new(|_r, n| {
+        if n == 1 {
+            reply(
+                200,
+                &[("content-type", "text/html"), ("cache-control", "private")],
+                "private",
+            )
+        } else {
+            reply(
+                200,
+                &[
+                    ("content-type", "text/html"),
+                    ("cache-control", "public, max-age=86400"),
+                    ("vary", "Accept-Encoding"),
+                ],
+                "public",
+            )
+        }
+    }))
+    .await;
+    let edge = edge_for(&origin, |_| {}).await;
+    for round in 0..12 {
+        let path = format!("/hfm{round}");
+        let enc: &[(&str, &str)] = if round % 2 == 0 {
+            &[("accept-encoding", "gzip")]
+        } else {
+            &[]
+        };
+        let a = get_with(edge.addr, &path, enc).await;
+        assert_eq!(a.text(), "private", "round {round}");
+        let b = get_with(edge.addr, &path, enc).await;
+        assert_eq!(debug(&b), "MISS", "round {round}");
+        let c = get_with(edge.addr, &path, enc).await;
+        assert_eq!(debug(&c), "HIT", "round {round}: the marker was not replaced");
+        assert_eq!(origin.hits(&path), 2, "round {round}");
+    }
+    edge.shutdown().await;
+}

@@ -331,6 +331,23 @@ impl ShardInner {
 
         // Replace the same variance; cap the number of variants.
         let mut variants = self.variants(&key);
+        // A hit-for-miss marker and real objects do not live side by side:
+        // a marker matches every variance, so "newest wins" would decide
+        // between them, and two inserts in the same millisecond would tie.
+        // A cacheable answer ends the marker; a marker shadows (ends) the
+        // variants, as it would at every lookup.
+        let marker = obj.is_hit_for_miss();
+        let mut i = 0;
+        while i < variants.len() {
+            let slot = variants[i];
+            let other_is_marker = self.obj(slot).is_some_and(CachedObject::is_hit_for_miss);
+            if marker || other_is_marker {
+                variants.swap_remove(i);
+                self.remove_slot(slot, Removal::Replaced);
+            } else {
+                i += 1;
+            }
+        }
         if let Some(pos) = variants
             .iter()
             .position(|&s| self.obj(s).is_some_and(|o| o.variance() == variance))

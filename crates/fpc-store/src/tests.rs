@@ -588,3 +588,26 @@ fn soft_purge_all_marks_tagged_and_untagged_stale() {
     assert_eq!(s.stats().objects, 11, "kept for grace");
     s.check_invariants();
 }
+
+/// A marker and a cacheable object inserted in the same millisecond: the
+/// later insert decides, whatever order the index walks them in.
+#[test]
+fn hit_for_miss_and_objects_replace_each_other_at_the_same_instant() {
+    let s = big_store();
+    for n in 0..64 {
+        let k = key(1000 + n);
+        s.insert(k, Variance::NONE, ObjectBuilder::hit_for_miss(120_000), 5)
+            .unwrap();
+        s.insert(k, Variance(7), page(b"public", 60_000), 5).unwrap();
+        assert!(
+            matches!(s.lookup(&k, any, 5), Lookup::Fresh(_)),
+            "a cacheable answer must end the marker ({n})"
+        );
+        s.insert(k, Variance::NONE, ObjectBuilder::hit_for_miss(120_000), 5)
+            .unwrap();
+        assert!(
+            matches!(s.lookup(&k, any, 5), Lookup::HitForMiss),
+            "a marker must end the variants ({n})"
+        );
+    }
+}

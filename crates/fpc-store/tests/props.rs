@@ -126,6 +126,8 @@ proptest! {
                 Op::Insert { k, v, ttl, grace, mask, hfm } => {
                     next_id += 1;
                     store.insert(key(k), Variance(u64::from(v)), obj(next_id, ttl, grace, mask, hfm), now).unwrap();
+                    // A marker ends every variant of its key; an object ends the key's marker.
+                    model.retain(|&(mk, _), m| mk != k || (!hfm && !m.hfm));
                     model.insert((k, v), Model {
                         id: next_id,
                         expires: now + ttl,

@@ -342,22 +342,28 @@ pub fn php_cookie<'h>(h: &'h HeaderMap, name: &[u8]) -> Option<&'h [u8]> {
 /// Secondary key: the request headers a stored response varies on.
 ///
 /// Computed from the response's `Vary` names (case-insensitive, order and
-/// duplicates ignored) and the request's values of those headers, with
-/// `Accept-Encoding` taken from the washed value (`gzip` or absent) as
-/// Varnish does. `None` when the response has no `Vary` (or only empty
-/// entries). A `Vary: *` response is never stored (§5.7), so `*` is treated
-/// as an ordinary name here.
-pub fn variance(
-    response: &HeaderMap,
-    request: &HeaderMap,
-    accept_gzip: bool,
-) -> Option<[u8; KEY_SIZE]> {
+/// duplicates ignored) and the request's values of those headers. `None`
+/// when the response varies on nothing that counts. A `Vary: *` response is
+/// never stored (§5.7), so `*` is treated as an ordinary name here.
+///
+/// `Accept-Encoding` does not count when the response is plain or gzip:
+/// the edge stores one copy and gunzips it for clients that do not take
+/// gzip, as Varnish does with `http_gzip_support` (one fetch serves both
+/// kinds of client). A response in another coding (an origin that sends
+/// brotli itself) varies on the request's `Accept-Encoding` as sent.
+pub fn variance(response: &HeaderMap, request: &HeaderMap) -> Option<[u8; KEY_SIZE]> {
+    let gzip_or_plain = response
+        .get(http::header::CONTENT_ENCODING)
+        .is_none_or(|v| {
+            let v = v.as_bytes().trim_ascii();
+            v.is_empty() || v.eq_ignore_ascii_case(b"gzip") || v.eq_ignore_ascii_case(b"identity")
+        });
     let mut names: Vec<String> = response
         .get_all(http::header::VARY)
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|n| String::from_utf8_lossy(n.trim_ascii()).to_ascii_lowercase())
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && !(gzip_or_plain && n == "accept-encoding"))
         .collect();
     if names.is_empty() {
         return None;
@@ -365,15 +371,11 @@ pub fn variance(
     names.sort();
     names.dedup();
     let mut h = Sha256::new();
-    h.update(b"magestack-fpc/variance/v1\0");
+    h.update(b"magestack-fpc/variance/v2\0");
     for name in &names {
-        let value: Option<Cow<'_, [u8]>> = if name == "accept-encoding" {
-            accept_gzip.then_some(Cow::Borrowed(&b"gzip"[..]))
-        } else {
-            http::header::HeaderName::from_bytes(name.as_bytes())
-                .ok()
-                .and_then(|n| headers::collect(request, &n, b", "))
-        };
+        let value: Option<Cow<'_, [u8]>> = http::header::HeaderName::from_bytes(name.as_bytes())
+            .ok()
+            .and_then(|n| headers::collect(request, &n, b", "));
         h.update(u32::try_from(name.len()).unwrap_or(u32::MAX).to_be_bytes());
         h.update(name.as_bytes());
         match value {
