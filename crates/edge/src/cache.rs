@@ -635,8 +635,7 @@ impl Edge {
                 pools,
                 ..
             } => {
-                let variance =
-                    Variance::from(variance(&head.headers, &req_headers));
+                let variance = Variance::from(variance(&head.headers, &req_headers));
                 let mut block = Vec::with_capacity(512);
                 if has_esi {
                     block.extend_from_slice(ESI_MARKER_LINE);

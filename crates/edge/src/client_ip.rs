@@ -219,7 +219,13 @@ mod tests {
     fn garbage_makes_the_header_untrusted() {
         let trusted = nets(&["10.0.0.0/8"]);
         let proxy: IpAddr = "10.0.0.1".parse().unwrap();
-        for xff in ["unknown", "1.2.3.4:99999", "[::1", "1.2.3.4, garbage", "2001:db8::1:80:x"] {
+        for xff in [
+            "unknown",
+            "1.2.3.4:99999",
+            "[::1",
+            "1.2.3.4, garbage",
+            "2001:db8::1:80:x",
+        ] {
             let ip = client_ip(proxy, &h(&[("x-forwarded-for", xff)]), &trusted);
             assert_eq!(ip, proxy, "{xff}");
         }

@@ -606,10 +606,14 @@ impl Edge {
         let hop = crate::request_hygiene::Hop {
             tls: conn.tls,
             trusted_peer: client_ip::is_trusted(conn.peer.ip(), &self.s.trusted_proxies),
-            ssl_offloaded_header: self.s.cache.as_ref().map(|c| &c.policy.ssl_offloaded_header),
+            ssl_offloaded_header: self
+                .s
+                .cache
+                .as_ref()
+                .map(|c| &c.policy.ssl_offloaded_header),
         };
-        let refused = crate::request_hygiene::apply(head.version, &head.uri, &mut head.headers, hop)
-            .err();
+        let refused =
+            crate::request_hygiene::apply(head.version, &head.uri, &mut head.headers, hop).err();
         let req = Request::from_parts(head, incoming);
         let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
         let refused = refused.map(|why| {

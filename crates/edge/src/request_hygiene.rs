@@ -92,9 +92,18 @@ const END_TO_END_PREFIXES: [&str; 2] = ["x-forwarded-", "x-magento-"];
 /// every value joined: they must come once.
 const KEY_HEADERS_ONCE: [(HeaderName, &str); 5] = [
     (HeaderName::from_static("store"), "Store"),
-    (HeaderName::from_static("content-currency"), "Content-Currency"),
-    (HeaderName::from_static("x-magento-cache-id"), "X-Magento-Cache-Id"),
-    (HeaderName::from_static("x-requested-with"), "X-Requested-With"),
+    (
+        HeaderName::from_static("content-currency"),
+        "Content-Currency",
+    ),
+    (
+        HeaderName::from_static("x-magento-cache-id"),
+        "X-Magento-Cache-Id",
+    ),
+    (
+        HeaderName::from_static("x-requested-with"),
+        "X-Requested-With",
+    ),
     (header::AUTHORIZATION, "Authorization"),
 ];
 
@@ -126,7 +135,10 @@ pub fn apply(
             return Err(Refusal::RepeatedKeyHeader(label));
         }
     }
-    if let Some(name) = hop.ssl_offloaded_header.filter(|n| **n != X_FORWARDED_PROTO) {
+    if let Some(name) = hop
+        .ssl_offloaded_header
+        .filter(|n| **n != X_FORWARDED_PROTO)
+    {
         if headers.get_all(name).iter().nth(1).is_some() {
             return Err(Refusal::RepeatedKeyHeader("ssl offloaded header"));
         }
@@ -228,7 +240,10 @@ mod tests {
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
-            m.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         m
     }
@@ -321,7 +336,12 @@ mod tests {
 
     #[test]
     fn repeated_key_headers_are_refused() {
-        for name in ["store", "content-currency", "x-magento-cache-id", "authorization"] {
+        for name in [
+            "store",
+            "content-currency",
+            "x-magento-cache-id",
+            "authorization",
+        ] {
             let r = run(&[("host", "s"), (name, "a"), (name, "b")], DIRECT);
             assert!(matches!(r, Err(Refusal::RepeatedKeyHeader(_))), "{name}");
         }
@@ -347,7 +367,11 @@ mod tests {
         .unwrap();
         let all: Vec<_> = m.get_all("x-forwarded-proto").iter().collect();
         assert_eq!(all, ["https"]);
-        let m = run(&[("host", "s"), ("x-forwarded-proto", "HTTPS, http")], PROXIED).unwrap();
+        let m = run(
+            &[("host", "s"), ("x-forwarded-proto", "HTTPS, http")],
+            PROXIED,
+        )
+        .unwrap();
         assert_eq!(m.get("x-forwarded-proto").unwrap(), "https");
         // Absent from a trusted proxy: stays absent.
         let m = run(&[("host", "s")], PROXIED).unwrap();
@@ -355,7 +379,10 @@ mod tests {
         // From a client: the scheme it really used.
         let m = run(&[("host", "s"), ("x-forwarded-proto", "https")], DIRECT).unwrap();
         assert_eq!(m.get("x-forwarded-proto").unwrap(), "http");
-        let tls = Hop { tls: true, ..DIRECT };
+        let tls = Hop {
+            tls: true,
+            ..DIRECT
+        };
         let m = run(&[("host", "s")], tls).unwrap();
         assert_eq!(m.get("x-forwarded-proto").unwrap(), "https");
     }

@@ -874,7 +874,11 @@ async fn a_cacheable_answer_replaces_a_hit_for_miss_marker() {
         let b = get_with(edge.addr, &path, enc).await;
         assert_eq!(debug(&b), "MISS", "round {round}");
         let c = get_with(edge.addr, &path, enc).await;
-        assert_eq!(debug(&c), "HIT", "round {round}: the marker was not replaced");
+        assert_eq!(
+            debug(&c),
+            "HIT",
+            "round {round}: the marker was not replaced"
+        );
         assert_eq!(origin.hits(&path), 2, "round {round}");
     }
     edge.shutdown().await;

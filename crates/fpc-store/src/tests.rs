@@ -598,7 +598,8 @@ fn hit_for_miss_and_objects_replace_each_other_at_the_same_instant() {
         let k = key(1000 + n);
         s.insert(k, Variance::NONE, ObjectBuilder::hit_for_miss(120_000), 5)
             .unwrap();
-        s.insert(k, Variance(7), page(b"public", 60_000), 5).unwrap();
+        s.insert(k, Variance(7), page(b"public", 60_000), 5)
+            .unwrap();
         assert!(
             matches!(s.lookup(&k, any, 5), Lookup::Fresh(_)),
             "a cacheable answer must end the marker ({n})"
