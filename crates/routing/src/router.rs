@@ -878,6 +878,7 @@ fn path_from_bytes(b: Vec<u8>) -> PathBuf {
 mod tests;
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod deny_tests {
     #[test]
     fn path_only_denies() {
