@@ -828,3 +828,113 @@ fn r13_help_is_accurate() {
     }
     assert!(edge.contains("--takeover"), "{edge}");
 }
+
+fn repo_file(rel: &str) -> String {
+    std::fs::read_to_string(format!("{}/../../{rel}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+}
+
+/// Item 13: `scripts/test` ends with one verdict line over every suite and
+/// check. Its summing script, on cargo's own output.
+#[test]
+fn r13_scripts_test_verdict_sums_every_suite_and_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("cargo");
+    std::fs::write(
+        &log,
+        "running 3 tests\ntest a ... ok\n\ntest result: ok. 3 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s\n\
+         test result: FAILED. 40 passed; 2 failed; 0 ignored; 0 measured; 0 filtered out; finished in 9.00s\n\
+         test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s\n",
+    )
+    .unwrap();
+    let counts = dir.path().join("deploy");
+    std::fs::write(&counts, "20 1\n").unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../scripts/lib/test-verdict"
+    );
+    let run = |rc: &str, counts: &std::path::Path| {
+        let out = Command::new("bash")
+            .arg(script)
+            .arg(&log)
+            .arg(rc)
+            .arg(counts)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let line = run("101", &counts);
+    assert!(line.starts_with("test: 63 passed, 3 failed ("), "{line}");
+    assert_eq!(line.lines().count(), 1, "{line}");
+    // A build error runs no test: never "0 failed" beside a red run.
+    std::fs::write(&log, "error[E0425]: cannot find value\n").unwrap();
+    let line = run("101", &dir.path().join("absent"));
+    assert!(line.starts_with("test: 0 passed, 1 failed ("), "{line}");
+    // And scripts/test prints it last.
+    let test = repo_file("scripts/test");
+    let last = test
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty() && !l.starts_with("exit"))
+        .unwrap();
+    assert!(last.contains("scripts/lib/test-verdict"), "{last}");
+}
+
+/// Items 13 and 14: what the README and docs say is what exists.
+#[test]
+fn r13_docs_say_how_to_install_and_point_at_what_exists() {
+    let readme = repo_file("README.md");
+    assert!(readme.contains("cargo install --path crates/magestack"));
+    let manifest = repo_file("Cargo.toml");
+    let rust_version = manifest
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"');
+    assert!(
+        readme.contains(&format!("Rust ≥ {rust_version}")),
+        "rust-version {rust_version}"
+    );
+    assert!(readme.contains("sudo"));
+    // The two fan-out figures say which is the test and which the benchmark.
+    let fanout = readme.split("1.7–3.7 ms").next().unwrap();
+    assert!(
+        fanout.ends_with("a_purge_sent_to_one_edge_reaches_all_three_within_100_ms`\n  requires under 100 ms for the slowest of three edges and has seen "),
+        "the README's fan-out figure does not name its test"
+    );
+    assert!(repo_file("crates/magestack/tests/cluster.rs")
+        .contains("fn a_purge_sent_to_one_edge_reaches_all_three_within_100_ms"));
+    let magento = repo_file("docs/magento.md");
+    assert!(!magento.contains("later release"));
+    // Every markdown file the docs name is in the repository.
+    for (doc, dir) in [
+        ("README.md", ""),
+        ("docs/magento.md", "docs/"),
+        ("docs/configuration.md", "docs/"),
+    ] {
+        let text = repo_file(doc);
+        for piece in text
+            .split(['(', '`', ' ', '['])
+            .filter(|p| p.contains(".md"))
+        {
+            let name = piece.split(['#', ')', '`', ',', ' ']).next().unwrap();
+            if !name.ends_with(".md") || name.starts_with("http") {
+                continue;
+            }
+            let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+            // Relative to the document (links) or to the repository (paths in prose).
+            let exists = [format!("{root}/{dir}{name}"), format!("{root}/{name}")]
+                .iter()
+                .any(|p| std::path::Path::new(p).exists());
+            assert!(exists, "{doc} names {name}, which is not in the repository");
+        }
+    }
+    assert!(
+        !repo_file("scripts/check-deploy").contains("skipped \"providers cannot be installed here")
+    );
+    assert!(repo_file("scripts/lib/php_preload_check.py").contains("as intended"));
+}
