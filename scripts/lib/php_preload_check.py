@@ -202,7 +202,12 @@ def main() -> int:
                   f"{'; a listed file was executed' if executed else ''}")
             print(logs[-2000:])
             return 1
-        print(f"php-fpm preloaded {got['preloaded_scripts']} scripts; log: {summary.group(0)}")
+        # The failures and the missing entries are the fixture's, on purpose: Future.php does
+        # not compile (a file newer PHP syntax would break must not stop the preload), and
+        # the fixture holds only part of the tree the kit's preload.list names.
+        print(f"php-fpm preloaded {got['preloaded_scripts']} scripts; log: {summary.group(0)}"
+              f" (as intended: the fixture's Future.php does not compile and it lacks the"
+              f" list's other entries)")
         return 0
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -51,28 +51,109 @@ impl std::fmt::Debug for AdminAccess {
     }
 }
 
-impl AdminAccess {
-    fn allows(&self, peer: std::net::IpAddr, req: &Request<Incoming>) -> bool {
-        if crate::client_ip::is_trusted(peer, &self.acl) {
-            return true;
+/// Failed admin authentications allowed per client address: a burst of
+/// [`FAILURE_BURST`], then one more every `FAILURE_PERIOD / FAILURE_BURST`.
+/// A token guesser gets 10 tries a minute instead of thousands a second; an
+/// operator with a typo waits seconds.
+pub const FAILURE_BURST: u32 = 10;
+/// See [`FAILURE_BURST`].
+pub const FAILURE_PERIOD: std::time::Duration = std::time::Duration::from_secs(60);
+/// Client addresses whose failures are remembered (about 48 bytes each):
+/// bounded, so a flood of addresses cannot grow memory (the limiter drops
+/// recovered entries first).
+const FAILURE_MAX_KEYS: usize = 4096;
+
+/// The answer of [`AdminAccess::check`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Access {
+    Allowed,
+    Denied,
+    /// Too many failures from this address: 429 with `Retry-After`.
+    Throttled(std::time::Duration),
+}
+
+/// Counts failed authentications per client address (IPv6 per /64, which
+/// one host usually holds whole).
+#[derive(Debug)]
+struct FailureThrottle {
+    limiter: magestack_waf::Limiter,
+    quota: magestack_waf::Quota,
+    epoch: std::time::Instant,
+}
+
+impl FailureThrottle {
+    fn new() -> FailureThrottle {
+        FailureThrottle {
+            limiter: magestack_waf::Limiter::new(FAILURE_MAX_KEYS),
+            quota: magestack_waf::Quota::per(FAILURE_BURST, FAILURE_PERIOD),
+            epoch: std::time::Instant::now(),
         }
-        let Some(token) = &self.token else {
-            return false;
-        };
+    }
+
+    fn key(ip: std::net::IpAddr) -> std::net::IpAddr {
+        match ip {
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => std::net::Ipv6Addr::from(
+                    u128::from(v6) & 0xffff_ffff_ffff_ffff_0000_0000_0000_0000,
+                )
+                .into(),
+            },
+            v4 => v4,
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    fn blocked(&self, ip: std::net::IpAddr) -> Option<std::time::Duration> {
+        match self.limiter.peek(0, Self::key(ip), self.quota, self.now()) {
+            magestack_waf::Decision::Allow => None,
+            magestack_waf::Decision::Deny { retry_after } => Some(retry_after),
+        }
+    }
+
+    fn record_failure(&self, ip: std::net::IpAddr) {
+        let _ = self.limiter.check(0, Self::key(ip), self.quota, self.now());
+    }
+}
+
+impl AdminAccess {
+    /// Peers in the ACL pass without a token; anyone else presents the
+    /// bearer token, unless this address failed too often lately (then even
+    /// the right token waits: otherwise guessing would go on unthrottled).
+    fn check(
+        &self,
+        peer: std::net::IpAddr,
+        req: &Request<Incoming>,
+        throttle: &FailureThrottle,
+    ) -> Access {
+        if crate::client_ip::is_trusted(peer, &self.acl) {
+            return Access::Allowed;
+        }
+        if let Some(wait) = throttle.blocked(peer) {
+            return Access::Throttled(wait);
+        }
         let presented = req
             .headers()
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        // Constant-time compare: the token must not leak through timing.
-        presented.is_some_and(|p| {
-            p.len() == token.len()
-                && p.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                    == 0
-        })
+        if let (Some(token), Some(p)) = (&self.token, presented) {
+            if constant_time_eq(p.as_bytes(), token.as_bytes()) {
+                return Access::Allowed;
+            }
+        }
+        throttle.record_failure(peer);
+        Access::Denied
     }
+}
+
+/// Compares in time that depends only on the lengths: the token must not
+/// leak through timing, byte by byte.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Re-reads the configuration and swaps the serving edge: `Ok` with a
@@ -88,6 +169,7 @@ pub async fn serve(
     reload: Option<ReloadHook>,
 ) {
     let access = Arc::new(access);
+    let throttle = Arc::new(FailureThrottle::new());
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -95,22 +177,22 @@ pub async fn serve(
         let ready = ready.clone();
         let live = live.clone();
         let access = access.clone();
+        let throttle = throttle.clone();
         let reload = reload.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let ready = ready.clone();
                 let edge = live.current();
                 let access = access.clone();
+                let throttle = throttle.clone();
                 let reload = reload.clone();
                 async move {
-                    Ok::<_, Infallible>(route(
-                        &req,
-                        &ready,
-                        &edge,
-                        &access,
-                        peer.ip(),
-                        reload.as_ref(),
-                    ))
+                    let gate = Gate {
+                        access: &access,
+                        throttle: &throttle,
+                        peer: peer.ip(),
+                    };
+                    Ok::<_, Infallible>(route(&req, &ready, &edge, &gate, reload.as_ref()))
                 }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -164,19 +246,54 @@ fn admin_purge(req: &Request<Incoming>, edge: &Edge) -> Response<EdgeBody> {
     }
 }
 
+/// Who asks, and what decides whether they may.
+struct Gate<'a> {
+    access: &'a AdminAccess,
+    throttle: &'a FailureThrottle,
+    peer: std::net::IpAddr,
+}
+
+impl Gate<'_> {
+    /// `None` when the request may go on, else the 403 or 429 to send.
+    fn refuse(&self, req: &Request<Incoming>) -> Option<Response<EdgeBody>> {
+        match self.access.check(self.peer, req, self.throttle) {
+            Access::Allowed => None,
+            Access::Denied => Some(json(
+                StatusCode::FORBIDDEN,
+                "{\"error\":\"forbidden\"}\n".into(),
+            )),
+            Access::Throttled(wait) => {
+                tracing::warn!(client = %self.peer, retry_after_secs = wait.as_secs() + 1, "Admin API: too many failed authentications; answering 429.");
+                let mut r = json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "{\"error\":\"too many failed authentications from this address\"}\n".into(),
+                );
+                r.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    http::HeaderValue::from(wait.as_secs() + 1),
+                );
+                Some(r)
+            }
+        }
+    }
+}
+
 fn route(
     req: &Request<Incoming>,
     ready: &Readiness,
     edge: &Edge,
-    access: &AdminAccess,
-    peer: std::net::IpAddr,
+    gate: &Gate<'_>,
     reload: Option<&ReloadHook>,
 ) -> Response<EdgeBody> {
     let path = req.uri().path();
-    if path.starts_with("/admin/") {
-        if !access.allows(peer, req) {
-            return json(StatusCode::FORBIDDEN, "{\"error\":\"forbidden\"}\n".into());
+    let protected =
+        path.starts_with("/admin/") || matches!(path, "/cache/stats" | "/metrics" | "/pools");
+    if protected {
+        if let Some(refused) = gate.refuse(req) {
+            return refused;
         }
+    }
+    if path.starts_with("/admin/") {
         if req.method() != http::Method::POST {
             let mut r = json(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -218,7 +335,6 @@ fn route(
         "/readyz" if ready.get() && edge.pools_ready() => (StatusCode::OK, "ready\n"),
         "/readyz" if ready.get() => (StatusCode::SERVICE_UNAVAILABLE, "not ready: PHP-FPM\n"),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
-        "/cache/stats" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
         "/cache/stats" => {
             let body = match edge.cache_stats() {
                 Some(st) => {
@@ -242,7 +358,6 @@ fn route(
             );
             return r;
         }
-        "/metrics" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
         "/metrics" => {
             let mut r = Response::new(body::full(edge.render_metrics()));
             r.headers_mut().insert(
@@ -251,7 +366,6 @@ fn route(
             );
             return r;
         }
-        "/pools" if !access.allows(peer, req) => (StatusCode::FORBIDDEN, "forbidden\n"),
         "/pools" => {
             let mut body = serde_json::to_string(&edge.pool_stats()).unwrap_or_default();
             body.push('\n');

@@ -150,10 +150,15 @@ fn page(req: &Request<Incoming>, renders: &AtomicU64) -> Response<EdgeBody> {
         }
         (_, "/customer/account/") | (_, "/checkout/cart/") => {
             let who = customer.unwrap_or("guest");
+            let title = if path == "/checkout/cart/" {
+                "Shopping Cart"
+            } else {
+                "My Account"
+            };
             let mut r = html(
                 StatusCode::OK,
                 layout(
-                    "My account",
+                    title,
                     customer,
                     currency,
                     &format!("<h1>Private page of {who}</h1><p>Never cached, never shared.</p>"),

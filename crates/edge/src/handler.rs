@@ -856,6 +856,12 @@ impl Edge {
             return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge);
         }
         let Some(router) = &self.router else {
+            let denied = self.s.deny_without_docroot
+                && magestack_routing::normalize(req.uri().path())
+                    .is_ok_and(|p| magestack_routing::is_denied(&p));
+            if denied {
+                return (error_page(StatusCode::NOT_FOUND, None), Outcome::Denied);
+            }
             return self.proxy(req, conn, client).await;
         };
         let path = match magestack_routing::normalize(req.uri().path()) {
@@ -1023,7 +1029,7 @@ impl Edge {
                     if !pool.reroute(&mut permit) {
                         break Err(e);
                     }
-                    tracing::warn!(error = %e, pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "PHP-FPM endpoint refused the connection; trying the next one.");
+                    tracing::warn!(error = %crate::ErrorChain(&e), pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "PHP-FPM endpoint refused the connection; trying the next one.");
                     tried += 1;
                 }
                 other => break other,
@@ -1054,7 +1060,7 @@ impl Edge {
                 } else {
                     StatusCode::BAD_GATEWAY
                 };
-                tracing::warn!(error = %e, status = status.as_u16(), script = %php.script_name, pool = %pool.name, "PHP-FPM request failed.");
+                tracing::warn!(error = %crate::ErrorChain(&e), status = status.as_u16(), script = %php.script_name, pool = %pool.name, "PHP-FPM request failed.");
                 pool.record_error(e.is_timeout());
                 let mut r = error_page(status, Some(5));
                 r.extensions_mut().insert(slot);

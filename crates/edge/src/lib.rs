@@ -20,6 +20,7 @@ pub mod compress;
 mod conn_io;
 pub mod demo;
 mod discovery;
+pub mod error_chain;
 mod framing;
 mod handler;
 pub mod http_upstream;
@@ -37,6 +38,7 @@ pub mod settings;
 pub mod static_files;
 pub mod tls;
 
+pub use error_chain::{os_error, ErrorChain};
 pub use handler::{CacheStats, Edge};
 pub use live::LiveEdge;
 pub use server::{ConnInfo, Server, ServerLimits};

@@ -76,6 +76,16 @@ pub(crate) struct PoolEndpoint {
     health_report: std::sync::Mutex<Option<serde_json::Value>>,
 }
 
+impl PoolEndpoint {
+    /// What the logs call this endpoint: an HTTP upstream is not PHP-FPM.
+    fn kind(&self) -> &'static str {
+        match self.transport {
+            Transport::FastCgi(_) => "PHP-FPM",
+            Transport::Http(_) => "HTTP upstream",
+        }
+    }
+}
+
 enum Check {
     Status {
         client: magestack_fastcgi::Client,
@@ -694,7 +704,7 @@ impl Pool {
                     }
                 }
                 if e.health.swap(HEALTHY, Ordering::Relaxed) != HEALTHY {
-                    tracing::info!(pool = %self.name, endpoint = %e.label, "PHP-FPM endpoint healthy.");
+                    tracing::info!(pool = %self.name, endpoint = %e.label, "{} endpoint healthy.", e.kind());
                 }
                 e.joining.store(false, Ordering::Relaxed);
                 if let (Some(client), Some(script)) = (&e.health_client, &self.health_script) {
@@ -706,7 +716,7 @@ impl Pool {
                 if n >= self.unhealthy_after
                     && e.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
                 {
-                    tracing::warn!(pool = %self.name, endpoint = %e.label, failures = n, error = %why, "PHP-FPM endpoint unhealthy; no more requests until it recovers.");
+                    tracing::warn!(pool = %self.name, endpoint = %e.label, failures = n, error = %why, "{} endpoint unhealthy; no more requests until it recovers.", e.kind());
                 }
             }
         }
@@ -830,7 +840,7 @@ impl Pool {
         if n >= self.unhealthy_after
             && failed.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
         {
-            tracing::warn!(pool = %self.name, endpoint = %failed.label, failures = n, "PHP-FPM endpoint unhealthy (connections refused); no more requests until a check passes.");
+            tracing::warn!(pool = %self.name, endpoint = %failed.label, failures = n, "{} endpoint unhealthy (connections refused); no more requests until a check passes.", failed.kind());
         }
         let endpoints = self.endpoints.load();
         let next = endpoints

@@ -230,6 +230,12 @@ pub struct EdgeSettings {
     pub injection: Option<InjectionSpec>,
     /// The purge bus over Redis; `None` = a single edge.
     pub cluster: Option<crate::purge_bus::ClusterSpec>,
+    /// Without a docroot (an HTTP upstream), still answer 404 for what
+    /// Magento's nginx sample denies by path alone
+    /// ([`magestack_routing::is_denied`]) instead of proxying it. On for
+    /// `magestack demo`, whose app stands in for Magento; off by default, as
+    /// an arbitrary HTTP app may serve such paths on purpose.
+    pub deny_without_docroot: bool,
     /// Client network rules.
     pub ip_rules: IpRulesSpec,
     /// Response head ceiling for FastCGI (502 beyond).

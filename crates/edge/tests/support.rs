@@ -74,6 +74,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         tarpit: Duration::ZERO,
         injection: Some(Default::default()),
         cluster: None,
+        deny_without_docroot: false,
         ip_rules: Default::default(),
         cache: None,
     }

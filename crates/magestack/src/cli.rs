@@ -6,8 +6,17 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand, ValueEnum};
 
 /// magestack: one binary for Magento 2 at scale.
+///
+/// The `about` line is written here rather than taken from the package
+/// description, so `--help` names only commands this binary has.
 #[derive(Debug, Parser)]
-#[command(name = "magestack", version, about, long_about = None)]
+#[command(
+    name = "magestack",
+    version,
+    about = "One binary for Magento 2 at scale: the edge in front of PHP-FPM (nginx's Magento rules, \
+             Varnish's full-page cache), purge, config check, CDN export, demo.",
+    long_about = None
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -24,14 +33,15 @@ pub enum Command {
         config: PathBuf,
     },
     /// Purge the full-page cache by tag (or everything) the way Magento does: a raw PURGE with X-Magento-Tags-Pattern.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["tags", "all"])))]
     Purge {
         /// Tags to purge, comma-separated (e.g. cat_p_42,cat_c_7).
-        #[arg(long, value_delimiter = ',', required_unless_present = "all")]
+        #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
         /// Purge every tagged object (Magento's "Flush Magento Cache": pattern `.*`).
-        #[arg(long, conflicts_with = "tags")]
+        #[arg(long)]
         all: bool,
-        /// The edge's traffic listener, host:port (repeat for several replicas).
+        /// The edge's traffic listener, host:port or http://host:port (repeat for several replicas).
         #[arg(long, default_value = "127.0.0.1:8080")]
         edge: Vec<String>,
     },
@@ -91,7 +101,9 @@ pub struct EdgeArgs {
     /// Magento's pub/ directory (static files, PHP scripts).
     #[arg(long)]
     pub docroot: Option<PathBuf>,
-    /// Admin listener (health, readiness).
+    /// Admin listener: /healthz, /readyz, /metrics, /pools, /cache/stats, POST /admin/reload and
+    /// POST /admin/purge (all but the health checks need a peer in cache.purge_acl or
+    /// MAGESTACK_ADMIN_TOKEN; off loopback the token is required: 64 hex digits or 43 other characters).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
     /// Log format.
@@ -103,6 +115,11 @@ pub struct EdgeArgs {
     /// Most requests in PHP-FPM at once: set it to the pool's pm.max_children.
     #[arg(long)]
     pub max_connections: Option<u32>,
+
+    /// Start even though a live listener holds the port: the successor in a zero-downtime
+    /// restart (SO_REUSEPORT; then SIGTERM the old edge). Without it, a port in use is refused.
+    #[arg(long)]
+    pub takeover: bool,
 
     /// Redis carrying the purge bus (`redis://host:port`): a purge sent to
     /// any edge reaches every edge using the same Redis. Sets `cluster.redis_url`.

@@ -24,10 +24,26 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         } => cdn_export(config.as_deref(), format, output.as_deref()),
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Edge(args) => {
+            anyhow::ensure!(
+                args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),
+                "magestack edge needs to know what it serves: \
+                 --upstream fcgi://127.0.0.1:9000 --docroot /var/www/magento/pub (PHP-FPM), \
+                 --upstream http://host:port (an app that speaks HTTP), or --config edge.toml \
+                 (see `magestack edge --help`; `magestack demo` runs without PHP)"
+            );
             let cfg = load(&args)?;
             let (_log, writer) = init_logging(&cfg)?;
+            let takeover = args.takeover;
             let source = args.config.is_some().then(|| args.clone());
-            runtime()?.block_on(edge(cfg, writer, source))
+            runtime()?.block_on(edge(
+                cfg,
+                writer,
+                source,
+                Start {
+                    takeover,
+                    demo: false,
+                },
+            ))
         }
         Command::Demo { listen } => {
             // The real upstream address is known only once the built-in storefront is bound.
@@ -107,7 +123,16 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
     };
     anyhow::ensure!(!pattern.is_empty(), "no tags given");
     let mut failed = 0;
-    for edge in edges {
+    for given in edges {
+        let edge = match edge_authority(given) {
+            Ok(a) => a,
+            Err(why) => {
+                failed += 1;
+                eprintln!("{given}: {why}");
+                continue;
+            }
+        };
+        let edge = edge.as_str();
         let host = edge.rsplit_once(':').map(|(h, _)| h).unwrap_or(edge);
         let result = (|| -> std::io::Result<String> {
             let mut s = std::net::TcpStream::connect(edge)?;
@@ -136,6 +161,40 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)
+    })
+}
+
+/// `host:port` from what an operator may paste: `host:port`, `host`
+/// (port 80), or the URL `http://host:port/` (Magento's
+/// `--http-cache-hosts` takes the bare form, a browser shows the URL).
+/// `https://` is refused with the reason: Magento's PURGE, and this
+/// command, speak plain HTTP to the edge's traffic listener.
+fn edge_authority(given: &str) -> std::result::Result<String, String> {
+    let rest = if let Some(r) = given.strip_prefix("http://") {
+        r
+    } else if given.starts_with("https://") {
+        return Err(
+            "https:// is not supported: PURGE goes over plain HTTP, as Magento sends it \
+             (give host:port of a plain listener, e.g. 127.0.0.1:8080)"
+                .to_owned(),
+        );
+    } else if given.contains("://") {
+        return Err("give host:port or http://host:port".to_owned());
+    } else {
+        given
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err("no host: give host:port or http://host:port".to_owned());
+    }
+    // A port after the last colon, outside an IPv6 literal's brackets.
+    let has_port = authority.rsplit_once(':').is_some_and(|(h, p)| {
+        !h.is_empty() && !p.contains(']') && (!h.contains(':') || h.ends_with(']'))
+    });
+    Ok(if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
     })
 }
 
@@ -302,6 +361,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         },
         cache: cache_settings(cfg),
         cluster: None,
+        deny_without_docroot: false,
     }
 }
 
@@ -420,13 +480,54 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
 
 /// Binds the traffic listeners, with `SO_REUSEPORT` when configured so a
 /// successor edge can bind the same port while this one drains.
-fn bind_all(addrs: &[SocketAddr], reuse_port: bool) -> Result<Vec<TcpListener>> {
+///
+/// `SO_REUSEPORT` alone would let a second edge start silently beside a
+/// running one: both serve, and a `PURGE` reaches only one of them. So each
+/// port is first probed with a plain bind (`SO_REUSEADDR` only, which a
+/// live listener refuses and a closed one in `TIME_WAIT` does not); a port
+/// held by a live listener is refused as nginx refuses it, unless `takeover`
+/// says this edge is the successor in a restart.
+fn bind_all(addrs: &[SocketAddr], reuse_port: bool, takeover: bool) -> Result<Vec<TcpListener>> {
     let mut out = Vec::with_capacity(addrs.len());
     for a in addrs {
-        let l = bind_one(*a, reuse_port).with_context(|| format!("binding server.listen {a}"))?;
+        if reuse_port && !takeover {
+            if let Err(e) = probe_free(*a) {
+                return Err(bind_error(*a, &e)).with_context(|| {
+                    if e.kind() == std::io::ErrorKind::AddrInUse {
+                        format!(
+                            "server.listen {a}: another listener holds the port; to take it \
+                             over from a running edge (a zero-downtime restart) start with \
+                             --takeover"
+                        )
+                    } else {
+                        format!("server.listen {a}")
+                    }
+                });
+            }
+        }
+        let l = bind_one(*a, reuse_port)
+            .map_err(|e| bind_error(*a, &e))
+            .with_context(|| format!("server.listen {a}"))?;
         out.push(l);
     }
     Ok(out)
+}
+
+/// nginx's wording: `bind() to 127.0.0.1:8080 failed (98: Address already in use)`.
+fn bind_error(addr: SocketAddr, e: &std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("bind() to {addr} failed ({})", magestack_edge::os_error(e))
+}
+
+/// Binds `addr` without `SO_REUSEPORT` and lets it go: fails with
+/// `AddrInUse` when a live listener holds the port.
+fn probe_free(addr: SocketAddr) -> std::io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
 }
 
 fn bind_one(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
@@ -470,6 +571,36 @@ fn full_settings(cfg: &Validated, log: &crate::log_writer::BatchWriter) -> Resul
 /// named by `MAGESTACK_ADMIN_TOKEN_FILE` (a Kubernetes secret volume).
 fn admin_token() -> Result<Option<String>> {
     secret("MAGESTACK_ADMIN_TOKEN")
+}
+
+/// Refuses a token that cannot hold 32 bytes (256 bits) of randomness: a
+/// public admin listener can reload and purge, and a short token falls to
+/// guessing even at the throttled rate. Estimated from its shape, as a token
+/// generator writes it: hex digits carry 4 bits each (64 needed, `openssl
+/// rand -hex 32`), anything else at most 6 (base64: 43 needed, `openssl rand
+/// -base64 32`). At least 12 distinct characters rule out `aaaa…` and
+/// `abab…` of the right length (a random 64-digit hex token has fewer with a
+/// probability below 1e-6).
+pub(crate) fn token_strength(token: &str) -> std::result::Result<(), String> {
+    let len = token.chars().count();
+    let hex = token.chars().all(|c| c.is_ascii_hexdigit());
+    let need = if hex { 64 } else { 43 };
+    if len < need {
+        return Err(format!(
+            "it has {len} {}, fewer than {need}",
+            if hex { "hex digits" } else { "characters" }
+        ));
+    }
+    let mut distinct: Vec<char> = token.chars().collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    if distinct.len() < 12 {
+        return Err(format!(
+            "it has only {} distinct characters",
+            distinct.len()
+        ));
+    }
+    Ok(())
 }
 
 /// A secret from `$NAME`, or the first line of the file `$NAME_FILE`
@@ -574,12 +705,24 @@ fn reload(
     Ok((summary, next))
 }
 
+/// How [`edge`] starts, beyond the configuration.
+#[derive(Debug, Clone, Copy, Default)]
+struct Start {
+    /// `--takeover`: bind a port a live listener holds (a restart's successor).
+    takeover: bool,
+    /// `magestack demo`: Magento's path denies without a docroot.
+    demo: bool,
+}
+
 async fn edge(
     cfg: Validated,
     log: crate::log_writer::BatchWriter,
     source: Option<EdgeArgs>,
+    start: Start,
 ) -> Result<ExitCode> {
-    let settings = full_settings(&cfg, &log)?;
+    let Start { takeover, demo } = start;
+    let mut settings = full_settings(&cfg, &log)?;
+    settings.deny_without_docroot = demo;
     let upstream = cfg.upstream.url.to_string();
     let edge = Arc::new(magestack_edge::Edge::new(settings).context("building the edge")?);
     let live = magestack_edge::LiveEdge::new(edge);
@@ -606,14 +749,25 @@ async fn edge(
         ),
         None => None,
     };
-    let listeners = bind_all(&cfg.server.listen, cfg.server.reuse_port)?;
+    let listeners = bind_all(&cfg.server.listen, cfg.server.reuse_port, takeover)?;
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
-        anyhow::ensure!(
-            addr.ip().is_loopback() || token.is_some(),
-            "server.admin_listen {addr} is not a loopback address: set MAGESTACK_ADMIN_TOKEN \
-             or MAGESTACK_ADMIN_TOKEN_FILE (the admin API can reload and purge)"
-        );
+        if !addr.ip().is_loopback() {
+            let Some(token) = &token else {
+                anyhow::bail!(
+                    "server.admin_listen {addr} is not a loopback address: set MAGESTACK_ADMIN_TOKEN \
+                     or MAGESTACK_ADMIN_TOKEN_FILE (the admin API can reload and purge)"
+                );
+            };
+            if let Err(why) = token_strength(token) {
+                anyhow::bail!(
+                    "MAGESTACK_ADMIN_TOKEN (or MAGESTACK_ADMIN_TOKEN_FILE) is too weak for the \
+                     non-loopback admin listener {addr}: {why}; it needs 32 bytes of randomness: \
+                     at least 64 hex digits or 43 other characters, at least 12 of them distinct \
+                     (e.g. `openssl rand -hex 32`)"
+                );
+            }
+        }
         let l = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding server.admin_listen {addr}"))?;
@@ -667,20 +821,48 @@ async fn demo(mut cfg: Validated, log: crate::log_writer::BatchWriter) -> Result
     cfg.pools.clear();
     let listen = cfg.server.listen.first().copied();
     if let Some(a) = listen {
+        // This binary, as the shell would run it: after `cargo run` it is
+        // not on PATH, so `magestack purge` would not be found.
+        let me = std::env::current_exe()
+            .map(|p| shell_word(&p.to_string_lossy()))
+            .unwrap_or_else(|_| "magestack".to_owned());
         println!("magestack demo: edge on http://{a}/ in front of the built-in storefront (app on {app}).");
         println!("Try:");
-        println!(
-            "  curl -i http://{a}/women/tops.html         # a category page with X-Magento-Tags"
-        );
+        println!("  curl -i http://{a}/women/tops.html         # a category page: X-Magento-Cache-Debug MISS, then HIT");
+        println!("  curl -si http://{app}/women/tops.html | grep -i x-magento-tags   # the page's tags, from the app itself:");
+        println!("                                               #   the edge keeps them for PURGE and strips them from answers, as Magento's VCL does");
         println!("  curl -i --compressed http://{a}/           # gzip like nginx's Magento sample");
         println!("  curl -i -c jar -b jar http://{a}/customer/account/login   # log in: X-Magento-Vary cookie");
         println!("  curl -i -b jar http://{a}/checkout/cart/   # personalised, never cached");
+        println!("  curl -i http://{a}/app/etc/env.php         # denied by Magento's nginx rules: 404 from the edge, never reaches the app");
         println!("  curl -i --http2-prior-knowledge http://{a}/ # h2c");
         println!("  curl -X PURGE -H 'X-Magento-Tags-Pattern: ((^|,)cat_c_3(,|$))' http://{a}/   # what Magento sends on a save");
-        println!("  magestack purge --all --edge {a}             # \"Flush Magento Cache\"");
+        println!("  {me} purge --all --edge {a}   # \"Flush Magento Cache\"");
         println!("Stop with Ctrl-C.");
     }
-    edge(cfg, log, None).await
+    edge(
+        cfg,
+        log,
+        None,
+        Start {
+            takeover: false,
+            demo: true,
+        },
+    )
+    .await
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but path characters.
+fn shell_word(word: &str) -> String {
+    if !word.is_empty()
+        && word
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+:@".contains(c))
+    {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
 }
 
 /// `SIGHUP` re-reads the configuration file (as `POST /admin/reload`).
@@ -722,5 +904,46 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{edge_authority, token_strength};
+
+    #[test]
+    fn purge_accepts_the_edge_as_host_port_or_http_url() {
+        for (given, want) in [
+            ("127.0.0.1:8080", "127.0.0.1:8080"),
+            ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+            ("http://127.0.0.1:8080/", "127.0.0.1:8080"),
+            ("http://edge.internal", "edge.internal:80"),
+            ("edge.internal", "edge.internal:80"),
+            ("http://[::1]:8080/", "[::1]:8080"),
+        ] {
+            assert_eq!(edge_authority(given).as_deref(), Ok(want), "{given}");
+        }
+        let https = edge_authority("https://shop.test")
+            .err()
+            .unwrap_or_default();
+        assert!(https.contains("plain HTTP"), "{https}");
+    }
+
+    #[test]
+    fn admin_token_strength() {
+        assert!(token_strength("x").is_err());
+        assert!(token_strength(&"a".repeat(80)).is_err());
+        assert!(token_strength(&"ab".repeat(40)).is_err());
+        // `openssl rand -hex 32` and `openssl rand -base64 32`.
+        assert!(
+            token_strength("3f9c1a7e5b2d8c4f0a6e1b9d7c3f5a2e8b4d0c6f1a9e7b3d5c2f8a4e0b6d1c9f")
+                .is_ok()
+        );
+        assert!(token_strength("q8Zb1xk3T0mPz7Vn+Yw2Lr5Hc9Jd4Fs6Ge1Ua8Ki0Oo=").is_ok());
+        // 63 hex digits: 252 bits.
+        assert!(
+            token_strength("3f9c1a7e5b2d8c4f0a6e1b9d7c3f5a2e8b4d0c6f1a9e7b3d5c2f8a4e0b6d1c9")
+                .is_err()
+        );
     }
 }

@@ -81,7 +81,8 @@ mod uri;
 pub use content_type::{charset_applies, is_gzip_type, CHARSET, CHARSET_TYPES, GZIP_TYPES};
 pub use fs::{FileKind, Fs, MemFs, RealFs};
 pub use router::{
-    add_header_applies, FastCgiRoute, Generation, PhpProfile, Route, Router, StaticHeaders,
-    ERROR_PAGE_URI, MAX_URI_CHANGES, PHP_FLAG, PHP_VALUE_MAIN, PHP_VALUE_SETUP, X_FRAME_OPTIONS,
+    add_header_applies, is_denied, FastCgiRoute, Generation, PhpProfile, Route, Router,
+    StaticHeaders, ERROR_PAGE_URI, MAX_URI_CHANGES, PHP_FLAG, PHP_VALUE_MAIN, PHP_VALUE_SETUP,
+    X_FRAME_OPTIONS,
 };
 pub use uri::{normalize, NormalizedPath, UriError};

@@ -362,6 +362,26 @@ const PREFIXES: &[(&[u8], Loc)] = &[
     (b"/errors/", Loc::Errors),
 ];
 
+/// Whether the sample denies `path` by its location alone, before any file
+/// is looked at: `/.user.ini`, the banned files (`*.php` outside the
+/// whitelist, `.git`, `.htaccess` …), `/media/customer/` and the other media
+/// denies, XML under `/errors/` and theme media, `/setup/` and `/update/`
+/// outside `pub/`. For an edge without a docroot (an HTTP upstream), which
+/// has no filesystem to route by but should not forward these either.
+#[must_use]
+pub fn is_denied(path: &NormalizedPath) -> bool {
+    matches!(
+        find_location(path.as_bytes()),
+        Loc::UserIni
+            | Loc::PubDeny
+            | Loc::MediaThemeXml
+            | Loc::MediaDeny
+            | Loc::ErrorsXml
+            | Loc::AppDeny(_)
+            | Loc::Banned
+    )
+}
+
 /// nginx's location search (design doc 1.2) over the sample's tree.
 fn find_location(uri: &[u8]) -> Loc {
     // 1. Longest top-level prefix. "/" matches every normalized URI.
@@ -856,3 +876,30 @@ fn path_from_bytes(b: Vec<u8>) -> PathBuf {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod deny_tests {
+    #[test]
+    fn path_only_denies() {
+        let denied = |p: &str| super::is_denied(&crate::normalize(p).unwrap());
+        for p in [
+            "/app/etc/env.php",
+            "/.git/config",
+            "/cron.php",
+            "/media/customer/x",
+            "/.user.ini",
+            "/errors/local.xml",
+        ] {
+            assert!(denied(p), "{p}");
+        }
+        for p in [
+            "/",
+            "/women/tops.html",
+            "/index.php/checkout",
+            "/static/version1/a.css",
+        ] {
+            assert!(!denied(p), "{p}");
+        }
+    }
+}

@@ -92,6 +92,25 @@ impl Limiter {
         self.per_shard * SHARDS
     }
 
+    /// Whether one more request of `ip` would be allowed now, without
+    /// counting it: for limits on failures, where only a failure is counted
+    /// but every attempt must first be let through or turned away.
+    pub fn peek(&self, rule: u16, ip: IpAddr, quota: Quota, now_nanos: u64) -> Decision {
+        let key = (rule, ip);
+        let table = self.shards[shard_of(&key)]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let tau = quota.tolerance_nanos();
+        let tat = table.get(&key).copied().unwrap_or(now_nanos).max(now_nanos);
+        if tat - now_nanos > tau {
+            Decision::Deny {
+                retry_after: Duration::from_nanos(tat - now_nanos - tau),
+            }
+        } else {
+            Decision::Allow
+        }
+    }
+
     /// Counts one request of `ip` against `rule`'s `quota` at `now_nanos`.
     pub fn check(&self, rule: u16, ip: IpAddr, quota: Quota, now_nanos: u64) -> Decision {
         let key = (rule, ip);
@@ -174,6 +193,22 @@ mod tests {
         assert!(matches!(l.check(1, a, q, 13 * SEC), Decision::Deny { .. }));
         // Denied requests do not push the window further.
         assert_eq!(l.check(1, a, q, 25 * SEC), Decision::Allow);
+    }
+
+    #[test]
+    fn peek_decides_like_check_without_counting() {
+        let l = Limiter::new(100);
+        let q = Quota::per(2, Duration::from_secs(60));
+        let a = ip("10.0.0.1");
+        for _ in 0..10 {
+            assert_eq!(l.peek(1, a, q, 0), Decision::Allow);
+        }
+        assert!(l.is_empty());
+        assert_eq!(l.check(1, a, q, 0), Decision::Allow);
+        assert_eq!(l.check(1, a, q, 0), Decision::Allow);
+        assert!(matches!(l.peek(1, a, q, 0), Decision::Deny { .. }));
+        assert!(matches!(l.check(1, a, q, 0), Decision::Deny { .. }));
+        assert_eq!(l.peek(1, a, q, 31 * SEC), Decision::Allow);
     }
 
     #[test]

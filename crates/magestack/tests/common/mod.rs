@@ -22,18 +22,25 @@ pub struct Killed {
 impl Killed {
     /// Spawns `cmd` with stdout discarded and stderr kept for a failure report.
     pub fn spawn(mut cmd: Command) -> Killed {
+        cmd.stdout(Stdio::null());
+        Killed::spawn_keeping_stdout(cmd)
+    }
+
+    /// As [`Killed::spawn`], with stdout as `cmd` sets it (e.g. piped).
+    pub fn spawn_keeping_stdout(mut cmd: Command) -> Killed {
         let (file, log) = tempfile::Builder::new()
             .prefix("magestack-test-")
             .suffix(".log")
             .tempfile()
             .unwrap()
             .into_parts();
-        let child = cmd
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(file))
-            .spawn()
-            .unwrap();
+        let child = cmd.stderr(Stdio::from(file)).spawn().unwrap();
         Killed { child, log }
+    }
+
+    /// What the child wrote to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the child accepts connections on `addr`; fails at once if
