@@ -363,7 +363,7 @@ pub fn variance(response: &HeaderMap, request: &HeaderMap) -> Option<[u8; KEY_SI
         .iter()
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .map(|n| String::from_utf8_lossy(n.trim_ascii()).to_ascii_lowercase())
-        .filter(|n| !n.is_empty() && !(gzip_or_plain && n == "accept-encoding"))
+        .filter(|n| !(n.is_empty() || (gzip_or_plain && n == "accept-encoding")))
         .collect();
     if names.is_empty() {
         return None;
