@@ -256,3 +256,22 @@ async fn security_headers_follow_the_nginx_sample() {
     assert!(r.header("strict-transport-security").is_none());
     edge.shutdown().await;
 }
+
+/// Magento's sample serves these through its `/pub/` alias (200 with the
+/// file); the README promises they are denied.
+#[tokio::test]
+async fn the_pub_alias_denies_what_the_docroot_denies() {
+    let (edge, _env) = start_php().await;
+    for p in [
+        "/pub/.user.ini",
+        "/pub/errors/local.xml",
+        "/pub/errors/design.xml",
+        "/.user.ini",
+        "/errors/local.xml",
+    ] {
+        let r = get(edge.addr, p).await;
+        assert_eq!(r.status, 404, "{p}");
+        assert!(!r.text().contains("MAGESTACK-SECRET"), "{p} leaked");
+    }
+    edge.shutdown().await;
+}

@@ -393,7 +393,21 @@ fn find_location(uri: &[u8]) -> Loc {
 
     // 2. Nested locations of that prefix, in file order; a match wins.
     let nested = match prefix {
-        Loc::Pub => matchers::pub_media_deny(uri).then_some(Loc::PubDeny),
+        Loc::Pub => {
+            // What the docroot denies by exact name or nested location, its
+            // `/pub/` alias denies too. Magento's sample does not (it serves
+            // `/pub/.user.ini` and `/pub/errors/local.xml`): a departure.
+            let aliased = uri.get(4..).unwrap_or(b"/");
+            if matchers::pub_media_deny(uri) {
+                Some(Loc::PubDeny)
+            } else if aliased.starts_with(b"/.user.ini") {
+                Some(Loc::UserIni)
+            } else if aliased.starts_with(b"/errors/") && matchers::xml_dollar_ci(aliased) {
+                Some(Loc::ErrorsXml)
+            } else {
+                None
+            }
+        }
         Loc::Static => {
             if matchers::static_version(uri) {
                 Some(Loc::StaticVersion)
@@ -890,6 +904,10 @@ mod deny_tests {
             "/media/customer/x",
             "/.user.ini",
             "/errors/local.xml",
+            "/pub/.user.ini",
+            "/pub/errors/local.xml",
+            "/pub/errors/design.xml",
+            "/pub/errors/DESIGN.XML",
         ] {
             assert!(denied(p), "{p}");
         }

@@ -446,6 +446,25 @@ fn user_ini_prefix() {
     assert_eq!(get("/.user.inifoo/x"), error_page());
 }
 
+/// The sample serves these through its `/pub/` alias; magestack denies them
+/// as it does at the docroot.
+#[test]
+fn pub_alias_denies_what_the_docroot_denies() {
+    for p in [
+        "/pub/.user.ini",
+        "/pub/.user.ini.bak",
+        "/pub/errors/local.xml",
+        "/pub/errors/design.xml",
+        "/pub/errors/Local.XML",
+    ] {
+        assert_eq!(get(p), error_page(), "{p}");
+    }
+    assert!(matches!(
+        get("/pub/errors/default/css/styles.css"),
+        Route::Static { .. }
+    ));
+}
+
 #[test]
 fn htaccess_and_phtml_are_banned() {
     assert_eq!(get("/.htaccess"), error_page());
@@ -846,12 +865,3 @@ fn relative_and_empty_roots_never_join_to_filesystem_root() {
     assert_eq!(r.docroot(), Path::new("."));
 }
 
-#[test]
-fn pub_alias_serves_errors_xml_like_nginx_does() {
-    // Faithful to the sample, not a recommendation: /pub/ has no xml deny,
-    // so /pub/errors/local.xml is served when the file exists.
-    assert_eq!(
-        get("/pub/errors/local.xml"),
-        static_file("/app/pub/errors/local.xml", StaticHeaders::None, true)
-    );
-}
