@@ -62,6 +62,10 @@ pub struct CacheCounters {
     pub purged_objects: AtomicU64,
     /// Refused `PURGE` requests (ACL or missing headers).
     pub purges_refused: AtomicU64,
+    /// Accepted `PURGE` requests whose pattern is not a valid regex: they
+    /// purge nothing (Varnish answers 200 all the same), so they are logged
+    /// and counted, or a broken pattern in Magento would go unseen.
+    pub purge_invalid_patterns: AtomicU64,
 }
 
 /// The cache state shared by every request.
@@ -193,6 +197,16 @@ impl Edge {
                     Some(b"hard") => false,
                     _ => cache.s.soft_purge,
                 };
+                for (header, pattern) in [("X-Magento-Tags-Pattern", &p.tags), ("X-Pool", &p.pool)]
+                {
+                    if let Some(PurgePattern::Invalid(why)) = pattern {
+                        cache
+                            .counters
+                            .purge_invalid_patterns
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(%peer, header, error = %why, "PURGE pattern is not a valid regex; nothing purged (answered 200, as Varnish does).");
+                    }
+                }
                 if let Some(tags) = &p.tags {
                     purged += apply_pattern(cache, tags, now, "", soft);
                 }

@@ -588,6 +588,7 @@ impl Edge {
             purges: load(&c.counters.purges),
             purged_objects: load(&c.counters.purged_objects),
             purges_refused: load(&c.counters.purges_refused),
+            purge_invalid_patterns: load(&c.counters.purge_invalid_patterns),
             evictions: st.evictions,
             healthy: c.healthy.load(Ordering::Relaxed),
         })
@@ -1307,6 +1308,8 @@ pub struct CacheStats {
     pub purged_objects: u64,
     /// Refused PURGE requests.
     pub purges_refused: u64,
+    /// Accepted PURGE requests with a pattern that is not a valid regex.
+    pub purge_invalid_patterns: u64,
     /// Objects evicted for space.
     pub evictions: u64,
     /// Backend health per the probe.

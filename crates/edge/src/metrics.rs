@@ -566,6 +566,12 @@ impl Collector for Snapshot {
             )?;
             counter(
                 &mut enc,
+                "magestack_cache_purge_invalid_patterns",
+                "Accepted PURGE requests whose tag or pool pattern is not a valid regex (nothing purged)",
+                one(c.purge_invalid_patterns),
+            )?;
+            counter(
+                &mut enc,
                 "magestack_cache_evictions",
                 "Objects evicted for space",
                 one(c.evictions),

@@ -180,3 +180,38 @@ async fn metrics_scrape_parses_with_the_expected_families() {
     // Bounded labels: no URL or address anywhere.
     assert!(!text.contains("tops.html") && !text.contains("127.0.0.1"));
 }
+
+/// A PURGE whose pattern is not a regex purges nothing and is answered 200,
+/// as Varnish does; it is counted (and logged) so a broken pattern shows.
+#[tokio::test]
+async fn a_purge_with_an_invalid_pattern_is_counted() {
+    let mut s = settings(UpstreamTarget::Http(dead_port()), None);
+    s.cache = Some(CacheSettings::magento_defaults());
+    let edge = Arc::new(Edge::new(s).unwrap());
+    let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = traffic.local_addr().unwrap();
+    let admin_addr = spawn_admin(magestack_edge::LiveEdge::new(edge.clone())).await;
+    let server = Server::new(edge.clone(), limits(), None);
+    tokio::spawn(server.run(vec![traffic], std::future::pending::<()>()));
+    let purge = |pattern: &'static str| {
+        http::Request::builder()
+            .method("PURGE")
+            .uri("/")
+            .header("host", "shop.test")
+            .header("x-magento-tags-pattern", pattern)
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(request(addr, purge("((^|,)cat_p_1(,|$)")).await.status, 200);
+    assert_eq!(
+        request(addr, purge("((^|,)cat_p_1(,|$))")).await.status,
+        200
+    );
+    let stats = edge.cache_stats().unwrap();
+    assert_eq!((stats.purges, stats.purge_invalid_patterns), (2, 1));
+    let text = get(admin_addr, "/metrics").await.text();
+    assert!(
+        text.contains("magestack_cache_purge_invalid_patterns_total 1"),
+        "{text}"
+    );
+}

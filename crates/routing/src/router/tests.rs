@@ -864,4 +864,3 @@ fn relative_and_empty_roots_never_join_to_filesystem_root() {
     let r = Router::new("", Generation::G3);
     assert_eq!(r.docroot(), Path::new("."));
 }
-
