@@ -30,6 +30,7 @@ pub mod metrics;
 pub mod pool;
 pub mod pool_route;
 pub mod purge_bus;
+mod rate_limit;
 pub mod request_body;
 pub mod server;
 pub mod settings;
