@@ -43,12 +43,30 @@ fn graphql_post(path: &str, client: &str, body: &str) -> Request<Full<Bytes>> {
 async fn r13_login_forms_are_limited_through_every_path_spelling() {
     let (edge, _env) = start_php().await;
     let spellings = [
-        ("/customer/account/loginPost/", "/index.php/customer/account/loginPost"),
-        ("/customer/account/loginPost/", "//customer/account/loginPost"),
-        ("/customer/account/loginPost/", "/index.php//customer/account/loginPost/"),
-        ("/customer/account/loginPost/", "/customer/account/LoginPost"),
-        ("/customer/account/createpost/", "/index.php/customer/account/createpost"),
-        ("/customer/account/createpost/", "//customer/account/createpost"),
+        (
+            "/customer/account/loginPost/",
+            "/index.php/customer/account/loginPost",
+        ),
+        (
+            "/customer/account/loginPost/",
+            "//customer/account/loginPost",
+        ),
+        (
+            "/customer/account/loginPost/",
+            "/index.php//customer/account/loginPost/",
+        ),
+        (
+            "/customer/account/loginPost/",
+            "/customer/account/LoginPost",
+        ),
+        (
+            "/customer/account/createpost/",
+            "/index.php/customer/account/createpost",
+        ),
+        (
+            "/customer/account/createpost/",
+            "//customer/account/createpost",
+        ),
         (
             "/customer/account/forgotpasswordpost/",
             "/index.php/customer/account/forgotpasswordpost",
@@ -81,7 +99,9 @@ async fn r13_login_forms_are_limited_through_every_path_spelling() {
             "{spelled} after the canonical path"
         );
         assert_eq!(
-            request(edge.addr, form_post(canonical, &client)).await.status,
+            request(edge.addr, form_post(canonical, &client))
+                .await
+                .status,
             429,
             "{canonical} after {spelled}"
         );
@@ -123,12 +143,20 @@ async fn r13_graphql_login_is_limited_through_spellings_escapes_and_aliases() {
             .collect::<Vec<_>>()
             .join(" ")
     );
-    let r = request(edge.addr, graphql_post("/graphql", "198.51.100.99", &aliased)).await;
+    let r = request(
+        edge.addr,
+        graphql_post("/graphql", "198.51.100.99", &aliased),
+    )
+    .await;
     assert_eq!(r.status, 429, "{}", r.text());
     // Queries are not limited, and PHP still gets their body.
     let products = r#"{"query":"{ products(filter: {sku: {eq: \"24-MB01\"}}) { total_count } }"}"#;
     for _ in 0..8 {
-        let r = request(edge.addr, graphql_post("/graphql", "198.51.100.10", products)).await;
+        let r = request(
+            edge.addr,
+            graphql_post("/graphql", "198.51.100.10", products),
+        )
+        .await;
         assert_eq!(r.status, 200, "{}", r.text());
     }
     edge.shutdown().await;
@@ -158,7 +186,11 @@ async fn r13_reload_applies_new_rate_rules_and_keeps_counters() {
         assert_eq!(get_with(addr, "/_test/echo?a=1", &from).await.status, 200);
     }
     for n in 0..4 {
-        let r = request(addr, form_post("/customer/account/loginPost/", "192.0.2.44")).await;
+        let r = request(
+            addr,
+            form_post("/customer/account/loginPost/", "192.0.2.44"),
+        )
+        .await;
         assert_ne!(r.status, 429, "login attempt {}", n + 1);
     }
     let mut s = base();
@@ -179,9 +211,17 @@ async fn r13_reload_applies_new_rate_rules_and_keeps_counters() {
     let r = get_with(addr, "/_test/echo?a=4", &from).await;
     assert_eq!(r.status, 429, "the rule added by the reload");
     // Four login attempts before the reload, one left after it.
-    let r = request(addr, form_post("/customer/account/loginPost/", "192.0.2.44")).await;
+    let r = request(
+        addr,
+        form_post("/customer/account/loginPost/", "192.0.2.44"),
+    )
+    .await;
     assert_ne!(r.status, 429);
-    let r = request(addr, form_post("/customer/account/loginPost/", "192.0.2.44")).await;
+    let r = request(
+        addr,
+        form_post("/customer/account/loginPost/", "192.0.2.44"),
+    )
+    .await;
     assert_eq!(r.status, 429, "the reload gave a fresh quota");
     let _ = stop.send(());
     let _ = done.await;
@@ -194,7 +234,11 @@ async fn r13_ipv6_clients_are_counted_per_64() {
     let (edge, _env) = start_php().await;
     for i in 1..=5 {
         let client = format!("2001:db8:42:7::{i:x}");
-        let r = request(edge.addr, form_post("/customer/account/loginPost/", &client)).await;
+        let r = request(
+            edge.addr,
+            form_post("/customer/account/loginPost/", &client),
+        )
+        .await;
         assert_ne!(r.status, 429, "{client}");
     }
     let r = request(

@@ -169,13 +169,9 @@ fn tokenize(doc: &str) -> Result<Vec<Token<'_>>, Unreadable> {
                 out.push(Token::Punct(&doc[i..i + 1]));
                 i += 1;
             }
-            b'.' => {
-                if b.get(i..i + 3) == Some(b"...") {
-                    out.push(Token::Punct("..."));
-                    i += 3;
-                } else {
-                    return Err(Unreadable);
-                }
+            b'.' if b.get(i..i + 3) == Some(b"...") => {
+                out.push(Token::Punct("..."));
+                i += 3;
             }
             b'_' | b'a'..=b'z' | b'A'..=b'Z' => {
                 let start = i;
