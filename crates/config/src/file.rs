@@ -490,6 +490,9 @@ pub struct RouteRuleConfig {
 /// Default `waf.rate_limit_max_keys`.
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: u64 = 100_000;
 
+/// Default `waf.ipv6_prefix_len`: one subscriber's network.
+pub const DEFAULT_IPV6_PREFIX_LEN: u8 = 64;
+
 /// `[waf]`: defences built into the edge.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -502,6 +505,11 @@ pub struct WafConfig {
     /// Most (rule, client IP) pairs the limiter remembers: its memory bound
     /// (~100 bytes a pair) under a flood of addresses. Default 100000.
     pub rate_limit_max_keys: u64,
+    /// IPv6 clients are counted per network of this prefix length (0–128):
+    /// a subscriber holds a whole /64 and would get a fresh quota from each
+    /// of its addresses if they counted apart. 128 counts each address.
+    /// IPv4 clients always count per address. Default 64.
+    pub ipv6_prefix_len: u8,
     /// `[[waf.rate_limit_rules]]`: more limits, checked before the built-in
     /// ones (a rule for the same path replaces the default). Default `[]`.
     pub rate_limit_rules: Vec<RateLimitRuleConfig>,
@@ -582,6 +590,7 @@ impl Default for WafConfig {
         Self {
             rate_limits: true,
             rate_limit_max_keys: DEFAULT_RATE_LIMIT_MAX_KEYS,
+            ipv6_prefix_len: DEFAULT_IPV6_PREFIX_LEN,
             rate_limit_rules: Vec::new(),
             allow: Vec::new(),
             deny: Vec::new(),

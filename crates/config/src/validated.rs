@@ -72,6 +72,8 @@ pub struct WafSettings {
     pub rate_limits: bool,
     /// The limiter's key bound. Positive.
     pub rate_limit_max_keys: usize,
+    /// IPv6 clients are counted per network of this prefix length. At most 128.
+    pub ipv6_prefix_len: u8,
     /// Configured limits, before the built-in ones.
     pub rate_limit_rules: Vec<RateLimitRule>,
     /// Never blocked or limited.
@@ -514,6 +516,16 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         rate_limits: config.waf.rate_limits,
         rate_limit_max_keys: errs
             .positive_size(p("waf.rate_limit_max_keys"), config.waf.rate_limit_max_keys),
+        ipv6_prefix_len: {
+            let len = config.waf.ipv6_prefix_len;
+            if len > 128 {
+                errs.push(
+                    p("waf.ipv6_prefix_len"),
+                    ErrorKind::Invalid(format!("must be at most 128, got {len}")),
+                );
+            }
+            len.min(128)
+        },
         rate_limit_rules: compile_rate_rules(&config.waf.rate_limit_rules, &mut errs),
         allow: parse_cidrs(&p("waf.allow"), &config.waf.allow, &mut errs),
         deny: parse_cidrs(&p("waf.deny"), &config.waf.deny, &mut errs),

@@ -425,6 +425,7 @@ fn golden_example_file() {
         waf: WafSettings {
             rate_limits: true,
             rate_limit_max_keys: 200_000,
+            ipv6_prefix_len: 56,
             rate_limit_rules: vec![RateLimitRule {
                 name: "newsletter".into(),
                 matcher: PathMatch::Prefix("/newsletter/subscriber/new".into()),
@@ -622,7 +623,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 94, "{keys:#?}");
+    assert_eq!(keys.len(), 95, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {

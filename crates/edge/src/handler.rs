@@ -19,6 +19,7 @@ use crate::compress::{self, GzipDecision};
 use crate::http_upstream::HttpUpstreamError;
 use crate::pool::Pool;
 use crate::pool_route::PoolRouter;
+use crate::rate_limit::{RateLimit, RateVerdict};
 use crate::request_body::{self, BodyError, ClientBody};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, PoolSpec, UpstreamTarget};
@@ -85,116 +86,6 @@ pub struct Edge {
     pub(crate) bus: Option<Arc<crate::purge_bus::PurgeBus>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
-}
-
-/// What the rate limits say about a request.
-#[derive(Debug, Clone, Copy)]
-enum RateVerdict {
-    /// No rule applies.
-    NotLimited,
-    /// A rule applies and the client is within it (bypass the cache).
-    Allow,
-    /// Over the limit.
-    Deny {
-        rule: &'static str,
-        retry_after: u32,
-    },
-    /// Refused by the network rules.
-    Blocked {
-        status: StatusCode,
-        why: &'static str,
-    },
-}
-
-/// The edge's rate limiter, its rules and per-rule rejection counters.
-#[derive(Debug)]
-struct RateLimit {
-    limiter: magestack_waf::Limiter,
-    rules: magestack_waf::RateRules,
-    /// Rule names, leaked once per process start (bounded: the rule list).
-    names: Vec<&'static str>,
-    rejected: Vec<std::sync::atomic::AtomicU64>,
-    epoch: Instant,
-}
-
-impl RateLimit {
-    fn new(spec: &crate::settings::RateLimitSpec, admin_front_name: &str) -> RateLimit {
-        let mut list: Vec<magestack_waf::RateRule> = spec
-            .rules
-            .iter()
-            .filter_map(|r| {
-                let path = match &r.matcher {
-                    crate::settings::RuleMatch::Prefix(p) => magestack_waf::PathMatch::Prefix(p.clone()),
-                    crate::settings::RuleMatch::Regex(x) => match regex::Regex::new(x) {
-                        Ok(re) => magestack_waf::PathMatch::Regex(re),
-                        Err(e) => {
-                            tracing::error!(rule = %r.name, error = %e, "Rate limit rule skipped: invalid regex.");
-                            return None;
-                        }
-                    },
-                };
-                Some(magestack_waf::RateRule {
-                    name: r.name.clone(),
-                    methods: r
-                        .methods
-                        .iter()
-                        .filter_map(|m| Method::from_bytes(m.as_bytes()).ok())
-                        .collect(),
-                    path,
-                    quota: magestack_waf::Quota::per(r.limit, r.period),
-                    body_contains: None,
-                })
-            })
-            .collect();
-        list.extend(magestack_waf::default_rules(admin_front_name));
-        let rules = magestack_waf::RateRules::new(list);
-        let names: Vec<&'static str> = rules
-            .rules()
-            .iter()
-            .map(|r| &*Box::leak(r.name.clone().into_boxed_str()))
-            .collect();
-        RateLimit {
-            limiter: magestack_waf::Limiter::new(spec.max_keys),
-            rejected: names.iter().map(|_| Default::default()).collect(),
-            names,
-            rules,
-            epoch: Instant::now(),
-        }
-    }
-
-    fn check(
-        &self,
-        method: &Method,
-        path: &str,
-        body: Option<&[u8]>,
-        client: IpAddr,
-    ) -> RateVerdict {
-        let Some((idx, rule)) = self.rules.matching(method, path, body) else {
-            return RateVerdict::NotLimited;
-        };
-        let now = u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        match self.limiter.check(idx, client, rule.quota, now) {
-            magestack_waf::Decision::Allow => RateVerdict::Allow,
-            magestack_waf::Decision::Deny { retry_after } => {
-                let i = usize::from(idx);
-                if let Some(c) = self.rejected.get(i) {
-                    c.fetch_add(1, Ordering::Relaxed);
-                }
-                RateVerdict::Deny {
-                    rule: self.names.get(i).copied().unwrap_or("rule"),
-                    retry_after: u32::try_from(retry_after.as_secs() + 1).unwrap_or(u32::MAX),
-                }
-            }
-        }
-    }
-
-    fn counts(&self) -> Vec<(&'static str, u64)> {
-        self.names
-            .iter()
-            .zip(&self.rejected)
-            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
-            .collect()
-    }
 }
 
 /// Most warm-up rounds.
@@ -352,15 +243,16 @@ impl Edge {
             Some(p) if p.pool_names() == pool_names => Arc::clone(&p.metrics),
             _ => Arc::new(crate::metrics::Metrics::new(&pool_names)),
         };
-        let rate_limit = match (&s.rate_limit, previous.and_then(|p| p.rate_limit.clone())) {
-            // A reload keeps the limiter's state (nobody gets a fresh quota).
-            (Some(_), Some(running)) => Some(running),
-            (Some(spec), None) => Some(Arc::new(RateLimit::new(
+        // A reload rebuilds the rules and keeps the counters (nobody gets a
+        // fresh quota).
+        let rate_limit = s.rate_limit.as_ref().map(|spec| {
+            let running = previous.and_then(|p| p.rate_limit.as_deref());
+            Arc::new(RateLimit::new(
                 spec,
                 &s.pool_routing.admin_front_name,
-            ))),
-            (None, _) => None,
-        };
+                running,
+            ))
+        });
         let ip_filter = Arc::new(
             crate::ip_filter::IpFilter::new(&s.ip_rules, &s.pool_routing.admin_front_name)
                 .map_err(EdgeError::DenyList)?,
@@ -653,7 +545,7 @@ impl Edge {
             let for_rate = self
                 .rate_limit
                 .as_ref()
-                .is_some_and(|rl| rl.rules.needs_body(r.method(), r.uri().path()));
+                .is_some_and(|rl| rl.needs_body(r.method(), r.uri().path()));
             let for_injection = self
                 .injection
                 .as_ref()

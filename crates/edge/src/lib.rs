@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod pool;
 pub mod pool_route;
 pub mod purge_bus;
+mod rate_limit;
 pub mod request_body;
 pub mod request_hygiene;
 pub mod server;

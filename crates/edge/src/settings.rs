@@ -114,6 +114,8 @@ pub struct InjectionExclusionSpec {
 pub struct RateLimitSpec {
     /// Most (rule, client IP) pairs remembered; memory is bounded by it.
     pub max_keys: usize,
+    /// IPv6 clients are counted per network of this prefix length.
+    pub ipv6_prefix_len: u8,
     /// Configured limits, checked before the built-in ones.
     pub rules: Vec<RateRuleSpec>,
 }
@@ -137,6 +139,7 @@ impl Default for RateLimitSpec {
     fn default() -> Self {
         RateLimitSpec {
             max_keys: 100_000,
+            ipv6_prefix_len: 64,
             rules: Vec::new(),
         }
     }

@@ -652,6 +652,7 @@ async fn configured_rate_limit_rule_applies_first() {
     );
     s.rate_limit = Some(magestack_edge::settings::RateLimitSpec {
         max_keys: 1000,
+        ipv6_prefix_len: 64,
         rules: vec![magestack_edge::settings::RateRuleSpec {
             name: "echo".into(),
             matcher: magestack_edge::settings::RuleMatch::Prefix("/_TEST/echo".into()),

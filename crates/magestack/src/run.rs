@@ -309,6 +309,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             .rate_limits
             .then(|| magestack_edge::settings::RateLimitSpec {
                 max_keys: cfg.waf.rate_limit_max_keys,
+                ipv6_prefix_len: cfg.waf.ipv6_prefix_len,
                 rules: cfg
                     .waf
                     .rate_limit_rules

@@ -8,6 +8,8 @@
 //! - [`rules`]: which requests a limit applies to; the defaults protect
 //!   Magento's credential endpoints (customer login, account creation,
 //!   password reset, admin login, REST token endpoints) with no config.
+//! - [`graphql`]: the mutations a GraphQL request runs (a JSON parse and a
+//!   small GraphQL tokenizer), for the rules on GraphQL mutations.
 //! - [`inject`]: SQL injection and XSS detection on path, query, cookies
 //!   and bodies, with the Magento exclusion profile.
 
@@ -16,6 +18,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod admin;
+pub mod graphql;
 pub mod inject;
 pub mod ipset;
 pub mod limiter;
@@ -23,5 +26,5 @@ pub mod rules;
 
 pub use admin::is_admin_front;
 pub use ipset::IpSet;
-pub use limiter::{Decision, Limiter, Quota};
-pub use rules::{default_rules, PathMatch, RateRule, RateRules, RuleError};
+pub use limiter::{client_key, Decision, Limiter, Quota};
+pub use rules::{default_rules, magento_path, PathMatch, RateRule, RateRules, RuleError, RuleHit};

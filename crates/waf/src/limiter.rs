@@ -113,6 +113,21 @@ impl Limiter {
 
     /// Counts one request of `ip` against `rule`'s `quota` at `now_nanos`.
     pub fn check(&self, rule: u16, ip: IpAddr, quota: Quota, now_nanos: u64) -> Decision {
+        self.check_n(rule, ip, quota, now_nanos, 1)
+    }
+
+    /// Counts `cost` requests at once (a GraphQL request running one
+    /// mutation under several aliases): allowed only when all of them fit,
+    /// so `cost` above the burst is always denied. A denied request
+    /// consumes nothing.
+    pub fn check_n(
+        &self,
+        rule: u16,
+        ip: IpAddr,
+        quota: Quota,
+        now_nanos: u64,
+        cost: u32,
+    ) -> Decision {
         let key = (rule, ip);
         let shard = &self.shards[shard_of(&key)];
         // A poisoned shard still holds valid timestamps.
@@ -122,17 +137,65 @@ impl Limiter {
         let t = quota.emission_nanos();
         let tau = quota.tolerance_nanos();
         let tat = table.get(&key).copied().unwrap_or(now_nanos).max(now_nanos);
+        // The arrival time the last of the `cost` requests would have.
+        let last = tat.saturating_add(t.saturating_mul(u64::from(cost.max(1) - 1)));
         // Allowed when the next theoretical arrival is within the burst tolerance.
-        if tat - now_nanos > tau {
+        if last - now_nanos > tau {
             return Decision::Deny {
-                retry_after: Duration::from_nanos(tat - now_nanos - tau),
+                retry_after: Duration::from_nanos(last - now_nanos - tau),
             };
         }
         if !table.contains_key(&key) && table.len() >= self.per_shard {
             make_room(&mut table, now_nanos);
         }
-        table.insert(key, tat + t);
+        table.insert(key, last.saturating_add(t));
         Decision::Allow
+    }
+
+    /// Copies the state of `other` (a limiter being replaced, say with
+    /// another capacity) into this one, keeping the keys `rename` maps to
+    /// a rule of this one. Entries beyond this table's capacity are
+    /// dropped as [`Limiter::check`] would drop them.
+    pub fn absorb(&self, other: &Limiter, now_nanos: u64, rename: impl Fn(u16) -> Option<u16>) {
+        for shard in &other.shards {
+            let entries: Vec<((u16, IpAddr), u64)> = shard
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .iter()
+                .filter(|(_, tat)| **tat > now_nanos)
+                .map(|(k, v)| (*k, *v))
+                .collect();
+            for ((rule, ip), tat) in entries {
+                let Some(rule) = rename(rule) else { continue };
+                let key = (rule, ip);
+                let mut table = self.shards[shard_of(&key)]
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                if !table.contains_key(&key) && table.len() >= self.per_shard {
+                    make_room(&mut table, now_nanos);
+                }
+                let e = table.entry(key).or_insert(tat);
+                *e = (*e).max(tat);
+            }
+        }
+    }
+}
+
+/// The address a client is counted under: IPv4 as is, IPv6 cut to its
+/// first `ipv6_prefix_len` bits (64 by default: one /64 is one
+/// subscriber, who holds 2^64 addresses and would otherwise get a fresh
+/// quota from each). IPv4-mapped IPv6 addresses count as their IPv4.
+pub fn client_key(ip: IpAddr, ipv6_prefix_len: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return IpAddr::V4(v4);
+            }
+            let len = u32::from(ipv6_prefix_len.min(128));
+            let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & mask))
+        }
     }
 }
 
@@ -230,6 +293,53 @@ mod tests {
             l.check(1, a, q, 2_000 * SEC),
             Decision::Deny { .. }
         ));
+    }
+
+    #[test]
+    fn a_request_of_cost_n_uses_n_cells() {
+        let l = Limiter::new(100);
+        let q = Quota::per(5, Duration::from_secs(60));
+        let a = ip("10.0.0.1");
+        assert_eq!(l.check_n(1, a, q, 0, 3), Decision::Allow);
+        // Two cells left: a request of 3 is denied and consumes nothing.
+        assert!(matches!(l.check_n(1, a, q, 0, 3), Decision::Deny { .. }));
+        assert_eq!(l.check_n(1, a, q, 0, 2), Decision::Allow);
+        assert!(matches!(l.check(1, a, q, 0), Decision::Deny { .. }));
+        // More than the burst never fits.
+        assert!(matches!(
+            l.check_n(1, ip("10.0.0.2"), q, 0, 6),
+            Decision::Deny { .. }
+        ));
+    }
+
+    /// See: issue 13, item 5.
+    #[test]
+    fn r13_ipv6_clients_count_per_prefix() {
+        let a = ip("2001:db8:1:2:aaaa::1");
+        let b = ip("2001:db8:1:2:ffff:ffff:ffff:fffe");
+        assert_eq!(client_key(a, 64), client_key(b, 64));
+        assert_eq!(client_key(a, 64), ip("2001:db8:1:2::"));
+        assert_ne!(client_key(a, 128), client_key(b, 128));
+        assert_eq!(client_key(a, 0), ip("::"));
+        assert_eq!(client_key(a, 200), a);
+        assert_eq!(client_key(ip("::ffff:192.0.2.1"), 64), ip("192.0.2.1"));
+        assert_eq!(client_key(ip("192.0.2.1"), 64), ip("192.0.2.1"));
+    }
+
+    #[test]
+    fn absorb_keeps_the_counters_of_renamed_rules() {
+        let q = Quota::per(5, Duration::from_secs(60));
+        let a = ip("10.0.0.1");
+        let old = Limiter::new(100);
+        for _ in 0..5 {
+            assert_eq!(old.check(3, a, q, 0), Decision::Allow);
+            assert_eq!(old.check(4, a, q, 0), Decision::Allow);
+        }
+        let new = Limiter::new(1000);
+        // Rule 3 is now rule 0; rule 4 is gone.
+        new.absorb(&old, SEC, |r| (r == 3).then_some(0));
+        assert!(matches!(new.check(0, a, q, SEC), Decision::Deny { .. }));
+        assert_eq!(new.len(), 1);
     }
 
     proptest::proptest! {

@@ -249,15 +249,18 @@ impl Inspector {
         if !sqli && !xss {
             return None;
         }
+        let phrase = self.profile.is_phrase(scope, loc, name);
         let key = (value.len() <= clean_cache::MAX_VALUE).then(|| {
-            let checks =
-                u8::from(sqli) | u8::from(xss) << 1 | u8::from(loc == Location::Header) << 2;
+            let checks = u8::from(sqli)
+                | u8::from(xss) << 1
+                | u8::from(loc == Location::Header) << 2
+                | u8::from(phrase) << 3;
             self.clean.key(value, checks)
         });
         if key.is_some_and(|k| self.clean.is_clean(k)) {
             return None;
         }
-        let hit = self.check_variants(loc, value, sqli, xss);
+        let hit = self.check_variants(loc, value, sqli, xss, phrase);
         if let (None, Some(k)) = (&hit, key) {
             self.clean.remember(k);
         }
@@ -271,14 +274,15 @@ impl Inspector {
         value: &[u8],
         sqli: bool,
         xss: bool,
+        phrase: bool,
     ) -> Option<(Attack, Detector)> {
-        if let Some(hit) = self.check_once(value, loc, sqli, xss) {
+        if let Some(hit) = self.check_once(value, loc, sqli, xss, phrase) {
             return Some(hit);
         }
         // Double encoding (`%2527`): decode once more, as CRS's urlDecodeUni.
         if value.contains(&b'%') {
             let again = extract::url_decode(value, false);
-            if let Some(hit) = self.check_once(&again, loc, sqli, xss) {
+            if let Some(hit) = self.check_once(&again, loc, sqli, xss, phrase) {
                 return Some(hit);
             }
         }
@@ -288,7 +292,7 @@ impl Inspector {
             .any(|w| w == [0xEF, 0xBC] || w == [0xEF, 0xBD])
         {
             let folded = fold_fullwidth(value);
-            if let Some(hit) = self.check_once(&folded, loc, sqli, xss) {
+            if let Some(hit) = self.check_once(&folded, loc, sqli, xss, phrase) {
                 return Some(hit);
             }
         }
@@ -296,7 +300,7 @@ impl Inspector {
         if xss && value.contains(&b'&') {
             let decoded = signatures::html_entity_decode(value);
             if decoded.as_slice() != value {
-                if let Some(hit) = self.check_once(&decoded, loc, false, true) {
+                if let Some(hit) = self.check_once(&decoded, loc, false, true, phrase) {
                     return Some(hit);
                 }
             }
@@ -304,19 +308,30 @@ impl Inspector {
         None
     }
 
+    /// One reading of a value. A search `phrase` is a string literal
+    /// wherever Magento uses it (quoted, bound, or a JSON string to the
+    /// search engine), so SQL in it counts only when it can leave the
+    /// literal: without a single quote or a backslash (MySQL's only ways
+    /// out of `'…'`), SQL keywords in a phrase are words (`drop table
+    /// lamp`, `char(10) shirt`), and with one, what follows the quote is
+    /// read as MySQL would (see [`phrase_sqli`]).
     fn check_once(
         &self,
         value: &[u8],
         loc: Location,
         sqli: bool,
         xss: bool,
+        phrase: bool,
     ) -> Option<(Attack, Detector)> {
         if inert(value) {
             return None;
         }
+        let sqli = sqli && !(phrase && !value.contains(&b'\'') && !value.contains(&b'\\'));
         if sqli && self.detectors.libinjection_sqli {
             if let Some(fp) = libinjection_sqli(value) {
-                return Some((Attack::Sqli, Detector::Libinjection(Some(fp))));
+                if !phrase || phrase_sqli(&fp, value) {
+                    return Some((Attack::Sqli, Detector::Libinjection(Some(fp))));
+                }
             }
         }
         if xss
@@ -368,6 +383,46 @@ fn libinjection_sqli(value: &[u8]) -> Option<String> {
         }
     }
     detect_sqli(&v)
+}
+
+/// libinjection's finding on a search phrase that contains a quote, read
+/// the way MySQL evaluates it. `s&s` (`a' or 'b` → `'a' or 'b'`) is two
+/// strings joined by a logic operator: MySQL casts each string to a number,
+/// so the condition is true only when an operand starts with a non-zero
+/// number (`a' or '1`, the classic tautology, stays an attack). Any other
+/// fingerprint (comparisons, unions, functions, comments) is kept.
+fn phrase_sqli(fp: &str, value: &[u8]) -> bool {
+    if fp != "s&s" {
+        return true;
+    }
+    value
+        .split(|&b| b == b'\'' || b == b'"')
+        .filter(|part| {
+            let t = String::from_utf8_lossy(part);
+            let t = t.trim();
+            // The operator between the strings is no operand.
+            !t.is_empty()
+                && !["or", "and", "xor", "||", "&&", "not"]
+                    .iter()
+                    .any(|op| t.eq_ignore_ascii_case(op))
+        })
+        .any(|operand| mysql_number_prefix(operand) != 0.0)
+}
+
+/// The number MySQL reads from the start of a string (`'12abc'` → 12,
+/// `'abc'` → 0), as it does when a string meets a logic operator.
+fn mysql_number_prefix(s: &[u8]) -> f64 {
+    let s = String::from_utf8_lossy(s);
+    let s = s.trim_start();
+    let end = s
+        .char_indices()
+        .take_while(|(i, c)| {
+            c.is_ascii_digit() || *c == '.' || (*i == 0 && (*c == '+' || *c == '-'))
+        })
+        .map(|(i, c)| i + c.len_utf8())
+        .last()
+        .unwrap_or(0);
+    s[..end].parse::<f64>().unwrap_or(0.0)
 }
 
 fn detect_sqli(value: &[u8]) -> Option<String> {

@@ -11,6 +11,14 @@
 //! - **GraphQL** (`/graphql`): the query document is not inspected as text,
 //!   only its string literals and the variables (see `extract`).
 //!
+//! - **Search phrases** (`q` on the storefront's search pages and
+//!   suggestions): Magento never writes a search phrase into SQL as is; it
+//!   goes to OpenSearch as a JSON string and into `search_query` as a bound
+//!   (quoted) parameter. SQL in a phrase matters only when it can leave the
+//!   string literal, so it is scored as a string literal (see
+//!   [`super::Inspector`]): `drop table lamp` is a product, `x' union select`
+//!   is still an attack.
+//!
 //! Operators add their own with `[[waf.injection_exclusions]]`.
 
 use super::extract::Location;
@@ -77,6 +85,9 @@ pub struct Scope {
     pub admin: bool,
     /// Magento's GraphQL endpoint.
     pub graphql: bool,
+    /// A storefront search page (`/catalogsearch/…`, `/search/…`), whose
+    /// `q` is a search phrase.
+    pub search: bool,
     /// Bitmask of the operator exclusions whose area matches (first 64).
     prefix_hits: u64,
 }
@@ -140,12 +151,21 @@ impl Profile {
                 }
             }
         }
+        let routed = crate::magento_path(path);
         Scope {
+            search: starts_with_ci(&routed, "/catalogsearch/")
+                || starts_with_ci(&routed, "/search/"),
             admin: crate::is_admin_front(path, &self.admin_prefix[1..]),
             graphql: path.eq_ignore_ascii_case("/graphql")
                 || path.eq_ignore_ascii_case("/graphql/"),
             prefix_hits,
         }
+    }
+
+    /// True for a search phrase: the `q` argument of a search page. Such a
+    /// value is a string literal wherever Magento uses it.
+    pub fn is_phrase(&self, scope: Scope, loc: Location, name: &[u8]) -> bool {
+        scope.search && loc == Location::Query && name == b"q"
     }
 
     /// Which checks to skip for a value at `loc` named `name`.

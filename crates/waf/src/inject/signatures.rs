@@ -107,10 +107,14 @@ const RULES: &[(&str, Attack, &str)] = &[
         Attack::Xss,
         r"<[^a-z0-9<>]*(?:[a-z]*:)?[^a-z0-9<>]*(?:s\W*c\W*r\W*i\W*p\W*t|f\W*o\W*r\W*m|d\W*i\W*a\W*l\W*o\W*g|s\W*t\W*y\W*l\W*e|s\W*v\W*g|i\W*f\W*r\W*a\W*m\W*e|o\W*b\W*j\W*e\W*c\W*t|e\W*m\W*b\W*e\W*d|a\W*p\W*p\W*l\W*e\W*t|m\W*a\W*r\W*q\W*u\W*e\W*e|m\W*e\W*t\W*a|b\W*a\W*s\W*e|l\W*i\W*n\W*k|i\W*m\W*p\W*o\W*r\W*t)(?:\W|$)",
     ),
+    // A `javascript:` URL runs the code after the colon; prose after it
+    // (`JavaScript: The Good Parts`) is no code: a call, template,
+    // assignment, index, string, escape, block or statement must follow
+    // (or nothing: an empty `javascript:` is a probe).
     (
         "xss-js-uri",
         Attack::Xss,
-        r"(?:^|[^a-z0-9_])(?:j\s*a\s*v\s*a\s*s\s*c\s*r\s*i\s*p\s*t|v\s*b\s*s\s*c\s*r\s*i\s*p\s*t|livescript)\s*:\s*\S|url\s*\(\s*['\x22]?\s*javascript|:\s*url\s*\(\s*javascript",
+        r"(?:^|[^a-z0-9_])(?:j\s*a\s*v\s*a\s*s\s*c\s*r\s*i\s*p\s*t|v\s*b\s*s\s*c\s*r\s*i\s*p\s*t|livescript)\s*:(?:\s*$|[^(=\x60\['\x22%\\/{};+&]*[(=\x60\['\x22%\\/{};+&])|url\s*\(\s*['\x22]?\s*javascript|:\s*url\s*\(\s*javascript",
     ),
     (
         "xss-data-uri",
