@@ -189,6 +189,22 @@ pub struct ServerConfig {
     /// slowloris); peers in `trusted_proxies` are not counted (a CDN or load
     /// balancer carries many clients). 0 = no cap. Default 256.
     pub max_connections_per_ip: u32,
+    /// Most open client connections in all; further connections wait in the
+    /// listen backlog until one closes, so the edge never runs out of file
+    /// descriptors. 0 = half of the descriptor limit (raised to its hard
+    /// limit at start), less a reserve for upstreams and files. Default 0.
+    pub max_client_connections: u64,
+    /// Request bodies up to this many bytes are held in memory; larger ones
+    /// are written to a temporary file as they arrive (nginx's
+    /// `client_body_buffer_size`). Default 1048576 (1 MiB).
+    pub body_buffer_bytes: u64,
+    /// Memory all request bodies held at once may use together; past it,
+    /// bodies go to temporary files whatever their size. Default 67108864
+    /// (64 MiB).
+    pub body_memory_bytes: u64,
+    /// Directory for request bodies written to temporary files (unlinked at
+    /// once). Default: the system's temporary directory (`$TMPDIR`, `/tmp`).
+    pub body_spool_dir: Option<PathBuf>,
     /// `[server.tls]`: when present, every `listen` address speaks TLS
     /// (h2 and http/1.1 via ALPN). Default: absent (plaintext).
     pub tls: Option<TlsConfig>,
@@ -211,6 +227,10 @@ impl Default for ServerConfig {
             h2c: true,
             reuse_port: true,
             max_connections_per_ip: 256,
+            max_client_connections: 0,
+            body_buffer_bytes: 1024 * 1024,
+            body_memory_bytes: 64 * 1024 * 1024,
+            body_spool_dir: None,
             tls: None,
         }
     }

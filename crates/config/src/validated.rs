@@ -208,6 +208,14 @@ pub struct ServerSettings {
     pub reuse_port: bool,
     /// Open connections per client address; 0 = no cap.
     pub max_connections_per_ip: usize,
+    /// Open client connections in all; 0 = from the descriptor limit.
+    pub max_client_connections: u64,
+    /// Bodies up to this stay in memory. Positive.
+    pub body_buffer_bytes: u64,
+    /// Memory all buffered bodies may use together. Positive.
+    pub body_memory_bytes: u64,
+    /// Directory for spooled bodies; `None` = the system's.
+    pub body_spool_dir: Option<PathBuf>,
     /// TLS for every listener, if configured.
     pub tls: Option<TlsSettings>,
 }
@@ -701,6 +709,19 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
 
     let max_header_bytes = errs.positive_size(p("server.max_header_bytes"), s.max_header_bytes);
     let max_headers = errs.positive_size(p("server.max_headers"), u64::from(s.max_headers));
+    let body_buffer_bytes = s.body_buffer_bytes;
+    if body_buffer_bytes == 0 {
+        errs.push(p("server.body_buffer_bytes"), ErrorKind::Zero);
+    }
+    let body_memory_bytes = s.body_memory_bytes;
+    if body_memory_bytes == 0 {
+        errs.push(p("server.body_memory_bytes"), ErrorKind::Zero);
+    }
+    if let Some(dir) = &s.body_spool_dir {
+        if dir.as_os_str().is_empty() {
+            errs.push(p("server.body_spool_dir"), ErrorKind::Empty);
+        }
+    }
     if s.max_body_bytes == 0 {
         errs.push(p("server.max_body_bytes"), ErrorKind::Zero);
     }
@@ -744,6 +765,10 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         h2c: s.h2c,
         reuse_port: s.reuse_port,
         max_connections_per_ip: s.max_connections_per_ip as usize,
+        max_client_connections: s.max_client_connections,
+        body_buffer_bytes,
+        body_memory_bytes,
+        body_spool_dir: s.body_spool_dir,
         tls,
     }
 }

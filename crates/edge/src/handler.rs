@@ -86,6 +86,8 @@ pub struct Edge {
     pub(crate) bus: Option<Arc<crate::purge_bus::PurgeBus>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
+    /// How request bodies are read, and the memory they share.
+    body_limits: request_body::BodyLimits,
 }
 
 /// Most warm-up rounds.
@@ -271,7 +273,22 @@ impl Edge {
             )),
             (None, _) => None,
         };
+        let body_limits = {
+            let mut l = request_body::BodyLimits::new(
+                s.max_body_bytes,
+                s.body.buffer_bytes,
+                s.body.memory_bytes,
+                s.body.read_timeout,
+            );
+            l.spool_dir = s.body.spool_dir.clone();
+            // Bodies in flight keep counting against the running budget.
+            if let Some(prev) = previous.filter(|p| p.s.body.memory_bytes == s.body.memory_bytes) {
+                l.budget = Arc::clone(&prev.body_limits.budget);
+            }
+            l
+        };
         Ok(Self {
+            body_limits,
             s,
             router,
             upstream,
@@ -318,6 +335,10 @@ impl Edge {
                 .map(|i| i.counts())
                 .unwrap_or_default(),
             self.bus.as_ref().map(|b| b.stats()),
+            crate::metrics::BodyStats {
+                memory_bytes: self.body_limits.budget.used(),
+                spooled: self.body_limits.budget.spooled(),
+            },
         )
     }
 
@@ -541,6 +562,8 @@ impl Edge {
         let mut buffered: Option<Request<ClientBody>> = None;
         let mut req = Some(req);
         let mut inspect_body = false;
+        // The body bytes the WAF and the rate rules look at.
+        let mut inspected: Option<Bytes> = None;
         if let (true, Some(r)) = (pass, req.as_ref()) {
             let for_rate = self
                 .rate_limit
@@ -565,30 +588,34 @@ impl Edge {
                 let Some(r) = req.take() else {
                     return error_page(StatusCode::BAD_REQUEST, None);
                 };
-                let (parts, incoming) = r.into_parts();
-                let limit = usize::try_from(self.s.max_body_bytes).unwrap_or(usize::MAX);
-                match http_body_util::BodyExt::collect(http_body_util::Limited::new(
-                    incoming, limit,
-                ))
-                .await
-                {
-                    Ok(c) => {
-                        let mut parts = parts;
-                        parts.headers.remove(header::TRANSFER_ENCODING);
-                        let bytes = c.to_bytes();
-                        parts
-                            .headers
-                            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-                        if let (true, Some(inj)) = (for_injection, &self.injection) {
-                            inspect_body = bytes.len() <= inj.body_limit();
-                            if !inspect_body {
-                                inj.count_uninspected();
-                            }
-                        }
-                        buffered = Some(Request::from_parts(parts, ClientBody::Full(bytes)));
+                let (mut parts, incoming) = r.into_parts();
+                // Read whole, in memory or spooled to a file (bounded by
+                // `server.body_*`); only what fits the inspection limit is
+                // looked into.
+                let read = match request_body::declared_length(&parts.headers) {
+                    Ok(declared) => request_body::read(incoming, declared, &self.body_limits).await,
+                    Err(e) => Err(e),
+                };
+                let body = match read {
+                    Ok(b) => b,
+                    Err(e) => return body_error_page(&e),
+                };
+                parts.headers.remove(header::TRANSFER_ENCODING);
+                parts
+                    .headers
+                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+                let look = self
+                    .injection
+                    .as_ref()
+                    .map_or(INSPECT_FOR_RATE_BYTES, |inj| inj.body_limit());
+                inspected = body.bytes_up_to(look).await;
+                if let (true, Some(inj)) = (for_injection, &self.injection) {
+                    inspect_body = inspected.is_some();
+                    if !inspect_body {
+                        inj.count_uninspected();
                     }
-                    Err(_) => return error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
                 }
+                buffered = Some(Request::from_parts(parts, ClientBody::Buffered(body)));
             }
         }
         // Injection inspection, after the network rules: PHP never sees a
@@ -599,10 +626,7 @@ impl Edge {
                 (Some(r), _) => ((r.method(), r.uri(), r.headers()), None),
                 (None, Some(r)) => (
                     (r.method(), r.uri(), r.headers()),
-                    match r.body() {
-                        ClientBody::Full(b) if inspect_body => Some(&b[..]),
-                        _ => None,
-                    },
+                    inspected.as_deref().filter(|_| inspect_body),
                 ),
                 (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
             };
@@ -624,13 +648,7 @@ impl Edge {
                     (None, Some(r)) => (r.method(), r.uri().path()),
                     (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
                 };
-                let body = match &buffered {
-                    Some(r) => match r.body() {
-                        ClientBody::Full(b) => Some(&b[..]),
-                        _ => None,
-                    },
-                    None => None,
-                };
+                let body = inspected.as_deref();
                 rl.check(method, path, body, client)
             }
             _ => RateVerdict::NotLimited,
@@ -827,15 +845,9 @@ impl Edge {
             // nginx discards the body when it redirects to the error page.
             request_body::PreparedBody::none()
         } else {
-            match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+            match request_body::prepare(&parts.headers, incoming, &self.body_limits).await {
                 Ok(p) => p,
-                Err(BodyError::TooLarge { .. }) => {
-                    return (
-                        error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
-                        Outcome::Edge,
-                    )
-                }
-                Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+                Err(e) => return (body_error_page(&e), Outcome::Edge),
             }
         };
         let https = client_ip::is_https(
@@ -1025,15 +1037,9 @@ impl Edge {
         // The body first, then a slot: a client trickling its body must not
         // hold a worker of the app meanwhile (as on the FastCGI path).
         let prepared =
-            match request_body::prepare(&parts.headers, incoming, self.s.max_body_bytes).await {
+            match request_body::prepare(&parts.headers, incoming, &self.body_limits).await {
                 Ok(p) => p,
-                Err(BodyError::TooLarge { .. }) => {
-                    return (
-                        error_page(StatusCode::PAYLOAD_TOO_LARGE, None),
-                        Outcome::Edge,
-                    )
-                }
-                Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
+                Err(e) => return (body_error_page(&e), Outcome::Edge),
             };
         let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
             Ok(admitted) => admitted,
@@ -1206,6 +1212,30 @@ pub struct CacheStats {
     pub evictions: u64,
     /// Backend health per the probe.
     pub healthy: bool,
+}
+
+/// Body bytes read for the rate rules when no injection inspection sets a
+/// limit (GraphQL documents are far smaller).
+const INSPECT_FOR_RATE_BYTES: usize = 1024 * 1024;
+
+/// The answer to a body that could not be read: 413, 408 (and the
+/// connection closed), 400, or 503 when the spool directory failed.
+fn body_error_page(e: &BodyError) -> Response<EdgeBody> {
+    let status = e.status();
+    match e {
+        BodyError::Spool { .. } => {
+            tracing::error!(error = %e, "Request body not stored; answering 503.");
+        }
+        BodyError::Timeout(_) => tracing::debug!(error = %e, "Request body stalled."),
+        _ => {}
+    }
+    let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
+    let mut r = error_page(status, retry);
+    if status == StatusCode::REQUEST_TIMEOUT {
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
 }
 
 /// A short error answer produced by the edge itself.

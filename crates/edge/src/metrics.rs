@@ -144,6 +144,7 @@ impl Metrics {
         rate_limited: Vec<(&'static str, u64)>,
         injection: (Vec<crate::injection::InjectionCount>, u64),
         bus: Option<crate::purge_bus::BusStats>,
+        bodies: BodyStats,
     ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
@@ -154,6 +155,7 @@ impl Metrics {
             rate_limited,
             injection,
             bus,
+            bodies,
         }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
@@ -173,6 +175,16 @@ struct Snapshot {
     injection: (Vec<crate::injection::InjectionCount>, u64),
     /// The purge bus, when configured.
     bus: Option<crate::purge_bus::BusStats>,
+    bodies: BodyStats,
+}
+
+/// Request bodies waiting to be sent upstream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BodyStats {
+    /// Bytes held in memory now (bounded by `server.body_memory_bytes`).
+    pub memory_bytes: u64,
+    /// Bodies written to temporary files since the start.
+    pub spooled: u64,
 }
 
 fn gauge(
@@ -440,6 +452,18 @@ impl Collector for Snapshot {
                 .iter()
                 .map(|(rule, n)| (vec![("rule", (*rule).to_owned())], *n)),
         )?;
+        gauge(
+            &mut enc,
+            "magestack_request_body_memory_bytes",
+            "Bytes of request bodies held in memory now (bounded by server.body_memory_bytes)",
+            std::iter::once((Labels::new(), as_i64(self.bodies.memory_bytes))),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_request_bodies_spooled",
+            "Request bodies written to temporary files (larger than server.body_buffer_bytes, or the memory budget was spent)",
+            std::iter::once((Labels::new(), self.bodies.spooled)),
+        )?;
         counter(
             &mut enc,
             "magestack_waf_blocked",
@@ -627,6 +651,18 @@ mod tests {
             vec![("customer_login", 2)],
             (Vec::new(), 0),
             None,
+            BodyStats {
+                memory_bytes: 4096,
+                spooled: 3,
+            },
+        );
+        assert!(
+            text.contains("magestack_request_body_memory_bytes 4096"),
+            "{text}"
+        );
+        assert!(
+            text.contains("magestack_request_bodies_spooled_total 3"),
+            "{text}"
         );
         assert!(
             text.contains("magestack_rate_limited_total{rule=\"customer_login\"} 2"),

@@ -181,6 +181,31 @@ pub enum RuleMatch {
     Regex(String),
 }
 
+/// Where request bodies wait (`[server]` `body_*`): see
+/// [`crate::request_body`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodySettings {
+    /// Bodies up to this stay in memory (nginx's `client_body_buffer_size`).
+    pub buffer_bytes: u64,
+    /// Memory all buffered bodies may hold together.
+    pub memory_bytes: u64,
+    /// Directory of the temporary files; `None` = the system's.
+    pub spool_dir: Option<PathBuf>,
+    /// Longest wait for the next piece of a body (408 beyond).
+    pub read_timeout: Duration,
+}
+
+impl Default for BodySettings {
+    fn default() -> Self {
+        BodySettings {
+            buffer_bytes: 1024 * 1024,
+            memory_bytes: 64 * 1024 * 1024,
+            spool_dir: None,
+            read_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Settings of the request pipeline.
 #[derive(Debug, Clone)]
 pub struct EdgeSettings {
@@ -194,6 +219,8 @@ pub struct EdgeSettings {
     pub trusted_proxies: Vec<IpNet>,
     /// Request body ceiling.
     pub max_body_bytes: u64,
+    /// Where request bodies wait while they are read (memory or file).
+    pub body: BodySettings,
     /// gzip on/off and its minimum length.
     pub gzip: bool,
     /// `gzip_min_length`.

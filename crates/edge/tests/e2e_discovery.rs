@@ -295,7 +295,12 @@ async fn endpoints_join_and_drain_as_dns_changes_under_load() {
     let queries = dns.queries.load(Ordering::Relaxed);
     dns.set(Answer::ServFail);
     wait_until("lookups failing", Duration::from_secs(5), || async {
+        // A failed lookup is counted once the resolver gives up on its
+        // retries, not at the first SERVFAIL it reads.
+        let pools: serde_json::Value =
+            serde_json::from_str(&get(admin, "/pools").await.text()).unwrap_or_default();
         dns.queries.load(Ordering::Relaxed) >= queries + 3
+            && pools[0]["dns_lookups_failed"].as_u64().unwrap_or(0) >= 1
     })
     .await;
     assert_eq!(

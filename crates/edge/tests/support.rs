@@ -52,6 +52,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         server_name: "localhost".into(),
         trusted_proxies: vec!["127.0.0.0/8".parse().unwrap()],
         max_body_bytes: 64 * 1024 * 1024,
+        body: Default::default(),
         gzip: true,
         gzip_min_length: 1100,
         php_value: Some("memory_limit=756M\nmax_execution_time=18000".into()),

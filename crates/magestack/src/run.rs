@@ -277,6 +277,12 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         server_name: cfg.server.server_name.clone(),
         trusted_proxies: cfg.server.trusted_proxies.clone(),
         max_body_bytes: cfg.server.max_body_bytes,
+        body: magestack_edge::settings::BodySettings {
+            buffer_bytes: cfg.server.body_buffer_bytes,
+            memory_bytes: cfg.server.body_memory_bytes,
+            spool_dir: cfg.server.body_spool_dir.clone(),
+            read_timeout: cfg.server.body_read_timeout,
+        },
         gzip: m.gzip,
         gzip_min_length: m.gzip_min_length as u64,
         php_value: m.php_value.clone(),
