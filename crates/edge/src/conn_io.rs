@@ -45,22 +45,31 @@ const CONTINUE_100: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 /// A generation counter: even while the connection waits for a request head, odd
 /// while a request is being served. The wrapper re-arms its timers whenever the
 /// generation moved, so a deadline never leaks from one request to the next.
+///
+/// When a response ends, the reader is woken: hyper registered its interest
+/// in the socket while the request was in flight and would otherwise not
+/// read again (and so not arm the idle timer) until the client sent a byte,
+/// which an idle client never does.
 #[derive(Debug, Default)]
-pub(crate) struct HeadState(AtomicU32);
+pub(crate) struct HeadState {
+    generation: AtomicU32,
+    reader: futures_util::task::AtomicWaker,
+}
 
 impl HeadState {
     /// hyper parsed a request head: header timers stop until the response ends.
     pub(crate) fn request_started(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// The response was written: the connection waits for the next head again.
     pub(crate) fn request_finished(&self) {
-        self.0.fetch_add(1, Ordering::AcqRel);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.reader.wake();
     }
 
     fn generation(&self) -> u32 {
-        self.0.load(Ordering::Acquire)
+        self.generation.load(Ordering::Acquire)
     }
 }
 
@@ -97,18 +106,24 @@ pub(crate) struct TimedIo<I> {
 }
 
 impl<I> TimedIo<I> {
+    /// `head_deadline` bounds the first request head, from the connection's
+    /// accept: a client that sends nothing at all gets the header timeout,
+    /// not the (longer) keep-alive idle timeout.
     pub(crate) fn new(
         inner: I,
         state: Arc<HeadState>,
         timeouts: HeadTimeouts,
         framing: crate::framing::GuardLimits,
+        head_deadline: Instant,
     ) -> Self {
         Self {
             inner,
             state,
             timeouts,
-            timer: Box::pin(tokio::time::sleep(timeouts.idle)),
-            armed: None,
+            // The "idle" state with the head deadline: a silent client is
+            // closed quietly at it; its first byte starts the header timer.
+            timer: Box::pin(tokio::time::sleep_until(head_deadline)),
+            armed: Some(false),
             armed_gen: 0,
             timed_out: None,
             guard: crate::framing::FramingGuard::new(framing),
@@ -153,6 +168,9 @@ impl<I: AsyncRead + AsyncWrite + Unpin> AsyncRead for TimedIo<I> {
         if let Some((answer, written)) = this.timed_out {
             return this.poll_write_answer(cx, answer, written);
         }
+        // Registered before the generation is read: a response that ends
+        // in between still wakes this reader.
+        this.state.reader.register(cx.waker());
         let generation = this.state.generation();
         let before = buf.filled().len();
         if generation % 2 == 1 {

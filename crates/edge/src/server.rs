@@ -53,6 +53,10 @@ pub struct ServerLimits {
     pub max_connections_per_ip: usize,
     /// Peers the per-address cap does not apply to.
     pub per_ip_exempt: Vec<ipnet::IpNet>,
+    /// Most open client connections in all; at the cap the listeners stop
+    /// accepting (new connections wait in the kernel's backlog) while open
+    /// ones are served: the edge never runs out of descriptors. 0 = no cap.
+    pub max_connections: usize,
 }
 
 /// What the handler knows about the connection a request came on.
@@ -81,6 +85,13 @@ pub struct Server {
     draining: Arc<std::sync::atomic::AtomicBool>,
     /// Open connections per client address (only with a per-address cap).
     per_ip: Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>,
+    /// Connection slots (`max_connections`); `None` without a cap.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Set at shutdown: h2 connections send GOAWAY and finish their streams.
+    drain: watch::Sender<bool>,
+    /// Open h2 connections (they are drained by `drain`, not by hyper-util's
+    /// graceful watcher, so that they can also be closed when idle).
+    h2_open: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 /// Gives a per-address connection slot back when the connection ends.
@@ -130,12 +141,17 @@ impl Server {
         limits: ServerLimits,
         tls: Option<tokio_rustls::TlsAcceptor>,
     ) -> Self {
+        let slots = (limits.max_connections > 0)
+            .then(|| Arc::new(tokio::sync::Semaphore::new(limits.max_connections)));
         Self {
             edge,
             limits,
             tls,
             draining: Arc::new(std::sync::atomic::AtomicBool::new(false)),
             per_ip: Arc::default(),
+            slots,
+            drain: watch::channel(false).0,
+            h2_open: Arc::default(),
         }
     }
 
@@ -158,15 +174,37 @@ impl Server {
             let graceful = graceful.clone();
             let mut stop = stop_rx.clone();
             accept_tasks.push(tokio::spawn(async move {
+                let mut backoff = AcceptBackoff::default();
                 loop {
+                    // A slot first: at the cap, new connections wait in the
+                    // backlog and nothing more is accepted.
+                    let slot = match &this.slots {
+                        None => None,
+                        Some(slots) => {
+                            let slots = Arc::clone(slots);
+                            if slots.available_permits() == 0 {
+                                backoff.at_capacity(this.limits.max_connections);
+                            }
+                            tokio::select! {
+                                _ = stop.changed() => break,
+                                permit = slots.acquire_owned() => permit.ok(),
+                            }
+                        }
+                    };
                     tokio::select! {
                         _ = stop.changed() => break,
                         accepted = listener.accept() => match accepted {
-                            Ok((stream, peer)) => this.clone().spawn_conn(stream, peer, &graceful),
+                            Ok((stream, peer)) => {
+                                backoff.accepted();
+                                this.clone().spawn_conn(stream, peer, &graceful, slot);
+                            }
                             Err(e) => {
-                                // EMFILE and friends: back off instead of spinning.
-                                tracing::warn!(error = %e, "Accept failed.");
-                                tokio::time::sleep(Duration::from_millis(20)).await;
+                                drop(slot);
+                                if let Some(pause) = backoff.failed(&e) {
+                                    // Out of descriptors (or memory): pause accepting
+                                    // while open connections keep being served.
+                                    tokio::time::sleep(pause).await;
+                                }
                             }
                         }
                     }
@@ -181,6 +219,7 @@ impl Server {
         );
         this.draining
             .store(true, std::sync::atomic::Ordering::Release);
+        this.drain.send_replace(true);
         let _ = stop_tx.send(true);
         for t in accept_tasks {
             let _ = t.await;
@@ -190,16 +229,23 @@ impl Server {
         // close racing a request in flight); idle ones are closed below.
         let lame_duck_until =
             tokio::time::Instant::now() + LAME_DUCK.min(this.limits.drain_timeout);
-        while graceful.count() > 0 && tokio::time::Instant::now() < lame_duck_until {
+        let h2_open = || this.h2_open.load(std::sync::atomic::Ordering::Acquire);
+        while graceful.count() + h2_open() > 0 && tokio::time::Instant::now() < lame_duck_until {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         let graceful = match Arc::try_unwrap(graceful) {
             Ok(g) => g,
             Err(_) => return 0,
         };
-        let open = graceful.count();
+        let open = graceful.count() + h2_open();
+        let all_closed = async {
+            graceful.shutdown().await;
+            while h2_open() > 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        };
         tokio::select! {
-            _ = graceful.shutdown() => {
+            () = all_closed => {
                 tracing::info!(connections = open, "Drained.");
                 0
             }
@@ -228,7 +274,7 @@ impl Server {
         while let Ok(Ok((stream, peer))) =
             tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
         {
-            self.clone().spawn_conn(stream, peer, graceful);
+            self.clone().spawn_conn(stream, peer, graceful, None);
         }
         drop(listener);
     }
@@ -238,6 +284,7 @@ impl Server {
         stream: TcpStream,
         peer: SocketAddr,
         graceful: &GracefulShutdown,
+        conn_slot: Option<tokio::sync::OwnedSemaphorePermit>,
     ) {
         // The map holds only addresses with open connections, so it is
         // bounded by the open connections themselves.
@@ -268,16 +315,20 @@ impl Server {
             Err(_) => return,
         };
         let watcher = graceful.watcher();
+        // The head deadline runs from the accept: a client that sends
+        // nothing is closed after `header_read_timeout`, as nginx's
+        // `client_header_timeout` does.
+        let head_deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
+            let _conn_slot = conn_slot;
             let info = ConnInfo {
                 peer,
                 local,
                 tls: self.tls.is_some(),
             };
             if let Some(acceptor) = self.tls.clone() {
-                let accept =
-                    tokio::time::timeout(self.limits.header_read_timeout, acceptor.accept(stream));
+                let accept = tokio::time::timeout_at(head_deadline, acceptor.accept(stream));
                 let tls = match accept.await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
@@ -286,20 +337,24 @@ impl Server {
                     }
                     Err(_) => return,
                 };
+                // After the handshake, the request head gets its own time.
+                let head_deadline = tokio::time::Instant::now() + self.limits.header_read_timeout;
                 let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2");
                 if h2 {
-                    self.serve_h2(tls, info, watcher).await;
+                    self.serve_h2(tls, info).await;
                 } else {
-                    self.serve_h1(tls, info, watcher).await;
+                    self.serve_h1(tls, info, watcher, head_deadline).await;
+                }
+            } else if self.limits.h2c {
+                match sniff_h2(&stream, head_deadline).await {
+                    Sniffed::H2 => self.serve_h2(stream, info).await,
+                    Sniffed::Http1 => self.serve_h1(stream, info, watcher, head_deadline).await,
+                    Sniffed::Nothing => {
+                        tracing::debug!(%peer, "Connection sent nothing within the header timeout; closed.");
+                    }
                 }
             } else {
-                let h2 =
-                    self.limits.h2c && sniff_h2(&stream, self.limits.header_read_timeout).await;
-                if h2 {
-                    self.serve_h2(stream, info, watcher).await;
-                } else {
-                    self.serve_h1(stream, info, watcher).await;
-                }
+                self.serve_h1(stream, info, watcher, head_deadline).await;
             }
         });
     }
@@ -309,6 +364,7 @@ impl Server {
         io: I,
         info: ConnInfo,
         watcher: hyper_util::server::graceful::Watcher,
+        head_deadline: tokio::time::Instant,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
@@ -323,7 +379,13 @@ impl Server {
             max_head_bytes: self.h1_max_buf(),
             max_headers: self.limits.max_headers,
         };
-        let io = TokioIo::new(TimedIo::new(io, state.clone(), timeouts, framing));
+        let io = TokioIo::new(TimedIo::new(
+            io,
+            state.clone(),
+            timeouts,
+            framing,
+            head_deadline,
+        ));
         let live = self.edge.clone();
         let draining = self.draining.clone();
         let service = service_fn(move |req: Request<Incoming>| {
@@ -365,18 +427,26 @@ impl Server {
         self.limits.max_header_bytes.max(8192) + 8192
     }
 
-    async fn serve_h2<I>(
-        &self,
-        io: I,
-        info: ConnInfo,
-        watcher: hyper_util::server::graceful::Watcher,
-    ) where
+    /// Serves one h2 connection until it ends. It is closed (GOAWAY, then
+    /// the streams in flight finish) when the edge drains, and when it has
+    /// had no stream for `idle_timeout` (`header_read_timeout` before its
+    /// first stream): hyper's pings alone would keep a silent client's
+    /// connection, and its descriptor, forever.
+    async fn serve_h2<I>(&self, io: I, info: ConnInfo)
+    where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
+        let _open = OpenCount::new(&self.h2_open);
+        let activity = Arc::new(StreamActivity::new());
         let live = self.edge.clone();
+        let streams = Arc::clone(&activity);
         let service = service_fn(move |req: Request<Incoming>| {
             let edge = live.current();
-            async move { Ok::<_, Infallible>(edge.handle(req, &info).await) }
+            let guard = StreamActivity::start(&streams);
+            async move {
+                let resp = edge.handle(req, &info).await;
+                Ok::<_, Infallible>(resp.map(|b| crate::body::with_guard(b, Some(guard))))
+            }
         });
         let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         builder
@@ -386,39 +456,238 @@ impl Server {
             .keep_alive_timeout(Duration::from_secs(20))
             .max_concurrent_streams(Some(256));
         let conn = builder.serve_connection(TokioIo::new(io), service);
-        if let Err(e) = watcher.watch(conn).await {
-            tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection ended with an error.");
+        tokio::pin!(conn);
+        let mut drain = self.drain.subscribe();
+        let mut closing = false;
+        // After a GOAWAY for idleness, a client that keeps the connection
+        // open without streams is dropped at this point.
+        let mut hard_stop = tokio::time::Instant::now() + Duration::from_secs(86_400);
+        let (first, idle) = (self.limits.header_read_timeout, self.limits.idle_timeout);
+        loop {
+            let idle_at = activity.idle_deadline(first, idle);
+            tokio::select! {
+                ended = conn.as_mut() => {
+                    if let Err(e) = ended {
+                        tracing::debug!(peer = %info.peer, error = %e, "HTTP/2 connection ended with an error.");
+                    }
+                    break;
+                }
+                _ = drain.wait_for(|d| *d), if !closing => {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                }
+                () = tokio::time::sleep_until(idle_at), if !closing => {
+                    if activity.is_idle(first, idle) {
+                        if !activity.started_any() {
+                            // Not even a preface and SETTINGS: nothing to say goodbye to.
+                            tracing::debug!(peer = %info.peer, "HTTP/2 connection sent no request within the header timeout; closed.");
+                            break;
+                        }
+                        tracing::debug!(peer = %info.peer, "Idle HTTP/2 connection closed.");
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                        hard_stop = tokio::time::Instant::now() + first;
+                    }
+                }
+                () = tokio::time::sleep_until(hard_stop), if closing => {
+                    if activity.open() == 0 {
+                        break;
+                    }
+                    hard_stop = tokio::time::Instant::now() + first;
+                }
+            }
         }
     }
 }
 
-/// Looks at the first bytes without consuming them: the h2 preface means prior-knowledge h2c.
-async fn sniff_h2(stream: &TcpStream, timeout: Duration) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut buf = [0u8; 24];
-    loop {
-        if tokio::time::timeout_at(deadline, stream.readable())
-            .await
-            .is_err()
-        {
-            return false;
-        }
-        let n = match stream.peek(&mut buf).await {
-            Ok(n) => n,
-            Err(_) => return false,
-        };
-        if n == 0 || buf[..n] != H2_PREFACE[..n] {
-            return false;
-        }
-        if n == H2_PREFACE.len() {
-            return true;
-        }
-        // A partial preface: wait for the rest (rare; clients send it in one packet).
-        tokio::time::sleep(Duration::from_millis(2)).await;
-        if tokio::time::Instant::now() >= deadline {
-            return false;
+/// Counts an open h2 connection while alive.
+struct OpenCount(Arc<std::sync::atomic::AtomicUsize>);
+
+impl OpenCount {
+    fn new(n: &Arc<std::sync::atomic::AtomicUsize>) -> OpenCount {
+        n.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        OpenCount(Arc::clone(n))
+    }
+}
+
+impl Drop for OpenCount {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Streams of one h2 connection: how many are open, and since when the
+/// connection has had none.
+#[derive(Debug)]
+struct StreamActivity {
+    open: std::sync::atomic::AtomicUsize,
+    started_any: std::sync::atomic::AtomicBool,
+    /// Milliseconds after `epoch` of the last stream start or end.
+    last_ms: std::sync::atomic::AtomicU64,
+    epoch: tokio::time::Instant,
+}
+
+impl StreamActivity {
+    fn new() -> StreamActivity {
+        StreamActivity {
+            open: Default::default(),
+            started_any: Default::default(),
+            last_ms: Default::default(),
+            epoch: tokio::time::Instant::now(),
         }
     }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A stream began; the guard ends it when its response body is done.
+    fn start(this: &Arc<StreamActivity>) -> StreamGuard {
+        this.open.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        this.started_any
+            .store(true, std::sync::atomic::Ordering::Release);
+        this.touch();
+        StreamGuard(Arc::clone(this))
+    }
+
+    fn started_any(&self) -> bool {
+        self.started_any.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn open(&self) -> usize {
+        self.open.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn limit(&self, first: Duration, idle: Duration) -> Duration {
+        if self.started_any.load(std::sync::atomic::Ordering::Acquire) {
+            idle
+        } else {
+            first
+        }
+    }
+
+    fn idle_deadline(&self, first: Duration, idle: Duration) -> tokio::time::Instant {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Acquire));
+        self.epoch + last + self.limit(first, idle)
+    }
+
+    fn is_idle(&self, first: Duration, idle: Duration) -> bool {
+        self.open.load(std::sync::atomic::Ordering::Acquire) == 0
+            && tokio::time::Instant::now() >= self.idle_deadline(first, idle)
+    }
+}
+
+/// Ends a stream of [`StreamActivity`] when dropped.
+struct StreamGuard(Arc<StreamActivity>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.touch();
+        self.0
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Accept errors: per-connection ones are skipped, resource exhaustion
+/// (no descriptors, no memory) pauses accepting with a growing delay, and
+/// both are logged once per burst rather than once per attempt.
+#[derive(Debug, Default)]
+struct AcceptBackoff {
+    pause: Duration,
+    failures: u64,
+    logged_at: Option<std::time::Instant>,
+    capacity_logged_at: Option<std::time::Instant>,
+}
+
+/// Shortest and longest pause after an accept ran out of resources.
+const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+/// At most one log line per this interval for a burst of accept failures.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl AcceptBackoff {
+    fn accepted(&mut self) {
+        if self.failures > 0 {
+            tracing::info!(failures = self.failures, "Accepting connections again.");
+        }
+        self.pause = Duration::ZERO;
+        self.failures = 0;
+        self.logged_at = None;
+    }
+
+    /// How long to pause after `e`, if at all.
+    fn failed(&mut self, e: &std::io::Error) -> Option<Duration> {
+        use std::io::ErrorKind;
+        if matches!(
+            e.kind(),
+            ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset | ErrorKind::Interrupted
+        ) {
+            return None; // that connection only
+        }
+        self.failures += 1;
+        if self
+            .logged_at
+            .is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY)
+        {
+            tracing::warn!(error = %e, failures = self.failures, "Accept failed (out of file descriptors?); pausing accepts, open connections are still served.");
+            self.logged_at = Some(std::time::Instant::now());
+        }
+        self.pause = (self.pause * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
+        Some(self.pause)
+    }
+
+    fn at_capacity(&mut self, cap: usize) {
+        if self
+            .capacity_logged_at
+            .is_none_or(|t| t.elapsed() >= ACCEPT_LOG_EVERY)
+        {
+            tracing::warn!(cap, "server.max_client_connections reached; new connections wait in the listen backlog.");
+            self.capacity_logged_at = Some(std::time::Instant::now());
+        }
+    }
+}
+
+/// What the first bytes of a plaintext connection say.
+#[derive(Debug, PartialEq, Eq)]
+enum Sniffed {
+    /// The h2 preface: prior-knowledge h2c.
+    H2,
+    /// Anything else: HTTP/1.
+    Http1,
+    /// Nothing before the deadline, or the client closed.
+    Nothing,
+}
+
+/// Looks at the first bytes without consuming them, until `deadline`: the
+/// h2 preface means prior-knowledge h2c. Every wait is bounded by the
+/// deadline (a readiness that turns out spurious must not leave the peek
+/// waiting forever).
+async fn sniff_h2(stream: &TcpStream, deadline: tokio::time::Instant) -> Sniffed {
+    let sniff = async {
+        let mut buf = [0u8; 24];
+        loop {
+            let n = match stream.peek(&mut buf).await {
+                Ok(n) => n,
+                Err(_) => return Sniffed::Nothing,
+            };
+            if n == 0 {
+                return Sniffed::Nothing;
+            }
+            if buf[..n] != H2_PREFACE[..n] {
+                return Sniffed::Http1;
+            }
+            if n == H2_PREFACE.len() {
+                return Sniffed::H2;
+            }
+            // A partial preface: wait for the rest (rare; clients send it in one packet).
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    tokio::time::timeout_at(deadline, sniff)
+        .await
+        .unwrap_or(Sniffed::Nothing)
 }
 
 /// Response body that tells the connection's timers when the response ended.

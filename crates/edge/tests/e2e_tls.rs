@@ -108,3 +108,37 @@ async fn http1_over_tls() {
         "HSTS on TLS listeners"
     );
 }
+
+/// A client that completes the TLS handshake and then sends nothing is
+/// closed after the header timeout (2 s here), over HTTP/1.1 and h2 alike
+/// (issue 13, item 3).
+#[tokio::test]
+async fn a_silent_client_after_the_handshake_is_closed() {
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (addr, roots) = tls_edge(dir.path()).await;
+    for alpn in [&b"http/1.1"[..], &b"h2"[..]] {
+        let mut tls = connect(addr, roots.clone(), &[alpn]).await;
+        let t = std::time::Instant::now();
+        let mut buf = [0u8; 256];
+        let closed = tokio::time::timeout(std::time::Duration::from_secs(8), async {
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {} // an h2 SETTINGS or GOAWAY frame
+                }
+            }
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "{}: silent TLS connection still open after 8 s",
+            String::from_utf8_lossy(alpn)
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(4),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+}

@@ -112,6 +112,7 @@ pub fn limits() -> ServerLimits {
         h2c: true,
         max_connections_per_ip: 0,
         per_ip_exempt: Vec::new(),
+        max_connections: 0,
     }
 }
 

@@ -6,6 +6,7 @@
 
 mod cdn;
 mod cli;
+mod fd_limit;
 mod log_writer;
 mod run;
 

@@ -482,6 +482,7 @@ fn server_limits(cfg: &Validated) -> ServerLimits {
         h2c: s.h2c,
         max_connections_per_ip: s.max_connections_per_ip,
         per_ip_exempt: s.trusted_proxies.clone(),
+        max_connections: crate::fd_limit::client_connections(s.max_client_connections),
     }
 }
 
@@ -801,7 +802,14 @@ async fn edge(
         }
     }
     ready.set(true);
-    let server = Server::with_live(live, server_limits(&cfg), tls);
+    let descriptors = crate::fd_limit::raise();
+    let limits = server_limits(&cfg);
+    tracing::info!(
+        file_descriptors = descriptors,
+        max_client_connections = limits.max_connections,
+        "Connection limits."
+    );
+    let server = Server::with_live(live, limits, tls);
     let ready_on_stop = ready.clone();
     let open = server
         .run(listeners, async move {
