@@ -290,7 +290,7 @@ fn golden_example_file() {
             max_client_connections: 0,
             body_buffer_bytes: 1024 * 1024,
             body_memory_bytes: 64 * 1024 * 1024,
-            body_spool_dir: None,
+            body_spool_dir: Some("/var/tmp/magestack".into()),
             tls: Some(TlsSettings {
                 cert_file: "/etc/magestack/tls.crt".into(),
                 key_file: "/etc/magestack/tls.key".into(),
