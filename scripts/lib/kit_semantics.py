@@ -335,8 +335,8 @@ def c_env_php(kit):
     problems, n = [], 0
     for o in kit.overlays():
         for name, pod, _, _ in pod_specs(kit.docs(o)):
-            if not any(is_magento(c) for c in pod.get("containers", [])):
-                continue
+            if not any(is_magento(c) for c in pod.get("containers", [])) or name == "Job/db-bootstrap":
+                continue  # (the bootstrap runs no Magento: the master secret and its own script)
             n += 1
             gens = [c for c in pod.get("initContainers", [])
                     if "magestack-env.php" in " ".join(c.get("command", []) + c.get("args", []))]
@@ -344,7 +344,9 @@ def c_env_php(kit):
                 problems.append(f"{o} {name}: nothing writes env.php from the mounted secrets")
                 continue
             g = gens[0]
-            if g.get("restartPolicy") != "Always" or "--watch" not in " ".join(g.get("command", []) + g.get("args", [])):
+            if name.startswith("Job/") and "--once" in " ".join(g.get("command", []) + g.get("args", [])):
+                pass  # a one-shot Job reads the secrets of its start
+            elif g.get("restartPolicy") != "Always" or "--watch" not in " ".join(g.get("command", []) + g.get("args", [])):
                 problems.append(f"{o} {name}: the env.php writer is not a sidecar that follows rotation (--watch, restartPolicy Always)")
             vols = secret_volumes(pod)
             mounted = {vols[m["name"]]: m for m in g.get("volumeMounts", []) if m["name"] in vols}
@@ -457,7 +459,7 @@ def c_health_tls(kit):
     if "tls://" not in php and "ssl://" not in php:
         problems.append("magestack-health.php speaks plaintext Redis only")
     df = kit.text("deploy/docker/magento.Dockerfile")
-    m = re.search(r"(/\S*rds\S*\.pem)", df)
+    m = re.search(r"\s(/\S*rds\S*\.pem)", df)
     if not m:
         problems.append("magento.Dockerfile: no RDS CA bundle in the image")
     else:
@@ -465,6 +467,8 @@ def c_health_tls(kit):
         for o in kit.overlays():
             envs = [e.get("value") for _, pod, _, _ in pod_specs(kit.docs(o)) for c in containers(pod)
                     for e in c.get("env", []) if e["name"] == "MAGENTO_DB_SSL_CA"]
+            envs += [cm["data"]["MAGENTO_DB_SSL_CA"] for cm in kit.kind(o, "ConfigMap")
+                     if cm["metadata"]["name"].startswith("magento-env") and "MAGENTO_DB_SSL_CA" in cm.get("data", {})]
             if not envs or any(v != ca for v in envs):
                 problems.append(f"{o}: MAGENTO_DB_SSL_CA is not the image's bundle {ca}")
     return not problems, "; ".join(problems) or "health script and env.php use TLS (MySQL with the RDS CA bundle, rediss/tls Redis)"
@@ -725,12 +729,14 @@ def c_eks(kit):
         problems.append("authentication mode API with no admin access entry: locked out after apply")
     addons = kit.resources(comp, "aws_eks_addon")
     text = open(kit.path(comp, "main.tf"), encoding="utf-8").read()
-    ebs = [b for b in addons.values() if "aws-ebs-csi-driver" in s(b)]
+    loc = locals_source(kit, comp).get("addons", "")
+    m = re.search(r"aws-ebs-csi-driver\s*=\s*\{\s*role\s*=\s*\"([^\"]+)\"", loc)
+    ebs = [b for b in addons.values() if "aws-ebs-csi-driver" in s(b) or (m and "service_account_role_arn" in b)]
     if not ebs or not any("service_account_role_arn" in b or "pod_identity_association" in s(b) for b in ebs):
         problems.append("aws-ebs-csi-driver add-on without an IAM role: volumes stay Pending")
     if not re.search(r"enableNetworkPolicy\W+\"?true", text):
         problems.append("vpc-cni without network-policy enforcement: every NetworkPolicy is ignored")
-    plat = kit.docs("platform") or []
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
     default_sc = [d for d in plat if d.get("kind") == "StorageClass" and
                   (d["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
     for o in kit.overlays():
@@ -773,6 +779,39 @@ def c_cron(kit):
         if not kit.kind(o, "Deployment", "magento-consumers"):
             problems.append(f"{o}: consumers are not a Deployment")
     return not problems, "; ".join(problems[:5]) or "one CronJob per group, run in the pod's own process; consumers as Deployments"
+
+
+# === 22, 23: where objects land =================================================================
+
+CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",
+                  "ClusterRoleBinding", "ClusterSecretStore", "PriorityClass", "CustomResourceDefinition"}
+
+
+@check("karpenter in platform app", 22)
+def c_platform(kit):
+    problems = []
+    for o in kit.overlays():
+        for d in kit.docs(o):
+            if d["kind"] in ("NodePool", "EC2NodeClass"):
+                problems.append(f"{o}: {d['kind']}/{d['metadata']['name']} rendered into the application")
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    for np in [d for d in plat if d["kind"] == "NodePool" and d["metadata"]["name"] == "frontend"]:
+        if not np["spec"]["template"]["spec"].get("taints"):
+            problems.append("NodePool frontend has no taint: platform pods land on spot frontend nodes")
+    if not plat:
+        problems.append("no platform render (deploy/k8s/platform/<env>)")
+    return not problems, "; ".join(problems[:4]) or "NodePools and EC2NodeClass in the platform app; the spot pool is tainted"
+
+
+@check("every object has a namespace", 23)
+def c_namespace(kit):
+    problems = []
+    for o in kit.overlays():
+        for d in kit.docs(o):
+            if d["kind"] not in CLUSTER_SCOPED and not d["metadata"].get("namespace"):
+                problems.append(f"{o}: {d['kind']}/{d['metadata']['name']}")
+    return not problems, ("no namespace (kubectl apply -k puts them in `default`): " + ", ".join(problems[:6])) if problems \
+        else "every namespaced object names its namespace"
 
 
 def main():
