@@ -41,8 +41,17 @@ COPY --from=build --chown=root:root /var/www/magento /var/www/magento
 COPY --from=kit k8s/base/php-fpm/frontend.conf /usr/local/etc/php-fpm.d/zz-pool.conf
 COPY --from=kit k8s/base/php-fpm/opcache.ini /usr/local/etc/php/conf.d/zz-opcache.ini
 COPY --from=kit php/magestack-health.php /var/www/magento/pub/magestack-health.php
-COPY --from=kit php/preload.php php/preload.list /var/www/magento/
-RUN rm -f /usr/local/etc/php-fpm.d/www.conf /usr/local/etc/php-fpm.d/zz-docker.conf \
+COPY --from=kit php/preload.php php/preload.list php/magestack-env.php php/magestack-db-bootstrap.php /var/www/magento/
+COPY --from=kit k8s/base/php-fpm/opcache-blacklist.txt /usr/local/etc/php/opcache-blacklist.txt
+# The RDS CA bundle: Aurora requires TLS (require_secure_transport) and env.php verifies the
+# server's certificate against it (MAGENTO_DB_SSL_CA). Pin its checksum when you build.
+RUN curl -fsSL --proto '=https' -o /etc/ssl/certs/rds-global-bundle.pem \
+       https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem \
+    && chmod 0644 /etc/ssl/certs/rds-global-bundle.pem
+# app/etc/env.php is generated at start, from the mounted secrets, into /run/magento (an
+# in-memory emptyDir) by the magento-env sidecar; the image holds only the link.
+RUN rm -f /usr/local/etc/php-fpm.d/www.conf /usr/local/etc/php-fpm.d/zz-docker.conf app/etc/env.php \
+    && ln -s /run/magento/env.php app/etc/env.php \
     && mkdir -p var generated/tmp \
     && chown -R www-data:www-data var pub/media
 # www-data (33): code is root-owned and read-only to PHP; only var/ and pub/media are writable.

@@ -18,6 +18,9 @@
  *   MAGENTO_ROOT                 Magento's root (default: the parent of the directory of the
  *                                script FPM runs, i.e. pub/..)
  *   MAGESTACK_HEALTH_CHECKS      checks to run, comma-separated: opcache,redis,db (default all)
+ *   MAGESTACK_REDIS_CA           CA bundle for Redis over TLS (a `tls://` server in env.php, as
+ *                                ElastiCache's in-transit encryption needs); default: the
+ *                                system's trust store
  *   MAGESTACK_OPCACHE_MANIFEST   file listing the scripts a warm worker has cached, one path a
  *                                line (default <root>/var/magestack/opcache-manifest.txt).
  *                                Write it from a warm pod: ?write_manifest=1 (FastCGI only,
@@ -67,19 +70,32 @@ function mh_opcache(string $manifest): array
     return $o;
 }
 
-/** PING over the Redis protocol (no phpredis needed), with AUTH when configured. */
+/** PING over the Redis protocol (no phpredis needed), with AUTH when configured; TLS when
+ *  the server is written tls://host or ssl://host (Magento's and Credis' spelling). */
 function mh_redis(string $name, string $host, int $port, string $password): array
 {
     $r = ['name' => $name, 'ok' => false];
-    $target = (strpos($host, '/') === 0) ? 'unix://' . $host : 'tcp://' . $host . ':' . $port;
-    $s = @stream_socket_client($target, $errno, $errstr, 1.0);
+    $ctx = stream_context_create();
+    if (preg_match('#^(tls|ssl)://(.+)$#', $host, $m)) {
+        $ssl = ['verify_peer' => true, 'verify_peer_name' => true, 'peer_name' => $m[2]];
+        $ca = getenv('MAGESTACK_REDIS_CA');
+        if (is_string($ca) && $ca !== '') {
+            $ssl['cafile'] = $ca;
+        }
+        $ctx = stream_context_create(['ssl' => $ssl]);
+        $target = 'tls://' . $m[2] . ':' . $port;
+    } else {
+        $target = (strpos($host, '/') === 0) ? 'unix://' . $host : 'tcp://' . $host . ':' . $port;
+    }
+    $s = @stream_socket_client($target, $errno, $errstr, 2.0, STREAM_CLIENT_CONNECT, $ctx);
     if ($s === false) {
         $r['error'] = "connect $target: $errstr";
         return $r;
     }
     stream_set_timeout($s, 1);
     if ($password !== '') {
-        fwrite($s, "AUTH $password\r\n");
+        // RESP array form: a password with spaces or quotes is one argument.
+        fwrite($s, "*2\r\n$4\r\nAUTH\r\n$" . strlen($password) . "\r\n" . $password . "\r\n");
         $auth = (string)fgets($s);
         if (strncmp($auth, '+OK', 3) !== 0) {
             $r['error'] = 'AUTH refused';
@@ -127,13 +143,17 @@ function mh_db(array $env): array
     $dsn = (strpos($host, '/') === 0)
         ? 'mysql:unix_socket=' . $host . ';dbname=' . ($c['dbname'] ?? '')
         : 'mysql:host=' . str_replace(':', ';port=', $host) . ';dbname=' . ($c['dbname'] ?? '');
+    // env.php's driver_options as Magento passes them to PDO: TLS (the CA bundle, server
+    // certificate verification) where the server requires it (Aurora: require_secure_transport).
+    $options = [PDO::ATTR_TIMEOUT => 2, PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION];
+    foreach ((array)($c['driver_options'] ?? []) as $k => $v) {
+        $options[(int)$k] = $v;
+    }
     try {
-        $pdo = new PDO($dsn, (string)($c['username'] ?? ''), (string)($c['password'] ?? ''), [
-            PDO::ATTR_TIMEOUT => 2,
-            PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
-        ]);
+        $pdo = new PDO($dsn, (string)($c['username'] ?? ''), (string)($c['password'] ?? ''), $options);
+        $cipher = $pdo->query("SHOW SESSION STATUS LIKE 'Ssl_cipher'")->fetch(PDO::FETCH_NUM);
         $pdo->query('SELECT 1');
-        return ['ok' => true];
+        return ['ok' => true, 'tls' => is_array($cipher) && ($cipher[1] ?? '') !== ''];
     } catch (Throwable $e) {
         // The message never carries the password; keep it short.
         return ['ok' => false, 'error' => substr($e->getMessage(), 0, 200)];

@@ -1,5 +1,6 @@
 locals {
   origin_id = "magestack-edge"
+  media_id  = "media-s3"
   # CloudFront path patterns are evaluated in order: files first (the same for everyone),
   # then what is never cached, then pages (the default behaviour).
   ordered = concat(
@@ -120,13 +121,22 @@ resource "aws_cloudfront_distribution" "this" {
       https_port             = 443
       origin_protocol_policy = "https-only"
       origin_ssl_protocols   = ["TLSv1.2"]
-      origin_read_timeout    = 60
+      # CloudFront's ceiling without a quota increase. Admin requests that run longer (imports,
+      # mass actions: pools.admin.request_timeout_secs) use the admin host, which reaches
+      # its own ALB directly (deploy/k8s base/ingress.yaml, idle timeout 3600 s).
+      origin_read_timeout = 60
     }
 
     custom_header {
       name  = "X-Origin-Verify"
       value = data.aws_secretsmanager_secret_version.origin_verify.secret_string
     }
+  }
+
+  origin {
+    origin_id                = local.media_id
+    domain_name              = var.media_bucket_regional_domain_name
+    origin_access_control_id = aws_cloudfront_origin_access_control.media.id
   }
 
   default_cache_behavior {
@@ -142,8 +152,11 @@ resource "aws_cloudfront_distribution" "this" {
   dynamic "ordered_cache_behavior" {
     for_each = local.ordered
     content {
-      path_pattern           = ordered_cache_behavior.value.path
-      target_origin_id       = local.origin_id
+      path_pattern = ordered_cache_behavior.value.path
+      # pub/media objects straight from the bucket (origin access control); the rest of the
+      # static files from the edges.
+      target_origin_id = (ordered_cache_behavior.value.kind == "static" && strcontains(ordered_cache_behavior.value.path, "media/")
+      ? local.media_id : local.origin_id)
       viewer_protocol_policy = "redirect-to-https"
       compress               = true
       allowed_methods = (ordered_cache_behavior.value.kind == "static"
@@ -178,6 +191,74 @@ resource "aws_cloudfront_distribution" "this" {
   }
 
   tags = var.tags
+}
+
+# Media from S3, signed by CloudFront (no public bucket, no OAI).
+resource "aws_cloudfront_origin_access_control" "media" {
+  name                              = "${var.name}-media"
+  description                       = "pub/media from the media bucket"
+  origin_access_control_origin_type = "s3"
+  signing_behavior                  = "always"
+  signing_protocol                  = "sigv4"
+}
+
+data "aws_iam_policy_document" "media" {
+  statement {
+    sid       = "CloudFrontRead"
+    actions   = ["s3:GetObject"]
+    resources = ["${var.media_bucket_arn}/*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudfront.amazonaws.com"]
+    }
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceArn"
+      values   = [aws_cloudfront_distribution.this.arn]
+    }
+  }
+}
+
+# The bucket belongs to the data stack; its policy names this distribution, so it lives here.
+resource "aws_s3_bucket_policy" "media" {
+  bucket = element(split(":::", var.media_bucket_arn), 1)
+  policy = data.aws_iam_policy_document.media.json
+}
+
+################################################################################
+# Origin host names: the ALBs the load balancer controller made for the Ingresses
+################################################################################
+
+# The controller tags each ALB with its IngressGroup (deploy/k8s base/ingress.yaml); the
+# deploy/k8s apply must have run before this stack (docs/aws.md, first apply).
+data "aws_lb" "origin" {
+  tags = { "ingress.k8s.aws/stack" = var.origin_ingress_group }
+}
+
+data "aws_lb" "admin" {
+  tags = { "ingress.k8s.aws/stack" = var.admin_ingress_group }
+}
+
+resource "aws_route53_record" "origin" {
+  zone_id = var.route53_zone_id
+  name    = var.origin_domain_name
+  type    = "A"
+  alias {
+    name                   = data.aws_lb.origin.dns_name
+    zone_id                = data.aws_lb.origin.zone_id
+    evaluate_target_health = true
+  }
+}
+
+resource "aws_route53_record" "admin" {
+  zone_id = var.route53_zone_id
+  name    = var.admin_domain_name
+  type    = "A"
+  alias {
+    name                   = data.aws_lb.admin.dns_name
+    zone_id                = data.aws_lb.admin.zone_id
+    evaluate_target_health = true
+  }
 }
 
 ################################################################################
@@ -258,10 +339,92 @@ resource "aws_wafv2_web_acl" "this" {
     }
   }
 
+  # The common rule set everywhere but the admin: its SizeRestrictions_BODY (8 KB) and
+  # CrossSiteScripting_BODY rules block product and CMS saves (HTML bodies of any size).
+  rule {
+    name     = "AWSManagedRulesCommonRuleSet"
+    priority = 40
+    override_action {
+      none {}
+    }
+    statement {
+      managed_rule_group_statement {
+        vendor_name = "AWS"
+        name        = "AWSManagedRulesCommonRuleSet"
+        scope_down_statement {
+          not_statement {
+            statement {
+              byte_match_statement {
+                search_string         = var.admin_path
+                positional_constraint = "STARTS_WITH"
+                field_to_match {
+                  uri_path {}
+                }
+                text_transformation {
+                  priority = 0
+                  type     = "LOWERCASE"
+                }
+              }
+            }
+          }
+        }
+      }
+    }
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "${var.name}-AWSManagedRulesCommonRuleSet"
+      sampled_requests_enabled   = true
+    }
+  }
+
+  # The same set on the admin path, with the two body rules counted instead of blocking.
+  rule {
+    name     = "AWSManagedRulesCommonRuleSet-admin"
+    priority = 41
+    override_action {
+      none {}
+    }
+    statement {
+      managed_rule_group_statement {
+        vendor_name = "AWS"
+        name        = "AWSManagedRulesCommonRuleSet"
+        rule_action_override {
+          name = "SizeRestrictions_BODY"
+          action_to_use {
+            count {}
+          }
+        }
+        rule_action_override {
+          name = "CrossSiteScripting_BODY"
+          action_to_use {
+            count {}
+          }
+        }
+        scope_down_statement {
+          byte_match_statement {
+            search_string         = var.admin_path
+            positional_constraint = "STARTS_WITH"
+            field_to_match {
+              uri_path {}
+            }
+            text_transformation {
+              priority = 0
+              type     = "LOWERCASE"
+            }
+          }
+        }
+      }
+    }
+    visibility_config {
+      cloudwatch_metrics_enabled = true
+      metric_name                = "${var.name}-AWSManagedRulesCommonRuleSet-admin"
+      sampled_requests_enabled   = true
+    }
+  }
+
   dynamic "rule" {
     for_each = {
       AWSManagedRulesAmazonIpReputationList = 30
-      AWSManagedRulesCommonRuleSet          = 40
       AWSManagedRulesSQLiRuleSet            = 60
     }
     content {

@@ -104,6 +104,31 @@ variable "admin_rate_limit" {
   default     = 300
 }
 
+variable "origin_ingress_group" {
+  description = "IngressGroup of the storefront's ALB (alb.ingress.kubernetes.io/group.name of deploy/k8s ingress `frontend`)."
+  type        = string
+}
+
+variable "admin_domain_name" {
+  description = "Host name of the admin (its own ALB, not through CloudFront: admin requests may outlast CloudFront's 60 s origin timeout)."
+  type        = string
+}
+
+variable "admin_ingress_group" {
+  description = "IngressGroup of the admin's ALB (deploy/k8s ingress `admin`)."
+  type        = string
+}
+
+variable "media_bucket_arn" {
+  description = "The media bucket (data stack)."
+  type        = string
+}
+
+variable "media_bucket_regional_domain_name" {
+  description = "The media bucket's regional domain name (data stack): the S3 origin of `/media/*`."
+  type        = string
+}
+
 variable "tags" {
   description = "Tags for every resource."
   type        = map(string)

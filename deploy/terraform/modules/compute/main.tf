@@ -9,6 +9,10 @@ locals {
     magento-admin    = { namespace = var.namespace, policies = [var.media_policy_arn] }
     external-secrets = { namespace = "external-secrets", policies = [aws_iam_policy.external_secrets.arn] }
     karpenter        = { namespace = "kube-system", policies = [aws_iam_policy.karpenter.arn] }
+    # The ALB in front of the edges (Ingress class alb) and its target groups.
+    aws-load-balancer-controller = { namespace = "kube-system", policies = [aws_iam_policy.load_balancer_controller.arn] }
+    # The EBS CSI add-on's controller (the Redis sessions volume, any PVC).
+    ebs-csi-controller-sa = { namespace = "kube-system", policies = ["arn:${data.aws_partition.current.partition}:iam::aws:policy/service-role/AmazonEBSCSIDriverPolicy"] }
   }
 }
 
@@ -56,8 +60,12 @@ resource "aws_eks_cluster" "this" {
     public_access_cidrs     = var.public_access_cidrs
   }
 
+  # Access entries only (no aws-auth ConfigMap). Current providers default the creator's
+  # admin permission to off: the admins are named (cluster_admin_arns), and the creator (CI's
+  # role) keeps access so the same pipeline can install the platform charts.
   access_config {
-    authentication_mode = "API"
+    authentication_mode                         = "API"
+    bootstrap_cluster_creator_admin_permissions = true
   }
 
   encryption_config {
@@ -85,10 +93,41 @@ resource "aws_iam_openid_connect_provider" "this" {
   tags            = var.tags
 }
 
+resource "aws_eks_access_entry" "admin" {
+  for_each      = toset(var.cluster_admin_arns)
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = each.value
+  type          = "STANDARD"
+}
+
+resource "aws_eks_access_policy_association" "admin" {
+  for_each      = toset(var.cluster_admin_arns)
+  cluster_name  = aws_eks_cluster.this.name
+  principal_arn = aws_eks_access_entry.admin[each.value].principal_arn
+  policy_arn    = "arn:${data.aws_partition.current.partition}:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy"
+  access_scope {
+    type = "cluster"
+  }
+}
+
+locals {
+  addons = {
+    # NetworkPolicy is enforced only when the VPC CNI's network policy agent is on: without
+    # it every NetworkPolicy of deploy/k8s is accepted and ignored.
+    vpc-cni                = { role = null, configuration = jsonencode({ enableNetworkPolicy = "true" }) }
+    coredns                = { role = null, configuration = null }
+    kube-proxy             = { role = null, configuration = null }
+    aws-ebs-csi-driver     = { role = "ebs-csi-controller-sa", configuration = null }
+    eks-pod-identity-agent = { role = null, configuration = null }
+  }
+}
+
 resource "aws_eks_addon" "this" {
-  for_each                    = toset(["vpc-cni", "coredns", "kube-proxy", "aws-ebs-csi-driver", "eks-pod-identity-agent"])
+  for_each                    = local.addons
   cluster_name                = aws_eks_cluster.this.name
-  addon_name                  = each.value
+  addon_name                  = each.key
+  service_account_role_arn    = each.value.role == null ? null : aws_iam_role.irsa[each.value.role].arn
+  configuration_values        = each.value.configuration
   resolve_conflicts_on_update = "OVERWRITE"
   tags                        = var.tags
   depends_on                  = [aws_eks_node_group.system]
@@ -253,10 +292,27 @@ resource "aws_iam_policy" "karpenter" {
   tags   = var.tags
 }
 
+# What the ExternalSecrets of deploy/k8s read: the kit's secrets (magento/*) and the master
+# secret RDS manages for the cluster (rds!cluster-…, read by the db-bootstrap Job only), both
+# encrypted with the data stack's key, so kms:Decrypt on that key (through Secrets Manager).
 data "aws_iam_policy_document" "external_secrets" {
   statement {
-    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
-    resources = ["arn:${data.aws_partition.current.partition}:secretsmanager:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:secret:magento/*"]
+    sid     = "Read"
+    actions = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [
+      "arn:${data.aws_partition.current.partition}:secretsmanager:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:secret:magento/*",
+      "arn:${data.aws_partition.current.partition}:secretsmanager:${data.aws_region.current.region}:${data.aws_caller_identity.current.account_id}:secret:rds!cluster-*",
+    ]
+  }
+  statement {
+    sid       = "Decrypt"
+    actions   = ["kms:Decrypt"]
+    resources = [var.secrets_kms_key_arn]
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${data.aws_region.current.region}.amazonaws.com"]
+    }
   }
 }
 
@@ -305,4 +361,96 @@ resource "aws_iam_role_policy_attachment" "irsa" {
   ]...)
   role       = aws_iam_role.irsa[each.value.role].name
   policy_arn = each.value.policy
+}
+
+################################################################################
+# AWS Load Balancer Controller: the ALBs of the Ingresses (deploy/k8s base/ingress.yaml)
+################################################################################
+
+# What the controller does for Ingress class alb: read the VPC, create and tag load
+# balancers, target groups and their security groups, register pod IPs, attach
+# certificates and regional WAF ACLs. Mutations are limited to what it tagged itself
+# (elbv2.k8s.aws/cluster, ingress.k8s.aws/cluster).
+data "aws_iam_policy_document" "load_balancer_controller" {
+  # checkov:skip=CKV_AWS_111:the controller creates load balancers, target groups and security groups whose ARNs do not exist yet; mutations of existing ones are conditioned on its own tags
+  # checkov:skip=CKV_AWS_356:as above: creation and Describe* cannot name resources
+  statement {
+    sid = "Read"
+    actions = [
+      "ec2:DescribeAccountAttributes", "ec2:DescribeAddresses", "ec2:DescribeAvailabilityZones",
+      "ec2:DescribeInternetGateways", "ec2:DescribeVpcs", "ec2:DescribeSubnets",
+      "ec2:DescribeSecurityGroups", "ec2:DescribeInstances", "ec2:DescribeNetworkInterfaces",
+      "ec2:DescribeTags", "ec2:GetSecurityGroupsForVpc", "ec2:DescribeRouteTables",
+      "elasticloadbalancing:Describe*", "acm:ListCertificates", "acm:DescribeCertificate",
+      "wafv2:GetWebACL", "wafv2:GetWebACLForResource", "shield:GetSubscriptionState",
+    ]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "ServiceLinkedRole"
+    actions   = ["iam:CreateServiceLinkedRole"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "iam:AWSServiceName"
+      values   = ["elasticloadbalancing.amazonaws.com"]
+    }
+  }
+  statement {
+    sid       = "Create"
+    actions   = ["ec2:CreateSecurityGroup", "elasticloadbalancing:CreateLoadBalancer", "elasticloadbalancing:CreateTargetGroup"]
+    resources = ["*"]
+    condition {
+      test     = "Null"
+      variable = "aws:RequestTag/elbv2.k8s.aws/cluster"
+      values   = ["false"]
+    }
+  }
+  statement {
+    sid       = "TagOnCreate"
+    actions   = ["ec2:CreateTags", "elasticloadbalancing:AddTags"]
+    resources = ["*"]
+    condition {
+      test     = "StringEquals"
+      variable = "ec2:CreateAction"
+      values   = ["CreateSecurityGroup"]
+    }
+  }
+  statement {
+    sid = "OwnTagged"
+    actions = [
+      "ec2:CreateTags", "ec2:DeleteTags", "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
+      "ec2:DeleteSecurityGroup", "elasticloadbalancing:AddTags", "elasticloadbalancing:RemoveTags",
+      "elasticloadbalancing:ModifyLoadBalancerAttributes", "elasticloadbalancing:SetIpAddressType",
+      "elasticloadbalancing:SetSecurityGroups", "elasticloadbalancing:SetSubnets",
+      "elasticloadbalancing:DeleteLoadBalancer", "elasticloadbalancing:ModifyTargetGroup",
+      "elasticloadbalancing:ModifyTargetGroupAttributes", "elasticloadbalancing:DeleteTargetGroup",
+      "elasticloadbalancing:RegisterTargets", "elasticloadbalancing:DeregisterTargets",
+    ]
+    resources = ["*"]
+    condition {
+      test     = "Null"
+      variable = "aws:ResourceTag/elbv2.k8s.aws/cluster"
+      values   = ["false"]
+    }
+  }
+  statement {
+    sid = "ListenersAndRules"
+    actions = [
+      "elasticloadbalancing:CreateListener", "elasticloadbalancing:DeleteListener",
+      "elasticloadbalancing:CreateRule", "elasticloadbalancing:DeleteRule", "elasticloadbalancing:ModifyListener",
+      "elasticloadbalancing:ModifyRule", "elasticloadbalancing:AddListenerCertificates",
+      "elasticloadbalancing:RemoveListenerCertificates", "elasticloadbalancing:SetWebAcl",
+      "wafv2:AssociateWebACL", "wafv2:DisassociateWebACL",
+      # Nodes' group: the controller opens it to its ALBs' groups.
+      "ec2:AuthorizeSecurityGroupIngress", "ec2:RevokeSecurityGroupIngress",
+    ]
+    resources = ["*"]
+  }
+}
+
+resource "aws_iam_policy" "load_balancer_controller" {
+  name   = "${var.name}-load-balancer-controller"
+  policy = data.aws_iam_policy_document.load_balancer_controller.json
+  tags   = var.tags
 }

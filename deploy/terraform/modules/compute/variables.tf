@@ -57,3 +57,14 @@ variable "tags" {
   type        = map(string)
   default     = {}
 }
+
+variable "secrets_kms_key_arn" {
+  description = "KMS key of the data stack's secrets (External Secrets decrypts through Secrets Manager)."
+  type        = string
+}
+
+variable "cluster_admin_arns" {
+  description = "IAM roles given cluster-admin access entries (operators' SSO role, CI's deploy role)."
+  type        = list(string)
+  default     = []
+}

@@ -6,10 +6,44 @@ locals {
   max_connections = floor(var.aurora_min_acu * 2048 * 0.25 / 4)
 }
 
+data "aws_partition" "current" {}
+
 resource "aws_kms_key" "data" {
   description         = "${var.name}: Aurora, ElastiCache, media bucket"
   enable_key_rotation = true
+  policy              = data.aws_iam_policy_document.kms_data.json
   tags                = var.tags
+}
+
+# The account's IAM policies decide (the default key policy), plus CloudFront: its origin
+# access control reads the SSE-KMS media objects for the distributions of this account.
+data "aws_iam_policy_document" "kms_data" {
+  # checkov:skip=CKV_AWS_111:a key policy's "*" is the key itself; the first statement is AWS's default (the account's IAM decides)
+  # checkov:skip=CKV_AWS_356:as above
+  # checkov:skip=CKV_AWS_109:as above
+  statement {
+    sid       = "Account"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+  statement {
+    sid       = "CloudFrontMedia"
+    actions   = ["kms:Decrypt"]
+    resources = ["*"]
+    principals {
+      type        = "Service"
+      identifiers = ["cloudfront.amazonaws.com"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:SourceArn"
+      values   = ["arn:${data.aws_partition.current.partition}:cloudfront::${data.aws_caller_identity.current.account_id}:distribution/*"]
+    }
+  }
 }
 
 ################################################################################
@@ -110,6 +144,75 @@ resource "aws_iam_role" "rds_monitoring" {
 resource "aws_iam_role_policy_attachment" "rds_monitoring" {
   role       = aws_iam_role.rds_monitoring.name
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
+}
+
+################################################################################
+# Magento's own database user (never the master)
+################################################################################
+
+# Magento logs in as magento_app, with rights on its schema only. The master user (its secret
+# managed and rotated by RDS, `rds!cluster-…`) is read by one thing: the db-bootstrap Job
+# (deploy/k8s base/migrate.yaml), which creates this user and sets its password from this
+# secret on every sync. The JSON has the fields of Secrets Manager's RDS MySQL alternating-users
+# rotation (username, password, engine, host, port, dbname, masterarn), so that rotation can be
+# switched on (db_app_rotation_lambda_arn) and the pods follow it: their env.php is rewritten
+# from the mounted secret when it changes.
+resource "random_password" "db_app" {
+  length  = 40
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "db_app" {
+  name       = "magento/db-app"
+  kms_key_id = aws_kms_key.data.arn
+  tags       = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "db_app" {
+  secret_id = aws_secretsmanager_secret.db_app.id
+  secret_string = jsonencode({
+    engine    = "mysql"
+    host      = aws_rds_cluster.this.endpoint
+    port      = 3306
+    dbname    = aws_rds_cluster.this.database_name
+    username  = "magento_app"
+    password  = random_password.db_app.result
+    masterarn = aws_rds_cluster.this.master_user_secret[0].secret_arn
+  })
+  # Rotation replaces the value; Terraform only seeds it.
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
+
+# Magento's crypt key (env.php crypt.key): made once, never rotated by Terraform (data
+# encrypted with it would become unreadable).
+resource "random_password" "crypt_key" {
+  length  = 32
+  special = false
+}
+
+resource "aws_secretsmanager_secret" "crypt_key" {
+  name       = "magento/crypt-key"
+  kms_key_id = aws_kms_key.data.arn
+  tags       = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "crypt_key" {
+  secret_id     = aws_secretsmanager_secret.crypt_key.id
+  secret_string = jsonencode({ key = random_password.crypt_key.result })
+  lifecycle {
+    ignore_changes = [secret_string]
+  }
+}
+
+resource "aws_secretsmanager_secret_rotation" "db_app" {
+  count               = var.db_app_rotation_lambda_arn == null ? 0 : 1
+  secret_id           = aws_secretsmanager_secret.db_app.id
+  rotation_lambda_arn = var.db_app_rotation_lambda_arn
+  rotation_rules {
+    automatically_after_days = 30
+  }
 }
 
 ################################################################################

@@ -37,3 +37,28 @@ output "media_policy_arn" {
   description = "IAM policy for media access (attached to Magento's IRSA role by the compute stack)."
   value       = try(aws_iam_policy.media.arn, null)
 }
+
+output "kms_key_arn" {
+  description = "KMS key of Aurora, ElastiCache, the media bucket and the secrets (External Secrets needs kms:Decrypt on it)."
+  value       = try(aws_kms_key.data.arn, null)
+}
+
+output "db_app_secret_arn" {
+  description = "Secret of Magento's database user (magento/db-app)."
+  value       = try(aws_secretsmanager_secret.db_app.arn, null)
+}
+
+output "logs_bucket_domain_name" {
+  description = "Log bucket (CloudFront standard logs, media access logs)."
+  value       = try(aws_s3_bucket.logs.bucket_domain_name, null)
+}
+
+output "media_bucket_regional_domain_name" {
+  description = "The media bucket's regional name (the CDN's S3 origin)."
+  value       = try(aws_s3_bucket.media.bucket_regional_domain_name, null)
+}
+
+output "media_bucket_arn" {
+  description = "The media bucket (its policy admits the CDN's origin access control)."
+  value       = try(aws_s3_bucket.media.arn, null)
+}

@@ -91,6 +91,12 @@ variable "redis_replicas" {
   }
 }
 
+variable "db_app_rotation_lambda_arn" {
+  description = "Lambda of Secrets Manager's RDS MySQL alternating-users rotation (from the Serverless Application Repository) for magento/db-app; null: no automatic rotation."
+  type        = string
+  default     = null
+}
+
 variable "tags" {
   description = "Tags for every resource."
   type        = map(string)

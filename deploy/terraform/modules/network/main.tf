@@ -1,10 +1,13 @@
 data "aws_region" "current" {}
 
 locals {
-  # /16 split into /20s: public 0-2, private (pods, nodes) 4-6 as /18-ish ranges, data 12-14.
+  # A /16 as four quarters: the first holds the public /20s (0-2: 10.0.0.0-10.0.47.255) and
+  # the data /22s after them (12-14 of the /22s: 10.0.48.0-10.0.59.255); quarters 1-3 are
+  # the private /18s (nodes and pods: the VPC CNI gives every pod a VPC address). No two
+  # ranges overlap (scripts/check-deploy evaluates this plan with Terraform for every env).
   public_subnets  = [for i, _ in var.azs : cidrsubnet(var.cidr, 4, i)]
   private_subnets = [for i, _ in var.azs : cidrsubnet(var.cidr, 2, i + 1)]
-  data_subnets    = [for i, _ in var.azs : cidrsubnet(var.cidr, 6, i + 4)]
+  data_subnets    = [for i, _ in var.azs : cidrsubnet(var.cidr, 6, i + 12)]
   nat_count       = var.single_nat_gateway ? 1 : length(var.azs)
 }
 
@@ -217,7 +220,31 @@ resource "aws_security_group" "nodes" {
   name        = "${var.name}-nodes"
   description = "EKS worker nodes and pods (Magento, magestack)"
   vpc_id      = aws_vpc.this.id
-  tags        = merge(var.tags, { "karpenter.sh/discovery" = var.cluster_name })
+  # Karpenter puts its nodes in this group; the load balancer controller opens it to the ALB
+  # (the one group of a target's ENI with the cluster tag).
+  tags = merge(var.tags, {
+    "karpenter.sh/discovery"                    = var.cluster_name
+    "kubernetes.io/cluster/${var.cluster_name}" = "owned"
+  })
+}
+
+# Terraform removes the default allow-all egress of the groups it creates: the nodes need it
+# (API server, ECR, STS, S3, the data tier, the internet through the NAT).
+resource "aws_vpc_security_group_egress_rule" "nodes_all" {
+  security_group_id = aws_security_group.nodes.id
+  description       = "Nodes and pods to anywhere (NAT, endpoints, data tier)"
+  cidr_ipv4         = "0.0.0.0/0"
+  ip_protocol       = "-1"
+}
+
+# Node to node (pod networking, CoreDNS, the admin FPM pods) and, since the control plane's
+# ENIs carry this group too (compute: vpc_config.security_group_ids), API server <-> kubelet
+# and webhooks both ways.
+resource "aws_vpc_security_group_ingress_rule" "nodes_self" {
+  security_group_id            = aws_security_group.nodes.id
+  description                  = "Nodes, pods and the EKS control plane among themselves"
+  referenced_security_group_id = aws_security_group.nodes.id
+  ip_protocol                  = "-1"
 }
 
 resource "aws_security_group" "aurora" {

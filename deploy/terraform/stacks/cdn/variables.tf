@@ -28,9 +28,26 @@ variable "origin_verify_header_secret_arn" {
   type        = string
 }
 
-variable "logging_bucket_domain_name" {
-  description = "S3 bucket (domain name) for CloudFront logs."
+variable "state_bucket" {
+  description = "S3 bucket of the Terraform states (the data stack's is read from it)."
   type        = string
+}
+
+variable "origin_ingress_group" {
+  description = "IngressGroup of the storefront's ALB."
+  type        = string
+  default     = "magento-frontend"
+}
+
+variable "admin_domain_name" {
+  description = "The admin's host name (its own ALB)."
+  type        = string
+}
+
+variable "admin_ingress_group" {
+  description = "IngressGroup of the admin's ALB."
+  type        = string
+  default     = "magento-admin"
 }
 
 variable "route53_zone_id" {

