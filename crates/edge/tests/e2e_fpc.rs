@@ -883,3 +883,33 @@ async fn a_cacheable_answer_replaces_a_hit_for_miss_marker() {
     }
     edge.shutdown().await;
 }
+
+/// A trusted proxy's `X-Forwarded-For` reaches an HTTP upstream with the
+/// peer appended (nginx's `$proxy_add_x_forwarded_for`), and several
+/// `Cookie` headers as one, joined with `; ` (issue 13, item 8).
+#[tokio::test]
+async fn forwarded_for_and_cookies_reach_an_http_upstream_whole() {
+    let origin = Origin::start(Arc::new(|_r, _n| {
+        reply(200, &[("content-type", "text/plain"), ("cache-control", "no-store")], "ok")
+    }))
+    .await;
+    // The test settings trust 127.0.0.0/8: this client is a trusted proxy.
+    let edge = edge_for(&origin, |_| {}).await;
+    let r = get_with(
+        edge.addr,
+        "/xff",
+        &[
+            ("x-forwarded-for", "203.0.113.7, 198.51.100.2"),
+            ("cookie", "PHPSESSID=abc"),
+            ("cookie", "form_key=xyz"),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let seen = origin.last_headers("/xff");
+    let xff: Vec<_> = seen.get_all("x-forwarded-for").iter().collect();
+    assert_eq!(xff, ["203.0.113.7, 198.51.100.2, 127.0.0.1"]);
+    let cookies: Vec<_> = seen.get_all("cookie").iter().collect();
+    assert_eq!(cookies, ["PHPSESSID=abc; form_key=xyz"]);
+    edge.shutdown().await;
+}
