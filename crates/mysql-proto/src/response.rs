@@ -95,7 +95,12 @@ impl OkPacket {
                             value: Bytes::copy_from_slice(d.lenenc_bytes("variable value")?),
                         },
                         1 => StateChange::Schema(Bytes::copy_from_slice(d.lenenc_bytes("schema")?)),
-                        2 => StateChange::StateChanged(d.lenenc_bytes("state change")? == b"1"),
+                        // MySQL writes the flag length-encoded; MariaDB
+                        // writes the bare "1".
+                        2 => StateChange::StateChanged(match d.lenenc_bytes("state change") {
+                            Ok(v) => v == b"1",
+                            Err(_) => data == b"1",
+                        }),
                         5 => StateChange::TransactionState(Bytes::copy_from_slice(
                             d.lenenc_bytes("transaction state")?,
                         )),

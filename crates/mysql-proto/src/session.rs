@@ -134,6 +134,18 @@ const NAMES_VARS: [&str; 4] = [
     "collation_connection",
 ];
 
+/// Session variables the server reports (with `session_track_system_variables
+/// = '*'`) that describe the previous statement rather than the session.
+const RESULT_VARIABLES: &[&str] = &[
+    "last_insert_id",
+    "insert_id",
+    "identity",
+    "last_gtid",
+    "warning_count",
+    "error_count",
+    "timestamp",
+];
+
 /// Sets `name = value` in `vars`: replaces the earlier value (and, for
 /// `names`, the four variables `SET NAMES` sets).
 pub fn set_var(vars: &mut Vars, name: &str, value: &str) {
@@ -362,6 +374,11 @@ impl Session {
                 }
                 StateChange::SystemVariable { name, .. } => {
                     let name = String::from_utf8_lossy(name).to_ascii_lowercase();
+                    // Variables that describe the last statement's result,
+                    // not session state a later client could inherit.
+                    if RESULT_VARIABLES.contains(&name.as_str()) {
+                        continue;
+                    }
                     let explained = st.kind == Kind::Set
                         && st.assignments.iter().any(|a| {
                             a.name == name
@@ -382,7 +399,10 @@ impl Session {
                             | Kind::LockTables
                             | Kind::UnlockTables
                     ) || st.user_var_write
-                        || st.get_lock > 0;
+                        || st.get_lock > 0
+                        // MariaDB flags a new auto-increment id as a state
+                        // change; it is tracked as `LastInsertId`.
+                        || (st.kind == Kind::Write && out.last_insert_id != 0);
                     if !explained {
                         self.untracked = true;
                     }
@@ -413,6 +433,22 @@ impl Session {
     /// `COM_SET_OPTION` succeeded.
     pub fn on_set_option(&mut self, multi_statements: bool) {
         self.multi_statements = multi_statements;
+    }
+
+    /// Status flags of a response to a command other than `COM_QUERY`
+    /// (e.g. `COM_STMT_EXECUTE`): only the transaction flag is read.
+    pub fn on_status(&mut self, st: u16) {
+        self.in_trans = st & status::IN_TRANS != 0;
+    }
+
+    /// The backend connection holding this session was lost: the server
+    /// rolled back and dropped locks, temporary tables and variables there.
+    /// Pins clear; the replayable variables and schema stay (they are
+    /// replayed on the next backend).
+    pub fn on_backend_lost(&mut self) {
+        let (vars, schema) = (std::mem::take(&mut self.vars), self.schema.take());
+        *self = Self::new(schema, self.multi_statements);
+        self.vars = vars;
     }
 
     /// `COM_RESET_CONNECTION` succeeded: the server dropped everything.
