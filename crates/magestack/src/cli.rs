@@ -14,7 +14,7 @@ use clap::{Parser, Subcommand, ValueEnum};
     name = "magestack",
     version,
     about = "One binary for Magento 2 at scale: the edge in front of PHP-FPM (nginx's Magento rules, \
-             Varnish's full-page cache), purge, config check, CDN export, demo.",
+             Varnish's full-page cache), the MySQL proxy (dbproxy), purge, config check, CDN export, demo.",
     long_about = None
 )]
 pub struct Cli {
@@ -26,6 +26,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the edge: HTTP in front of PHP-FPM (FastCGI) or an HTTP app, with Magento's nginx rules.
     Edge(EdgeArgs),
+    /// Run the MySQL proxy in front of Magento's database (multiplexing with Magento-safe pinning).
+    Dbproxy(DbproxyArgs),
     /// Validate a configuration file; prints every error with its key and line, exit 1 on errors.
     Check {
         /// The TOML file to check.
@@ -125,4 +127,24 @@ pub struct EdgeArgs {
     /// any edge reaches every edge using the same Redis. Sets `cluster.redis_url`.
     #[arg(long, value_name = "URL")]
     pub redis: Option<String>,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DbproxyArgs {
+    /// Client listener, e.g. 127.0.0.1:6033.
+    #[arg(long)]
+    pub listen: SocketAddr,
+    /// The writer, host:port.
+    #[arg(long)]
+    pub writer: String,
+    /// The user clients log in as; the proxy logs in to the backends with it. The password
+    /// comes from MAGESTACK_DB_PASSWORD or the file named by MAGESTACK_DB_PASSWORD_FILE.
+    #[arg(long)]
+    pub user: String,
+    /// Hard cap on connections to each backend.
+    #[arg(long, default_value_t = 20)]
+    pub max_backend_connections: usize,
+    /// How long a client waits for a free backend connection before error 1040, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub queue_timeout_ms: u64,
 }

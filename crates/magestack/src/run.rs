@@ -23,6 +23,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
                 },
         } => cdn_export(config.as_deref(), format, output.as_deref()),
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
+        Command::Dbproxy(args) => dbproxy(args),
         Command::Edge(args) => {
             anyhow::ensure!(
                 args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),
@@ -195,6 +196,65 @@ fn edge_authority(given: &str) -> std::result::Result<String, String> {
         authority.to_owned()
     } else {
         format!("{authority}:80")
+    })
+}
+
+/// The DB user's password: `MAGESTACK_DB_PASSWORD`, or the file named by
+/// `MAGESTACK_DB_PASSWORD_FILE` (one trailing newline dropped). Never a flag:
+/// flags show in `ps`.
+fn db_password() -> Result<String> {
+    if let Ok(p) = std::env::var("MAGESTACK_DB_PASSWORD") {
+        return Ok(p);
+    }
+    let path = std::env::var("MAGESTACK_DB_PASSWORD_FILE").map_err(|_| {
+        anyhow::anyhow!("magestack dbproxy needs the database password in MAGESTACK_DB_PASSWORD or MAGESTACK_DB_PASSWORD_FILE")
+    })?;
+    let mut p = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading MAGESTACK_DB_PASSWORD_FILE {path}"))?;
+    if p.ends_with('\n') {
+        p.pop();
+        if p.ends_with('\r') {
+            p.pop();
+        }
+    }
+    Ok(p)
+}
+
+/// `magestack dbproxy`.
+fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
+    anyhow::ensure!(
+        args.max_backend_connections > 0,
+        "--max-backend-connections must be at least 1"
+    );
+    let password = db_password()?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = magestack_dbproxy::ProxyConfig {
+        backend: magestack_dbproxy::BackendConfig {
+            addr: args.writer.clone(),
+            user: args.user.clone(),
+            password,
+            connect_timeout: std::time::Duration::from_secs(5),
+            limits: Default::default(),
+        },
+        max_backend_connections: args.max_backend_connections,
+        queue_timeout: std::time::Duration::from_millis(args.queue_timeout_ms),
+    };
+    runtime()?.block_on(async move {
+        let listener = TcpListener::bind(args.listen)
+            .await
+            .with_context(|| format!("binding {}", args.listen))?;
+        let proxy = magestack_dbproxy::Proxy::new(cfg).await;
+        tracing::info!(listen = %args.listen, writer = %args.writer, max = args.max_backend_connections, "Dbproxy started.");
+        tokio::select! {
+            r = proxy.serve(listener) => r.context("accepting clients")?,
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        Ok(ExitCode::SUCCESS)
     })
 }
 

@@ -1,0 +1,461 @@
+//! End-to-end: real clients (mysql_async, PHP PDO) through the proxy to the
+//! MariaDB primary that `scripts/deps` starts (service `mariadb`). Every
+//! session test runs with a cap of one backend connection where it can, so
+//! two clients share it: each would fail on a naive proxy that takes a new
+//! backend connection per statement. A missing MariaDB fails the tests.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use magestack_dbproxy::{BackendConfig, Proxy, ProxyConfig};
+use mysql_async::prelude::*;
+use mysql_async::{Conn, Error, OptsBuilder};
+
+struct Db {
+    primary: String,
+    user: String,
+    password: String,
+    database: String,
+    admin_user: String,
+    admin_password: String,
+}
+
+fn db() -> Db {
+    let var = |k: &str| {
+        std::env::var(k).unwrap_or_else(|_| {
+            panic!("{k} is not set: start MariaDB with `MAGESTACK_DEPS_SERVICES=\"php_fpm redis mariadb\" scripts/deps` and source its env (scripts/test does)")
+        })
+    };
+    Db {
+        primary: var("MAGESTACK_MARIADB_PRIMARY"),
+        user: var("MAGESTACK_MARIADB_USER"),
+        password: var("MAGESTACK_MARIADB_PASSWORD"),
+        database: var("MAGESTACK_MARIADB_DATABASE"),
+        admin_user: var("MAGESTACK_MARIADB_ADMIN_USER"),
+        admin_password: var("MAGESTACK_MARIADB_ADMIN_PASSWORD"),
+    }
+}
+
+async fn proxy(max: usize) -> (SocketAddr, Proxy) {
+    let d = db();
+    let cfg = ProxyConfig {
+        backend: BackendConfig {
+            addr: d.primary.clone(),
+            user: d.user.clone(),
+            password: d.password.clone(),
+            connect_timeout: Duration::from_secs(5),
+            limits: Default::default(),
+        },
+        max_backend_connections: max,
+        queue_timeout: Duration::from_secs(10),
+    };
+    let p = Proxy::new(cfg).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(p.clone().serve(l));
+    (addr, p)
+}
+
+fn opts(addr: SocketAddr, user: &str, password: &str) -> OptsBuilder {
+    OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(user))
+        .pass(Some(password))
+        .db_name(Some(db().database))
+        .prefer_socket(false)
+}
+
+async fn client(addr: SocketAddr) -> Conn {
+    let d = db();
+    Conn::new(opts(addr, &d.user, &d.password)).await.unwrap()
+}
+
+/// A direct admin connection to the primary.
+async fn admin() -> Conn {
+    let d = db();
+    let (host, port) = d.primary.rsplit_once(':').unwrap();
+    let o = OptsBuilder::default()
+        .ip_or_hostname(host)
+        .tcp_port(port.parse().unwrap())
+        .user(Some(d.admin_user))
+        .pass(Some(d.admin_password))
+        .prefer_socket(false);
+    Conn::new(o).await.unwrap()
+}
+
+async fn got(c: &mut Conn, q: &str) -> Option<i64> {
+    c.query_first::<Option<i64>, _>(q).await.unwrap().flatten()
+}
+
+fn code(e: &Error) -> u16 {
+    match e {
+        Error::Server(s) => s.code,
+        other => panic!("not a server error: {other:?}"),
+    }
+}
+
+async fn table(name: &str, ddl: &str) {
+    let mut a = admin().await;
+    let d = db().database;
+    a.query_drop(format!("DROP TABLE IF EXISTS {d}.{name}"))
+        .await
+        .unwrap();
+    a.query_drop(format!("CREATE TABLE {d}.{name} {ddl}"))
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn magento_prologue_persists_while_two_clients_share_one_backend() {
+    let (addr, p) = proxy(1).await;
+    let mut a = client(addr).await;
+    let mut b = client(addr).await;
+    for q in [
+        "SET SQL_MODE=''",
+        "SET time_zone = '+00:00'",
+        "SET NAMES utf8",
+    ] {
+        a.query_drop(q).await.unwrap();
+    }
+    b.query_drop("SET time_zone = '+02:00'").await.unwrap();
+    for _ in 0..3 {
+        let r: (String, String, String) = a
+            .query_first("SELECT @@session.time_zone, @@session.sql_mode, @@character_set_client")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(r, ("+00:00".into(), "".into(), "utf8mb3".into()));
+        let tz: String = b
+            .query_first("SELECT @@session.time_zone")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(tz, "+02:00");
+        let mode: String = b
+            .query_first("SELECT @@session.sql_mode")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(mode, "", "b never set sql_mode: it must not inherit a's");
+    }
+    assert_eq!(
+        p.writer()
+            .stats
+            .opened_total
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+}
+
+#[tokio::test]
+async fn last_insert_id_user_variables_and_temporary_tables_survive_multiplexing() {
+    table("e2e_autoinc", "(id INT AUTO_INCREMENT PRIMARY KEY, v INT)").await;
+    let (addr, _p) = proxy(1).await;
+    let mut a = client(addr).await;
+    let mut b = client(addr).await;
+    a.query_drop("INSERT INTO e2e_autoinc (v) VALUES (1)")
+        .await
+        .unwrap();
+    let want = a.last_insert_id().unwrap();
+    let other = tokio::spawn(async move {
+        b.query_drop("INSERT INTO e2e_autoinc (v) VALUES (2)")
+            .await
+            .unwrap();
+        // The insert's id keeps b on the backend for one more statement.
+        b.query_drop("DO 1").await.unwrap();
+        b
+    });
+    let got: u64 = a
+        .query_first("SELECT LAST_INSERT_ID()")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, want);
+    let mut b = other.await.unwrap();
+
+    a.query_drop("SET @cart = 42").await.unwrap();
+    a.query_drop("CREATE TEMPORARY TABLE e2e_tmp (a INT)")
+        .await
+        .unwrap();
+    a.query_drop("INSERT INTO e2e_tmp VALUES (1), (2)")
+        .await
+        .unwrap();
+    // b waits for the pinned backend (cap 1) … so let a finish first.
+    let n: u64 = a
+        .query_first("SELECT COUNT(*) FROM e2e_tmp")
+        .await
+        .unwrap()
+        .unwrap();
+    let x: u64 = a.query_first("SELECT @cart").await.unwrap().unwrap();
+    assert_eq!((n, x), (2, 42));
+    a.disconnect().await.unwrap();
+    // The backend a pinned was reset before b got it.
+    let e = b.query_drop("SELECT * FROM e2e_tmp").await.unwrap_err();
+    assert_eq!(code(&e), 1146);
+    let x: Option<Option<u64>> = b.query_first("SELECT @cart").await.unwrap();
+    assert_eq!(x, Some(None));
+}
+
+#[tokio::test]
+async fn get_lock_blocks_another_client_until_released_or_its_client_leaves() {
+    let (addr, p) = proxy(4).await;
+    let mut a = client(addr).await;
+    let mut b = client(addr).await;
+    assert_eq!(
+        got(&mut a, "SELECT GET_LOCK('e2e_cron', 0);").await,
+        Some(1)
+    );
+    for _ in 0..3 {
+        a.query_drop("SELECT 1").await.unwrap();
+        assert_eq!(
+            got(&mut b, "SELECT GET_LOCK('e2e_cron', 0);").await,
+            Some(0)
+        );
+    }
+    assert_eq!(
+        got(&mut a, "SELECT RELEASE_LOCK('e2e_cron');").await,
+        Some(1)
+    );
+    assert_eq!(
+        got(&mut b, "SELECT GET_LOCK('e2e_cron', 0);").await,
+        Some(1)
+    );
+    drop(a);
+    b.disconnect().await.unwrap();
+    // b left holding the lock: its backend was closed, so the lock is free.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut c = client(addr).await;
+    assert_eq!(
+        got(&mut c, "SELECT GET_LOCK('e2e_cron', 0);").await,
+        Some(1)
+    );
+    assert_eq!(
+        got(&mut c, "SELECT RELEASE_LOCK('e2e_cron');").await,
+        Some(1)
+    );
+    assert!(
+        p.writer()
+            .stats
+            .closed_with_locks_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+}
+
+#[tokio::test]
+async fn cron_lock_contested_by_five_clients_has_one_winner_each_round() {
+    let (addr, _p) = proxy(5).await;
+    for round in 0..3 {
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            tasks.push(tokio::spawn(async move {
+                let mut c = client(addr).await;
+                let r: Option<i64> = c
+                    .query_first("SELECT GET_LOCK('magento|CRON_JOB', 0);")
+                    .await
+                    .unwrap()
+                    .flatten();
+                // Hold it until everyone tried.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                c.disconnect().await.unwrap();
+                r
+            }));
+        }
+        let mut winners = 0;
+        for t in tasks {
+            if t.await.unwrap() == Some(1) {
+                winners += 1;
+            }
+        }
+        assert_eq!(winners, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn transactions_roll_back_commit_and_lock_rows() {
+    table("e2e_stock", "(id INT PRIMARY KEY, qty INT)").await;
+    let (addr, _p) = proxy(4).await;
+    let mut a = client(addr).await;
+    let mut b = client(addr).await;
+    a.query_drop("INSERT INTO e2e_stock VALUES (1, 100)")
+        .await
+        .unwrap();
+    a.query_drop("START TRANSACTION").await.unwrap();
+    a.query_drop("UPDATE e2e_stock SET qty = 0 WHERE id = 1")
+        .await
+        .unwrap();
+    a.query_drop("ROLLBACK").await.unwrap();
+    let q: i64 = b
+        .query_first("SELECT qty FROM e2e_stock WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q, 100);
+
+    a.query_drop("START TRANSACTION").await.unwrap();
+    let _: Option<i64> = a
+        .query_first("SELECT qty FROM e2e_stock WHERE id = 1 FOR UPDATE")
+        .await
+        .unwrap();
+    let blocked = tokio::spawn(async move {
+        let t = std::time::Instant::now();
+        b.query_drop("UPDATE e2e_stock SET qty = qty - 1 WHERE id = 1")
+            .await
+            .unwrap();
+        t.elapsed()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a.query_drop("UPDATE e2e_stock SET qty = qty - 10 WHERE id = 1")
+        .await
+        .unwrap();
+    a.query_drop("COMMIT").await.unwrap();
+    let waited = blocked.await.unwrap();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "the row lock held b for {waited:?}"
+    );
+    let mut c = client(addr).await;
+    let q: i64 = c
+        .query_first("SELECT qty FROM e2e_stock WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(q, 89);
+}
+
+#[tokio::test]
+async fn twenty_concurrent_checkouts_leave_exactly_the_right_stock() {
+    table("e2e_checkout_stock", "(id INT PRIMARY KEY, qty INT)").await;
+    table(
+        "e2e_checkout_order",
+        "(id INT AUTO_INCREMENT PRIMARY KEY, product INT)",
+    )
+    .await;
+    let (addr, _p) = proxy(8).await;
+    let mut a = client(addr).await;
+    a.query_drop("INSERT INTO e2e_checkout_stock VALUES (1, 1000)")
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        tasks.push(tokio::spawn(async move {
+            let mut c = client(addr).await;
+            c.query_drop("START TRANSACTION").await.unwrap();
+            let q: i64 = c
+                .query_first("SELECT qty FROM e2e_checkout_stock WHERE id = 1 FOR UPDATE")
+                .await
+                .unwrap()
+                .unwrap();
+            c.query_drop(format!(
+                "UPDATE e2e_checkout_stock SET qty = {} WHERE id = 1",
+                q - 3
+            ))
+            .await
+            .unwrap();
+            c.query_drop("INSERT INTO e2e_checkout_order (product) VALUES (1)")
+                .await
+                .unwrap();
+            c.query_drop("COMMIT").await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let q: i64 = a
+        .query_first("SELECT qty FROM e2e_checkout_stock WHERE id = 1")
+        .await
+        .unwrap()
+        .unwrap();
+    let n: i64 = a
+        .query_first("SELECT COUNT(*) FROM e2e_checkout_order")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((q, n), (1000 - 60, 20));
+}
+
+#[tokio::test]
+async fn server_errors_reach_the_client_and_the_connection_stays_usable() {
+    table("e2e_unique", "(id INT PRIMARY KEY)").await;
+    let (addr, _p) = proxy(2).await;
+    let mut a = client(addr).await;
+    assert_eq!(code(&a.query_drop("SELEC 1").await.unwrap_err()), 1064);
+    a.query_drop("INSERT INTO e2e_unique VALUES (1)")
+        .await
+        .unwrap();
+    assert_eq!(
+        code(
+            &a.query_drop("INSERT INTO e2e_unique VALUES (1)")
+                .await
+                .unwrap_err()
+        ),
+        1062
+    );
+    assert_eq!(
+        code(&a.query_drop("SELECT * FROM e2e_missing").await.unwrap_err()),
+        1146
+    );
+    let one: i64 = a.query_first("SELECT 1").await.unwrap().unwrap();
+    assert_eq!(one, 1);
+    a.ping().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_with_1045() {
+    let (addr, _p) = proxy(1).await;
+    let d = db();
+    let e = Conn::new(opts(addr, &d.user, "wrong")).await.unwrap_err();
+    assert_eq!(code(&e), 1045);
+    let e = Conn::new(opts(addr, "root", &d.password))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1045);
+}
+
+#[tokio::test]
+async fn php_pdo_connects_as_magento_does() {
+    let (addr, _p) = proxy(2).await;
+    let d = db();
+    let script = format!(
+        r#"
+$pdo = new PDO('mysql:host={ip};port={port};dbname={db}', '{user}', getenv('PW'), [
+    PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION,
+    PDO::ATTR_EMULATE_PREPARES => true,
+    PDO::MYSQL_ATTR_USE_BUFFERED_QUERY => true,
+    PDO::MYSQL_ATTR_MULTI_STATEMENTS => false,
+    PDO::MYSQL_ATTR_INIT_COMMAND => "SET NAMES utf8",
+]);
+$pdo->query("SET SQL_MODE=''");
+$pdo->query("SET time_zone = '+00:00'");
+$pdo->query("SET NAMES utf8;");
+$pdo->query("CREATE TABLE IF NOT EXISTS e2e_pdo (id INT AUTO_INCREMENT PRIMARY KEY, v VARCHAR(10))");
+$st = $pdo->prepare("INSERT INTO e2e_pdo (v) VALUES (?)");
+$st->execute(['x']);
+$id = $pdo->lastInsertId();
+$tz = $pdo->query("SELECT @@session.time_zone")->fetchColumn();
+$lock = $pdo->query("SELECT GET_LOCK('pdo', 0);")->fetchColumn();
+try {{ $pdo->query("SELECT * FROM e2e_nope"); }} catch (PDOException $e) {{ $err = $e->errorInfo[1]; }}
+echo json_encode([$id > 0, $tz, $lock, $err]);
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        db = d.database,
+        user = d.user
+    );
+    let out = tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(&script)
+        .env("PW", &d.password)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "php failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), r#"[true,"+00:00",1,1146]"#);
+}

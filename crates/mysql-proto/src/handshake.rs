@@ -1,0 +1,485 @@
+//! Connection phase: the server's Initial Handshake (protocol v10), the
+//! client's Handshake Response 41 (or SSL Request), auth switch and
+//! "more data" packets, and [`BackendAuth`], the client side of
+//! authentication as a state machine (the proxy logging in to a backend).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD};
+use crate::consts::cap;
+use crate::response::{ErrPacket, OkPacket};
+use crate::wire::{put_lenenc_bytes, put_lenenc_int, put_nul_bytes, ParseError, Reader};
+
+// === InitialHandshake ===
+
+/// The server's first packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitialHandshake {
+    /// e.g. `5.5.5-10.11.19-MariaDB` (MariaDB's prefix keeps old clients happy).
+    pub server_version: Vec<u8>,
+    /// The server's thread id for this connection.
+    pub connection_id: u32,
+    /// The scramble (nonce), 20 bytes from real servers.
+    pub scramble: Vec<u8>,
+    /// Server capabilities (lower and upper 16 bits).
+    pub capabilities: u32,
+    /// Default collation id.
+    pub charset: u8,
+    /// Status flags.
+    pub status: u16,
+    /// Default authentication plugin.
+    pub auth_plugin: Vec<u8>,
+}
+
+impl InitialHandshake {
+    /// Parses the server's first packet.
+    ///
+    /// # Errors
+    ///
+    /// A protocol other than v10 (an ERR packet here is the server refusing
+    /// the connection: check `payload[0] == 0xff` first), or truncation.
+    pub fn decode(payload: &[u8]) -> Result<Self, ParseError> {
+        let mut r = Reader::new(payload);
+        let proto = r.u8("protocol version")?;
+        if proto != 10 {
+            return Err(ParseError::Invalid {
+                what: "protocol version",
+                value: u64::from(proto),
+            });
+        }
+        let server_version = r.nul_bytes("server version")?.to_vec();
+        let connection_id = r.u32("connection id")?;
+        let mut scramble = r.take(8, "scramble")?.to_vec();
+        r.u8("filler")?;
+        let mut capabilities = u32::from(r.u16("capabilities")?);
+        let (mut charset, mut status, mut auth_plugin) = (0, 0, Vec::new());
+        if !r.is_empty() {
+            charset = r.u8("charset")?;
+            status = r.u16("status")?;
+            capabilities |= u32::from(r.u16("capabilities")?) << 16;
+            let data_len = r.u8("auth data length")?;
+            r.take(10, "reserved")?;
+            if capabilities & cap::SECURE_CONNECTION != 0 {
+                let n = usize::from(data_len).saturating_sub(8).max(13);
+                let part2 = r.take(n.min(r.remaining().len()), "scramble part 2")?;
+                // The part ends with a NUL that is not part of the nonce.
+                let part2 = part2.strip_suffix(&[0]).unwrap_or(part2);
+                scramble.extend_from_slice(part2);
+            }
+            if capabilities & cap::PLUGIN_AUTH != 0 {
+                let rest = r.rest();
+                auth_plugin = rest.strip_suffix(&[0]).unwrap_or(rest).to_vec();
+            }
+        }
+        Ok(Self {
+            server_version,
+            connection_id,
+            scramble,
+            capabilities,
+            charset,
+            status,
+            auth_plugin,
+        })
+    }
+
+    /// Appends the payload.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.put_u8(10);
+        put_nul_bytes(dst, &self.server_version);
+        dst.put_u32_le(self.connection_id);
+        let (p1, p2) = self.scramble.split_at(self.scramble.len().min(8));
+        dst.put_slice(p1);
+        dst.put_bytes(0, 8 - p1.len());
+        dst.put_u8(0);
+        dst.put_u16_le(self.capabilities as u16);
+        dst.put_u8(self.charset);
+        dst.put_u16_le(self.status);
+        dst.put_u16_le((self.capabilities >> 16) as u16);
+        dst.put_u8((self.scramble.len() + 1) as u8);
+        dst.put_bytes(0, 10);
+        dst.put_slice(p2);
+        dst.put_bytes(0, 13usize.saturating_sub(p2.len() + 1));
+        dst.put_u8(0);
+        put_nul_bytes(dst, &self.auth_plugin);
+    }
+}
+
+// === HandshakeResponse ===
+
+/// What a client sends after the server's handshake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientHello {
+    /// A 32-byte SSL Request: the client starts TLS, then sends the response.
+    SslRequest {
+        /// The client's capabilities.
+        capabilities: u32,
+    },
+    /// The Handshake Response 41.
+    Response(HandshakeResponse),
+}
+
+/// Handshake Response 41 (the 3.20 format is not supported: clients since
+/// MySQL 4.1 send this one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandshakeResponse {
+    /// Client capabilities.
+    pub capabilities: u32,
+    /// Largest packet the client accepts.
+    pub max_packet: u32,
+    /// Collation id for the connection.
+    pub charset: u8,
+    /// User name.
+    pub username: Vec<u8>,
+    /// The answer to the scramble.
+    pub auth_response: Vec<u8>,
+    /// Initial schema (`CLIENT_CONNECT_WITH_DB`).
+    pub database: Option<Vec<u8>>,
+    /// Plugin the answer was made with (`CLIENT_PLUGIN_AUTH`).
+    pub auth_plugin: Option<Vec<u8>>,
+    /// Connection attributes (`CLIENT_CONNECT_ATTRS`), kept raw.
+    pub connect_attrs: Option<Vec<u8>>,
+}
+
+impl ClientHello {
+    /// Parses the client's first packet.
+    ///
+    /// # Errors
+    ///
+    /// A pre-4.1 client (no `CLIENT_PROTOCOL_41`), or truncation.
+    pub fn decode(payload: &[u8]) -> Result<Self, ParseError> {
+        let mut r = Reader::new(payload);
+        let capabilities = r.u32("capabilities")?;
+        if capabilities & cap::PROTOCOL_41 == 0 {
+            return Err(ParseError::Invalid {
+                what: "capabilities (pre-4.1 client)",
+                value: u64::from(capabilities),
+            });
+        }
+        let max_packet = r.u32("max packet")?;
+        let charset = r.u8("charset")?;
+        r.take(23, "filler")?;
+        if r.is_empty() && capabilities & cap::SSL != 0 {
+            return Ok(Self::SslRequest { capabilities });
+        }
+        let username = r.nul_bytes("user name")?.to_vec();
+        let auth_response = if capabilities & cap::PLUGIN_AUTH_LENENC_DATA != 0 {
+            r.lenenc_bytes("auth response")?.to_vec()
+        } else if capabilities & cap::SECURE_CONNECTION != 0 {
+            let n = r.u8("auth response length")?;
+            r.take(usize::from(n), "auth response")?.to_vec()
+        } else {
+            r.nul_bytes("auth response")?.to_vec()
+        };
+        let mut database = None;
+        if capabilities & cap::CONNECT_WITH_DB != 0 && !r.is_empty() {
+            database = Some(r.nul_bytes("database")?.to_vec());
+        }
+        let mut auth_plugin = None;
+        if capabilities & cap::PLUGIN_AUTH != 0 && !r.is_empty() {
+            // Some clients omit the final NUL.
+            auth_plugin = Some(match r.nul_bytes("auth plugin") {
+                Ok(p) => p.to_vec(),
+                Err(_) => r.rest().to_vec(),
+            });
+        }
+        let connect_attrs = if capabilities & cap::CONNECT_ATTRS != 0 && !r.is_empty() {
+            Some(r.lenenc_bytes("connect attrs")?.to_vec())
+        } else {
+            None
+        };
+        Ok(Self::Response(HandshakeResponse {
+            capabilities,
+            max_packet,
+            charset,
+            username,
+            auth_response,
+            database,
+            auth_plugin,
+            connect_attrs,
+        }))
+    }
+}
+
+impl HandshakeResponse {
+    /// Appends the payload; the optional fields are written when their
+    /// capability is set.
+    pub fn encode(&self, dst: &mut BytesMut) {
+        dst.put_u32_le(self.capabilities);
+        dst.put_u32_le(self.max_packet);
+        dst.put_u8(self.charset);
+        dst.put_bytes(0, 23);
+        put_nul_bytes(dst, &self.username);
+        if self.capabilities & cap::PLUGIN_AUTH_LENENC_DATA != 0 {
+            put_lenenc_bytes(dst, &self.auth_response);
+        } else {
+            dst.put_u8(self.auth_response.len().min(255) as u8);
+            dst.put_slice(&self.auth_response[..self.auth_response.len().min(255)]);
+        }
+        if self.capabilities & cap::CONNECT_WITH_DB != 0 {
+            put_nul_bytes(dst, self.database.as_deref().unwrap_or_default());
+        }
+        if self.capabilities & cap::PLUGIN_AUTH != 0 {
+            put_nul_bytes(dst, self.auth_plugin.as_deref().unwrap_or_default());
+        }
+        if self.capabilities & cap::CONNECT_ATTRS != 0 {
+            let attrs = self.connect_attrs.as_deref().unwrap_or_default();
+            put_lenenc_int(dst, attrs.len() as u64);
+            dst.put_slice(attrs);
+        }
+    }
+}
+
+/// Appends an Auth Switch Request (`0xfe`, plugin, scramble + NUL).
+pub fn encode_auth_switch(plugin: &str, scramble: &[u8], dst: &mut BytesMut) {
+    dst.put_u8(0xfe);
+    put_nul_bytes(dst, plugin.as_bytes());
+    put_nul_bytes(dst, scramble);
+}
+
+/// `caching_sha2_password`'s "fast authentication succeeded" (`0x01 0x03`),
+/// sent before the OK.
+pub const FAST_AUTH_SUCCESS: &[u8] = &[0x01, 0x03];
+/// `caching_sha2_password`'s "perform full authentication" (`0x01 0x04`).
+pub const PERFORM_FULL_AUTH: &[u8] = &[0x01, 0x04];
+
+// === BackendAuth ===
+
+/// Why logging in to a backend failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackendAuthError {
+    /// The server refused (its ERR packet).
+    #[error("server refused: {} {}", .0.code, String::from_utf8_lossy(&.0.message))]
+    Refused(ErrPacket),
+    /// A plugin this core cannot answer.
+    #[error("unsupported authentication plugin {0:?}")]
+    UnsupportedPlugin(String),
+    /// `caching_sha2_password` asked for the cleartext password on a
+    /// connection without TLS (the RSA exchange is not implemented).
+    #[error("caching_sha2_password full authentication needs TLS to the backend")]
+    FullAuthNeedsTls,
+    /// A packet that does not belong in the authentication exchange.
+    #[error("unexpected packet during authentication")]
+    Protocol(#[from] ParseError),
+}
+
+/// What [`BackendAuth`] wants after a server packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthStep {
+    /// Send this payload (next sequence id) and feed the server's answer.
+    Send(Bytes),
+    /// Feed the next server packet; nothing to send.
+    Wait,
+    /// Logged in; the OK packet's status flags.
+    Done(OkPacket),
+}
+
+/// The client side of authentication, sans-IO.
+///
+/// Call protocol: [`BackendAuth::start`] with the server's handshake gives
+/// the Handshake Response to send (sequence id 1); then feed every server
+/// packet to [`BackendAuth::on_packet`] until it returns [`AuthStep::Done`]
+/// or an error. Sequence ids continue from the server's packet + 1.
+#[derive(Debug)]
+pub struct BackendAuth {
+    password: Vec<u8>,
+    scramble: Vec<u8>,
+    plugin: String,
+    tls: bool,
+    capabilities: u32,
+}
+
+impl BackendAuth {
+    /// Builds the Handshake Response for `hs` with the proxy's chosen
+    /// capabilities (intersected with the server's).
+    pub fn start(
+        hs: &InitialHandshake,
+        wanted_caps: u32,
+        user: &[u8],
+        password: &[u8],
+        database: Option<&[u8]>,
+        tls: bool,
+    ) -> Result<(Self, HandshakeResponse), BackendAuthError> {
+        let plugin = String::from_utf8_lossy(&hs.auth_plugin).into_owned();
+        let plugin = if plugin.is_empty() {
+            NATIVE_PASSWORD.to_owned()
+        } else {
+            plugin
+        };
+        let mut capabilities = wanted_caps & hs.capabilities;
+        if database.is_some() {
+            capabilities |= cap::CONNECT_WITH_DB & hs.capabilities;
+        } else {
+            capabilities &= !cap::CONNECT_WITH_DB;
+        }
+        // An unknown default plugin: answer as native and let the server switch.
+        let (plugin, auth_response) = match auth::expected_response(&plugin, password, &hs.scramble)
+        {
+            Some(r) => (plugin, r),
+            None => (
+                NATIVE_PASSWORD.to_owned(),
+                auth::native_password(password, &hs.scramble),
+            ),
+        };
+        let resp = HandshakeResponse {
+            capabilities,
+            max_packet: 0x0100_0000,
+            charset: hs.charset,
+            username: user.to_vec(),
+            auth_response,
+            database: database.map(<[u8]>::to_vec),
+            auth_plugin: Some(plugin.clone().into_bytes()),
+            connect_attrs: None,
+        };
+        Ok((
+            Self {
+                password: password.to_vec(),
+                scramble: hs.scramble.clone(),
+                plugin,
+                tls,
+                capabilities,
+            },
+            resp,
+        ))
+    }
+
+    /// The capabilities in force on the connection.
+    pub fn capabilities(&self) -> u32 {
+        self.capabilities
+    }
+
+    /// Feeds one server packet.
+    ///
+    /// # Errors
+    ///
+    /// The server refused, asked for an unsupported plugin, or sent
+    /// something else.
+    pub fn on_packet(&mut self, payload: &[u8]) -> Result<AuthStep, BackendAuthError> {
+        match payload.first() {
+            Some(0x00) => Ok(AuthStep::Done(OkPacket::decode(
+                payload,
+                self.capabilities,
+            )?)),
+            Some(0xff) => Err(BackendAuthError::Refused(ErrPacket::decode(
+                payload,
+                self.capabilities,
+            )?)),
+            Some(0xfe) => {
+                let mut r = Reader::new(&payload[1..]);
+                let plugin = String::from_utf8_lossy(r.nul_bytes("plugin")?).into_owned();
+                let data = r.rest();
+                self.scramble = data.strip_suffix(&[0]).unwrap_or(data).to_vec();
+                let resp = auth::expected_response(&plugin, &self.password, &self.scramble)
+                    .ok_or_else(|| BackendAuthError::UnsupportedPlugin(plugin.clone()))?;
+                self.plugin = plugin;
+                Ok(AuthStep::Send(Bytes::from(resp)))
+            }
+            Some(0x01) if self.plugin == CACHING_SHA2_PASSWORD => match payload.get(1) {
+                Some(0x03) => Ok(AuthStep::Wait),
+                Some(0x04) if self.tls => {
+                    let mut pw = self.password.clone();
+                    pw.push(0);
+                    Ok(AuthStep::Send(Bytes::from(pw)))
+                }
+                Some(0x04) => Err(BackendAuthError::FullAuthNeedsTls),
+                _ => Err(ParseError::Invalid {
+                    what: "caching_sha2_password more data",
+                    value: payload.get(1).copied().map_or(0, u64::from),
+                }
+                .into()),
+            },
+            other => Err(ParseError::Invalid {
+                what: "authentication packet",
+                value: other.copied().map_or(0, u64::from),
+            }
+            .into()),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> InitialHandshake {
+        InitialHandshake {
+            server_version: b"5.5.5-10.11.19-MariaDB".to_vec(),
+            connection_id: 42,
+            scramble: b"0123456789abcdefghij".to_vec(),
+            capabilities: cap::PROTOCOL_41
+                | cap::SECURE_CONNECTION
+                | cap::PLUGIN_AUTH
+                | cap::SESSION_TRACK
+                | cap::CONNECT_WITH_DB,
+            charset: 45,
+            status: 2,
+            auth_plugin: NATIVE_PASSWORD.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn handshake_round_trips() {
+        let hs = sample();
+        let mut b = BytesMut::new();
+        hs.encode(&mut b);
+        assert_eq!(InitialHandshake::decode(&b), Ok(hs));
+    }
+
+    #[test]
+    fn backend_auth_answers_native_then_finishes_on_ok() {
+        let hs = sample();
+        let (mut a, resp) =
+            BackendAuth::start(&hs, !0, b"magento", b"pw", Some(b"magento"), false).unwrap();
+        assert_eq!(
+            resp.auth_response,
+            auth::native_password(b"pw", &hs.scramble)
+        );
+        assert_eq!(resp.database.as_deref(), Some(&b"magento"[..]));
+        let step = a.on_packet(&[0, 0, 0, 2, 0, 0, 0]);
+        assert!(matches!(step, Ok(AuthStep::Done(_))));
+    }
+
+    #[test]
+    fn backend_auth_follows_a_switch_to_caching_sha2_and_its_fast_path() {
+        let (mut a, _) = BackendAuth::start(&sample(), !0, b"u", b"pw", None, false).unwrap();
+        let mut sw = BytesMut::new();
+        encode_auth_switch(CACHING_SHA2_PASSWORD, b"ABCDEFGHIJKLMNOPQRST", &mut sw);
+        let want = auth::caching_sha2_password(b"pw", b"ABCDEFGHIJKLMNOPQRST");
+        assert_eq!(a.on_packet(&sw), Ok(AuthStep::Send(Bytes::from(want))));
+        assert_eq!(a.on_packet(FAST_AUTH_SUCCESS), Ok(AuthStep::Wait));
+        assert_eq!(
+            a.on_packet(PERFORM_FULL_AUTH),
+            Err(BackendAuthError::FullAuthNeedsTls)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn handshake_response_round_trips(
+            user in proptest::collection::vec(1u8..=255, 0..40),
+            auth_response in proptest::collection::vec(any::<u8>(), 0..40),
+            db in proptest::option::of(proptest::collection::vec(1u8..=255, 0..20)),
+            lenenc in any::<bool>(),
+        ) {
+            let mut caps = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::PLUGIN_AUTH;
+            if lenenc { caps |= cap::PLUGIN_AUTH_LENENC_DATA; }
+            if db.is_some() { caps |= cap::CONNECT_WITH_DB; }
+            let r = HandshakeResponse {
+                capabilities: caps, max_packet: 1 << 24, charset: 33, username: user,
+                auth_response, database: db, auth_plugin: Some(b"mysql_native_password".to_vec()),
+                connect_attrs: None,
+            };
+            let mut b = BytesMut::new();
+            r.encode(&mut b);
+            prop_assert_eq!(ClientHello::decode(&b), Ok(ClientHello::Response(r)));
+        }
+
+        #[test]
+        fn client_hello_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128)) {
+            let _ = ClientHello::decode(&data);
+            let _ = InitialHandshake::decode(&data);
+        }
+    }
+}
