@@ -302,10 +302,14 @@ impl Edge {
         })
     }
 
-    /// True when every PHP-FPM pool has an endpoint that passed its checks
-    /// (always true with an HTTP upstream). Part of `/readyz`.
+    /// True when the pool that serves shoppers (`frontend`: the first pool,
+    /// where every request no routing rule claims goes) has an endpoint
+    /// that passed its checks. Part of `/readyz`. Other pools (the admin's
+    /// FPM, reached over the network) do not gate it: one admin pod down
+    /// must not take every storefront pod, and the cached pages it serves,
+    /// out of rotation; their state is in `/pools` and the metrics.
     pub fn pools_ready(&self) -> bool {
-        self.upstream.pools.iter().all(|p| p.is_ready())
+        self.upstream.pools.first().is_none_or(|p| p.is_ready())
     }
 
     /// Figures of each PHP-FPM pool (`frontend` first); empty with an HTTP

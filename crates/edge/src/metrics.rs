@@ -223,6 +223,15 @@ fn counter(
     Ok(())
 }
 
+/// A health-script check passed: `{"ok":true}`, or a list of them all ok
+/// (one per Redis instance).
+fn dependency_ok(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::Array(items) => items.iter().all(dependency_ok),
+        other => other.get("ok").and_then(serde_json::Value::as_bool) == Some(true),
+    }
+}
+
 fn as_i64(n: impl TryInto<i64>) -> i64 {
     n.try_into().unwrap_or(i64::MAX)
 }
@@ -358,6 +367,33 @@ impl Collector for Snapshot {
                         p.endpoints_removed,
                     ),
                 ]
+            }),
+        )?;
+        // What the health script says of PHP's dependencies, per pool: 1 when
+        // every endpoint's last report has the check passing. They gate
+        // readiness only at start (see `Pool`); afterwards this is where a
+        // database or Redis outage shows.
+        gauge(
+            &mut enc,
+            "magestack_php_dependency_up",
+            "PHP's dependencies per the health script's last reports (1: every endpoint reports the check passing)",
+            self.pools.iter().flat_map(|p| {
+                ["db", "redis"].into_iter().filter_map(move |dep| {
+                    let reports: Vec<&serde_json::Value> = p
+                        .endpoints
+                        .iter()
+                        .filter_map(|e| e.health_report.as_ref())
+                        .filter(|r| r.get(dep).is_some())
+                        .collect();
+                    if reports.is_empty() {
+                        return None;
+                    }
+                    let up = reports.iter().all(|r| dependency_ok(&r[dep]));
+                    Some((
+                        vec![("pool", p.name.clone()), ("dependency", dep.to_owned())],
+                        i64::from(up),
+                    ))
+                })
             }),
         )?;
         gauge(

@@ -72,6 +72,15 @@ pub(crate) struct PoolEndpoint {
     /// The health script said ready and OPcache is warm enough (true
     /// without a health script).
     warm: std::sync::atomic::AtomicBool,
+    /// The start-up gate passed: the script once said ready (database and
+    /// Redis reachable). From then on only OPcache's warmth decides `warm`;
+    /// a database or Redis blip shows in the report and the metrics, and
+    /// does not take the pod (and the cached pages it serves) out of
+    /// rotation. Reset when the endpoint goes unhealthy (FPM restarted).
+    gated: std::sync::atomic::AtomicBool,
+    /// The health script's last verdict on the dependencies (for the log's
+    /// transitions).
+    deps_ok: std::sync::atomic::AtomicBool,
     /// The health script's last answer, for `/pools`.
     health_report: std::sync::Mutex<Option<serde_json::Value>>,
 }
@@ -303,6 +312,8 @@ impl EndpointFactory {
                 warm: AtomicBool::new(health_client.is_none()),
                 health_client,
                 health_report: std::sync::Mutex::new(None),
+                gated: std::sync::atomic::AtomicBool::new(false),
+                deps_ok: std::sync::atomic::AtomicBool::new(true),
             };
         if let UpstreamTarget::Http(authority) = t {
             return base(
@@ -716,6 +727,8 @@ impl Pool {
                 if n >= self.unhealthy_after
                     && e.health.swap(UNHEALTHY, Ordering::Relaxed) != UNHEALTHY
                 {
+                    // A restarted FPM passes the start-up gate again.
+                    e.gated.store(false, Ordering::Relaxed);
                     tracing::warn!(pool = %self.name, endpoint = %e.label, failures = n, error = %why, "{} endpoint unhealthy; no more requests until it recovers.", e.kind());
                 }
             }
@@ -750,7 +763,19 @@ impl Pool {
             .get("opcache")
             .and_then(|o| o.get("ratio"))
             .and_then(serde_json::Value::as_f64);
-        let warm = ready && ratio.is_none_or(|r| r >= script.min_ratio);
+        let opcache_warm = ratio.is_none_or(|r| r >= script.min_ratio);
+        if ready && !e.gated.swap(true, Ordering::Relaxed) {
+            tracing::info!(pool = %self.name, endpoint = %e.label, "PHP start-up checks passed (database, Redis).");
+        }
+        let gated = e.gated.load(Ordering::Relaxed);
+        if gated && e.deps_ok.swap(ready, Ordering::Relaxed) != ready {
+            if ready {
+                tracing::info!(pool = %self.name, endpoint = %e.label, "PHP dependencies answer again.");
+            } else {
+                tracing::warn!(pool = %self.name, endpoint = %e.label, report = %report, "PHP health script reports a failing dependency; the endpoint stays in service (its start-up checks passed).");
+            }
+        }
+        let warm = gated && opcache_warm;
         if e.warm.swap(warm, Ordering::Relaxed) != warm {
             tracing::info!(pool = %self.name, endpoint = %e.label, warm, opcache_ratio = ?ratio, script_ready = ready, "PHP warmth changed.");
         }

@@ -890,7 +890,14 @@ async fn a_cacheable_answer_replaces_a_hit_for_miss_marker() {
 #[tokio::test]
 async fn forwarded_for_and_cookies_reach_an_http_upstream_whole() {
     let origin = Origin::start(Arc::new(|_r, _n| {
-        reply(200, &[("content-type", "text/plain"), ("cache-control", "no-store")], "ok")
+        reply(
+            200,
+            &[
+                ("content-type", "text/plain"),
+                ("cache-control", "no-store"),
+            ],
+            "ok",
+        )
     }))
     .await;
     // The test settings trust 127.0.0.0/8: this client is a trusted proxy.

@@ -234,3 +234,138 @@ async fn warm_up_urls_make_a_cold_pod_ready_by_itself() {
     eprintln!("ready {took:?} after start, warmed by readiness.warmup_urls");
     edge.shutdown().await;
 }
+
+/// Issue 14, item 5: `/readyz` follows the pool that serves shoppers. An
+/// admin pool whose FPM is down (an admin pod away) leaves the storefront
+/// ready, and its cached pages served.
+#[tokio::test]
+async fn an_admin_pool_down_leaves_the_storefront_ready() {
+    let env = php_env();
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(env.fpm_addr.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    let pool = |name: &str, endpoint: String| PoolSpec {
+        name: name.into(),
+        check_interval: Duration::from_millis(200),
+        unhealthy_after: 1,
+        ..pool_spec(vec![UpstreamTarget::FastCgiTcp(endpoint)])
+    };
+    s.pools = vec![
+        pool("frontend", env.fpm_addr.clone()),
+        pool("admin", dead_port()),
+    ];
+    s.cache = Some(magestack_edge::CacheSettings::magento_defaults());
+    let edge = Arc::new(Edge::new(s).unwrap());
+    let live = magestack_edge::LiveEdge::new(edge);
+    let admin = spawn_admin(live.clone()).await;
+    let traffic = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = traffic.local_addr().unwrap();
+    tokio::spawn(
+        magestack_edge::Server::with_live(live, limits(), None)
+            .run(vec![traffic], std::future::pending()),
+    );
+    wait_for(admin, 200, Duration::from_secs(5)).await;
+    // The admin pool is known to be down, and /readyz stays 200.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let pools: serde_json::Value =
+        serde_json::from_str(&get(admin, "/pools").await.text()).unwrap();
+    assert_eq!(pools[1]["endpoints"][0]["health"], "unhealthy", "{pools}");
+    assert_eq!(get(admin, "/readyz").await.status, 200);
+    let path = "/gear.html?readiness=admin-down";
+    assert_eq!(get(addr, path).await.status, 200);
+    let hit = get(addr, path).await;
+    assert_eq!(hit.header("x-magento-cache-debug").as_deref(), Some("HIT"));
+}
+
+/// Issue 14, item 5: the database and Redis are a start-up gate. A pod is
+/// not ready before its PHP reaches Redis; once it was, a Redis outage shows
+/// in the metrics and the log, and the pod stays in rotation.
+#[tokio::test]
+async fn a_redis_outage_after_start_keeps_the_pod_ready() {
+    let env = php_env();
+    let redis_bin = std::env::var("MAGESTACK_REDIS_SERVER").expect(
+        "MAGESTACK_REDIS_SERVER is not set: run ./scripts/test (scripts/deps starts Redis)",
+    );
+    let (port, status_port, redis_port) = (free_port(), free_port(), free_port());
+    // A Magento root whose env.php names a Redis cache backend.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(root.path().join("app/etc")).unwrap();
+    std::fs::write(
+        root.path().join("app/etc/env.php"),
+        format!(
+            "<?php return ['cache' => ['frontend' => ['default' => ['backend' => 'Magento\\\\Framework\\\\Cache\\\\Backend\\\\Redis', 'backend_options' => ['server' => '127.0.0.1', 'port' => '{redis_port}']]]]];\n"
+        ),
+    )
+    .unwrap();
+    let fpm = start_fpm(
+        &env.storefront,
+        &[FpmPool {
+            status_port: Some(status_port),
+            env: vec![
+                ("MAGESTACK_HEALTH_CHECKS".into(), "redis".into()),
+                ("MAGENTO_ROOT".into(), root.path().display().to_string()),
+            ],
+            ..FpmPool::new("frontend", port, 2)
+        }],
+    );
+    let endpoint = format!("127.0.0.1:{port}");
+    let mut s = settings(
+        UpstreamTarget::FastCgiTcp(endpoint.clone()),
+        Some(env.storefront.join("pub")),
+    );
+    s.pools = vec![PoolSpec {
+        status_path: Some("/status".into()),
+        status_endpoints: vec![UpstreamTarget::FastCgiTcp(format!(
+            "127.0.0.1:{status_port}"
+        ))],
+        check_interval: Duration::from_millis(200),
+        ..pool_spec(vec![UpstreamTarget::FastCgiTcp(endpoint)])
+    }];
+    s.readiness = magestack_edge::settings::ReadinessSpec {
+        health_script: Some("magestack-health.php".into()),
+        opcache_min_ratio: 0.0,
+        warmup_urls: Vec::new(),
+    };
+    let edge = Arc::new(Edge::new(s).unwrap());
+    let live = magestack_edge::LiveEdge::new(edge);
+    let admin = spawn_admin(live.clone()).await;
+    live.current().start_background();
+
+    // Before Redis answers: the start-up gate keeps the pod out.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(get(admin, "/readyz").await.status, 503);
+    let mut redis = std::process::Command::new(&redis_bin)
+        .args([
+            "--port",
+            &redis_port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for(admin, 200, Duration::from_secs(10)).await;
+
+    // Redis goes away: the metrics say so, the pod stays ready.
+    redis.kill().unwrap();
+    redis.wait().unwrap();
+    let start = Instant::now();
+    loop {
+        let m = get(admin, "/metrics").await.text();
+        if m.contains("magestack_php_dependency_up{pool=\"frontend\",dependency=\"redis\"} 0") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the outage never reached the metrics:\n{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(admin, "/readyz").await.status, 200);
+    drop(fpm);
+}
