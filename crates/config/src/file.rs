@@ -205,6 +205,12 @@ pub struct ServerConfig {
     /// Directory for request bodies written to temporary files (unlinked at
     /// once). Default: the system's temporary directory (`$TMPDIR`, `/tmp`).
     pub body_spool_dir: Option<PathBuf>,
+    /// The socket peer of client traffic is a load balancer (an ALB, an
+    /// ingress): its address says nothing about who sent a request, so a
+    /// `PURGE` from a non-loopback peer also needs `Authorization: Bearer`
+    /// with `MAGESTACK_PURGE_TOKEN`, even from inside `cache.purge_acl`.
+    /// Default false.
+    pub behind_load_balancer: bool,
     /// `[server.tls]`: when present, every `listen` address speaks TLS
     /// (h2 and http/1.1 via ALPN). Default: absent (plaintext).
     pub tls: Option<TlsConfig>,
@@ -231,6 +237,7 @@ impl Default for ServerConfig {
             body_buffer_bytes: 1024 * 1024,
             body_memory_bytes: 64 * 1024 * 1024,
             body_spool_dir: None,
+            behind_load_balancer: false,
             tls: None,
         }
     }

@@ -216,6 +216,8 @@ pub struct ServerSettings {
     pub body_memory_bytes: u64,
     /// Directory for spooled bodies; `None` = the system's.
     pub body_spool_dir: Option<PathBuf>,
+    /// Client traffic comes through a load balancer (PURGE needs the token).
+    pub behind_load_balancer: bool,
     /// TLS for every listener, if configured.
     pub tls: Option<TlsSettings>,
 }
@@ -769,6 +771,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         body_buffer_bytes,
         body_memory_bytes,
         body_spool_dir: s.body_spool_dir,
+        behind_load_balancer: s.behind_load_balancer,
         tls,
     }
 }

@@ -181,6 +181,59 @@ pub enum RuleMatch {
     Regex(String),
 }
 
+/// `PURGE` behind a load balancer (`server.behind_load_balancer`): the
+/// socket peer of every client request is then the balancer, an address
+/// inside the VPC that `cache.purge_acl` would let through, so the ACL says
+/// nothing about who sent a purge. From a non-loopback peer a `PURGE` then
+/// also needs `Authorization: Bearer <MAGESTACK_PURGE_TOKEN>`; Magento
+/// purges its own pod's edge over loopback and the purge bus does the rest.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct PurgeGuard {
+    /// The edge is behind a load balancer.
+    pub behind_load_balancer: bool,
+    /// The purge token; `None` = only loopback peers may purge then.
+    pub token: Option<std::sync::Arc<str>>,
+}
+
+impl std::fmt::Debug for PurgeGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PurgeGuard")
+            .field("behind_load_balancer", &self.behind_load_balancer)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .finish()
+    }
+}
+
+impl PurgeGuard {
+    /// Whether a `PURGE` from `peer` with these headers passes the guard
+    /// (the ACL is checked as well, separately).
+    pub fn admits(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> bool {
+        let peer = match peer {
+            std::net::IpAddr::V6(v6) => v6
+                .to_ipv4_mapped()
+                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+            v4 => v4,
+        };
+        if !self.behind_load_balancer || peer.is_loopback() {
+            return true;
+        }
+        let Some(token) = &self.token else {
+            return false;
+        };
+        headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|p| {
+                p.len() == token.len()
+                    && p.bytes()
+                        .zip(token.bytes())
+                        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+                        == 0
+            })
+    }
+}
+
 /// Where request bodies wait (`[server]` `body_*`): see
 /// [`crate::request_body`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -287,6 +340,8 @@ pub struct CacheSettings {
     pub size_bytes: u64,
     /// Who may send `PURGE` (checked against the socket peer, as Varnish does).
     pub purge_acl: Vec<IpNet>,
+    /// What a `PURGE` needs beyond the ACL when the peer is a load balancer.
+    pub purge_guard: PurgeGuard,
     /// Magento's VCL behaviour, as data.
     pub policy: magestack_fpc::FpcPolicy,
     /// `PURGE` marks objects stale (served within grace while refreshed) instead of evicting.
@@ -332,6 +387,7 @@ impl CacheSettings {
     /// Defaults that match a Varnish configured by Magento.
     pub fn magento_defaults() -> Self {
         Self {
+            purge_guard: PurgeGuard::default(),
             size_bytes: 256 << 20,
             purge_acl: vec![
                 IpNet::from(std::net::IpAddr::from([127, 0, 0, 1])),

@@ -123,6 +123,12 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
             .join("|")
     };
     anyhow::ensure!(!pattern.is_empty(), "no tags given");
+    // An edge behind a load balancer wants the purge token from anyone but
+    // loopback (`server.behind_load_balancer`).
+    let auth = match secret("MAGESTACK_PURGE_TOKEN")? {
+        Some(t) if !t.is_empty() => format!("Authorization: Bearer {t}\r\n"),
+        _ => String::new(),
+    };
     let mut failed = 0;
     for given in edges {
         let edge = match edge_authority(given) {
@@ -140,7 +146,7 @@ fn purge(tags: &[String], all: bool, edges: &[String]) -> Result<ExitCode> {
             s.set_read_timeout(Some(std::time::Duration::from_secs(10)))?;
             write!(
                 s,
-                "PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: {host}\r\n\r\n"
+                "PURGE / HTTP/1.1\r\nX-Magento-Tags-Pattern: {pattern}\r\nHost: {host}\r\n{auth}\r\n"
             )?;
             let mut out = String::new();
             s.read_to_string(&mut out)?;
@@ -488,6 +494,18 @@ fn cache_settings(cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
     if !c.enabled {
         return None;
     }
+    // Behind a load balancer, PURGE from a non-loopback peer needs this
+    // token (`server.behind_load_balancer`); unreadable = none (loopback only).
+    let purge_token = match secret("MAGESTACK_PURGE_TOKEN") {
+        Ok(t) => t.filter(|t| !t.is_empty()),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "MAGESTACK_PURGE_TOKEN not read; PURGE is accepted from loopback only.");
+            None
+        }
+    };
+    if cfg.server.behind_load_balancer && purge_token.is_none() {
+        tracing::warn!("server.behind_load_balancer without MAGESTACK_PURGE_TOKEN: PURGE is accepted from loopback peers only.");
+    }
     let mut policy = magestack_fpc::FpcPolicy {
         grace_period_secs: c.grace_period.as_secs(),
         default_ttl_secs: c.default_ttl.as_secs(),
@@ -515,6 +533,10 @@ fn cache_settings(cfg: &Validated) -> Option<magestack_edge::CacheSettings> {
     Some(magestack_edge::CacheSettings {
         size_bytes: c.size_bytes,
         purge_acl: c.purge_acl.clone(),
+        purge_guard: magestack_edge::settings::PurgeGuard {
+            behind_load_balancer: cfg.server.behind_load_balancer,
+            token: purge_token.map(std::sync::Arc::from),
+        },
         policy,
         soft_purge: c.soft_purge,
         max_object_bytes: c.max_object_bytes,
