@@ -135,25 +135,15 @@ impl AdminAccess {
         if let Some(wait) = throttle.blocked(peer) {
             return Access::Throttled(wait);
         }
-        let presented = req
-            .headers()
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
+        let presented = crate::token::bearer(req.headers());
         if let (Some(token), Some(p)) = (&self.token, presented) {
-            if constant_time_eq(p.as_bytes(), token.as_bytes()) {
+            if crate::token::constant_time_eq(p.as_bytes(), token.as_bytes()) {
                 return Access::Allowed;
             }
         }
         throttle.record_failure(peer);
         Access::Denied
     }
-}
-
-/// Compares in time that depends only on the lengths: the token must not
-/// leak through timing, byte by byte.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Re-reads the configuration and swaps the serving edge: `Ok` with a

@@ -38,6 +38,7 @@ pub mod server;
 pub mod settings;
 pub mod static_files;
 pub mod tls;
+mod token;
 
 pub use error_chain::{os_error, ErrorChain};
 pub use handler::{CacheStats, Edge};

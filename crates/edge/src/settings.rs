@@ -220,17 +220,8 @@ impl PurgeGuard {
         let Some(token) = &self.token else {
             return false;
         };
-        headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .is_some_and(|p| {
-                p.len() == token.len()
-                    && p.bytes()
-                        .zip(token.bytes())
-                        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-                        == 0
-            })
+        crate::token::bearer(headers)
+            .is_some_and(|p| crate::token::constant_time_eq(p.as_bytes(), token.as_bytes()))
     }
 }
 

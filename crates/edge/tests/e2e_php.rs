@@ -448,18 +448,6 @@ async fn bulkhead_caps_fpm_connections_and_sheds_with_503() {
     edge.shutdown().await;
 }
 
-/// Cookies a response sets, as one `Cookie` header value.
-fn cookies_from(r: &Resp) -> String {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter(|kv| !kv.ends_with('='))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 #[tokio::test]
 async fn full_page_cache_never_shares_a_personalised_page() {
     let env = php_env();

@@ -33,18 +33,6 @@ fn debug(r: &Resp) -> String {
     r.header("x-magento-cache-debug").unwrap_or_default()
 }
 
-/// The cookies a response sets, as a `Cookie` header value.
-fn cookies_of(r: &Resp) -> String {
-    r.headers
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter_map(|v| v.split(';').next())
-        .filter(|kv| !kv.ends_with('='))
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
 fn vary_of(cookie: &str) -> String {
     cookie
         .split("; ")
@@ -57,7 +45,7 @@ fn vary_of(cookie: &str) -> String {
 async fn eur_shopper(addr: std::net::SocketAddr) -> String {
     let r = get(addr, "/directory/currency/switch?currency=EUR").await;
     assert_eq!(r.status, 302, "{}", r.text());
-    let cookie = cookies_of(&r);
+    let cookie = cookies_from(&r);
     assert!(cookie.contains("PHPSESSID="), "{cookie}");
     assert!(cookie.contains("X-Magento-Vary="), "{cookie}");
     cookie

@@ -381,3 +381,15 @@ pub async fn spawn_admin(live: magestack_edge::LiveEdge) -> SocketAddr {
     ));
     addr
 }
+
+/// The cookies a response sets, as one `Cookie` header value (deleted ones left out).
+pub fn cookies_from(r: &Resp) -> String {
+    r.headers
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter_map(|v| v.split(';').next())
+        .filter(|kv| !kv.ends_with('='))
+        .collect::<Vec<_>>()
+        .join("; ")
+}

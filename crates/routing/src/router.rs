@@ -348,6 +348,23 @@ enum Loc {
     Banned,
 }
 
+impl Loc {
+    /// A `deny all` location (answered 403, then the error page); `run`
+    /// answers the same set (its match must name every location).
+    fn is_deny(self) -> bool {
+        matches!(
+            self,
+            Loc::UserIni
+                | Loc::PubDeny
+                | Loc::MediaThemeXml
+                | Loc::MediaDeny
+                | Loc::ErrorsXml
+                | Loc::AppDeny(_)
+                | Loc::Banned
+        )
+    }
+}
+
 /// Top-level prefix locations (the longest match wins).
 const PREFIXES: &[(&[u8], Loc)] = &[
     (b"/.user.ini", Loc::UserIni),
@@ -370,16 +387,7 @@ const PREFIXES: &[(&[u8], Loc)] = &[
 /// has no filesystem to route by but should not forward these either.
 #[must_use]
 pub fn is_denied(path: &NormalizedPath) -> bool {
-    matches!(
-        find_location(path.as_bytes()),
-        Loc::UserIni
-            | Loc::PubDeny
-            | Loc::MediaThemeXml
-            | Loc::MediaDeny
-            | Loc::ErrorsXml
-            | Loc::AppDeny(_)
-            | Loc::Banned
-    )
+    find_location(path.as_bytes()).is_deny()
 }
 
 /// nginx's location search (design doc 1.2) over the sample's tree.
