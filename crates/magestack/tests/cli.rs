@@ -809,9 +809,24 @@ fn r13_edge_without_arguments_says_what_it_needs() {
 fn r13_help_is_accurate() {
     let top = bin().arg("--help").output().unwrap();
     let top = String::from_utf8_lossy(&top.stdout);
-    assert!(!top.contains("dbproxy"), "{top}");
-    for command in ["edge", "check", "purge", "cdn", "demo"] {
+    for command in ["edge", "dbproxy", "check", "purge", "cdn", "demo"] {
         assert!(top.contains(&format!("\n  {command} ")), "{command}: {top}");
+    }
+    // Every command the help lists (and every one the description names)
+    // exists: its own --help succeeds.
+    let listed: Vec<&str> = top
+        .split("Commands:")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(listed.len() >= 6, "{top}");
+    for command in listed {
+        let out = bin().args([command, "--help"]).output().unwrap();
+        assert!(out.status.success(), "{command} --help failed");
     }
     let edge = bin().args(["edge", "--help"]).output().unwrap();
     let edge = String::from_utf8_lossy(&edge.stdout);
