@@ -819,6 +819,7 @@ fn r13_help_is_accurate() {
         .nth(1)
         .unwrap_or("")
         .lines()
+        .skip(1)
         .take_while(|l| !l.trim().is_empty())
         .filter_map(|l| l.split_whitespace().next())
         .filter(|c| *c != "help")
