@@ -11,7 +11,7 @@
 //!   `Location:` → 302 rule, header validation into `http` types, and a
 //!   ceiling on the head size (32 KiB by default, like nginx's
 //!   `fastcgi_buffer_size` in Magento's sample config).
-//! * [`client`] — the tokio driver: [`Endpoint`] (`fcgi://host:port`,
+//! * `client` (feature `client`, on by default) — the tokio driver: [`Endpoint`] (`fcgi://host:port`,
 //!   `fcgi+unix:///path`), a cloneable [`Client`] with a pool of idle
 //!   keep-alive connections, timeouts, retry of a stale pooled connection,
 //!   and a [`ResponseBody`] that streams STDOUT with backpressure. STDERR is
@@ -51,15 +51,19 @@
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+#[cfg(feature = "client")]
 pub mod client;
 pub mod codec;
 pub mod response;
 pub mod status;
 
+#[cfg(feature = "client")]
 pub use client::{
     BoxError, Client, ClientConfig, ClientStats, Endpoint, EndpointParseError, Error,
     ProtocolError, RequestBody, Response, ResponseBody,
 };
 pub use codec::{DecodeError, EncodeError, Limits, Params, Record, RecordBody, RecordType};
 pub use response::{HeadError, HeadParser, ResponseHead, DEFAULT_MAX_HEADER_BYTES};
-pub use status::{fetch_status, parse_status, FpmStatus, StatusError};
+#[cfg(feature = "client")]
+pub use status::fetch_status;
+pub use status::{parse_status, FpmStatus, StatusError};

@@ -6,11 +6,8 @@
 //! figures arrive even while every worker is busy (exactly when they
 //! matter).
 
-use bytes::Bytes;
-use http_body_util::BodyExt;
-
+#[cfg(feature = "client")]
 use crate::client::{Client, RequestBody};
-use crate::codec::Params;
 
 /// The figures of one FPM pool, as its status page reports them.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -57,6 +54,7 @@ pub struct FpmStatus {
 #[non_exhaustive]
 pub enum StatusError {
     /// The FastCGI request failed.
+    #[cfg(feature = "client")]
     #[error("status request failed: {0}")]
     Request(#[from] crate::client::Error),
     /// FPM answered with another status (404: `pm.status_path` not set for
@@ -85,8 +83,11 @@ pub fn parse_status(body: &[u8]) -> Result<FpmStatus, StatusError> {
 /// # Errors
 ///
 /// The request failed, FPM answered non-200, or the body is not status JSON.
+#[cfg(feature = "client")]
 pub async fn fetch_status(client: &Client, path: &str) -> Result<FpmStatus, StatusError> {
-    let mut params = Params::with_capacity(8);
+    use bytes::Bytes;
+    use http_body_util::BodyExt;
+    let mut params = crate::codec::Params::with_capacity(8);
     let p = Bytes::copy_from_slice(path.as_bytes());
     params.push(&b"GATEWAY_INTERFACE"[..], &b"CGI/1.1"[..]);
     params.push(&b"REQUEST_METHOD"[..], &b"GET"[..]);

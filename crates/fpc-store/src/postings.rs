@@ -10,7 +10,7 @@
 use hashbrown::HashTable;
 
 use crate::object::TagId;
-use crate::slot_set::SlotSet;
+use crate::slot_set::{hash_u32, SlotSet};
 
 const SINGLE: u32 = 1 << 31;
 const CHUNK: u32 = 1 << 30;
@@ -51,13 +51,6 @@ pub(crate) struct TagIndex {
     free_chunks: Vec<u32>,
     sets: Vec<SlotSet>,
     free_sets: Vec<u32>,
-}
-
-#[inline]
-pub(crate) fn hash_u32(x: u32) -> u64 {
-    // Fibonacci hashing: a bijection on the low bits, well mixed high bits
-    // (hashbrown takes its 7-bit tag from the top).
-    u64::from(x).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 fn alloc<T>(items: &mut Vec<T>, free: &mut Vec<u32>, item: T) -> u32 {

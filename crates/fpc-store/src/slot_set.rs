@@ -16,7 +16,15 @@
 use hashbrown::HashTable;
 
 use crate::malloc_size;
-use crate::postings::hash_u32;
+
+/// The hash of a slot or tag id for the hash tables here and in
+/// `postings`.
+#[inline]
+pub(crate) fn hash_u32(x: u32) -> u64 {
+    // Fibonacci hashing: a bijection on the low bits, well mixed high bits
+    // (hashbrown takes its 7-bit tag from the top).
+    u64::from(x).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
 
 /// Most postings of the sorted form.
 #[cfg(not(test))]

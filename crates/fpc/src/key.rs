@@ -39,7 +39,7 @@ use crate::config::FpcPolicy;
 use crate::headers::{
     self, CONTENT_CURRENCY, STORE, X_MAGENTO_CACHE_ID, X_MAGENTO_VARY_COOKIE, X_REQUESTED_WITH,
 };
-use crate::request::{is_bearer, is_graphql, RequestView};
+use crate::view::{is_bearer, is_graphql, RequestView};
 
 /// Size of a hashed key in bytes.
 pub const KEY_SIZE: usize = 16;

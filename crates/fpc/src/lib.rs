@@ -105,6 +105,7 @@ pub mod key;
 pub mod purge;
 pub mod request;
 pub mod response;
+pub mod view;
 
 pub use config::{ErrorStatusPolicy, FpcPolicy, PolicyError, TrackingParams};
 

@@ -8,59 +8,13 @@
 use std::borrow::Cow;
 use std::cmp::Ordering;
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, AUTHORIZATION};
-use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING};
 
 use crate::config::FpcPolicy;
 use crate::headers::X_MAGENTO_CACHE_ID;
 use crate::key::{CacheKey, KeyParts};
-
-/// What the policy needs to know about a client request. Borrowed; building
-/// one costs nothing.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestView<'a> {
-    /// The request method, compared case-sensitively (`purge` is not `PURGE`).
-    pub method: &'a Method,
-    /// The request target as received on HTTP/1.1: origin-form
-    /// `/path?query`, or absolute-form `http://host/path?query` (Varnish
-    /// keys the latter as `host/path?query`). For HTTP/2, whose URI always
-    /// carries scheme and authority, pass the path and query only and give
-    /// the `:authority` as [`RequestView::host_fallback`].
-    pub target: &'a str,
-    /// The client's request headers (several `Cookie` lines allowed).
-    pub headers: &'a HeaderMap,
-    /// `true` when the request is re-run after a hit whose grace expired
-    /// (Varnish `req.restarts > 0`): the lookup must skip the cache.
-    pub is_restart: bool,
-    /// The host to key on when the request has no `Host` header: the
-    /// HTTP/2 `:authority`, else the server's IP (Varnish `server.ip`).
-    pub host_fallback: Option<&'a str>,
-}
-
-impl<'a> RequestView<'a> {
-    /// A first-pass request without host fallback.
-    pub fn new(method: &'a Method, target: &'a str, headers: &'a HeaderMap) -> Self {
-        Self {
-            method,
-            target,
-            headers,
-            is_restart: false,
-            host_fallback: None,
-        }
-    }
-
-    /// Marks the request as a restart (forces a miss).
-    pub fn restarted(mut self) -> Self {
-        self.is_restart = true;
-        self
-    }
-
-    /// Sets the host used for the key when there is no `Host` header.
-    pub fn with_host_fallback(mut self, host: &'a str) -> Self {
-        self.host_fallback = Some(host);
-        self
-    }
-}
+use crate::view::is_bearer;
+pub use crate::view::{is_graphql, RequestView};
 
 /// Why a request bypasses the cache.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -306,18 +260,6 @@ pub fn is_static_or_media(url: &str) -> bool {
     };
     let rest = rest.strip_prefix("pub/").unwrap_or(rest);
     rest.starts_with("media/") || rest.starts_with("static/")
-}
-
-/// `url ~ "/graphql"`.
-pub fn is_graphql(url: &str) -> bool {
-    url.contains("/graphql")
-}
-
-/// `req.http.Authorization ~ "^Bearer"` (first header, case-sensitive).
-pub(crate) fn is_bearer(headers: &HeaderMap) -> bool {
-    headers
-        .get(AUTHORIZATION)
-        .is_some_and(|v| v.as_bytes().starts_with(b"Bearer"))
 }
 
 /// Varnish `RFC2616_Req_Gzip`: the client accepts gzip if `Accept-Encoding`

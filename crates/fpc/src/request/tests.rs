@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::TrackingParams;
 use http::header::{HeaderValue, COOKIE, HOST};
+use http::Method;
 
 fn hv(s: &str) -> HeaderValue {
     HeaderValue::from_str(s).expect("header value")
