@@ -1223,7 +1223,7 @@ def c_ci(kit):
     else:
         doc = json.load(open(pol, encoding="utf-8"))
         denies = " ".join(json.dumps(st) for st in doc.get("Statement", []) if st.get("Effect") == "Deny")
-        for a in ("secretsmanager:GetSecretValue", "ssm:GetParameter", "kms:Decrypt"):
+        for a in ("secretsmanager:GetSecretValue", "ssm:GetParameter"):
             if a not in denies:
                 problems.append(f"plan role: {a} not denied")
         allows = [st for st in doc.get("Statement", []) if st.get("Effect") == "Allow"]
