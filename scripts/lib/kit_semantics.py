@@ -850,7 +850,7 @@ def stack_outputs(kit, stack):
     return {k for block in kit.tf(f"{STACKS}/{stack}").get("output", []) for k in block}
 
 
-@check("tf stacks read existing outputs", 16)
+@check("tf cross-stack outputs", 16)
 def c_remote_state(kit):
     problems, n = [], 0
     for stack in sorted(os.listdir(kit.path(STACKS))):
