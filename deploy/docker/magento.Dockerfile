@@ -48,6 +48,20 @@ COPY --from=kit k8s/base/php-fpm/opcache-blacklist.txt /usr/local/etc/php/opcach
 RUN curl -fsSL --proto '=https' -o /etc/ssl/certs/rds-global-bundle.pem \
        https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem \
     && chmod 0644 /etc/ssl/certs/rds-global-bundle.pem
+# The OPcache manifest the readiness check measures warmth against (MAGESTACK_OPCACHE_MANIFEST
+# in the pods; outside var/, which is an emptyDir there). Best: the scripts a warm production
+# worker holds, written from a warm staging pod (magestack-health.php?write_manifest=1, see
+# docs/kubernetes.md) and committed to the Magento project as opcache-manifest.txt. Until one
+# exists (the first build), the files of the preload list: what the storefront runs on every page.
+RUN if [ ! -s opcache-manifest.txt ]; then \
+        grep -v '^#' preload.list | grep . | while read -r p; do \
+            if [ -d "$p" ]; then \
+                find "$PWD/$p" -name '*.php' -not -path '*/Test/*' -not -path '*/Tests/*' \
+                     -not -path '*/Setup/*' -not -path '*/Console/*' -not -path '*/Fixtures/*'; \
+            elif [ -f "$p" ]; then echo "$PWD/$p"; fi; \
+        done | sort > /var/www/magento/opcache-manifest.txt; \
+    fi \
+    && test -s /var/www/magento/opcache-manifest.txt
 # app/etc/env.php is generated at start, from the mounted secrets, into /run/magento (an
 # in-memory emptyDir) by the magento-env sidecar; the image holds only the link.
 RUN rm -f /usr/local/etc/php-fpm.d/www.conf /usr/local/etc/php-fpm.d/zz-docker.conf app/etc/env.php \

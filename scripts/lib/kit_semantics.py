@@ -781,6 +781,463 @@ def c_cron(kit):
     return not problems, "; ".join(problems[:5]) or "one CronJob per group, run in the pod's own process; consumers as Deployments"
 
 
+# === 8: the way in, wired to what Terraform creates ===========================================
+
+OVERLAY_ENV = {"staging": "staging", "production": "production", "production-rollouts": "production"}
+
+
+def env_account(kit, env):
+    """The AWS account of an environment: that of its cluster admins (compute.tfvars)."""
+    arns = kit.tfvars(env, "compute").get("cluster_admin_arns") or []
+    arns = arns if isinstance(arns, list) else [arns]
+    m = re.match(r"arn:aws[a-z-]*:iam::(\d{12}):", str(arns[0])) if arns else None
+    return m.group(1) if m else None
+
+
+def network_sg_names(kit, env):
+    """{Name tag or name: resource} of the network module's security groups for an env."""
+    name = kit.tfvars(env, "network")["name"]
+    out = {}
+    for r, b in kit.resources(NET, "aws_security_group").items():
+        for v in (first(b.get("name")), first(b.get("tags") or {}).get("Name") if isinstance(first(b.get("tags") or {}), dict) else None):
+            if isinstance(v, str):
+                out[v.replace("${var.name}", name)] = r
+        tags = s(b.get("tags"))
+        mm = re.search(r'"Name":\s*"([^"]+)"', tags)
+        if mm:
+            out[mm.group(1).replace("${var.name}", name)] = r
+    return out
+
+
+@check("ingress wired to terraform", 8)
+def c_ingress_wiring(kit):
+    problems, n = [], 0
+    for o in kit.overlays():
+        env = OVERLAY_ENV[o]
+        acct, region = env_account(kit, env), kit.tfvars(env, "network")["region"]
+        sgs = network_sg_names(kit, env)
+        operators = kit.tfvars(env, "compute").get("public_access_cidrs") or []
+        for i in kit.kind(o, "Ingress"):
+            n += 1
+            nm = i["metadata"]["name"]
+            ann = i["metadata"].get("annotations") or {}
+            for sg in [x.strip() for x in ann.get("alb.ingress.kubernetes.io/security-groups", "").split(",") if x.strip()]:
+                if not sg.startswith("sg-") and sg not in sgs:
+                    problems.append(f"{o}: Ingress {nm} names security group {sg}, which no Terraform creates for {env}")
+                elif sg in sgs:
+                    rules = [b for b in kit.resources(NET, "aws_vpc_security_group_ingress_rule").values()
+                             if f"aws_security_group.{sgs[sg]}.id" in s(b.get("security_group_id"))]
+                    if not any("cloudfront" in s(b) or "prefix_list" in s(b) for b in rules):
+                        problems.append(f"{o}: security group {sg} does not admit CloudFront's origin-facing prefix list")
+            for arn in [x.strip() for x in ann.get("alb.ingress.kubernetes.io/certificate-arn", "").split(",") if x.strip()]:
+                m = re.match(r"arn:aws:acm:([a-z0-9-]+):(\d{12}):certificate/", arn)
+                if not m or m.group(2) != acct or m.group(1) != region:
+                    problems.append(f"{o}: Ingress {nm} certificate {arn} is not an ACM certificate of {env} ({acct}, {region})")
+            if "inbound-cidrs" in " ".join(ann) or nm == "admin":
+                cidrs = sorted(x.strip() for x in ann.get("alb.ingress.kubernetes.io/inbound-cidrs", "0.0.0.0/0").split(","))
+                if nm == "admin" and cidrs != sorted(operators):
+                    problems.append(f"{o}: admin Ingress open to {','.join(cidrs)}, not the operators' networks of {env} ({','.join(operators)}, compute.tfvars)")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or f"{n} Ingresses: security groups created by the network stack (CloudFront only), certificates and operator networks of their environment"
+
+
+# === 16, 21: stacks read what the earlier stacks write ==========================================
+
+STACKS = "deploy/terraform/stacks"
+
+
+def stack_outputs(kit, stack):
+    return {k for block in kit.tf(f"{STACKS}/{stack}").get("output", []) for k in block}
+
+
+@check("tf cross-stack outputs", 16)
+def c_remote_state(kit):
+    problems, n = [], 0
+    for stack in sorted(os.listdir(kit.path(STACKS))):
+        rel = f"{STACKS}/{stack}"
+        text = " ".join(open(f, encoding="utf-8").read() for f in glob.glob(kit.path(rel, "*.tf")))
+        rs = kit.data(rel, "terraform_remote_state")
+        for name, b in rs.items():
+            cfg = first(b.get("config"))
+            key = str(cfg.get("key", "")) if isinstance(cfg, dict) else ""
+            src = key.split("/")[0]
+            for env in sorted(os.listdir(kit.path("deploy/terraform/envs"))):
+                bk = kit.path("deploy/terraform/envs", env, f"backend-{src}.hcl")
+                if not os.path.exists(bk) or f'"{key}"' not in open(bk, encoding="utf-8").read():
+                    problems.append(f"{stack}: remote state {name} reads {key}, which is not the {src} stack's backend key in {env}")
+            have = stack_outputs(kit, src) if os.path.isdir(kit.path(STACKS, src)) else set()
+            for out in sorted(set(re.findall(rf"terraform_remote_state\.{name}\.outputs\.([A-Za-z0-9_]+)", text))):
+                n += 1
+                if out not in have:
+                    problems.append(f"{stack} reads {src}.{out}, which the {src} stack does not output (plan fails: Unsupported attribute)")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or f"{n} cross-stack reads, each an output of the stack it names"
+
+
+@check("media from s3 via oac", 16)
+def c_media(kit):
+    cdn = "deploy/terraform/modules/cdn"
+    problems = []
+    dist = next(iter(kit.resources(cdn, "aws_cloudfront_distribution").values()), {})
+    origins = blocks(dist, "origin")
+    s3 = [o for o in origins if "origin_access_control_id" in o]
+    if not s3:
+        return False, "cdn: no S3 origin with origin access control (media has no path)"
+    media_id = None
+    loc = locals_source(kit, cdn)
+    for o in s3:
+        oid = str(first(o.get("origin_id")))
+        lm = re.fullmatch(r"\$\{local\.([a-z_]+)\}", oid)
+        if lm and lm.group(1) in loc:
+            oid = loc[lm.group(1)].strip().strip('"')
+        media_id = oid
+        if "media_bucket_regional_domain_name" not in s(o.get("domain_name")):
+            problems.append(f"cdn: S3 origin {oid} is not the media bucket's regional name")
+    oac = kit.resources(cdn, "aws_cloudfront_origin_access_control")
+    if not any(first(b.get("signing_behavior")) == "always" and first(b.get("origin_access_control_origin_type")) == "s3" for b in oac.values()):
+        problems.append("cdn: no S3 origin access control signing always")
+    # Which path patterns reach the bucket: the behaviour's own expression, per environment.
+    src = open(kit.path(cdn, "main.tf"), encoding="utf-8").read()
+    m = re.search(r"target_origin_id = (\(.*?local\.origin_id\))", src, re.S)
+    if not m:
+        problems.append("cdn: cannot find the ordered behaviours' target origin")
+    else:
+        expr = m.group(1).replace("ordered_cache_behavior.value", "b").replace("local.media_id", json.dumps(media_id)) \
+            .replace("local.origin_id", '"edge"')
+        ordered = loc["ordered"].replace("var.magestack_cdn", "var.cdn")
+        for env in sorted(os.listdir(kit.path("deploy/terraform/envs"))):
+            with open(kit.path("deploy/terraform/envs", env, "magestack-cdn.tfvars"), encoding="utf-8") as fh:
+                mc = hcl2.load(fh)["magestack_cdn"]
+            mc = first(mc)
+            out = tf_eval({"t": f"{{ for b in {ordered} : b.path => {expr} }}"}, {"cdn": mc})["t"]
+            to_s3 = sorted(p for p, t in out.items() if t == media_id)
+            if not to_s3:
+                problems.append(f"{env}: no path reaches the media bucket")
+            for p in to_s3:
+                # CloudFront asks S3 for the path as the key; Magento's remote storage keeps media/...
+                if not p.startswith("/media/"):
+                    problems.append(f"{env}: {p} goes to the bucket as key {p[1:]}, where no object is (media/ is)")
+            if not any(p.startswith("/media/") for p in to_s3):
+                problems.append(f"{env}: /media/* is not served from the bucket")
+    pol = kit.data(cdn, "aws_iam_policy_document").get("media")
+    if not pol or "cloudfront.amazonaws.com" not in s(pol) or "aws:SourceArn" not in s(pol):
+        problems.append("cdn: the media bucket policy does not admit this distribution (cloudfront.amazonaws.com, aws:SourceArn)")
+    kms = s(kit.data("deploy/terraform/modules/data", "aws_iam_policy_document").get("kms_data"))
+    if "cloudfront.amazonaws.com" not in kms or "kms:Decrypt" not in kms:
+        problems.append("data: the KMS key of the SSE-KMS media objects does not let CloudFront decrypt")
+    return not problems, "; ".join(problems[:5]) or "/media/* from the media bucket (OAC, SigV4), bucket policy and KMS key admit the distribution"
+
+
+# === 21: logs ====================================================================================
+
+
+@check("cdn and s3 access logs", 21)
+def c_logs(kit):
+    data = "deploy/terraform/modules/data"
+    problems = []
+    buckets = kit.resources(data, "aws_s3_bucket")
+    logs = [n for n in buckets if "log" in n]
+    if not logs:
+        return False, "data: no log bucket (CloudFront's logging_config names a bucket nobody creates)"
+    lb = logs[0]
+    ref = f"aws_s3_bucket.{lb}."
+    own = [b for b in kit.resources(data, "aws_s3_bucket_ownership_controls").values() if ref in s(b.get("bucket"))]
+    if not own or any("BucketOwnerEnforced" in s(b) for b in own):
+        problems.append(f"{lb}: ACLs disabled (BucketOwnerEnforced): CloudFront standard logging cannot write")
+    sse = [b for b in kit.resources(data, "aws_s3_bucket_server_side_encryption_configuration").values() if ref in s(b.get("bucket"))]
+    if not sse or any("aws:kms" in s(b) for b in sse):
+        problems.append(f"{lb}: log delivery needs SSE-S3 (AES256), not SSE-KMS")
+    for n, b in kit.resources(data, "aws_s3_bucket_logging").items():
+        tgt, bkt = s(b.get("target_bucket")), s(b.get("bucket"))
+        if tgt.split(".")[:2] == bkt.split(".")[:2] or ref not in tgt:
+            problems.append(f"bucket logging {n}: into {tgt}, not the log bucket")
+    if not kit.resources(data, "aws_s3_bucket_logging"):
+        problems.append("data: the media bucket's access logs go nowhere")
+    outs = [o for block in kit.tf(data).get("output", []) for o, b in block.items() if ref in s(b.get("value"))]
+    if not any("domain_name" in o for o in outs):
+        problems.append("data: the log bucket's domain name is not an output")
+    cdn_stack = " ".join(open(f, encoding="utf-8").read() for f in glob.glob(kit.path(STACKS, "cdn", "*.tf")))
+    if not re.search(r"logging_bucket_domain_name\s*=\s*data\.terraform_remote_state\.data\.outputs\.", cdn_stack):
+        problems.append("cdn stack: CloudFront logs to a bucket not read from the data stack")
+    return not problems, "; ".join(problems) or f"{lb}: ACLs on (standard logging), SSE-S3; media logs into it; the CDN reads it from the data stack"
+
+
+# === 17: OPcache warmth ==========================================================================
+
+MAGENTO_ROOT = "/var/www/magento"
+DEFAULT_MANIFEST = MAGENTO_ROOT + "/var/magestack/opcache-manifest.txt"
+
+
+def dockerfile_paths(kit):
+    """Absolute paths the Magento image's final stage writes (COPY destinations, RUN output paths)."""
+    df = kit.text("deploy/docker/magento.Dockerfile")
+    final = df.split("\nFROM ")[-1]
+    return final
+
+
+@check("opcache warmth is real", 17)
+def c_opcache(kit):
+    problems, n = [], 0
+    final = dockerfile_paths(kit)
+    for o in kit.overlays():
+        edge = edge_toml(kit, o)
+        r = edge.get("readiness", {})
+        if not r.get("health_script"):
+            problems.append(f"{o}: no readiness.health_script")
+            continue
+        urls = r.get("warmup_urls", [])
+        if not urls:
+            problems.append(f"{o}: no readiness.warmup_urls: a cold pod waits for shoppers it cannot get (it is not ready)")
+        for u in urls:
+            if re.match(r"^/(pub/)?(static|media)/", u) or not u.startswith("/"):
+                problems.append(f"{o}: warm-up URL {u} never reaches PHP")
+        # The shared L2 answers cacheable pages without PHP: one warm-up URL must be one
+        # Magento never caches, or a new pod in a warm cluster stays cold.
+        if urls and not any(re.match(r"^/(checkout|customer)(/|$)", u) for u in urls):
+            problems.append(f"{o}: every warm-up URL is a cacheable page (served from L2 without PHP)")
+        for name, pod, _, _ in pod_specs(kit.docs(o)):
+            cs = {c["name"]: c for c in pod.get("containers", [])}
+            if "edge" not in cs or "php-fpm" not in cs:
+                continue
+            n += 1
+            fpm = cs["php-fpm"]
+            env = {e["name"]: e.get("value") for e in fpm.get("env", [])}
+            checks = env.get("MAGESTACK_HEALTH_CHECKS", "opcache,redis,db")
+            if "opcache" not in checks:
+                problems.append(f"{o} {name}: the health script does not check OPcache")
+                continue
+            man = env.get("MAGESTACK_OPCACHE_MANIFEST", DEFAULT_MANIFEST)
+            hidden = [m["mountPath"] for m in fpm.get("volumeMounts", [])
+                      if man == m["mountPath"] or man.startswith(m["mountPath"].rstrip("/") + "/")]
+            if hidden:
+                problems.append(f"{o} {name}: the OPcache manifest {man} is under the volume {hidden[0]} (empty in every new pod: the warmth check passes cold)")
+            if man not in final:
+                problems.append(f"{o} {name}: the image does not ship the OPcache manifest {man}")
+        if r.get("opcache_min_ratio", 0.8) <= 0:
+            problems.append(f"{o}: readiness.opcache_min_ratio is 0")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or f"{n} frontend pods: manifest baked into the image, warm-up URLs reach PHP past the L2"
+
+
+# === 18: production on ElastiCache ===============================================================
+
+
+def magento_env(kit, o):
+    for cm in kit.kind(o, "ConfigMap"):
+        if cm["metadata"]["name"].startswith("magento-env"):
+            return cm.get("data", {})
+    return {}
+
+
+def edge_redis_tls(kit):
+    """Whether the edge's Redis client can speak TLS (rediss://): the redis crate with a TLS backend."""
+    lock = kit.text("Cargo.lock") if kit.exists("Cargo.lock") else ""
+    m = re.search(r'name = "redis"\n.*?dependencies = \[(.*?)\]', lock, re.S)
+    return bool(m and re.search(r'"(tokio-)?(rustls|native-tls)', m.group(1)))
+
+
+@check("production on elasticache", 18)
+def c_elasticache(kit):
+    problems = []
+    data_redis = kit.resources("deploy/terraform/modules/data", "aws_elasticache_replication_group")
+    transit = any(first(b.get("transit_encryption_enabled")) is True for b in data_redis.values())
+    for o in [o for o in kit.overlays() if OVERLAY_ENV[o] == "production"]:
+        for d in kit.docs(o):
+            if d["kind"] in ("StatefulSet", "Deployment") and any("redis-server" in " ".join(c.get("command", []) + c.get("args", []))
+                                                                    for c in d["spec"]["template"]["spec"].get("containers", [])):
+                problems.append(f"{o}: {d['kind']}/{d['metadata']['name']} runs Redis in the cluster while ElastiCache is provisioned")
+        env = magento_env(kit, o)
+        for k in ("MAGENTO_REDIS_CACHE_HOST", "MAGENTO_REDIS_SESSIONS_HOST"):
+            if not str(env.get(k, "")).endswith(".cache.amazonaws.com"):
+                problems.append(f"{o}: {k}={env.get(k)} is not an ElastiCache endpoint")
+        if transit and env.get("MAGENTO_REDIS_TLS") != "1":
+            problems.append(f"{o}: MAGENTO_REDIS_TLS={env.get('MAGENTO_REDIS_TLS')}: env.php speaks plaintext to an in-transit-encrypted ElastiCache")
+        url = edge_toml(kit, o).get("cluster", {}).get("redis_url", "")
+        host = re.sub(r"^rediss?://([^:/]+).*$", r"\1", url)
+        cache = env.get("MAGENTO_REDIS_CACHE_HOST", "")
+        if url.startswith("rediss://"):
+            if not edge_redis_tls(kit):
+                problems.append(f"{o}: the edge's redis_url is rediss:// but its Redis client has no TLS (redis crate without a TLS feature)")
+            if host != cache:
+                problems.append(f"{o}: the edge's purge bus {host} is not Magento's cache group {cache}")
+        elif host in ("127.0.0.1", "localhost"):
+            # A TLS tunnel in the same pod: it must lead to the cache group over verified TLS.
+            port = re.sub(r"^.*:(\d+).*$", r"\1", url)
+            fe = [d for d in kit.kind(o, "Deployment", "frontend")]
+            tun = [c for d in fe for c in d["spec"]["template"]["spec"].get("containers", []) + d["spec"]["template"]["spec"].get("initContainers", [])
+                   if c["name"] == "redis-tls"]
+            cfg = " ".join(cm["data"].get("haproxy.cfg", "") for cm in kit.kind(o, "ConfigMap") if cm["metadata"]["name"].startswith("redis-tls"))
+            tenv = {e["name"]: e.get("value") for c in tun for e in c.get("env", [])}
+            if not tun:
+                problems.append(f"{o}: the edge's redis_url {url} points into the pod, but no redis-tls tunnel runs there")
+            elif f"127.0.0.1:{port}" not in cfg or " ssl " not in cfg or "verify required" not in cfg:
+                problems.append(f"{o}: the redis-tls tunnel does not listen on {port} or does not verify TLS")
+            elif tenv.get("REDIS_CACHE_HOST") != cache:
+                problems.append(f"{o}: the redis-tls tunnel leads to {tenv.get('REDIS_CACHE_HOST')}, not Magento's cache group {cache}")
+        else:
+            problems.append(f"{o}: the edge's purge bus and L2 ({url}) are not ElastiCache's cache group over TLS")
+        for name, pod, _, _ in pod_specs(kit.docs(o)):
+            for c in pod.get("containers", []):
+                if c["name"] == "php-fpm" and not any(e["name"] == "MAGESTACK_REDIS_CA" for e in c.get("env", [])):
+                    problems.append(f"{o} {name}: the health script has no CA for Redis over TLS")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or "production: Magento and the edges on ElastiCache over verified TLS, no Redis in the cluster"
+
+
+# === 19: Redis sessions, Karpenter ===============================================================
+
+
+def mem_bytes(v):
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", str(v).strip())
+    if not m:
+        return None
+    units = {"": 1, "b": 1, "k": 1000, "kb": 1024, "m": 1000 ** 2, "mb": 1024 ** 2, "g": 1000 ** 3, "gb": 1024 ** 3,
+             "Ki": 1024, "Mi": 1024 ** 2, "Gi": 1024 ** 3, "K": 1000, "M": 1000 ** 2, "G": 1000 ** 3}
+    u = m.group(2)
+    f = units.get(u, units.get(u.lower()))
+    return float(m.group(1)) * f if f else None
+
+
+@check("redis sessions and karpenter", 19)
+def c_redis_karpenter(kit):
+    problems = []
+    for o in kit.overlays():
+        pdbs = kit.kind(o, "PodDisruptionBudget")
+        for d in kit.docs(o):
+            if d["kind"] not in ("StatefulSet", "Deployment"):
+                continue
+            for c in d["spec"]["template"]["spec"].get("containers", []):
+                cmd = " ".join(c.get("command", []) + c.get("args", []))
+                if "redis-server" not in cmd:
+                    continue
+                mm = re.search(r"--maxmemory\s+(\S+)", cmd)
+                lim = mem_bytes(((c.get("resources") or {}).get("limits") or {}).get("memory", ""))
+                persist = "--appendonly yes" in cmd or ("--save ''" not in cmd and '--save ""' not in cmd)
+                if not mm or not lim:
+                    problems.append(f"{o}: {d['metadata']['name']}: no maxmemory or no memory limit")
+                    continue
+                mx = mem_bytes(mm.group(1))
+                # A rewrite/snapshot fork copies pages while the parent writes: keep half free.
+                share = 0.5 if persist else 0.9
+                if mx > share * lim:
+                    problems.append(f"{o}: {d['metadata']['name']}: maxmemory {mm.group(1)} > {int(share * 100)} % of the {c['resources']['limits']['memory']} limit"
+                                    + (" (the AOF rewrite fork is OOM-killed)" if persist else ""))
+                if d["kind"] == "StatefulSet":
+                    labels = d["spec"]["template"]["metadata"]["labels"]
+                    if not any(all(labels.get(k) == v for k, v in p["spec"]["selector"].get("matchLabels", {}).items()) for p in pdbs):
+                        problems.append(f"{o}: {d['metadata']['name']} has no PodDisruptionBudget (a drain or consolidation logs every shopper out)")
+        for name, pod, meta, d in pod_specs(kit.docs(o)):
+            if any(k in name for k in ("php-fpm-admin", "cron", "migrate", "db-bootstrap", "consumers")) or \
+                    (d["kind"] == "StatefulSet"):
+                if (meta.get("annotations") or {}).get("karpenter.sh/do-not-disrupt") != "true":
+                    problems.append(f"{o}: {name} can be disrupted by Karpenter mid-run (no karpenter.sh/do-not-disrupt)")
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    for nc in [d for d in plat if d["kind"] == "EC2NodeClass"]:
+        for t in nc["spec"].get("amiSelectorTerms", []):
+            a = t.get("alias")
+            if a and not re.fullmatch(r"al2023@v\d{8}", a):
+                problems.append(f"EC2NodeClass {nc['metadata']['name']}: alias {a} is not pinned (al2023@vYYYYMMDD): every AMI release replaces every node")
+    for np in [d for d in plat if d["kind"] == "NodePool"]:
+        spec = np["spec"]
+        if not spec["template"]["spec"].get("expireAfter"):
+            problems.append(f"NodePool {np['metadata']['name']}: no expireAfter")
+        drift = [b for b in spec.get("disruption", {}).get("budgets", []) if "Drifted" in b.get("reasons", [])]
+        if not drift:
+            problems.append(f"NodePool {np['metadata']['name']}: no budget for Drifted: an AMI bump replaces nodes as fast as the general budget allows")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or "Redis sessions with fork headroom and a PDB; AMI pinned, expiry and drift budgeted; long runs not disrupted"
+
+
+# === 20: CI ======================================================================================
+
+STACK_ORDER = ["network", "data", "compute", "cdn"]
+
+
+@check("ci order and pr plans", 20)
+def c_ci(kit):
+    p = kit.path(".github/workflows/terraform.yml")
+    if not os.path.exists(p):
+        return False, "no .github/workflows/terraform.yml"
+    wf = yaml.safe_load(open(p, encoding="utf-8"))
+    jobs = wf.get("jobs", {})
+    problems = []
+
+    def steps_text(j):
+        return " ".join(json.dumps(st) for st in j.get("steps", []))
+
+    def stacks_of(j):
+        m = (j.get("strategy") or {}).get("matrix") or {}
+        if "stack" in m:
+            return list(m["stack"])
+        w = (j.get("with") or {}).get("stack")
+        if w:
+            return [w]
+        env = j.get("env") or {}
+        return [env["STACK"]] if "STACK" in env else []
+
+    def deps(name, seen=None):
+        seen = seen or set()
+        n = jobs[name].get("needs", [])
+        n = [n] if isinstance(n, str) else n
+        for x in n:
+            if x not in seen:
+                seen.add(x)
+                deps(x, seen)
+        return seen
+
+    appliers = {}
+    for name, j in jobs.items():
+        text = steps_text(j) + json.dumps(j.get("with") or {})
+        if "terraform apply" in text or '"apply"' in text or (j.get("with") or {}).get("apply"):
+            st = stacks_of(j)
+            if len(st) > 1:
+                problems.append(f"job {name} applies {', '.join(st)} side by side (a matrix): the order {' -> '.join(STACK_ORDER)} is lost")
+            for x in st:
+                appliers[x] = name
+    for i, later in enumerate(STACK_ORDER):
+        for earlier in STACK_ORDER[:i]:
+            if later in appliers and earlier in appliers and appliers[later] != appliers[earlier] \
+                    and appliers[earlier] not in deps(appliers[later]):
+                problems.append(f"{later} is applied without waiting for {earlier}")
+    if set(appliers) != set(STACK_ORDER):
+        problems.append(f"stacks applied: {sorted(appliers)}")
+    # Pull requests: a plan posted to the PR, by a role that cannot read secrets.
+    pr_jobs = [n for n, j in jobs.items() if "pull_request" in str(j.get("if", "")) or "plan" in n]
+    plan_jobs = [n for n in pr_jobs if "terraform plan" in steps_text(jobs[n]) or "plan" in json.dumps(jobs[n].get("with") or {})]
+    if not plan_jobs:
+        problems.append("no plan job for pull requests")
+    for n in plan_jobs:
+        j = jobs[n]
+        t = steps_text(j)
+        if not re.search(r"(github-script|gh pr comment|createComment|issues/\S*comments)", t):
+            problems.append(f"{n}: the plan is not posted to the pull request")
+        roles = re.findall(r"vars\[format\('([A-Z_]+)\{0\}'|vars\.([A-Z_]+)", t)
+        roles = {a or b for a, b in roles}
+        if not roles or any("PLAN" not in r for r in roles):
+            problems.append(f"{n}: pull-request plans assume {', '.join(sorted(roles)) or 'no role'} (the apply role reads secrets), not a read-only plan role")
+        if "apply" in t and "terraform apply" in t:
+            problems.append(f"{n}: a pull-request job can apply")
+    pol = kit.path("deploy/terraform/ci/plan-role-policy.json")
+    if not os.path.exists(pol):
+        problems.append("no policy for the plan role (deploy/terraform/ci/plan-role-policy.json)")
+    else:
+        doc = json.load(open(pol, encoding="utf-8"))
+        denies = " ".join(json.dumps(st) for st in doc.get("Statement", []) if st.get("Effect") == "Deny")
+        for a in ("secretsmanager:GetSecretValue", "ssm:GetParameter"):
+            if a not in denies:
+                problems.append(f"plan role: {a} not denied")
+        allows = [st for st in doc.get("Statement", []) if st.get("Effect") == "Allow"]
+        for st in allows:
+            acts = st.get("Action", [])
+            acts = [acts] if isinstance(acts, str) else acts
+            bad = [a for a in acts if not re.match(r"^[a-z0-9-]+:(Get|List|Describe|Head|Lookup)", a) and a != "dynamodb:PutItem"
+                   and a != "dynamodb:DeleteItem"]
+            if bad:
+                problems.append(f"plan role: writes allowed ({', '.join(bad[:3])})")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or "applies in order network -> data -> compute -> cdn; PR plans by a read-only role, posted to the PR"
+
+
 # === 22, 23: where objects land =================================================================
 
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",

@@ -153,9 +153,10 @@ resource "aws_cloudfront_distribution" "this" {
     for_each = local.ordered
     content {
       path_pattern = ordered_cache_behavior.value.path
-      # pub/media objects straight from the bucket (origin access control); the rest of the
-      # static files from the edges.
-      target_origin_id = (ordered_cache_behavior.value.kind == "static" && strcontains(ordered_cache_behavior.value.path, "media/")
+      # /media/* straight from the bucket (origin access control): CloudFront asks S3 for the
+      # path as the key, and Magento's remote storage keeps pub/media under media/. /pub/media/*
+      # (a key nobody writes) and the rest of the static files come from the edges.
+      target_origin_id = (ordered_cache_behavior.value.kind == "static" && startswith(ordered_cache_behavior.value.path, "/media/")
       ? local.media_id : local.origin_id)
       viewer_protocol_policy = "redirect-to-https"
       compress               = true

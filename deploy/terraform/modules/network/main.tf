@@ -278,3 +278,39 @@ resource "aws_vpc_security_group_ingress_rule" "redis_from_nodes" {
   from_port                    = 6379
   to_port                      = 6379
 }
+
+# The storefront ALB (CloudFront's origin): open to CloudFront's origin-facing addresses only,
+# so the origin cannot be reached around CloudFront and its WAF. The AWS Load Balancer
+# Controller finds it by its Name tag (deploy/k8s ingress `frontend`,
+# alb.ingress.kubernetes.io/security-groups: <name>-alb-origin, set per overlay). The managed
+# prefix list weighs ~55 rules against the per-group quota (60 by default): keep this group to
+# this one rule.
+data "aws_ec2_managed_prefix_list" "cloudfront" {
+  name = "com.amazonaws.global.cloudfront.origin-facing"
+}
+
+resource "aws_security_group" "alb_origin" {
+  name        = "${var.name}-alb-origin"
+  description = "Storefront ALB: HTTPS from CloudFront only"
+  vpc_id      = aws_vpc.this.id
+  tags        = merge(var.tags, { Name = "${var.name}-alb-origin" })
+}
+
+resource "aws_vpc_security_group_ingress_rule" "alb_origin_cloudfront" {
+  security_group_id = aws_security_group.alb_origin.id
+  description       = "HTTPS from CloudFront's origin-facing servers"
+  prefix_list_id    = data.aws_ec2_managed_prefix_list.cloudfront.id
+  ip_protocol       = "tcp"
+  from_port         = 443
+  to_port           = 443
+}
+
+# To the pods (target type ip: the edges' port 8080) inside the VPC.
+resource "aws_vpc_security_group_egress_rule" "alb_origin_pods" {
+  security_group_id = aws_security_group.alb_origin.id
+  description       = "To the magestack edges in the VPC"
+  cidr_ipv4         = var.cidr
+  ip_protocol       = "tcp"
+  from_port         = 8080
+  to_port           = 8080
+}

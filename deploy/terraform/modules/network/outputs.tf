@@ -32,3 +32,8 @@ output "redis_security_group_id" {
   description = "Security group of ElastiCache."
   value       = try(aws_security_group.redis.id, null)
 }
+
+output "alb_origin_security_group_id" {
+  description = "Security group of the storefront ALB (CloudFront's origin-facing prefix list only; Name tag `<name>-alb-origin`)."
+  value       = try(aws_security_group.alb_origin.id, null)
+}

@@ -114,3 +114,19 @@ output "db_app_secret_arn" {
   description = "Secret of Magento's own database user."
   value       = module.data.db_app_secret_arn
 }
+
+# Read by the cdn stack: CloudFront's log bucket and the media bucket (its S3 origin).
+output "logs_bucket_domain_name" {
+  description = "Log bucket (CloudFront standard logs, media access logs)."
+  value       = module.data.logs_bucket_domain_name
+}
+
+output "media_bucket_arn" {
+  description = "The media bucket (its policy admits the CDN's origin access control)."
+  value       = module.data.media_bucket_arn
+}
+
+output "media_bucket_regional_domain_name" {
+  description = "The media bucket's regional name (the CDN's S3 origin)."
+  value       = module.data.media_bucket_regional_domain_name
+}

@@ -80,3 +80,8 @@ output "redis_security_group_id" {
   description = "Security group of ElastiCache."
   value       = module.network.redis_security_group_id
 }
+
+output "alb_origin_security_group_id" {
+  description = "Security group of the storefront ALB (named in the frontend Ingress by its Name tag)."
+  value       = module.network.alb_origin_security_group_id
+}
