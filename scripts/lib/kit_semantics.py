@@ -521,6 +521,53 @@ def c_ingress(kit):
     return not problems, "; ".join(problems) or "ALB Ingress per environment, controller role, origin record to the ALB"
 
 
+@check("purge only from inside", 7)
+def c_purge(kit):
+    """Behind the ALB the edge's peer is always the balancer, an address inside purge_acl:
+    Magento's PURGE must come in on the cluster-internal purge listener (the frontend-purge
+    Service, reachable from the back office only), and PURGE on the ALB's port needs the token."""
+    problems = []
+    for o in APP_OVERLAYS:
+        if kit.docs(o) is None:
+            continue
+        srv = edge_toml(kit, o).get("server", {})
+        if not srv.get("behind_load_balancer"):
+            problems.append(f"{o}: edge.toml lacks server.behind_load_balancer = true")
+        purge = srv.get("purge_listen")
+        if not purge:
+            problems.append(f"{o}: edge.toml has no server.purge_listen")
+            continue
+        port = int(purge.rsplit(":", 1)[1])
+        svc = [x for x in kit.kind(o, "Service") if x["metadata"]["name"] == "frontend-purge"]
+        named = {}
+        for d in kit.kind(o, "Deployment") + kit.kind(o, "Rollout"):
+            if d["metadata"]["name"] != "frontend":
+                continue
+            for c in d["spec"].get("template", {}).get("spec", {}).get("containers", []):
+                for p in c.get("ports", []):
+                    named[p.get("name")] = p.get("containerPort")
+        targets = [p.get("targetPort") for x in svc for p in x["spec"].get("ports", [])]
+        if not targets or not all(named.get(t, t) == port for t in targets):
+            problems.append(f"{o}: frontend-purge does not target the purge listener ({port}): {targets}")
+        for i in kit.kind(o, "Ingress"):
+            for r in i["spec"].get("rules", []):
+                for pth in r["http"]["paths"]:
+                    b = pth["backend"]["service"]
+                    if b["name"] == "frontend-purge":
+                        problems.append(f"{o}: Ingress {i['metadata']['name']} exposes frontend-purge")
+        pol = [x for x in kit.kind(o, "NetworkPolicy") if x["metadata"]["name"] == "frontend"]
+        for x in pol:
+            for rule in x["spec"].get("ingress", []):
+                ports = [pp.get("port") for pp in rule.get("ports", [])]
+                if port in ports and not rule.get("from"):
+                    problems.append(f"{o}: NetworkPolicy frontend opens {port} to everyone")
+        if pol and not any(port in [pp.get("port") for pp in rule.get("ports", [])]
+                           for x in pol for rule in x["spec"].get("ingress", [])):
+            problems.append(f"{o}: NetworkPolicy frontend never admits the purge listener {port}")
+    return not problems, "; ".join(problems) or \
+        "PURGE via the cluster-internal purge listener only; on the ALB's port it needs the token"
+
+
 # === 9: metrics and canary analysis ==============================================================
 
 
@@ -1106,7 +1153,7 @@ def c_redis_karpenter(kit):
         for d in kit.docs(o):
             if d["kind"] not in ("StatefulSet", "Deployment"):
                 continue
-            for c in d["spec"]["template"]["spec"].get("containers", []):
+            for c in d["spec"].get("template", {}).get("spec", {}).get("containers", []):
                 cmd = " ".join(c.get("command", []) + c.get("args", []))
                 if "redis-server" not in cmd:
                     continue

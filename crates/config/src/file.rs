@@ -155,6 +155,12 @@ pub struct ServerConfig {
     /// Socket address of the admin listener (health, metrics, admin API).
     /// Must not clash with `listen`. Default: none (no admin listener).
     pub admin_listen: Option<String>,
+    /// A plaintext listener for Magento's `PURGE` from inside the cluster
+    /// (`http_cache_hosts` through a ClusterIP Service), apart from the port
+    /// the load balancer sends traffic to: with `behind_load_balancer`, a
+    /// `PURGE` there needs only `cache.purge_acl`. Must not clash with
+    /// `listen` or `admin_listen`. Default: none.
+    pub purge_listen: Option<String>,
     /// Sent to PHP as `SERVER_NAME`. Default `"localhost"`.
     pub server_name: String,
     /// Peers (CIDR blocks or single IPs) whose `X-Forwarded-For` and
@@ -207,9 +213,9 @@ pub struct ServerConfig {
     pub body_spool_dir: Option<PathBuf>,
     /// The socket peer of client traffic is a load balancer (an ALB, an
     /// ingress): its address says nothing about who sent a request, so a
-    /// `PURGE` from a non-loopback peer also needs `Authorization: Bearer`
-    /// with `MAGESTACK_PURGE_TOKEN`, even from inside `cache.purge_acl`.
-    /// Default false.
+    /// `PURGE` on `listen` from a non-loopback peer also needs
+    /// `Authorization: Bearer` with `MAGESTACK_PURGE_TOKEN`, even from inside
+    /// `cache.purge_acl` (Magento purges through `purge_listen`). Default false.
     pub behind_load_balancer: bool,
     /// `[server.tls]`: when present, every `listen` address speaks TLS
     /// (h2 and http/1.1 via ALPN). Default: absent (plaintext).
@@ -221,6 +227,7 @@ impl Default for ServerConfig {
         Self {
             listen: vec![DEFAULT_LISTEN.to_owned()],
             admin_listen: None,
+            purge_listen: None,
             server_name: DEFAULT_SERVER_NAME.to_owned(),
             trusted_proxies: Vec::new(),
             max_header_bytes: DEFAULT_MAX_HEADER_BYTES,

@@ -184,6 +184,8 @@ pub struct ServerSettings {
     pub listen: Vec<SocketAddr>,
     /// Admin listener (health, metrics, admin API), if any.
     pub admin_listen: Option<SocketAddr>,
+    /// The in-cluster purge listener, if configured.
+    pub purge_listen: Option<SocketAddr>,
     /// `SERVER_NAME` for PHP.
     pub server_name: String,
     /// Peers whose forwarding headers are believed.
@@ -691,6 +693,22 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
         Some(addr)
     });
 
+    let purge_listen = s.purge_listen.as_deref().and_then(|text| {
+        let path = p("server.purge_listen");
+        let addr = parse_socket_addr(path.clone(), text, errs)?;
+        let admin = admin_listen.map(|a| (p("server.admin_listen"), a));
+        if let Some((other, other_addr)) = listen
+            .iter()
+            .cloned()
+            .chain(admin)
+            .find(|(_, o)| clash(o, &addr))
+        {
+            let other = format!("{other} ({other_addr})");
+            errs.push(path, ErrorKind::Conflict { other });
+        }
+        Some(addr)
+    });
+
     if s.server_name.is_empty() {
         errs.push(p("server.server_name"), ErrorKind::Empty);
     } else if s
@@ -755,6 +773,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
     ServerSettings {
         listen: listen.into_iter().map(|(_, a)| a).collect(),
         admin_listen,
+        purge_listen,
         server_name: s.server_name,
         trusted_proxies,
         max_header_bytes,

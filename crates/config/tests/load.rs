@@ -159,7 +159,7 @@ keepalive_connections = 32
             "edge.toml:5: server.max_body_bytes: invalid value: integer `-1`, expected u64",
             "edge.toml:6: server.h2c: invalid type: string \"yes\", expected a boolean",
             "edge.toml:7: server.tls.key_fil: unknown field, expected `cert_file` or `key_file`",
-            "edge.toml:9: server.extra: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `body_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `max_connections_per_ip`, `max_client_connections`, `body_buffer_bytes`, `body_memory_bytes`, `body_spool_dir`, `behind_load_balancer`, `tls`",
+            "edge.toml:9: server.extra: unknown field, expected one of `listen`, `admin_listen`, `purge_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `body_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `max_connections_per_ip`, `max_client_connections`, `body_buffer_bytes`, `body_memory_bytes`, `body_spool_dir`, `behind_load_balancer`, `tls`",
             // The missing docroot is located at the first line of [magento];
             // the entry with the typo'd key lacks its code.
             "edge.toml:12: magento.docroot: required when upstream.url is FastCGI: set it to Magento's pub/ directory (or pass --docroot)",
@@ -271,6 +271,7 @@ fn golden_example_file() {
         server: ServerSettings {
             listen: vec![addr("0.0.0.0:8080"), addr("[::]:8081")],
             admin_listen: Some(addr("127.0.0.1:9180")),
+            purge_listen: Some(addr("0.0.0.0:8088")),
             server_name: "shop.example.com".into(),
             trusted_proxies: vec![
                 "10.0.0.0/8".parse().unwrap(),
@@ -593,6 +594,7 @@ fn unreadable_file_is_one_error() {
 fn schema_keys() -> Vec<String> {
     let mut c = file::Config::default();
     c.server.admin_listen = Some(String::new());
+    c.server.purge_listen = Some(String::new());
     c.server.tls = Some(file::TlsConfig::default());
     c.magento.docroot = Some(PathBuf::new());
     c.magento.run = vec![file::RunConfig::default()];
@@ -628,7 +630,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 99, "{keys:#?}");
+    assert_eq!(keys.len(), 100, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     for key in keys {
@@ -680,7 +682,7 @@ fn every_error_of_a_long_file_is_reported() {
         let (_, rest) = line.split_once(':').unwrap();
         let (n, rest) = rest.split_once(':').unwrap();
         let n: usize = n.parse().unwrap();
-        assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `body_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `max_connections_per_ip`, `max_client_connections`, `body_buffer_bytes`, `body_memory_bytes`, `body_spool_dir`, `behind_load_balancer`, `tls`", n - 2));
+        assert_eq!(rest, format!(" server.unknown_{}: unknown field, expected one of `listen`, `admin_listen`, `purge_listen`, `server_name`, `trusted_proxies`, `max_header_bytes`, `max_headers`, `max_body_bytes`, `header_read_timeout_secs`, `body_read_timeout_secs`, `idle_timeout_secs`, `drain_timeout_secs`, `h2c`, `reuse_port`, `max_connections_per_ip`, `max_client_connections`, `body_buffer_bytes`, `body_memory_bytes`, `body_spool_dir`, `behind_load_balancer`, `tls`", n - 2));
     }
     assert_eq!(got[100], "edge.toml: too many errors; stopped after 100");
 }

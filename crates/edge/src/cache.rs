@@ -186,7 +186,10 @@ impl Edge {
     fn purge(&self, cache: &Cache, req: &Request<Incoming>, conn: &ConnInfo) -> Served {
         let peer = conn.peer.ip();
         let allowed = crate::client_ip::is_trusted(peer, &cache.s.purge_acl)
-            && cache.s.purge_guard.admits(peer, req.headers());
+            && cache
+                .s
+                .purge_guard
+                .admits(peer, req.headers(), conn.internal);
         let verdict = purge_decision(allowed, req.headers());
         let mut purged = 0u64;
         match &verdict {

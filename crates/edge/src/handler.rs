@@ -413,6 +413,7 @@ impl Edge {
             peer: local,
             local,
             tls: false,
+            internal: true,
         };
         let urls = &self.s.readiness.warmup_urls;
         for round in 1..=WARMUP_ROUNDS {
@@ -460,6 +461,7 @@ impl Edge {
             peer: local,
             local,
             tls: false,
+            internal: true,
         };
         let mut tick = tokio::time::interval(hc.interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

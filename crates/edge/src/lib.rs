@@ -43,5 +43,5 @@ mod token;
 pub use error_chain::{os_error, ErrorChain};
 pub use handler::{CacheStats, Edge};
 pub use live::LiveEdge;
-pub use server::{ConnInfo, Server, ServerLimits};
+pub use server::{ConnInfo, ListenerKind, Server, ServerLimits};
 pub use settings::{CacheSettings, EdgeSettings, HealthCheckSettings, UpstreamTarget};

@@ -68,6 +68,19 @@ pub struct ConnInfo {
     pub local: SocketAddr,
     /// Whether the client→edge hop is TLS.
     pub tls: bool,
+    /// Accepted on the cluster-internal purge listener (`server.purge_listen`),
+    /// not on a port the load balancer sends shoppers to.
+    pub internal: bool,
+}
+
+/// What a listener is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListenerKind {
+    /// Shoppers' traffic (`server.listen`), TLS when configured.
+    Traffic,
+    /// Magento's purges from inside the cluster (`server.purge_listen`):
+    /// plaintext, marked `internal`.
+    Purge,
 }
 
 /// Longest time, within the drain timeout, that busy kept-alive clients get
@@ -164,12 +177,25 @@ impl Server {
         listeners: Vec<TcpListener>,
         shutdown: impl Future<Output = ()>,
     ) -> usize {
+        let tagged = listeners
+            .into_iter()
+            .map(|l| (l, ListenerKind::Traffic))
+            .collect();
+        self.run_tagged(tagged, shutdown).await
+    }
+
+    /// As [`Server::run`], with listeners of several kinds.
+    pub async fn run_tagged(
+        self,
+        listeners: Vec<(TcpListener, ListenerKind)>,
+        shutdown: impl Future<Output = ()>,
+    ) -> usize {
         self.edge.current().start_background();
         let graceful = Arc::new(GracefulShutdown::new());
         let (stop_tx, stop_rx) = watch::channel(false);
         let this = Arc::new(self);
         let mut accept_tasks = Vec::new();
-        for listener in listeners {
+        for (listener, kind) in listeners {
             let this = this.clone();
             let graceful = graceful.clone();
             let mut stop = stop_rx.clone();
@@ -196,7 +222,7 @@ impl Server {
                         accepted = listener.accept() => match accepted {
                             Ok((stream, peer)) => {
                                 backoff.accepted();
-                                this.clone().spawn_conn(stream, peer, &graceful, slot);
+                                this.clone().spawn_conn(stream, peer, &graceful, slot, kind);
                             }
                             Err(e) => {
                                 drop(slot);
@@ -209,7 +235,7 @@ impl Server {
                         }
                     }
                 }
-                this.close_listener(listener, &graceful).await;
+                this.close_listener(listener, &graceful, kind).await;
             }));
         }
         shutdown.await;
@@ -262,7 +288,12 @@ impl Server {
     /// then every connection already in the accept queue is accepted and
     /// served, then the socket closes. Closing with a non-empty queue would
     /// reset those connections.
-    async fn close_listener(self: &Arc<Self>, listener: TcpListener, graceful: &GracefulShutdown) {
+    async fn close_listener(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        graceful: &GracefulShutdown,
+        kind: ListenerKind,
+    ) {
         #[cfg(any(target_os = "linux", target_os = "android"))]
         {
             // BPF "ret #0": accept nothing more into this socket's queue.
@@ -274,7 +305,7 @@ impl Server {
         while let Ok(Ok((stream, peer))) =
             tokio::time::timeout(Duration::from_millis(5), listener.accept()).await
         {
-            self.clone().spawn_conn(stream, peer, graceful, None);
+            self.clone().spawn_conn(stream, peer, graceful, None, kind);
         }
         drop(listener);
     }
@@ -285,6 +316,7 @@ impl Server {
         peer: SocketAddr,
         graceful: &GracefulShutdown,
         conn_slot: Option<tokio::sync::OwnedSemaphorePermit>,
+        kind: ListenerKind,
     ) {
         // The map holds only addresses with open connections, so it is
         // bounded by the open connections themselves.
@@ -322,12 +354,14 @@ impl Server {
         tokio::spawn(async move {
             let _slot = slot;
             let _conn_slot = conn_slot;
+            let tls = self.tls.clone().filter(|_| kind == ListenerKind::Traffic);
             let info = ConnInfo {
                 peer,
                 local,
-                tls: self.tls.is_some(),
+                tls: tls.is_some(),
+                internal: kind == ListenerKind::Purge,
             };
-            if let Some(acceptor) = self.tls.clone() {
+            if let Some(acceptor) = tls {
                 let accept = tokio::time::timeout_at(head_deadline, acceptor.accept(stream));
                 let tls = match accept.await {
                     Ok(Ok(s)) => s,

@@ -184,9 +184,10 @@ pub enum RuleMatch {
 /// `PURGE` behind a load balancer (`server.behind_load_balancer`): the
 /// socket peer of every client request is then the balancer, an address
 /// inside the VPC that `cache.purge_acl` would let through, so the ACL says
-/// nothing about who sent a purge. From a non-loopback peer a `PURGE` then
-/// also needs `Authorization: Bearer <MAGESTACK_PURGE_TOKEN>`; Magento
-/// purges its own pod's edge over loopback and the purge bus does the rest.
+/// nothing about who sent a purge. On the traffic port, a `PURGE` from a
+/// non-loopback peer then also needs `Authorization: Bearer
+/// <MAGESTACK_PURGE_TOKEN>`; Magento purges through the cluster-internal
+/// purge listener (or loopback) and the purge bus does the rest.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PurgeGuard {
     /// The edge is behind a load balancer.
@@ -206,15 +207,21 @@ impl std::fmt::Debug for PurgeGuard {
 
 impl PurgeGuard {
     /// Whether a `PURGE` from `peer` with these headers passes the guard
-    /// (the ACL is checked as well, separately).
-    pub fn admits(&self, peer: std::net::IpAddr, headers: &http::HeaderMap) -> bool {
+    /// (the ACL is checked as well, separately); `internal`: it came in on
+    /// the cluster-internal purge listener, which the balancer never uses.
+    pub fn admits(
+        &self,
+        peer: std::net::IpAddr,
+        headers: &http::HeaderMap,
+        internal: bool,
+    ) -> bool {
         let peer = match peer {
             std::net::IpAddr::V6(v6) => v6
                 .to_ipv4_mapped()
                 .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
             v4 => v4,
         };
-        if !self.behind_load_balancer || peer.is_loopback() {
+        if !self.behind_load_balancer || internal || peer.is_loopback() {
             return true;
         }
         let Some(token) = &self.token else {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::Full;
 use magestack_edge::settings::PurgeGuard;
-use magestack_edge::{CacheSettings, Edge, Server, UpstreamTarget};
+use magestack_edge::{CacheSettings, Edge, ListenerKind, Server, UpstreamTarget};
 use support::*;
 use tokio::net::TcpListener;
 
@@ -29,7 +29,9 @@ fn non_loopback_ip() -> IpAddr {
     ip
 }
 
-async fn edge(ip: IpAddr, guard: PurgeGuard) -> (SocketAddr, SocketAddr) {
+/// The edge's traffic port on `ip`, a loopback traffic port, and its
+/// purge listener on `ip`.
+async fn edge(ip: IpAddr, guard: PurgeGuard) -> (SocketAddr, SocketAddr, SocketAddr) {
     let mut s = settings(UpstreamTarget::Http(dead_port()), None);
     let mut c = CacheSettings::magento_defaults();
     c.purge_acl = vec!["127.0.0.0/8".parse().unwrap(), ipnet::IpNet::from(ip)];
@@ -38,10 +40,20 @@ async fn edge(ip: IpAddr, guard: PurgeGuard) -> (SocketAddr, SocketAddr) {
     let edge = Arc::new(Edge::new(s).unwrap());
     let outside = TcpListener::bind((ip, 0)).await.unwrap();
     let inside = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addrs = (outside.local_addr().unwrap(), inside.local_addr().unwrap());
-    tokio::spawn(
-        Server::new(edge, limits(), None).run(vec![outside, inside], std::future::pending()),
+    let purge = TcpListener::bind((ip, 0)).await.unwrap();
+    let addrs = (
+        outside.local_addr().unwrap(),
+        inside.local_addr().unwrap(),
+        purge.local_addr().unwrap(),
     );
+    tokio::spawn(Server::new(edge, limits(), None).run_tagged(
+        vec![
+            (outside, ListenerKind::Traffic),
+            (inside, ListenerKind::Traffic),
+            (purge, ListenerKind::Purge),
+        ],
+        std::future::pending(),
+    ));
     addrs
 }
 
@@ -64,7 +76,7 @@ async fn purge(addr: SocketAddr, auth: Option<&str>) -> u16 {
 async fn behind_a_load_balancer_purge_needs_the_token_except_from_loopback() {
     let ip = non_loopback_ip();
     let token = "k3Jf9sQ2vX7pL0aZ8mN4bC6dE1gH5iT2uY9wR3eO7qU";
-    let (outside, inside) = edge(
+    let (outside, inside, purge_port) = edge(
         ip,
         PurgeGuard {
             behind_load_balancer: true,
@@ -81,11 +93,14 @@ async fn behind_a_load_balancer_purge_needs_the_token_except_from_loopback() {
         "the Bearer scheme is required"
     );
     assert_eq!(purge(outside, Some(&format!("Bearer {token}"))).await, 200);
-    // Magento on the pod's loopback needs none.
+    // Magento on the pod's loopback needs none, nor through the
+    // cluster-internal purge listener (a ClusterIP Service the balancer
+    // never sends to), from the same non-loopback peer.
     assert_eq!(purge(inside, None).await, 200);
+    assert_eq!(purge(purge_port, None).await, 200);
 
     // Without a token configured, only loopback may purge.
-    let (outside, inside) = edge(
+    let (outside, inside, _) = edge(
         ip,
         PurgeGuard {
             behind_load_balancer: true,
@@ -97,6 +112,6 @@ async fn behind_a_load_balancer_purge_needs_the_token_except_from_loopback() {
     assert_eq!(purge(inside, None).await, 200);
 
     // Not behind a load balancer: the ACL alone decides, as in Varnish.
-    let (outside, _) = edge(ip, PurgeGuard::default()).await;
+    let (outside, _, _) = edge(ip, PurgeGuard::default()).await;
     assert_eq!(purge(outside, None).await, 200);
 }

@@ -761,6 +761,13 @@ fn reload(
     if next.server.tls != running.server.tls {
         kept.push("server.tls");
     }
+    if next.server.purge_listen != running.server.purge_listen {
+        kept.push("server.purge_listen");
+    }
+    if next.server.behind_load_balancer != running.server.behind_load_balancer {
+        // The running cache keeps its purge rules with its objects.
+        kept.push("server.behind_load_balancer");
+    }
     if next.server.admin_listen != running.server.admin_listen {
         kept.push("server.admin_listen");
     }
@@ -839,7 +846,20 @@ async fn edge(
         ),
         None => None,
     };
-    let listeners = bind_all(&cfg.server.listen, cfg.server.reuse_port, takeover)?;
+    let mut listeners: Vec<(TcpListener, magestack_edge::ListenerKind)> =
+        bind_all(&cfg.server.listen, cfg.server.reuse_port, takeover)?
+            .into_iter()
+            .map(|l| (l, magestack_edge::ListenerKind::Traffic))
+            .collect();
+    if let Some(addr) = cfg.server.purge_listen {
+        let purge = bind_all(&[addr], cfg.server.reuse_port, takeover)
+            .with_context(|| format!("server.purge_listen {addr}"))?;
+        listeners.extend(
+            purge
+                .into_iter()
+                .map(|l| (l, magestack_edge::ListenerKind::Purge)),
+        );
+    }
     let ready = Arc::new(admin::Readiness::default());
     if let Some(addr) = cfg.server.admin_listen {
         if !addr.ip().is_loopback() {
@@ -878,9 +898,16 @@ async fn edge(
     if let Some(hook) = reload_hook.clone() {
         tokio::spawn(async move { reload_on_sighup(hook).await });
     }
-    for l in &listeners {
+    for (l, kind) in &listeners {
         if let Ok(a) = l.local_addr() {
-            tracing::info!(listen = %a, %upstream, tls = cfg.server.tls.is_some(), "Edge listening.");
+            match kind {
+                magestack_edge::ListenerKind::Traffic => {
+                    tracing::info!(listen = %a, %upstream, tls = cfg.server.tls.is_some(), "Edge listening.");
+                }
+                magestack_edge::ListenerKind::Purge => {
+                    tracing::info!(purge_listen = %a, "Purge listener (cluster-internal) listening.");
+                }
+            }
         }
     }
     ready.set(true);
@@ -894,7 +921,7 @@ async fn edge(
     let server = Server::with_live(live, limits, tls);
     let ready_on_stop = ready.clone();
     let open = server
-        .run(listeners, async move {
+        .run_tagged(listeners, async move {
             shutdown_signal().await;
             ready_on_stop.set(false);
         })

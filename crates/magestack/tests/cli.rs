@@ -900,7 +900,10 @@ fn r13_scripts_test_verdict_sums_every_suite_and_check() {
     let line = String::from_utf8(out.stdout).unwrap();
     assert!(line.starts_with("test: 81 passed, 3 failed ("), "{line}");
     assert!(line.contains("code checks: 18 passed, 0 failed"), "{line}");
-    assert!(line.contains("deploy-kit checks: 20 passed, 1 failed"), "{line}");
+    assert!(
+        line.contains("deploy-kit checks: 20 passed, 1 failed"),
+        "{line}"
+    );
     // A build error runs no test: never "0 failed" beside a red run.
     std::fs::write(&log, "error[E0425]: cannot find value\n").unwrap();
     let line = run("101", &dir.path().join("absent"));
