@@ -26,9 +26,8 @@ use magestack_fpc_store::coalesce::{Flights, Join};
 use magestack_fpc_store::{CachedObject, Lookup, ObjectBuilder, Store, StoreConfig, Variance};
 use tokio::sync::watch;
 
+use crate::answer::{error_page, Outcome, PoolSlot};
 use crate::body::{self, BoxError, EdgeBody};
-use crate::handler::PoolSlot;
-use crate::handler::{error_page, Outcome};
 use crate::request_body::ClientBody;
 use crate::server::ConnInfo;
 use crate::settings::CacheSettings;

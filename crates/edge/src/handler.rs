@@ -11,6 +11,7 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::access_log::AccessRecord;
+pub use crate::answer::{error_page, CacheStats, Outcome, PoolSlot};
 use crate::body::{self, EdgeBody};
 use crate::cache::Cache;
 use crate::cgi::{self, CgiRequest};
@@ -24,40 +25,6 @@ use crate::request_body::{self, BodyError, ClientBody};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, PoolSpec, UpstreamTarget};
 use crate::static_files;
-
-/// What the pipeline did with a request; the access log and metrics label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
-    /// Served a file from pub/.
-    Static,
-    /// Answered by PHP-FPM.
-    Php,
-    /// Answered by an HTTP upstream.
-    Proxy,
-    /// Refused by a Magento deny rule (404 without PHP).
-    Denied,
-    /// Answered by the edge itself (redirect, 4xx).
-    Edge,
-    /// The upstream failed (502/504).
-    UpstreamError,
-    /// Served from the full-page cache.
-    Cache,
-}
-
-impl Outcome {
-    /// Label for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Static => "static",
-            Outcome::Php => "php",
-            Outcome::Proxy => "proxy",
-            Outcome::Denied => "denied",
-            Outcome::Edge => "edge",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::Cache => "cache",
-        }
-    }
-}
 
 /// The upstream pools (`frontend` first) and the rules choosing one. All
 /// endpoints speak FastCGI (PHP-FPM) or all speak HTTP, as `upstream.url`.
@@ -92,10 +59,6 @@ pub struct Edge {
 
 /// Most warm-up rounds.
 const WARMUP_ROUNDS: u32 = 30;
-
-/// Which pool served a response (`1 + index`), for the metrics.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct PoolSlot(pub(crate) usize);
 
 impl std::fmt::Debug for Edge {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1191,35 +1154,6 @@ fn forwarded_for(headers: &http::HeaderMap, peer: IpAddr, trusted_peer: bool) ->
     chain
 }
 
-/// Full-page cache figures, for the admin API and metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheStats {
-    /// Objects stored (hit-for-miss markers included).
-    pub objects: u64,
-    /// Bytes accounted against the ceiling.
-    pub bytes: u64,
-    /// The ceiling (`cache.size`).
-    pub max_bytes: u64,
-    /// Requests served from the cache.
-    pub hits: u64,
-    /// Lookups that went to the backend.
-    pub misses: u64,
-    /// Requests that bypassed the cache.
-    pub passes: u64,
-    /// Accepted PURGE requests.
-    pub purges: u64,
-    /// Objects removed (or marked stale) by purges.
-    pub purged_objects: u64,
-    /// Refused PURGE requests.
-    pub purges_refused: u64,
-    /// Accepted PURGE requests with a pattern that is not a valid regex.
-    pub purge_invalid_patterns: u64,
-    /// Objects evicted for space.
-    pub evictions: u64,
-    /// Backend health per the probe.
-    pub healthy: bool,
-}
-
 /// Body bytes read for the rate rules when no injection inspection sets a
 /// limit (GraphQL documents are far smaller).
 const INSPECT_FOR_RATE_BYTES: usize = 1024 * 1024;
@@ -1241,35 +1175,5 @@ fn body_error_page(e: &BodyError) -> Response<EdgeBody> {
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
-    r
-}
-
-/// A short error answer produced by the edge itself.
-pub fn error_page(status: StatusCode, retry_after: Option<u32>) -> Response<EdgeBody> {
-    let text = format!(
-        "{} {}\n",
-        status.as_u16(),
-        status.canonical_reason().unwrap_or("Error")
-    );
-    let mut r = text_page(status, text);
-    if let Some(secs) = retry_after {
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-    }
-    r
-}
-
-/// A plain-text answer the edge writes itself, never cached.
-pub(crate) fn text_page(status: StatusCode, text: String) -> Response<EdgeBody> {
-    let len = text.len();
-    let mut r = Response::new(body::full(text));
-    *r.status_mut() = status;
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }

@@ -248,7 +248,7 @@ fn request_id(headers: &HeaderMap) -> String {
 /// 403 naming the request id, so a shopper wrongly blocked can quote it
 /// and the operator can find the log line.
 fn blocked_page(id: &str) -> Response<EdgeBody> {
-    let mut r = crate::handler::text_page(
+    let mut r = crate::answer::text_page(
         StatusCode::FORBIDDEN,
         format!(
             "403 Forbidden\nThis request was blocked by the store's firewall.\nRequest id: {id}\n"

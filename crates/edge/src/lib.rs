@@ -12,6 +12,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod answer;
 pub mod body;
 mod cache;
 pub mod cgi;

@@ -23,7 +23,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use crate::handler::CacheStats;
+use crate::answer::CacheStats;
 use crate::pool::PoolStats;
 
 /// Histogram buckets in seconds: cache hits (sub-millisecond) to slow PHP.

@@ -81,20 +81,7 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// Timeouts of every Redis call.
 const REDIS_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Where the bus lives and who this replica is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClusterSpec {
-    /// `redis://host:port[/db]` (no credentials).
-    pub redis_url: String,
-    /// Password (from the environment or a file), if any.
-    pub password: Option<String>,
-    /// Pub/sub channel; the counter is `<channel>:seq`.
-    pub channel: String,
-    /// This replica's name in messages (pod name / host name + pid).
-    pub node: String,
-    /// The shared L2 object store is on.
-    pub l2: bool,
-}
+pub use crate::settings::ClusterSpec;
 
 /// Bus figures for `/metrics`.
 #[derive(Debug, Default)]

@@ -181,6 +181,34 @@ pub enum RuleMatch {
     Regex(String),
 }
 
+/// Where the bus lives and who this replica is.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSpec {
+    /// `redis://host:port[/db]` (no credentials).
+    pub redis_url: String,
+    /// Password (from the environment or a file), if any.
+    pub password: Option<String>,
+    /// Pub/sub channel; the counter is `<channel>:seq`.
+    pub channel: String,
+    /// This replica's name in messages (pod name / host name + pid).
+    pub node: String,
+    /// The shared L2 object store is on.
+    pub l2: bool,
+}
+
+impl std::fmt::Debug for ClusterSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the password: settings are logged with `{:?}`.
+        f.debug_struct("ClusterSpec")
+            .field("redis_url", &self.redis_url)
+            .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("channel", &self.channel)
+            .field("node", &self.node)
+            .field("l2", &self.l2)
+            .finish()
+    }
+}
+
 /// `PURGE` behind a load balancer (`server.behind_load_balancer`): the
 /// socket peer of every client request is then the balancer, an address
 /// inside the VPC that `cache.purge_acl` would let through, so the ACL says
@@ -310,7 +338,7 @@ pub struct EdgeSettings {
     /// Injection inspection; `None` = off.
     pub injection: Option<InjectionSpec>,
     /// The purge bus over Redis; `None` = a single edge.
-    pub cluster: Option<crate::purge_bus::ClusterSpec>,
+    pub cluster: Option<ClusterSpec>,
     /// Without a docroot (an HTTP upstream), still answer 404 for what
     /// Magento's nginx sample denies by path alone
     /// ([`magestack_routing::is_denied`]) instead of proxying it. On for
