@@ -471,3 +471,77 @@ async fn a_demoted_writer_1290_is_retried_on_the_new_writer_but_not_inside_a_tra
         .unwrap_or(());
     result.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
 }
+
+/// `GET path` on the admin listener: (status, body).
+async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).await.unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_listener_reports_health_backends_metrics_and_digests() {
+    let _g = SERIAL.lock().await;
+    let d = db();
+    let (addr, proxy) = proxy(&d.primary, std::slice::from_ref(&d.replica), Duration::ZERO).await;
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin_addr = l.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve_admin(l));
+    let mut c = client(addr).await;
+    for i in 0..5 {
+        c.query_drop(format!("SELECT {i} FROM DUAL WHERE 1 IN ({i}, 7)"))
+            .await
+            .unwrap();
+    }
+    c.query_drop("START TRANSACTION").await.unwrap();
+    assert_eq!(http_get(admin_addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(admin_addr, "/readyz").await.0, 200);
+    let (_, metrics) = http_get(admin_addr, "/metrics").await;
+    for want in [
+        "magestack_dbproxy_client_connections 1",
+        "magestack_dbproxy_pinned_sessions{reason=\"transaction\"} 1",
+        "magestack_dbproxy_queue_wait_seconds_bucket",
+        &format!(
+            "magestack_dbproxy_replica_lag_seconds{{server=\"{}\"}} 0",
+            d.replica
+        ),
+        &format!(
+            "magestack_dbproxy_server_role{{server=\"{}\",role=\"writer\"}} 1",
+            d.primary
+        ),
+    ] {
+        assert!(metrics.contains(want), "{want} missing from\n{metrics}");
+    }
+    // mysql_async's own connect-time read is counted too.
+    let reads: u64 = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("magestack_dbproxy_routing_decisions_total{route=\"reader\"} ")
+        })
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(reads >= 5, "{metrics}");
+    let (_, backends) = http_get(admin_addr, "/backends").await;
+    let b: serde_json::Value = serde_json::from_str(&backends).unwrap();
+    assert_eq!(b[0]["writer"], true);
+    assert_eq!(b[1]["reads_eligible"], true);
+    let (_, digests) = http_get(admin_addr, "/digests").await;
+    let rows: serde_json::Value = serde_json::from_str(&digests).unwrap();
+    let top = &rows[0];
+    assert_eq!(top["fingerprint"], "SELECT ? FROM DUAL WHERE ? IN (?+)");
+    assert_eq!(top["count"], 5);
+    c.query_drop("COMMIT").await.unwrap();
+    drop(c);
+    assert_eq!(http_get(admin_addr, "/nope").await.0, 404);
+}
