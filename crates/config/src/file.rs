@@ -115,6 +115,114 @@ pub struct Config {
     pub waf: WafConfig,
     /// `[cluster]`: many edges as one cache (purge bus over Redis).
     pub cluster: ClusterConfig,
+    /// `[dbproxy]`: `magestack dbproxy`, the MySQL proxy in front of
+    /// Magento's database (ignored by the edge).
+    pub dbproxy: DbproxyConfig,
+}
+
+/// Default `dbproxy.listen` (ProxySQL's port).
+pub const DEFAULT_DBPROXY_LISTEN: &str = "127.0.0.1:6033";
+
+/// Default `dbproxy.writer_only_tables`: tables where a read that lags the
+/// writer by a second hurts a shopper (carts, orders and their sequences,
+/// stock and MSI reservations, sessions, the customer row read at login),
+/// after `magento-db-contract.md`. `*` at the end matches a prefix.
+pub const DEFAULT_WRITER_ONLY_TABLES: &[&str] = &[
+    "quote",
+    "quote_*",
+    "sales_*",
+    "sequence_*",
+    "inventory_reservation",
+    "inventory_source_item",
+    "cataloginventory_stock_item",
+    "session",
+    "persistent_session",
+    "admin_user_session",
+    "customer_entity",
+    "oauth_token",
+    "cron_schedule",
+];
+
+/// `[dbproxy]`: the MySQL proxy. Its command-line flags (`--listen`,
+/// `--writer`, `--reader`, `--user`, `--max-backend-connections`,
+/// `--admin-listen`) override these keys; the password is never here
+/// (`MAGESTACK_DB_PASSWORD` or `MAGESTACK_DB_PASSWORD_FILE`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DbproxyConfig {
+    /// Client listener, `IP:PORT`. Default `"127.0.0.1:6033"`.
+    pub listen: String,
+    /// Admin listener (`/healthz`, `/readyz`, `/metrics`, `/backends`,
+    /// `/digests`), `IP:PORT`. Default: none.
+    pub admin_listen: Option<String>,
+    /// The user clients log in as and the proxy logs in to the backends
+    /// with. `""` = from `--user`, `MAGESTACK_DB_USER` or the file named by
+    /// `MAGESTACK_DB_USER_FILE`. Default `""`.
+    pub user: String,
+    /// The writer, `host:port` (host names allowed: Aurora's cluster
+    /// endpoint). Required to run. Default `""`.
+    pub writer: String,
+    /// Readers, `host:port`. Empty = no read/write split. Default `[]`.
+    pub readers: Vec<String>,
+    /// Find the writer by `read_only = 0` among `writer` and `readers`
+    /// (checked every `check_interval_ms`), so a promoted replica takes the
+    /// writes. Default true.
+    pub writer_detection: bool,
+    /// Hard cap on connections to each server. Default 20.
+    pub max_backend_connections: u32,
+    /// Most client connections at once; more wait in the listen backlog.
+    /// Bounds the proxy's memory (see `docs/dbproxy.md`). Default 10000.
+    pub max_client_connections: u64,
+    /// Connect and login timeout for a backend connection, ms. Default 2000.
+    pub connect_timeout_ms: u64,
+    /// Longest wait for a free backend connection, ms; then error 1040.
+    /// Default 5000.
+    pub queue_timeout_ms: u64,
+    /// After a statement that is not a plain read, the session's reads go
+    /// to the writer for this long, ms (read-your-writes). Default 5000.
+    pub read_your_writes_ms: u64,
+    /// A reader whose replication lag is above this many seconds (or
+    /// unknown: replication stopped) gets no reads. Default 5.
+    pub max_replica_lag_secs: u64,
+    /// How often each server's `read_only` and replication lag are read,
+    /// ms. Default 1000.
+    pub check_interval_ms: u64,
+    /// Tables never read from a reader: a `SELECT` naming one goes to the
+    /// writer. `*` at the end matches a prefix. Default: carts, orders,
+    /// sequences, stock, reservations, sessions (see `docs/dbproxy.md`).
+    pub writer_only_tables: Vec<String>,
+    /// Magento's `db.table_prefix`: prepended to `writer_only_tables`.
+    /// Default `""`.
+    pub table_prefix: String,
+    /// Statement fingerprints kept for `/digests` (space-saving top-K: the
+    /// memory is fixed whatever the traffic). Default 1000.
+    pub digests_max: u32,
+}
+
+impl Default for DbproxyConfig {
+    fn default() -> Self {
+        Self {
+            listen: DEFAULT_DBPROXY_LISTEN.to_owned(),
+            admin_listen: None,
+            user: String::new(),
+            writer: String::new(),
+            readers: Vec::new(),
+            writer_detection: true,
+            max_backend_connections: 20,
+            max_client_connections: 10_000,
+            connect_timeout_ms: 2000,
+            queue_timeout_ms: 5000,
+            read_your_writes_ms: 5000,
+            max_replica_lag_secs: 5,
+            check_interval_ms: 1000,
+            writer_only_tables: DEFAULT_WRITER_ONLY_TABLES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            table_prefix: String::new(),
+            digests_max: 1000,
+        }
+    }
 }
 
 /// `[cluster]`: replicas share purges through Redis pub/sub.

@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod dbproxy;
 pub mod error;
 pub mod file;
 mod locate;
@@ -48,6 +49,9 @@ mod validated;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+pub use crate::dbproxy::{
+    is_dbproxy_file, load_dbproxy, DbproxyOverrides, DbproxySettings, DbproxyValidated,
+};
 pub use crate::error::{
     ConfigError, ConfigErrors, Diagnostic, ErrorKind, KeyPath, Problem, Segment,
 };
@@ -142,7 +146,7 @@ impl Overrides {
 /// and wrongly typed value, then every validation error from [`compile`]
 /// that does not concern a key already reported.
 pub fn load_str(src: &str, origin: &str) -> Result<Validated, ConfigErrors> {
-    build(Some((src, origin)), &Overrides::default())
+    build(Some((src, origin)), |_| Vec::new(), compile)
 }
 
 /// Loads a configuration file; diagnostics name it as given.
@@ -165,12 +169,22 @@ pub fn load_file(path: impl AsRef<Path>) -> Result<Validated, ConfigErrors> {
 ///
 /// As [`load_file`].
 pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Validated, ConfigErrors> {
+    load_with(file, |c| overrides.apply(c), compile)
+}
+
+/// [`load`] with another set of overrides and another compile step (the
+/// dbproxy's): read the file, parse, override, compile, locate errors.
+pub(crate) fn load_with<T>(
+    file: Option<&Path>,
+    apply: impl FnOnce(&mut file::Config) -> Vec<KeyPath>,
+    compile: impl FnOnce(file::Config) -> Result<T, Vec<ConfigError>>,
+) -> Result<T, ConfigErrors> {
     let Some(path) = file else {
-        return build(None, overrides);
+        return build(None, apply, compile);
     };
     let origin = path.display().to_string();
     match std::fs::read_to_string(path) {
-        Ok(src) => build(Some((&src, &origin)), overrides),
+        Ok(src) => build(Some((&src, &origin)), apply, compile),
         Err(e) => Err(ConfigErrors::new(vec![Diagnostic {
             origin,
             line: None,
@@ -181,7 +195,11 @@ pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Validated, Con
 }
 
 /// Parse (if there is a source), override, compile, and locate every error.
-fn build(source: Option<(&str, &str)>, overrides: &Overrides) -> Result<Validated, ConfigErrors> {
+fn build<T>(
+    source: Option<(&str, &str)>,
+    apply: impl FnOnce(&mut file::Config) -> Vec<KeyPath>,
+    compile: impl FnOnce(file::Config) -> Result<T, Vec<ConfigError>>,
+) -> Result<T, ConfigErrors> {
     let (mut config, located, mut diagnostics) = match source {
         None => (file::Config::default(), None, Vec::new()),
         Some((src, origin)) => {
@@ -192,7 +210,7 @@ fn build(source: Option<(&str, &str)>, overrides: &Overrides) -> Result<Validate
             (config, Some((src, origin, parsed.doc)), parsed.diagnostics)
         }
     };
-    let replaced = overrides.apply(&mut config);
+    let replaced = apply(&mut config);
     let semantic = match compile(config) {
         Ok(validated) if diagnostics.is_empty() => return Ok(validated),
         Ok(_) => Vec::new(),

@@ -37,6 +37,9 @@ pub struct Validated {
     pub waf: WafSettings,
     /// From `[cluster]`.
     pub cluster: ClusterSettings,
+    /// From `[dbproxy]` (checked here too, so `magestack check` reports
+    /// it; the writer is required only by [`crate::load_dbproxy`]).
+    pub dbproxy: crate::DbproxySettings,
 }
 
 /// Checked `[cluster]`.
@@ -449,15 +452,15 @@ word_enum! {
 
 /// Collects errors while compiling.
 #[derive(Default)]
-struct Errors(Vec<ConfigError>);
+pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: KeyPath, kind: ErrorKind) {
+    pub(crate) fn push(&mut self, path: KeyPath, kind: ErrorKind) {
         self.0.push(ConfigError::new(path, kind));
     }
 
     /// `secs` as a positive duration.
-    fn positive_secs(&mut self, path: KeyPath, secs: u64) -> Duration {
+    pub(crate) fn positive_secs(&mut self, path: KeyPath, secs: u64) -> Duration {
         if secs == 0 {
             self.push(path, ErrorKind::Zero);
         }
@@ -465,7 +468,7 @@ impl Errors {
     }
 
     /// `n` as a `usize`.
-    fn size(&mut self, path: KeyPath, n: u64) -> usize {
+    pub(crate) fn size(&mut self, path: KeyPath, n: u64) -> usize {
         match usize::try_from(n) {
             Ok(v) => v,
             Err(_) => {
@@ -476,7 +479,7 @@ impl Errors {
     }
 
     /// `n` as a positive `usize`.
-    fn positive_size(&mut self, path: KeyPath, n: u64) -> usize {
+    pub(crate) fn positive_size(&mut self, path: KeyPath, n: u64) -> usize {
         if n == 0 {
             self.push(path, ErrorKind::Zero);
             return 0;
@@ -495,7 +498,7 @@ impl Errors {
     }
 }
 
-fn p(dotted: &str) -> KeyPath {
+pub(crate) fn p(dotted: &str) -> KeyPath {
     KeyPath::from_dotted(dotted)
 }
 
@@ -561,8 +564,11 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
         },
     };
     let cluster = compile_cluster(config.cluster, &mut errs);
-    match (log, magento, upstream, cache) {
-        (Some(log), Some(magento), Some(upstream), Some(cache)) if errs.0.is_empty() => {
+    let dbproxy = crate::dbproxy::compile_dbproxy(config.dbproxy, false, &mut errs);
+    match (log, magento, upstream, cache, dbproxy) {
+        (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy))
+            if errs.0.is_empty() =>
+        {
             Ok(Validated {
                 server,
                 log,
@@ -574,13 +580,14 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 readiness,
                 waf,
                 cluster,
+                dbproxy,
             })
         }
         _ => Err(errs.0),
     }
 }
 
-fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<SocketAddr> {
+pub(crate) fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<SocketAddr> {
     match s.parse() {
         Ok(a) => Some(a),
         Err(_) => {
@@ -795,7 +802,7 @@ fn compile_server(s: file::ServerConfig, errs: &mut Errors) -> ServerSettings {
     }
 }
 
-fn compile_log(l: file::LogConfig, errs: &mut Errors) -> Option<LogSettings> {
+pub(crate) fn compile_log(l: file::LogConfig, errs: &mut Errors) -> Option<LogSettings> {
     let format = errs.word::<LogFormat>(p("log.format"), &l.format);
     if l.level.trim().is_empty() {
         errs.push(p("log.level"), ErrorKind::Empty);

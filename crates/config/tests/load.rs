@@ -8,11 +8,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use magestack_config::{
-    file, load, load_file, load_str, CacheSettings, ConfigErrors, ErrorStatuses,
-    HealthCheckSettings, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
-    Overrides, PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RouteRule,
-    RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings,
-    UpstreamUrl, Validated, WafSettings, COMMAND_LINE,
+    file, is_dbproxy_file, load, load_dbproxy, load_file, load_str, CacheSettings, ConfigErrors,
+    DbproxyOverrides, DbproxySettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings,
+    MageMode, MagentoSettings, NginxGeneration, Overrides, PathMatch, PoolSettings, RateLimitRule,
+    ReadinessSettings, RouteRule, RoutingSettings, RunMapping, RunType, ServerSettings,
+    TlsSettings, UpstreamSettings, UpstreamUrl, Validated, WafSettings, COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -462,6 +462,7 @@ fn golden_example_file() {
             channel: "magestack:purge".into(),
             l2: true,
         },
+        dbproxy: default_dbproxy(),
     };
     assert_eq!(got, want);
 }
@@ -602,6 +603,7 @@ fn schema_keys() -> Vec<String> {
     c.routing.rules = vec![file::RouteRuleConfig::default()];
     c.waf.rate_limit_rules = vec![file::RateLimitRuleConfig::default()];
     c.waf.injection_exclusions = vec![file::InjectionExclusionConfig::default()];
+    c.dbproxy.admin_listen = Some(String::new());
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();
@@ -630,10 +632,18 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 100, "{keys:#?}");
+    assert_eq!(keys.len(), 119, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
-    let example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
+    let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
+    let dbproxy_example =
+        std::fs::read_to_string(repo_root().join("examples/dbproxy.toml")).unwrap();
     for key in keys {
+        // The dbproxy's keys are shown in its own example.
+        let example = if key.starts_with("dbproxy.") {
+            &dbproxy_example
+        } else {
+            &edge_example
+        };
         assert!(
             reference.contains(&format!("`{key}`")),
             "docs/configuration.md lacks `{key}`"
@@ -643,7 +653,7 @@ fn reference_and_example_mention_every_key() {
             example
                 .lines()
                 .any(|l| l.trim_start().starts_with(&format!("{leaf} ="))),
-            "examples/edge.toml lacks {key}"
+            "the example lacks {key}"
         );
     }
 }
@@ -1018,5 +1028,150 @@ fn a_bad_nameserver_is_named_with_its_line() {
     assert_eq!(
         errors(src),
         ["edge.toml:3: upstream.dns_servers[2]: \"coredns\" is not a nameserver address: expected an IP (\"10.100.0.10\") or IP:PORT (\"127.0.0.1:5353\", \"[::1]:53\")"]
+    );
+}
+
+/// `[dbproxy]` as compiled from the defaults (no writer: only the dbproxy
+/// loader requires one).
+fn default_dbproxy() -> DbproxySettings {
+    DbproxySettings {
+        listen: "127.0.0.1:6033".parse().unwrap(),
+        admin_listen: None,
+        user: String::new(),
+        writer: String::new(),
+        readers: vec![],
+        writer_detection: true,
+        max_backend_connections: 20,
+        max_client_connections: 10_000,
+        connect_timeout: Duration::from_secs(2),
+        queue_timeout: Duration::from_secs(5),
+        read_your_writes: Duration::from_secs(5),
+        max_replica_lag: Duration::from_secs(5),
+        check_interval: Duration::from_secs(1),
+        writer_only_tables: file::DEFAULT_WRITER_ONLY_TABLES
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        digests_max: 1000,
+    }
+}
+
+#[test]
+fn dbproxy_golden_example_file() {
+    let path = repo_root().join("examples/dbproxy.toml");
+    let src = std::fs::read_to_string(&path).unwrap();
+    assert!(is_dbproxy_file(&src));
+    let v = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap();
+    let mut tables = default_dbproxy().writer_only_tables;
+    tables.push("vendor_payment_lock".into());
+    let want = DbproxySettings {
+        admin_listen: Some("127.0.0.1:6080".parse().unwrap()),
+        user: "magento".into(),
+        writer: "127.0.0.1:3306".into(),
+        readers: vec!["127.0.0.1:3307".into()],
+        writer_only_tables: tables,
+        ..default_dbproxy()
+    };
+    assert_eq!(v.dbproxy, want);
+    assert_eq!(v.log.format, LogFormat::Json);
+    // The deploy kit's file is a valid dbproxy file too.
+    let kit = repo_root().join("deploy/k8s/components/dbproxy/dbproxy.toml");
+    assert!(is_dbproxy_file(&std::fs::read_to_string(&kit).unwrap()));
+    load_dbproxy(Some(&kit), &DbproxyOverrides::default()).unwrap();
+    // An edge file is not a dbproxy file.
+    let edge = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
+    assert!(!is_dbproxy_file(&edge));
+}
+
+#[test]
+fn dbproxy_errors_name_key_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbproxy.toml");
+    std::fs::write(
+        &path,
+        "[dbproxy]\nlisten = \"0.0.0.0:6033\"\nwriter = \"db\"\nreaders = [\"r1:3306\", \"r1:3306\"]\n\
+         max_backend_connections = 0\nqueue_timeout_ms = \"5s\"\nwriter_only_tables = [\"quote\", \"a b\"]\n\
+         max_replica_lagsecs = 3\nadmin_listen = \"0.0.0.0:6033\"\n",
+    )
+    .unwrap();
+    let e = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap_err();
+    let o = path.display().to_string();
+    let mut got = lines(&e);
+    got.sort();
+    let mut want = vec![
+        format!("{o}:3: dbproxy.writer: \"db\" is not host:port (e.g. 127.0.0.1:3306 or db.example.com:3306)"),
+        format!("{o}:4: dbproxy.readers[1]: \"r1:3306\" is listed twice"),
+        format!("{o}:5: dbproxy.max_backend_connections: must be greater than 0"),
+        format!("{o}:6: dbproxy.queue_timeout_ms: invalid type: string \"5s\", expected u64"),
+        format!("{o}:7: dbproxy.writer_only_tables[1]: \"a b\": a table name (letters, digits, `_`, `$`), optionally ending in `*`"),
+        format!("{o}:9: dbproxy.admin_listen: conflicts with dbproxy.listen = 0.0.0.0:6033"),
+    ];
+    want.sort();
+    // The typo'd key is reported too, with its line.
+    assert!(
+        got.iter().any(|l| l.starts_with(&format!(
+            "{o}:8: dbproxy.max_replica_lagsecs: unknown field"
+        ))),
+        "{got:#?}"
+    );
+    got.retain(|l| !l.contains("max_replica_lagsecs"));
+    assert_eq!(got, want);
+
+    // The writer is required to run, and a flag may give it.
+    let e = load_dbproxy(None, &DbproxyOverrides::default()).unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [format!(
+            "{COMMAND_LINE}: dbproxy.writer: required to run the proxy (or --writer)"
+        )]
+    );
+}
+
+#[test]
+fn dbproxy_flags_beat_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbproxy.toml");
+    std::fs::write(
+        &path,
+        "[dbproxy]\nwriter = \"file:3306\"\nreaders = [\"fr:3306\"]\nmax_backend_connections = 7\nuser = \"fileuser\"\n",
+    )
+    .unwrap();
+    let v = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap();
+    assert_eq!(
+        (
+            v.dbproxy.writer.as_str(),
+            v.dbproxy.readers.clone(),
+            v.dbproxy.max_backend_connections
+        ),
+        ("file:3306", vec!["fr:3306".to_owned()], 7)
+    );
+    let o = DbproxyOverrides {
+        listen: Some("127.0.0.1:7000".parse().unwrap()),
+        writer: Some("flag:3306".into()),
+        readers: vec!["a:1".into(), "b:2".into()],
+        user: Some("flaguser".into()),
+        max_backend_connections: Some(3),
+        queue_timeout_ms: Some(250),
+        admin_listen: Some("127.0.0.1:7001".parse().unwrap()),
+    };
+    let v = load_dbproxy(Some(&path), &o).unwrap().dbproxy;
+    assert_eq!(v.listen, o.listen.unwrap());
+    assert_eq!(v.admin_listen, o.admin_listen);
+    assert_eq!(v.writer, "flag:3306");
+    assert_eq!(v.readers, o.readers);
+    assert_eq!(v.user, "flaguser");
+    assert_eq!(v.max_backend_connections, 3);
+    assert_eq!(v.queue_timeout, Duration::from_millis(250));
+    // A bad flag is attributed to the command line.
+    let o = DbproxyOverrides {
+        max_backend_connections: Some(0),
+        ..DbproxyOverrides::default()
+    };
+    let e = load_dbproxy(Some(&path), &o).unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [format!(
+            "{COMMAND_LINE}: dbproxy.max_backend_connections: must be greater than 0"
+        )]
     );
 }

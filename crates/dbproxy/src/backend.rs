@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use magestack_mysql_proto::consts::{cap, com};
 use magestack_mysql_proto::handshake::{AuthStep, BackendAuth, InitialHandshake};
+use magestack_mysql_proto::response::{column_name, text_row};
 use magestack_mysql_proto::session::{replay_sql, Vars};
 use magestack_mysql_proto::{ErrPacket, Expect, Limits, Part, ResponseReader, Session};
 use tokio::net::TcpStream;
@@ -61,6 +62,26 @@ pub(crate) struct BackendConn {
     schema: Option<String>,
     /// Multi-statements switched on; `None` after a reset (unknown).
     multi: Option<bool>,
+}
+
+/// A small result set of the proxy's own queries.
+#[derive(Debug, Default)]
+pub(crate) struct Rows {
+    pub(crate) columns: Vec<String>,
+    pub(crate) rows: Vec<Vec<Option<String>>>,
+}
+
+impl Rows {
+    /// The first row's value in the column named `name` (any of them).
+    pub(crate) fn first(&self, names: &[&str]) -> Option<Option<&str>> {
+        let i = self
+            .columns
+            .iter()
+            .position(|c| names.iter().any(|n| c.eq_ignore_ascii_case(n)))?;
+        self.rows
+            .first()
+            .map(|r| r.get(i).and_then(|v| v.as_deref()))
+    }
 }
 
 /// What a setup command answered.
@@ -185,6 +206,41 @@ impl BackendConn {
             }
         }
         Ok(err.map_or(Reply::Ok, Reply::Err))
+    }
+
+    /// Runs a query of the proxy's own (monitoring) and returns its column
+    /// names and text rows, or the server's error.
+    pub(crate) async fn query_rows(
+        &mut self,
+        sql: &str,
+    ) -> Result<Result<Rows, ErrPacket>, IoError> {
+        let mut b = BytesMut::with_capacity(sql.len() + 1);
+        b.put_u8(com::QUERY);
+        b.put_slice(sql.as_bytes());
+        self.ps.send(&b, 0).await?;
+        let mut r = ResponseReader::new(Expect::ResultSets, self.caps);
+        let mut rows = Rows::default();
+        let mut err = None;
+        loop {
+            let p = self.ps.read().await?;
+            match r.feed(&p.payload)? {
+                Part::Err(e) => err = Some(e),
+                Part::ColumnDef => rows
+                    .columns
+                    .push(String::from_utf8_lossy(column_name(&p.payload)?).into_owned()),
+                Part::Row { .. } => rows.rows.push(
+                    text_row(&p.payload)?
+                        .into_iter()
+                        .map(|v| v.map(|v| String::from_utf8_lossy(v).into_owned()))
+                        .collect(),
+                ),
+                _ => {}
+            }
+            if r.is_done() {
+                break;
+            }
+        }
+        Ok(err.map_or(Ok(rows), Err))
     }
 
     /// Brings this connection's session to what `session` expects:

@@ -15,14 +15,15 @@ use magestack_mysql_proto::handshake::{
 };
 use magestack_mysql_proto::response::first_text_column;
 use magestack_mysql_proto::{
-    classify, Command, EofPacket, ErrPacket, OkPacket, Outcome, Part, Release, ResponseReader,
-    Session, StateChange, Statement,
+    classify, fingerprint, Command, EofPacket, ErrPacket, OkPacket, Outcome, Part, Release,
+    ResponseReader, Route, Session, StateChange, Statement,
 };
 use tokio::net::TcpStream;
 
 use crate::backend::Reply;
 use crate::error::{BackendError, IoError};
 use crate::io::PacketStream;
+use crate::metrics::{pin_mask, Decision, ErrorKind as MetricError};
 use crate::pool::Lease;
 use crate::Shared;
 
@@ -53,14 +54,24 @@ struct Client {
     caps: u32,
     session: Session,
     pinned: Option<Lease>,
+    /// Pin reasons last reported to the metrics (bit mask).
+    pins: u16,
+    /// The last response ended with an error (for `/digests`).
+    last_failed: bool,
 }
+
+/// ER_OPTION_PREVENTS_STATEMENT: the server runs with `read_only` (a
+/// demoted writer).
+const READ_ONLY: u16 = 1290;
 
 /// Serves one client until it quits or its connection fails.
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limits = shared.cfg.backend.limits;
     let mut ps = PacketStream::new(stream, limits);
+    shared.metrics.client_opened();
     let Some((caps, session)) = login(&shared, &mut ps, peer).await else {
+        shared.metrics.client_closed();
         return;
     };
     let mut c = Client {
@@ -69,9 +80,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         caps,
         session,
         pinned: None,
+        pins: 0,
+        last_failed: false,
     };
     let _ = c.run().await;
     c.leave().await;
+    c.shared.metrics.pins_changed(c.pins, 0);
+    c.shared.metrics.client_closed();
 }
 
 fn scramble() -> Vec<u8> {
@@ -145,6 +160,7 @@ async fn login(
             if answer.is_empty() { "NO" } else { "YES" }
         );
         tracing::info!(%peer, user = %String::from_utf8_lossy(&resp.username), "Client authentication failed.");
+        shared.metrics.error(MetricError::AuthFailed);
         let _ = send_err(ps, &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg), seq).await;
         return None;
     }
@@ -178,6 +194,16 @@ enum Ran {
     /// The backend failed before anything reached the client: safe to retry
     /// elsewhere when the session holds nothing on it.
     FailedBeforeResponse(IoError),
+    /// The writer refused it as read-only (1290) and nothing reached the
+    /// client: it was demoted, and the statement may run on the new one.
+    ReadOnly(ErrPacket),
+}
+
+/// Where a statement is headed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Writer,
+    Reader,
 }
 
 impl Client {
@@ -207,16 +233,18 @@ impl Client {
                 }
                 Command::ResetConnection => {
                     if let Some(mut lease) = self.pinned.take() {
-                        let addr = self.shared.writer.cfg.addr.clone();
+                        let addr = lease.pool.cfg.addr.clone();
                         match lease.conn.reset(&addr).await {
-                            Ok(()) => self.shared.writer.release(lease),
-                            Err(_) => self.shared.writer.discard(lease),
+                            Ok(()) => lease.release(),
+                            Err(_) => lease.discard(),
                         }
                     }
                     self.session.on_reset_connection();
+                    self.report_pins();
                     self.ok().await?;
                 }
                 Command::ChangeUser | Command::Unknown(_) | Command::SetOption(_) => {
+                    self.shared.metrics.error(MetricError::UnknownCommand);
                     let msg = format!(
                         "Unknown command (magestack dbproxy does not support {})",
                         cmd.as_str()
@@ -236,10 +264,11 @@ impl Client {
                 Command::StmtClose(_) | Command::StmtSendLongData(_) if self.pinned.is_none() => {}
                 Command::Query(ref sql) => {
                     let st = classify(sql);
-                    self.statement(&p.payload, &cmd, Some(&st)).await?;
+                    self.statement(&p.payload, &cmd, Some((&st, sql))).await?;
                 }
                 _ => self.statement(&p.payload, &cmd, None).await?,
             }
+            self.report_pins();
         }
     }
 
@@ -259,55 +288,193 @@ impl Client {
             .map(|_| ())
     }
 
-    async fn lease(&mut self) -> Result<Lease, BackendError> {
-        match self.pinned.take() {
-            Some(l) => Ok(l),
-            None => self.shared.writer.acquire().await,
+    /// Tells the metrics when the session's pin reasons changed.
+    fn report_pins(&mut self) {
+        let now = pin_mask(&self.session.pin_reasons());
+        if now != self.pins {
+            self.shared.metrics.pins_changed(self.pins, now);
+            self.pins = now;
         }
     }
 
-    /// Runs a command on a backend (the pinned one, or a borrowed one),
-    /// retrying once on a fresh connection when the backend fails before
-    /// answering and the session held nothing there.
+    /// Where an unpinned statement goes: a reader only with the split on,
+    /// for a read the session may send there, naming no writer-only table.
+    fn target(&self, st: Option<(&Statement, &[u8])>) -> (Target, Decision) {
+        let cluster = &self.shared.cluster;
+        let Some((st, sql)) = st else {
+            return (Target::Writer, Decision::Writer);
+        };
+        if !cluster.has_readers() || !st.is_read_only() {
+            return (Target::Writer, Decision::Writer);
+        }
+        let routing = cluster.routing();
+        let route = self
+            .session
+            .route(st, Instant::now(), routing.read_your_writes);
+        if route == Route::Writer || routing.tables.matches_sql(sql) {
+            return (Target::Writer, Decision::WriterKept);
+        }
+        (Target::Reader, Decision::Reader)
+    }
+
+    async fn refuse(&mut self, kind: MetricError, code: u16, msg: String) -> Result<(), IoError> {
+        self.shared.metrics.error(kind);
+        self.error(code, b"HY000", msg).await
+    }
+
+    /// Runs a command on a backend (the pinned one, a reader, or the
+    /// writer). Outside a pin it is retried once when its backend fails
+    /// before answering: a failed reader's read on the writer, a lost or
+    /// demoted (1290) writer's statement on the writer detection names.
+    /// Pinned (a transaction, locks, temporary tables…), never: the client
+    /// gets 1213, not a silent replay and not 2006/2013.
     async fn statement(
         &mut self,
         payload: &Bytes,
         cmd: &Command,
-        st: Option<&Statement>,
+        st: Option<(&Statement, &[u8])>,
     ) -> Result<(), IoError> {
-        for attempt in 0..2 {
+        let started = Instant::now();
+        self.last_failed = true;
+        let (mut target, decision) = if self.pinned.is_some() {
+            (Target::Writer, Decision::Pinned)
+        } else {
+            self.target(st)
+        };
+        let mut decision = Some(decision);
+        let failover_wait = self.shared.cfg.queue_timeout;
+        let mut result = Err(IoError::Closed);
+        let mut waited = false;
+        for attempt in 0..3 {
             let was_pinned = self.pinned.is_some();
-            let mut lease = match self.lease().await {
-                Ok(l) => l,
-                Err(BackendError::QueueTimeout) => {
-                    let msg = format!(
-                        "Too many connections (magestack dbproxy: no backend connection free within {} ms; \
-                         max_backend_connections = {})",
-                        self.shared.cfg.queue_timeout.as_millis(),
-                        self.shared.writer.max()
-                    );
-                    return self.error(err::CON_COUNT, b"08004", msg).await;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Backend unavailable.");
-                    let msg = format!(
-                        "magestack dbproxy: backend unavailable ({})",
-                        error_chain(&e)
-                    );
-                    return self.error(2003, b"HY000", msg).await;
+            let mut lease = match self.pinned.take() {
+                Some(l) => l,
+                None => {
+                    let cluster = self.shared.cluster.clone();
+                    let pool = match target {
+                        Target::Reader => match cluster.reader() {
+                            Some(p) => p,
+                            None => {
+                                decision = Some(Decision::ReaderFallback);
+                                target = Target::Writer;
+                                cluster.writer()
+                            }
+                        },
+                        Target::Writer => cluster.writer(),
+                    };
+                    match pool.acquire().await {
+                        Ok(l) => l,
+                        Err(BackendError::QueueTimeout) => {
+                            let msg = format!(
+                                "Too many connections (magestack dbproxy: no backend connection free within {} ms; \
+                                 max_backend_connections = {})",
+                                self.shared.cfg.queue_timeout.as_millis(),
+                                pool.max()
+                            );
+                            self.shared.metrics.error(MetricError::QueueTimeout);
+                            return self.error(err::CON_COUNT, b"08004", msg).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "Backend unavailable.");
+                            cluster.check_soon();
+                            if attempt == 0 && target == Target::Reader {
+                                // The failed reader's read goes to the writer.
+                                decision = Some(Decision::ReaderFallback);
+                                target = Target::Writer;
+                                continue;
+                            }
+                            // The writer is gone: once per statement, wait
+                            // for detection to name another.
+                            if !waited
+                                && target == Target::Writer
+                                && cluster
+                                    .wait_new_writer(pool.index, failover_wait)
+                                    .await
+                                    .is_some()
+                            {
+                                waited = true;
+                                self.shared.metrics.error(MetricError::Retried);
+                                continue;
+                            }
+                            let msg = format!(
+                                "magestack dbproxy: backend unavailable ({})",
+                                error_chain(&e)
+                            );
+                            return self
+                                .refuse(MetricError::BackendUnavailable, 2003, msg)
+                                .await;
+                        }
+                    }
                 }
             };
-            match self.run_on(&mut lease, payload, cmd, st).await {
+            if let Some(d) = decision.take() {
+                self.shared.metrics.route(d);
+            }
+            let on_writer = lease.pool.index == self.shared.cluster.writer_index();
+            lease
+                .pool
+                .stats
+                .statements_total
+                .fetch_add(1, Ordering::Relaxed);
+            match self
+                .run_on(
+                    &mut lease,
+                    payload,
+                    cmd,
+                    st.map(|s| s.0),
+                    !was_pinned && on_writer,
+                )
+                .await
+            {
                 Ok(Ran::Done) => {
                     if self.session.is_pinned() {
-                        self.pinned = Some(lease);
+                        if !on_writer && !was_pinned {
+                            // A read on a reader left state behind (only
+                            // the tracker's safety net can): a reader never
+                            // keeps a session, its next write would fail.
+                            tracing::debug!(server = %lease.pool.addr(), reasons = ?self.session.pin_reasons(), "Read left session state on a reader; reset.");
+                            let addr = lease.pool.cfg.addr.clone();
+                            match lease.conn.reset(&addr).await {
+                                Ok(()) => lease.release(),
+                                Err(_) => lease.discard(),
+                            }
+                            self.session.on_backend_lost();
+                        } else {
+                            self.pinned = Some(lease);
+                        }
                     } else {
-                        self.shared.writer.release(lease);
+                        lease.release();
                     }
-                    return Ok(());
+                    result = Ok(());
+                    break;
+                }
+                Ok(Ran::ReadOnly(e)) => {
+                    let pool = lease.pool.clone();
+                    lease.release();
+                    pool.health
+                        .read_only
+                        .store(crate::pool::RO_ON, Ordering::Relaxed);
+                    if !waited
+                        && self
+                            .shared
+                            .cluster
+                            .wait_new_writer(pool.index, failover_wait)
+                            .await
+                            .is_some()
+                    {
+                        self.shared.metrics.error(MetricError::ReadOnlyRetried);
+                        waited = true;
+                        target = Target::Writer;
+                        continue;
+                    }
+                    self.shared.metrics.error(MetricError::ReadOnly);
+                    result = send_err(&mut self.ps, &e, 1).await.map(|_| ());
+                    break;
                 }
                 Ok(Ran::FailedBeforeResponse(e)) => {
-                    self.shared.writer.discard(lease);
+                    let pool = lease.pool.clone();
+                    lease.discard();
+                    pool.drain_idle();
                     if was_pinned {
                         // Never 2006/2013 here: Magento would reconnect and
                         // re-run the statement outside its transaction.
@@ -316,34 +483,54 @@ impl Client {
                         let msg = "Deadlock found when trying to get lock; try restarting transaction \
                                    (magestack dbproxy: the backend connection holding this session's \
                                    transaction, locks or temporary tables was lost)";
+                        self.shared.metrics.error(MetricError::PinnedBackendLost);
                         return self.error(err::LOCK_DEADLOCK, b"40001", msg.into()).await;
                     }
-                    if attempt == 1 {
+                    if attempt >= 1 {
+                        let msg = format!("magestack dbproxy: backend failed ({e})");
                         return self
-                            .error(
-                                2003,
-                                b"HY000",
-                                format!("magestack dbproxy: backend failed ({e})"),
-                            )
+                            .refuse(MetricError::BackendUnavailable, 2003, msg)
                             .await;
+                    }
+                    self.shared.metrics.error(MetricError::Retried);
+                    self.shared.cluster.check_soon();
+                    if pool.reader && pool.index != self.shared.cluster.writer_index() {
+                        target = Target::Writer;
+                        decision = Some(Decision::ReaderFallback);
                     }
                 }
                 Err(e) => {
                     // Part of the response reached the client: it cannot be resumed.
-                    self.shared.writer.discard(lease);
+                    self.shared.metrics.error(MetricError::BrokenMidResponse);
+                    lease.discard();
                     return Err(e);
                 }
             }
         }
-        Ok(())
+        if result.is_err() {
+            // Every attempt was used up without an answer: say so.
+            let msg = "magestack dbproxy: no backend could run the statement".to_owned();
+            return self
+                .refuse(MetricError::BackendUnavailable, 2003, msg)
+                .await;
+        }
+        if let Some((_, sql)) = st {
+            self.shared
+                .digests
+                .record(fingerprint(sql), started.elapsed(), self.last_failed);
+        }
+        result
     }
 
+    /// Runs one command on `lease`. With `read_only_retry`, a 1290 that is
+    /// the whole response is held back ([`Ran::ReadOnly`]).
     async fn run_on(
         &mut self,
         lease: &mut Lease,
         payload: &Bytes,
         cmd: &Command,
         st: Option<&Statement>,
+        read_only_retry: bool,
     ) -> Result<Ran, IoError> {
         let conn = &mut lease.conn;
         match conn.sync(&self.session).await {
@@ -378,6 +565,11 @@ impl Client {
                 Err(e) => return Err(e),
             };
             let part = reader.feed(&p.payload)?;
+            if let Part::Err(e) = &part {
+                if !forwarded && read_only_retry && e.code == READ_ONLY {
+                    return Ok(Ran::ReadOnly(e.clone()));
+                }
+            }
             match &part {
                 Part::Ok(ok) => {
                     let mut b = BytesMut::new();
@@ -418,6 +610,7 @@ impl Client {
             }
         }
         self.ps.flush().await?;
+        self.last_failed = failed;
         let now = Instant::now();
         match (cmd, st) {
             (Command::Query(_), Some(st)) => {
@@ -448,24 +641,24 @@ impl Client {
         let Some(mut lease) = self.pinned.take() else {
             return;
         };
-        let pool = &self.shared.writer;
+        let pool = lease.pool.clone();
         match self.session.release() {
-            Release::Pool => pool.release(lease),
+            Release::Pool => lease.release(),
             Release::Reset => {
                 let addr = pool.cfg.addr.clone();
                 match lease.conn.reset(&addr).await {
                     Ok(()) => {
                         pool.stats.resets_total.fetch_add(1, Ordering::Relaxed);
-                        pool.release(lease);
+                        lease.release();
                     }
-                    Err(_) => pool.discard(lease),
+                    Err(_) => lease.discard(),
                 }
             }
             Release::Close => {
                 pool.stats
                     .closed_with_locks_total
                     .fetch_add(1, Ordering::Relaxed);
-                pool.discard(lease);
+                lease.discard();
             }
         }
     }

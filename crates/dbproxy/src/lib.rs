@@ -23,16 +23,28 @@
 //!   (`COM_RESET_CONNECTION`) before reuse, or closes it when `GET_LOCK`
 //!   locks are held.
 //!
-//! Not yet: readers and the read/write split, writer detection and
-//! failover, TLS, `COM_CHANGE_USER`, the admin listener and metrics.
+//! * Splits reads from writes when readers are given: autocommit reads
+//!   without locking clauses, lock functions or writer-only tables, outside
+//!   the session's read-your-writes window, go to a reader within the lag
+//!   bound; everything else to the writer ([`cluster`] picks them).
+//! * Finds the writer by `read_only` and retries a statement that hit a
+//!   demoted or lost writer outside a transaction once on the new one.
+//! * Serves `/healthz`, `/readyz`, `/metrics`, `/backends` and `/digests`
+//!   on an admin listener.
+//!
+//! Not yet: TLS, `COM_CHANGE_USER`.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
 
+mod admin;
 mod backend;
 mod client;
+mod cluster;
+mod digest;
 pub mod error;
 mod io;
+mod metrics;
 mod pool;
 
 use std::net::SocketAddr;
@@ -40,31 +52,86 @@ use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 use std::time::Duration;
 
+use magestack_mysql_proto::TableMatcher;
 use parking_lot::Mutex;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 pub use backend::BackendConfig;
 pub use error::{BackendError, IoError};
 pub use pool::{Pool, PoolStats};
 
+use crate::cluster::{Cluster, Routing};
+use crate::digest::Digests;
+use crate::metrics::Metrics;
+
 /// The proxy's settings.
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
-    /// The writer and how to log in to it.
+    /// The writer and how to log in to it (and to the readers).
     pub backend: BackendConfig,
-    /// Hard cap on backend connections.
+    /// Readers, `host:port`: the read/write split is on when not empty.
+    pub readers: Vec<String>,
+    /// Find the writer by `read_only = 0` among the writer and readers.
+    pub writer_detection: bool,
+    /// Hard cap on connections to each server.
     pub max_backend_connections: usize,
+    /// Most client connections at once.
+    pub max_client_connections: usize,
     /// How long a client waits for a backend connection before error 1040.
     pub queue_timeout: Duration,
+    /// Reads go to the writer this long after the session wrote.
+    pub read_your_writes: Duration,
+    /// A reader lagging more gets no reads.
+    pub max_replica_lag: Duration,
+    /// Server checks (read_only, lag) this often.
+    pub check_interval: Duration,
+    /// Tables never read from a reader (patterns, `*` = prefix).
+    pub writer_only_tables: Vec<String>,
+    /// Entries of the `/digests` table.
+    pub digests_max: usize,
+}
+
+impl ProxyConfig {
+    /// The defaults of `[dbproxy]` around a writer (no readers).
+    pub fn new(backend: BackendConfig) -> Self {
+        Self {
+            backend,
+            readers: Vec::new(),
+            writer_detection: true,
+            max_backend_connections: 20,
+            max_client_connections: 10_000,
+            queue_timeout: Duration::from_secs(5),
+            read_your_writes: Duration::from_secs(5),
+            max_replica_lag: Duration::from_secs(5),
+            check_interval: Duration::from_secs(1),
+            writer_only_tables: Vec::new(),
+            digests_max: 1000,
+        }
+    }
+}
+
+/// The settings a running proxy can change without a restart.
+#[derive(Debug, Clone)]
+pub struct Tunables {
+    /// See [`ProxyConfig::read_your_writes`].
+    pub read_your_writes: Duration,
+    /// See [`ProxyConfig::max_replica_lag`].
+    pub max_replica_lag: Duration,
+    /// See [`ProxyConfig::writer_only_tables`].
+    pub writer_only_tables: Vec<String>,
 }
 
 /// State shared by every client task.
 #[derive(Debug)]
 pub(crate) struct Shared {
     cfg: ProxyConfig,
-    writer: Arc<Pool>,
+    cluster: Arc<Cluster>,
+    metrics: Arc<Metrics>,
+    digests: Digests,
     next_id: AtomicU32,
     version: Mutex<Vec<u8>>,
+    clients: Arc<Semaphore>,
 }
 
 impl Shared {
@@ -85,43 +152,109 @@ const DEFAULT_VERSION: &[u8] = b"5.5.5-10.11-magestack-dbproxy";
 
 impl Proxy {
     /// A proxy for `cfg`. Connects once to the writer to learn its version
-    /// (shown to clients); a writer that is down is not an error here.
+    /// (shown to clients; a writer that is down is not an error here),
+    /// checks every server once, and starts the monitor.
     pub async fn new(cfg: ProxyConfig) -> Self {
-        let writer = Arc::new(Pool::new(
-            cfg.backend.clone(),
-            cfg.max_backend_connections,
-            cfg.queue_timeout,
+        let metrics = Arc::new(Metrics::new());
+        let mut pools = Vec::with_capacity(1 + cfg.readers.len());
+        let addrs = std::iter::once(&cfg.backend.addr).chain(cfg.readers.iter());
+        for (i, addr) in addrs.enumerate() {
+            let mut b = cfg.backend.clone();
+            b.addr.clone_from(addr);
+            pools.push(Arc::new(Pool::new(
+                b,
+                i,
+                i > 0,
+                cfg.max_backend_connections,
+                cfg.queue_timeout,
+                metrics.clone(),
+            )));
+        }
+        let cluster = Arc::new(Cluster::new(
+            pools,
+            cfg.writer_detection,
+            Routing {
+                read_your_writes: cfg.read_your_writes,
+                max_lag: cfg.max_replica_lag,
+                tables: TableMatcher::new(&cfg.writer_only_tables),
+            },
+            metrics.clone(),
         ));
+        cluster.check_all().await;
         let mut version = DEFAULT_VERSION.to_vec();
+        let writer = cluster.writer();
         match writer.acquire().await {
             Ok(lease) => {
                 version = lease.conn.version.clone();
-                writer.release(lease);
+                lease.release();
             }
             Err(e) => tracing::warn!(error = %e, "Writer not reachable at start."),
         }
+        tokio::spawn(cluster.clone().monitor(cfg.check_interval));
         Self {
             shared: Arc::new(Shared {
+                digests: Digests::new(cfg.digests_max),
+                clients: Arc::new(Semaphore::new(cfg.max_client_connections.max(1))),
                 cfg,
-                writer,
+                cluster,
+                metrics,
                 next_id: AtomicU32::new(1),
                 version: Mutex::new(version),
             }),
         }
     }
 
-    /// The writer's pool (counters).
-    pub fn writer(&self) -> &Pool {
-        &self.shared.writer
+    /// The current writer's pool (counters).
+    pub fn writer(&self) -> Arc<Pool> {
+        self.shared.cluster.writer()
     }
 
-    /// Accepts clients on `listener` until the task is dropped.
+    /// Every server's pool, the configured writer first, then the readers.
+    pub fn pools(&self) -> &[Arc<Pool>] {
+        &self.shared.cluster.pools
+    }
+
+    /// Applies new routing settings (on `SIGHUP`): sessions see them from
+    /// their next statement.
+    pub fn reload(&self, t: Tunables) {
+        self.shared.cluster.set_routing(Routing {
+            read_your_writes: t.read_your_writes,
+            max_lag: t.max_replica_lag,
+            tables: TableMatcher::new(&t.writer_only_tables),
+        });
+    }
+
+    /// The Prometheus text of `/metrics`.
+    pub fn metrics_text(&self) -> String {
+        admin::metrics_text(&self.shared)
+    }
+
+    /// True when a writer is reachable and writable (`/readyz`).
+    pub fn ready(&self) -> bool {
+        self.shared.cluster.writer_ready()
+    }
+
+    /// Serves the admin listener (`/healthz`, `/readyz`, `/metrics`,
+    /// `/backends`, `/digests`) until the task is dropped.
+    ///
+    /// # Errors
+    ///
+    /// Only an accept error that is not per-connection.
+    pub async fn serve_admin(self, listener: TcpListener) -> std::io::Result<()> {
+        admin::serve(self.shared, listener).await
+    }
+
+    /// Accepts clients on `listener` until the task is dropped. At
+    /// `max_client_connections` the next client waits in the backlog.
     ///
     /// # Errors
     ///
     /// Only an accept error that is not per-connection.
     pub async fn serve(self, listener: TcpListener) -> std::io::Result<()> {
         loop {
+            let Ok(permit) = self.shared.clients.clone().acquire_owned().await else {
+                return Ok(());
+            };
             let (stream, peer): (_, SocketAddr) = match listener.accept().await {
                 Ok(x) => x,
                 Err(e) if is_transient(&e) => {
@@ -131,7 +264,11 @@ impl Proxy {
                 }
                 Err(e) => return Err(e),
             };
-            tokio::spawn(client::serve(self.shared.clone(), stream, peer));
+            let shared = self.shared.clone();
+            tokio::spawn(async move {
+                client::serve(shared, stream, peer).await;
+                drop(permit);
+            });
         }
     }
 }

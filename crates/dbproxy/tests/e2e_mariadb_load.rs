@@ -38,15 +38,15 @@ fn db() -> Db {
 async fn proxy(max: usize) -> (SocketAddr, Proxy) {
     let d = db();
     let cfg = ProxyConfig {
-        backend: BackendConfig {
+        max_backend_connections: max,
+        queue_timeout: Duration::from_secs(10),
+        ..ProxyConfig::new(BackendConfig {
             addr: d.primary.clone(),
             user: d.user.clone(),
             password: d.password.clone(),
             connect_timeout: Duration::from_secs(5),
             limits: Default::default(),
-        },
-        max_backend_connections: max,
-        queue_timeout: Duration::from_secs(10),
+        })
     };
     let p = Proxy::new(cfg).await;
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -131,20 +131,31 @@ pub struct EdgeArgs {
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbproxyArgs {
-    /// Client listener, e.g. 127.0.0.1:6033.
+    /// TOML configuration file with a [dbproxy] table (see docs/configuration.md). Flags override it.
+    #[arg(long, short)]
+    pub config: Option<PathBuf>,
+    /// Client listener, e.g. 127.0.0.1:6033 (dbproxy.listen).
     #[arg(long)]
-    pub listen: SocketAddr,
-    /// The writer, host:port.
+    pub listen: Option<SocketAddr>,
+    /// The writer, host:port (dbproxy.writer).
     #[arg(long)]
-    pub writer: String,
-    /// The user clients log in as; the proxy logs in to the backends with it. The password
-    /// comes from MAGESTACK_DB_PASSWORD or the file named by MAGESTACK_DB_PASSWORD_FILE.
+    pub writer: Option<String>,
+    /// A reader (replica), host:port; repeatable. Turns the read/write split on (dbproxy.readers).
+    #[arg(long = "reader")]
+    pub readers: Vec<String>,
+    /// The user clients log in as; the proxy logs in to the backends with it (dbproxy.user, else
+    /// MAGESTACK_DB_USER or MAGESTACK_DB_USER_FILE). The password comes from
+    /// MAGESTACK_DB_PASSWORD or the file named by MAGESTACK_DB_PASSWORD_FILE.
     #[arg(long)]
-    pub user: String,
-    /// Hard cap on connections to each backend.
-    #[arg(long, default_value_t = 20)]
-    pub max_backend_connections: usize,
-    /// How long a client waits for a free backend connection before error 1040, in milliseconds.
-    #[arg(long, default_value_t = 5000)]
-    pub queue_timeout_ms: u64,
+    pub user: Option<String>,
+    /// Hard cap on connections to each backend (dbproxy.max_backend_connections, default 20).
+    #[arg(long)]
+    pub max_backend_connections: Option<u32>,
+    /// How long a client waits for a free backend connection before error 1040, in milliseconds
+    /// (dbproxy.queue_timeout_ms, default 5000).
+    #[arg(long)]
+    pub queue_timeout_ms: Option<u64>,
+    /// Admin listener: /healthz, /readyz, /metrics, /backends, /digests (dbproxy.admin_listen).
+    #[arg(long)]
+    pub admin_listen: Option<SocketAddr>,
 }

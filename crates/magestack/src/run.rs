@@ -226,42 +226,153 @@ fn db_password() -> Result<String> {
     Ok(p)
 }
 
-/// `magestack dbproxy`.
+/// `magestack dbproxy`: flags over the file's `[dbproxy]`, the password
+/// from the environment, then the proxy, its admin listener and `SIGHUP`.
 fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
-    anyhow::ensure!(
-        args.max_backend_connections > 0,
-        "--max-backend-connections must be at least 1"
-    );
-    let password = db_password()?;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-    let cfg = magestack_dbproxy::ProxyConfig {
-        backend: magestack_dbproxy::BackendConfig {
-            addr: args.writer.clone(),
-            user: args.user.clone(),
-            password,
-            connect_timeout: std::time::Duration::from_secs(5),
-            limits: Default::default(),
-        },
+    let overrides = magestack_config::DbproxyOverrides {
+        listen: args.listen,
+        writer: args.writer.clone(),
+        readers: args.readers.clone(),
+        user: args.user.clone(),
         max_backend_connections: args.max_backend_connections,
-        queue_timeout: std::time::Duration::from_millis(args.queue_timeout_ms),
+        queue_timeout_ms: args.queue_timeout_ms,
+        admin_listen: args.admin_listen,
     };
+    let cfg = match magestack_config::load_dbproxy(args.config.as_deref(), &overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                eprintln!("{line}");
+            }
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let password = db_password()?;
+    let user = db_user(&cfg.dbproxy.user)?;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MAGESTACK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&cfg.log.level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+    let d = &cfg.dbproxy;
+    let proxy_cfg = magestack_dbproxy::ProxyConfig {
+        readers: d.readers.clone(),
+        writer_detection: d.writer_detection,
+        max_backend_connections: d.max_backend_connections,
+        max_client_connections: d.max_client_connections,
+        queue_timeout: d.queue_timeout,
+        read_your_writes: d.read_your_writes,
+        max_replica_lag: d.max_replica_lag,
+        check_interval: d.check_interval,
+        writer_only_tables: d.writer_only_tables.clone(),
+        digests_max: d.digests_max,
+        ..magestack_dbproxy::ProxyConfig::new(magestack_dbproxy::BackendConfig {
+            addr: d.writer.clone(),
+            user,
+            password,
+            connect_timeout: d.connect_timeout,
+            limits: Default::default(),
+        })
+    };
+    let (listen, admin_listen) = (d.listen, d.admin_listen);
     runtime()?.block_on(async move {
-        let listener = TcpListener::bind(args.listen)
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("binding {}", args.listen))?;
-        let proxy = magestack_dbproxy::Proxy::new(cfg).await;
-        tracing::info!(listen = %args.listen, writer = %args.writer, max = args.max_backend_connections, "Dbproxy started.");
+            .with_context(|| format!("binding {listen}"))?;
+        let admin = match admin_listen {
+            Some(a) => Some(
+                TcpListener::bind(a)
+                    .await
+                    .with_context(|| format!("binding the admin listener {a}"))?,
+            ),
+            None => None,
+        };
+        let proxy = magestack_dbproxy::Proxy::new(proxy_cfg).await;
+        if let Some(l) = admin {
+            let p = proxy.clone();
+            tokio::spawn(async move {
+                if let Err(e) = p.serve_admin(l).await {
+                    tracing::error!(error = %e, "Admin listener failed.");
+                }
+            });
+        }
+        tokio::spawn(dbproxy_reload_on_hup(
+            proxy.clone(),
+            args.config.clone(),
+            overrides,
+        ));
+        tracing::info!(%listen, writer = %cfg.dbproxy.writer, readers = ?cfg.dbproxy.readers, max = cfg.dbproxy.max_backend_connections, "Dbproxy started.");
         tokio::select! {
             r = proxy.serve(listener) => r.context("accepting clients")?,
             _ = tokio::signal::ctrl_c() => {}
+            _ = terminated() => {}
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Resolves on SIGTERM (never where it cannot be listened for).
+async fn terminated() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(_) => std::future::pending().await,
+    }
+}
+
+/// `SIGHUP` re-reads the file: the routing settings take effect at once
+/// (`read_your_writes_ms`, `max_replica_lag_secs`, `writer_only_tables`,
+/// `table_prefix`); a bad file is refused and the running settings stay.
+/// Listeners, servers and caps need a restart (they own sockets and
+/// connections), which the log says.
+async fn dbproxy_reload_on_hup(
+    proxy: magestack_dbproxy::Proxy,
+    file: Option<std::path::PathBuf>,
+    overrides: magestack_config::DbproxyOverrides,
+) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("Cannot listen for SIGHUP.");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match magestack_config::load_dbproxy(file.as_deref(), &overrides) {
+            Ok(c) => {
+                let d = c.dbproxy;
+                proxy.reload(magestack_dbproxy::Tunables {
+                    read_your_writes: d.read_your_writes,
+                    max_replica_lag: d.max_replica_lag,
+                    writer_only_tables: d.writer_only_tables,
+                });
+                tracing::info!("SIGHUP: routing settings reloaded (listeners, servers and caps change on restart).");
+            }
+            Err(errors) => {
+                tracing::error!(errors = %errors, "SIGHUP: configuration refused; the running one stays.");
+            }
+        }
+    }
+}
+
+/// The DB user: `--user`/`dbproxy.user`, else `MAGESTACK_DB_USER`, else the
+/// file named by `MAGESTACK_DB_USER_FILE` (the deploy kit mounts the secret).
+fn db_user(configured: &str) -> Result<String> {
+    if !configured.is_empty() {
+        return Ok(configured.to_owned());
+    }
+    if let Ok(u) = std::env::var("MAGESTACK_DB_USER") {
+        return Ok(u);
+    }
+    let path = std::env::var("MAGESTACK_DB_USER_FILE").map_err(|_| {
+        anyhow::anyhow!("magestack dbproxy needs a user: --user, dbproxy.user, MAGESTACK_DB_USER or MAGESTACK_DB_USER_FILE")
+    })?;
+    let u = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading MAGESTACK_DB_USER_FILE {path}"))?;
+    Ok(u.trim_end_matches(['\n', '\r']).to_owned())
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
@@ -272,8 +383,17 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn check(path: &std::path::Path) -> Result<ExitCode> {
-    match magestack_config::load(Some(path), &magestack_config::Overrides::default()) {
-        Ok(_) => {
+    // A file with only [dbproxy] (and [log]) is checked as the proxy loads it.
+    let dbproxy = std::fs::read_to_string(path)
+        .map(|s| magestack_config::is_dbproxy_file(&s))
+        .unwrap_or(false);
+    let result = if dbproxy {
+        magestack_config::load_dbproxy(Some(path), &Default::default()).map(|_| ())
+    } else {
+        magestack_config::load(Some(path), &magestack_config::Overrides::default()).map(|_| ())
+    };
+    match result {
+        Ok(()) => {
             println!("{}: ok", path.display());
             Ok(ExitCode::SUCCESS)
         }

@@ -599,6 +599,244 @@ fn set_part(t: &Toks<'_>, p: Range<usize>) -> Option<Assignment> {
         .then_some(Assignment { name, value })
 }
 
+// === Tables and fingerprints ===
+
+/// Table names a statement must not read from a replica
+/// (`dbproxy.writer_only_tables`): exact names and prefixes (`quote_*`),
+/// lower-case.
+#[derive(Debug, Clone, Default)]
+pub struct TableMatcher {
+    exact: std::collections::HashSet<Vec<u8>>,
+    prefixes: Vec<Vec<u8>>,
+}
+
+impl TableMatcher {
+    /// From patterns: a name, or a prefix ending in `*`. Matching ignores
+    /// ASCII case, as table names in MySQL do on case-insensitive setups
+    /// (and Magento's are lower-case).
+    pub fn new<S: AsRef<str>>(patterns: &[S]) -> Self {
+        let mut m = Self::default();
+        for p in patterns {
+            let p = p.as_ref().to_ascii_lowercase();
+            match p.strip_suffix('*') {
+                Some(prefix) => m.prefixes.push(prefix.as_bytes().to_vec()),
+                None => {
+                    m.exact.insert(p.into_bytes());
+                }
+            }
+        }
+        m
+    }
+
+    /// True when no pattern was given.
+    pub fn is_empty(&self) -> bool {
+        self.exact.is_empty() && self.prefixes.is_empty()
+    }
+
+    fn matches_name(&self, name: &[u8]) -> bool {
+        let lower = name.to_ascii_lowercase();
+        self.exact.contains(&lower) || self.prefixes.iter().any(|p| lower.starts_with(p))
+    }
+
+    /// True when an identifier of `sql` (bare or back-quoted, alone or
+    /// after `schema.`) is one of the tables. Any identifier counts, not
+    /// only those after `FROM`/`JOIN`: a column that happens to share a
+    /// table's name sends a read to the writer, which is only slower, while
+    /// a missed table would be a stale read.
+    pub fn matches_sql(&self, sql: &[u8]) -> bool {
+        if self.is_empty() {
+            return false;
+        }
+        tokenize(sql).iter().any(|t| match t {
+            Tok::Word(r) => self.matches_name(&sql[r.clone()]),
+            Tok::Ident(r) if r.len() >= 2 => {
+                let inner = &sql[r.start + 1..r.end - 1];
+                self.matches_name(inner)
+            }
+            _ => false,
+        })
+    }
+}
+
+/// Longest fingerprint kept, in bytes: longer texts are cut (`…`), so a
+/// digest entry's size is bounded whatever a client sends.
+pub const MAX_FINGERPRINT: usize = 512;
+
+/// The statement's fingerprint: literals (strings, numbers) replaced by
+/// `?`, lists of them by `?+`, comments dropped, whitespace collapsed,
+/// keywords upper-cased; `SELECT * FROM t WHERE id IN (1, 2, 3)` and
+/// `select * from t where id in (4)` both read
+/// `SELECT * FROM t WHERE id IN (?+)`. What `/digests` groups by.
+pub fn fingerprint(sql: &[u8]) -> String {
+    let toks = tokenize(sql);
+    let mut out = String::with_capacity(sql.len().min(MAX_FINGERPRINT) + 4);
+    let mut i = 0;
+    while i < toks.len() {
+        if out.len() >= MAX_FINGERPRINT {
+            out.push('…');
+            break;
+        }
+        let t = &toks[i];
+        let is_literal = |t: &Tok| match t {
+            Tok::Str(_) => true,
+            Tok::Word(r) => sql[r.start].is_ascii_digit(),
+            _ => false,
+        };
+        let piece: std::borrow::Cow<'_, str> = if is_literal(t) {
+            // A run `?, ?, ?` (a list) folds into one `?+`.
+            let mut j = i;
+            let mut n = 0;
+            while j < toks.len() && is_literal(&toks[j]) {
+                n += 1;
+                if matches!(toks.get(j + 1), Some(Tok::Punct(b',')))
+                    && toks.get(j + 2).is_some_and(is_literal)
+                {
+                    j += 2;
+                } else {
+                    break;
+                }
+            }
+            i = j;
+            if n > 1 {
+                "?+".into()
+            } else {
+                "?".into()
+            }
+        } else {
+            match t {
+                Tok::Word(r) => {
+                    let w = &sql[r.clone()];
+                    if KEYWORDS
+                        .iter()
+                        .any(|k| w.eq_ignore_ascii_case(k.as_bytes()))
+                    {
+                        String::from_utf8_lossy(w).to_ascii_uppercase().into()
+                    } else {
+                        String::from_utf8_lossy(w).into_owned().into()
+                    }
+                }
+                Tok::Ident(r) => String::from_utf8_lossy(&sql[r.clone()]).into_owned().into(),
+                Tok::Str(_) => "?".into(),
+                Tok::UserVar => "@var".into(),
+                Tok::SysVar(r) => format!("@@{}", String::from_utf8_lossy(&sql[r.clone()])).into(),
+                Tok::Punct(b) => char::from(*b).to_string().into(),
+                Tok::Assign => ":=".into(),
+            }
+        };
+        // A function's `(` sticks to its name: `GET_LOCK(`, `COUNT(`.
+        let call = *t == Tok::Punct(b'(')
+            && i > 0
+            && matches!(&toks[i - 1], Tok::Word(r) if !sql[r.start].is_ascii_digit()
+                && !matches!(sql[r.clone()].to_ascii_uppercase().as_slice(), b"IN" | b"VALUES" | b"VALUE" | b"AND" | b"OR" | b"ON" | b"FROM" | b"JOIN" | b"WHERE" | b"AS" | b"EXISTS" | b"SELECT" | b"INTO" | b"TABLE" | b"NOT"));
+        let glue = call
+            || matches!(t, Tok::Punct(b',' | b')' | b'.' | b';'))
+            || out.ends_with('(')
+            || out.ends_with('.')
+            || out.is_empty();
+        if !glue {
+            out.push(' ');
+        }
+        out.push_str(&piece);
+        i += 1;
+    }
+    out.truncate(out.trim_end_matches(';').len());
+    if out.len() > MAX_FINGERPRINT + '…'.len_utf8() {
+        let mut cut = MAX_FINGERPRINT;
+        while !out.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        out.truncate(cut);
+        out.push('…');
+    }
+    out
+}
+
+/// Keywords upper-cased in fingerprints (so `select` and `SELECT` group).
+const KEYWORDS: &[&str] = &[
+    "select",
+    "from",
+    "where",
+    "and",
+    "or",
+    "not",
+    "in",
+    "is",
+    "null",
+    "as",
+    "on",
+    "join",
+    "left",
+    "right",
+    "inner",
+    "outer",
+    "cross",
+    "straight_join",
+    "group",
+    "by",
+    "order",
+    "having",
+    "limit",
+    "offset",
+    "insert",
+    "into",
+    "values",
+    "value",
+    "update",
+    "set",
+    "delete",
+    "replace",
+    "ignore",
+    "duplicate",
+    "key",
+    "union",
+    "all",
+    "distinct",
+    "asc",
+    "desc",
+    "like",
+    "between",
+    "exists",
+    "case",
+    "when",
+    "then",
+    "else",
+    "end",
+    "for",
+    "share",
+    "lock",
+    "mode",
+    "start",
+    "transaction",
+    "begin",
+    "commit",
+    "rollback",
+    "show",
+    "create",
+    "drop",
+    "alter",
+    "table",
+    "temporary",
+    "if",
+    "use",
+    "with",
+    "count",
+    "sum",
+    "min",
+    "max",
+    "get_lock",
+    "release_lock",
+    "is_used_lock",
+    "names",
+    "session",
+    "global",
+    "default",
+    "true",
+    "false",
+    "rename",
+    "truncate",
+    "index",
+];
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -730,9 +968,45 @@ mod tests {
         assert_eq!(c("  /* nothing */ ").kind, Kind::Empty);
     }
 
+    #[test]
+    fn writer_only_tables_are_found_wherever_named() {
+        let m = TableMatcher::new(&["quote", "quote_*", "sales_*"]);
+        assert!(m.matches_sql(b"SELECT * FROM quote WHERE entity_id = 1"));
+        assert!(m.matches_sql(b"SELECT * FROM `magento`.`quote_item` qi"));
+        assert!(m.matches_sql(b"select a.* from catalog_product_entity a join SALES_ORDER o on 1"));
+        assert!(!m.matches_sql(b"SELECT * FROM catalog_product_entity"));
+        assert!(!m.matches_sql(b"SELECT 'quote' FROM t"));
+        assert!(!m.matches_sql(b"SELECT * FROM quotes"));
+        assert!(!TableMatcher::new::<&str>(&[]).matches_sql(b"SELECT * FROM quote"));
+    }
+
+    #[test]
+    fn fingerprints_fold_literals_and_lists() {
+        assert_eq!(
+            fingerprint(b"select * from t where id in (1, 2, 3) and name = 'x'"),
+            "SELECT * FROM t WHERE id IN (?+) AND name = ?"
+        );
+        assert_eq!(
+            fingerprint(b"SELECT  *  FROM t /* c */ WHERE id IN (4);"),
+            "SELECT * FROM t WHERE id IN (?)"
+        );
+        assert_eq!(
+            fingerprint(b"SELECT GET_LOCK('magento|cron', 60);"),
+            "SELECT GET_LOCK(?+)"
+        );
+        assert_eq!(
+            fingerprint(b"INSERT INTO t (a, b) VALUES (1, 'x'), (2, 'y')"),
+            "INSERT INTO t(a, b) VALUES (?+), (?+)"
+        );
+        let long = format!("SELECT {} FROM t", "a, ".repeat(1000));
+        assert!(fingerprint(long.as_bytes()).len() <= MAX_FINGERPRINT + 4);
+    }
+
     proptest! {
         #[test]
         fn classify_never_panics(sql in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = fingerprint(&sql);
+            let _ = TableMatcher::new(&["quote_*"]).matches_sql(&sql);
             let _ = classify(&sql);
         }
 

@@ -53,7 +53,7 @@ pub mod response;
 pub mod session;
 pub mod wire;
 
-pub use classify::{classify, Kind, Statement};
+pub use classify::{classify, fingerprint, Kind, Statement, TableMatcher};
 pub use command::Command;
 pub use packet::{FrameError, Limits, Packet};
 pub use response::{EofPacket, ErrPacket, Expect, OkPacket, Part, ResponseReader, StateChange};

@@ -588,6 +588,40 @@ pub fn first_text_column(row: &[u8]) -> Result<Option<&[u8]>, ParseError> {
     Reader::new(row).lenenc_bytes("column value").map(Some)
 }
 
+/// The name (alias) of a column from its Column Definition 41 packet: the
+/// proxy reads replication status by column name, since the columns of
+/// `SHOW REPLICA STATUS` differ between MariaDB and MySQL versions.
+///
+/// # Errors
+///
+/// A truncated definition.
+pub fn column_name(def: &[u8]) -> Result<&[u8], ParseError> {
+    let mut r = Reader::new(def);
+    for what in ["catalog", "schema", "table", "org_table"] {
+        r.lenenc_bytes(what)?;
+    }
+    r.lenenc_bytes("name")
+}
+
+/// Every value of a text-protocol row (`None`: SQL NULL).
+///
+/// # Errors
+///
+/// A truncated row.
+pub fn text_row(row: &[u8]) -> Result<Vec<Option<&[u8]>>, ParseError> {
+    let mut r = Reader::new(row);
+    let mut out = Vec::new();
+    while !r.is_empty() {
+        if r.remaining().first() == Some(&0xfb) {
+            r.take(1, "null")?;
+            out.push(None);
+        } else {
+            out.push(Some(r.lenenc_bytes("column value")?));
+        }
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
