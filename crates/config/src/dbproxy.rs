@@ -8,13 +8,11 @@
 //! apply to a database proxy.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::Duration;
 
-use crate::error::{ConfigErrors, ErrorKind, KeyPath};
+use crate::compile::{p, parse_socket_addr, Errors};
+use crate::error::{ErrorKind, KeyPath};
 use crate::file;
-use crate::validated::{compile_log, p, parse_socket_addr, Errors};
-use crate::LogSettings;
 
 /// Checked `[dbproxy]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,42 +102,6 @@ impl DbproxyOverrides {
         }
         replaced
     }
-}
-
-/// What `magestack dbproxy` runs with.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DbproxyValidated {
-    /// `[dbproxy]`.
-    pub dbproxy: DbproxySettings,
-    /// `[log]` (format and filter; `access_log` is the edge's).
-    pub log: LogSettings,
-}
-
-/// Loads a dbproxy configuration: the file if given, flags on top, then
-/// `[log]` and `[dbproxy]` checked, with the writer required.
-///
-/// # Errors
-///
-/// Every error, with key and line (flags: [`crate::COMMAND_LINE`]).
-pub fn load_dbproxy(
-    file: Option<&Path>,
-    overrides: &DbproxyOverrides,
-) -> Result<DbproxyValidated, ConfigErrors> {
-    crate::load_with(
-        file,
-        |c| overrides.apply(c),
-        |c| {
-            let mut errs = Errors::default();
-            let log = compile_log(c.log, &mut errs);
-            let dbproxy = compile_dbproxy(c.dbproxy, true, &mut errs);
-            match (log, dbproxy) {
-                (Some(log), Some(dbproxy)) if errs.0.is_empty() => {
-                    Ok(DbproxyValidated { dbproxy, log })
-                }
-                _ => Err(errs.0),
-            }
-        },
-    )
 }
 
 /// True when a parsed file is a dbproxy file: it has `[dbproxy]` and no

@@ -39,6 +39,7 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod compile;
 mod dbproxy;
 pub mod error;
 pub mod file;
@@ -49,9 +50,7 @@ mod validated;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::dbproxy::{
-    is_dbproxy_file, load_dbproxy, DbproxyOverrides, DbproxySettings, DbproxyValidated,
-};
+pub use crate::dbproxy::{is_dbproxy_file, DbproxyOverrides, DbproxySettings};
 pub use crate::error::{
     ConfigError, ConfigErrors, Diagnostic, ErrorKind, KeyPath, Problem, Segment,
 };
@@ -63,6 +62,7 @@ pub use crate::validated::{
     PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings,
     RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated, WafSettings,
 };
+pub use crate::validated::{load_dbproxy, DbproxyValidated};
 
 /// The origin named in diagnostics for values given as command-line flags,
 /// and for defaults when no file is loaded.

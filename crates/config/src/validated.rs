@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use crate::compile::{p, parse_socket_addr, Errors};
 use crate::error::{ConfigError, ErrorKind, KeyPath};
 use crate::file;
 use crate::upstream::UpstreamUrl;
@@ -450,58 +451,6 @@ word_enum! {
     expected = "\"cache-404\", \"never\"";
 }
 
-/// Collects errors while compiling.
-#[derive(Default)]
-pub(crate) struct Errors(pub(crate) Vec<ConfigError>);
-
-impl Errors {
-    pub(crate) fn push(&mut self, path: KeyPath, kind: ErrorKind) {
-        self.0.push(ConfigError::new(path, kind));
-    }
-
-    /// `secs` as a positive duration.
-    pub(crate) fn positive_secs(&mut self, path: KeyPath, secs: u64) -> Duration {
-        if secs == 0 {
-            self.push(path, ErrorKind::Zero);
-        }
-        Duration::from_secs(secs)
-    }
-
-    /// `n` as a `usize`.
-    pub(crate) fn size(&mut self, path: KeyPath, n: u64) -> usize {
-        match usize::try_from(n) {
-            Ok(v) => v,
-            Err(_) => {
-                self.push(path, ErrorKind::TooLarge { value: n });
-                0
-            }
-        }
-    }
-
-    /// `n` as a positive `usize`.
-    pub(crate) fn positive_size(&mut self, path: KeyPath, n: u64) -> usize {
-        if n == 0 {
-            self.push(path, ErrorKind::Zero);
-            return 0;
-        }
-        self.size(path, n)
-    }
-
-    fn word<T: FromStr<Err = ErrorKind>>(&mut self, path: KeyPath, s: &str) -> Option<T> {
-        match s.parse() {
-            Ok(v) => Some(v),
-            Err(kind) => {
-                self.push(path, kind);
-                None
-            }
-        }
-    }
-}
-
-pub(crate) fn p(dotted: &str) -> KeyPath {
-    KeyPath::from_dotted(dotted)
-}
-
 /// Builds the runtime configuration from the file types.
 ///
 /// Checks everything the types cannot: addresses and CIDRs parse, limits and
@@ -584,21 +533,6 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
             })
         }
         _ => Err(errs.0),
-    }
-}
-
-pub(crate) fn parse_socket_addr(path: KeyPath, s: &str, errs: &mut Errors) -> Option<SocketAddr> {
-    match s.parse() {
-        Ok(a) => Some(a),
-        Err(_) => {
-            errs.push(
-                path,
-                ErrorKind::SocketAddr {
-                    value: s.to_owned(),
-                },
-            );
-            None
-        }
     }
 }
 
@@ -1556,6 +1490,42 @@ fn compile_health_check(h: file::HealthCheckConfig, errs: &mut Errors) -> Health
         window: h.window,
         threshold: h.threshold,
     }
+}
+
+/// What `magestack dbproxy` runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DbproxyValidated {
+    /// `[dbproxy]`.
+    pub dbproxy: crate::dbproxy::DbproxySettings,
+    /// `[log]` (format and filter; `access_log` is the edge's).
+    pub log: LogSettings,
+}
+
+/// Loads a dbproxy configuration: the file if given, flags on top, then
+/// `[log]` and `[dbproxy]` checked, with the writer required.
+///
+/// # Errors
+///
+/// Every error, with key and line (flags: [`crate::COMMAND_LINE`]).
+pub fn load_dbproxy(
+    file: Option<&std::path::Path>,
+    overrides: &crate::dbproxy::DbproxyOverrides,
+) -> Result<DbproxyValidated, crate::error::ConfigErrors> {
+    crate::load_with(
+        file,
+        |c| overrides.apply(c),
+        |c| {
+            let mut errs = Errors::default();
+            let log = compile_log(c.log, &mut errs);
+            let dbproxy = crate::dbproxy::compile_dbproxy(c.dbproxy, true, &mut errs);
+            match (log, dbproxy) {
+                (Some(log), Some(dbproxy)) if errs.0.is_empty() => {
+                    Ok(DbproxyValidated { dbproxy, log })
+                }
+                _ => Err(errs.0),
+            }
+        },
+    )
 }
 
 #[cfg(test)]

@@ -20,7 +20,7 @@ use parking_lot::RwLock;
 use tokio::sync::{watch, Notify};
 
 use crate::backend::BackendConn;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ServerView};
 use crate::pool::{Pool, RO_OFF, RO_ON, RO_UNKNOWN};
 
 /// ER_PARSE_ERROR: `SHOW REPLICA STATUS` on a server that only knows
@@ -46,22 +46,6 @@ pub(crate) struct Routing {
     pub(crate) read_your_writes: Duration,
     pub(crate) max_lag: Duration,
     pub(crate) tables: TableMatcher,
-}
-
-/// One server as `/backends` and the metrics show it.
-#[derive(Debug, Clone)]
-pub(crate) struct ServerView {
-    pub(crate) addr: String,
-    pub(crate) configured: &'static str,
-    pub(crate) writer: bool,
-    pub(crate) up: bool,
-    pub(crate) read_only: Option<bool>,
-    pub(crate) lag_ms: Option<u64>,
-    pub(crate) reads_eligible: bool,
-    pub(crate) open: usize,
-    pub(crate) opened: u64,
-    pub(crate) max: usize,
-    pub(crate) statements: u64,
 }
 
 impl Cluster {

@@ -269,7 +269,7 @@ impl Metrics {
     }
 
     /// Per-server gauges, set at scrape time.
-    pub(crate) fn set_server(&self, s: &crate::cluster::ServerView) {
+    pub(crate) fn set_server(&self, s: &ServerView) {
         let l = ServerLabel {
             server: s.addr.clone(),
         };
@@ -307,4 +307,20 @@ pub(crate) fn pin_mask(reasons: &[PinReason]) -> u16 {
             .position(|x| x == r)
             .map_or(0, |i| 1u16 << i)
     })
+}
+
+/// One server as `/backends` and the metrics show it.
+#[derive(Debug, Clone)]
+pub(crate) struct ServerView {
+    pub(crate) addr: String,
+    pub(crate) configured: &'static str,
+    pub(crate) writer: bool,
+    pub(crate) up: bool,
+    pub(crate) read_only: Option<bool>,
+    pub(crate) lag_ms: Option<u64>,
+    pub(crate) reads_eligible: bool,
+    pub(crate) open: usize,
+    pub(crate) opened: u64,
+    pub(crate) max: usize,
+    pub(crate) statements: u64,
 }
