@@ -692,7 +692,16 @@ fn r13_demo_hints_are_runnable_and_show_what_they_claim() {
     }
     let cart = http_get(addr, "/checkout/cart/");
     assert!(cart.contains("<title>Shopping Cart</title>"), "{cart}");
-    let logs = child.stderr_text();
+    // The health check's line: logged by a background task through the
+    // batched writer, so wait for it rather than read once.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let logs = loop {
+        let logs = child.stderr_text();
+        if logs.contains("HTTP upstream endpoint healthy") || Instant::now() > deadline {
+            break logs;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(!logs.contains("PHP-FPM endpoint"), "{logs}");
     assert!(logs.contains("HTTP upstream endpoint healthy"), "{logs}");
 }
