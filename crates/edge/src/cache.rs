@@ -19,7 +19,6 @@ use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use magestack_fpc::key::variance;
 use magestack_fpc::prelude::*;
 use magestack_fpc_store::coalesce::{Flights, Join};
@@ -132,7 +131,7 @@ impl Edge {
     pub(crate) async fn cached(
         self: &Arc<Self>,
         cache: &Arc<Cache>,
-        req: Request<Incoming>,
+        req: Request<ClientBody>,
         conn: &ConnInfo,
         client: IpAddr,
     ) -> Served {
@@ -155,9 +154,7 @@ impl Edge {
             RequestDecision::Pipe | RequestDecision::Pass(_) => {
                 cache.counters.passes.fetch_add(1, Ordering::Relaxed);
                 let path = req.uri().path().to_owned();
-                let (mut resp, outcome) = self
-                    .dispatch(req.map(ClientBody::Incoming), conn, client)
-                    .await;
+                let (mut resp, outcome) = self.dispatch(req, conn, client).await;
                 deliver_headers(resp.headers_mut(), CacheDebug::Uncacheable, &path, 0);
                 Served {
                     resp,
@@ -182,7 +179,7 @@ impl Edge {
 
     /// `PURGE` as Magento sends it (contract §8): ACL on the socket peer,
     /// Varnish's synthetic answer, connection closed afterwards.
-    fn purge(&self, cache: &Cache, req: &Request<Incoming>, conn: &ConnInfo) -> Served {
+    fn purge(&self, cache: &Cache, req: &Request<ClientBody>, conn: &ConnInfo) -> Served {
         let peer = conn.peer.ip();
         let allowed = crate::client_ip::is_trusted(peer, &cache.s.purge_acl)
             && cache

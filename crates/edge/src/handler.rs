@@ -3,14 +3,12 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 
-use crate::access_log::AccessRecord;
 pub use crate::answer::{error_page, CacheStats, Outcome, PoolSlot};
 use crate::body::{self, EdgeBody};
 use crate::cache::Cache;
@@ -20,8 +18,8 @@ use crate::compress::{self, GzipDecision};
 use crate::http_upstream::HttpUpstreamError;
 use crate::pool::Pool;
 use crate::pool_route::PoolRouter;
-use crate::rate_limit::{RateLimit, RateVerdict};
-use crate::request_body::{self, BodyError, ClientBody};
+use crate::rate_limit::RateLimit;
+use crate::request_body::{self, ClientBody};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, PoolSpec, UpstreamTarget};
 use crate::static_files;
@@ -38,23 +36,23 @@ struct Upstream {
 
 /// The edge: routing, static files and the upstream, shared by all connections.
 pub struct Edge {
-    s: EdgeSettings,
+    pub(crate) s: EdgeSettings,
     router: Option<magestack_routing::Router>,
     upstream: Upstream,
-    cache: Option<Arc<Cache>>,
-    metrics: Arc<crate::metrics::Metrics>,
+    pub(crate) cache: Option<Arc<Cache>>,
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     /// Per-client rate limits (credential endpoints by default).
-    rate_limit: Option<Arc<RateLimit>>,
+    pub(crate) rate_limit: Option<Arc<RateLimit>>,
     /// Allow/deny networks and the admin allowlist.
-    ip_filter: Arc<crate::ip_filter::IpFilter>,
+    pub(crate) ip_filter: Arc<crate::ip_filter::IpFilter>,
     /// SQL injection / XSS inspection.
-    injection: Option<Arc<crate::injection::Injection>>,
+    pub(crate) injection: Option<Arc<crate::injection::Injection>>,
     /// Purges to and from the other replicas (kept across reloads).
     pub(crate) bus: Option<Arc<crate::purge_bus::PurgeBus>>,
     /// Stops this edge's background tasks when a reload replaces it.
     stop: tokio::sync::watch::Sender<bool>,
     /// How request bodies are read, and the memory they share.
-    body_limits: request_body::BodyLimits,
+    pub(crate) body_limits: request_body::BodyLimits,
 }
 
 /// Most warm-up rounds.
@@ -288,9 +286,12 @@ impl Edge {
             .as_ref()
             .map(|rl| rl.counts())
             .unwrap_or_default();
-        limited.push(("waf_deny", self.ip_filter.denied.load(Ordering::Relaxed)));
         limited.push((
-            "waf_admin_allow",
+            Arc::from("waf_deny"),
+            self.ip_filter.denied.load(Ordering::Relaxed),
+        ));
+        limited.push((
+            Arc::from("waf_admin_allow"),
             self.ip_filter.admin_hidden.load(Ordering::Relaxed),
         ));
         self.metrics.render(
@@ -476,254 +477,6 @@ impl Edge {
         })
     }
 
-    /// Handles one request; never fails: errors become 4xx/5xx responses.
-    pub async fn handle(
-        self: &Arc<Self>,
-        req: Request<Incoming>,
-        conn: &ConnInfo,
-    ) -> Response<EdgeBody> {
-        let started = Instant::now();
-        // One view of the request for the cache key and for PHP, before
-        // anything reads it (`request_hygiene`).
-        let (mut head, incoming) = req.into_parts();
-        let hop = crate::request_hygiene::Hop {
-            tls: conn.tls,
-            trusted_peer: client_ip::is_trusted(conn.peer.ip(), &self.s.trusted_proxies),
-            ssl_offloaded_header: self
-                .s
-                .cache
-                .as_ref()
-                .map(|c| &c.policy.ssl_offloaded_header),
-        };
-        let refused =
-            crate::request_hygiene::apply(head.version, &head.uri, &mut head.headers, hop).err();
-        let req = Request::from_parts(head, incoming);
-        let client = client_ip::client_ip(conn.peer.ip(), req.headers(), &self.s.trusted_proxies);
-        let refused = refused.map(|why| {
-            tracing::warn!(%client, reason = why.as_str(), detail = %why, "Request refused: its headers would read differently to the cache and to PHP.");
-            let mut r = error_page(StatusCode::BAD_REQUEST, None);
-            r.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            r
-        });
-        // Only pay for the log fields when the line will be written.
-        let log = (self.s.access_log
-            && (self.s.access_sink.is_some()
-                || tracing::enabled!(target: "access", tracing::Level::INFO)))
-        .then(|| {
-            (
-                req.method().clone(),
-                req.uri().path().to_owned(),
-                req.version(),
-            )
-        });
-        // What the gzip filter needs from the request, without copying its headers.
-        let gzip_client = compress::ClientEncoding::of(req.headers());
-        let is_head = req.method() == Method::HEAD;
-        // Network rules first, then rate limits (credential endpoints by
-        // default), all before the cache and the pools; limited paths are
-        // never cached.
-        let ip = self.ip_filter.check(client, req.uri().path());
-        let pass = refused.is_none() && matches!(ip, crate::ip_filter::IpVerdict::Pass);
-        // A rate rule on bodies (GraphQL's mutations) or the injection
-        // inspection needs the body first: read it, bounded by
-        // `max_body_bytes`, and hand it on buffered.
-        let mut buffered: Option<Request<ClientBody>> = None;
-        let mut req = Some(req);
-        let mut inspect_body = false;
-        // The body bytes the WAF and the rate rules look at.
-        let mut inspected: Option<Bytes> = None;
-        if let (true, Some(r)) = (pass, req.as_ref()) {
-            let for_rate = self
-                .rate_limit
-                .as_ref()
-                .is_some_and(|rl| rl.needs_body(r.method(), r.uri().path()));
-            let for_injection = self
-                .injection
-                .as_ref()
-                .is_some_and(|inj| inj.wants_body(r.method(), r.headers()));
-            let declared_too_large = r
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok())
-                .is_some_and(|n| n > self.s.max_body_bytes);
-            if declared_too_large {
-                // Refused from its head, as the streaming path does: no
-                // waiting for a body that will not be read.
-                return error_page(StatusCode::PAYLOAD_TOO_LARGE, None);
-            }
-            if for_rate || for_injection {
-                let Some(r) = req.take() else {
-                    return error_page(StatusCode::BAD_REQUEST, None);
-                };
-                let (mut parts, incoming) = r.into_parts();
-                // Read whole, in memory or spooled to a file (bounded by
-                // `server.body_*`); only what fits the inspection limit is
-                // looked into.
-                let read = match request_body::declared_length(&parts.headers) {
-                    Ok(declared) => request_body::read(incoming, declared, &self.body_limits).await,
-                    Err(e) => Err(e),
-                };
-                let body = match read {
-                    Ok(b) => b,
-                    Err(e) => return body_error_page(&e),
-                };
-                parts.headers.remove(header::TRANSFER_ENCODING);
-                parts
-                    .headers
-                    .insert(header::CONTENT_LENGTH, HeaderValue::from(body.len()));
-                let look = self
-                    .injection
-                    .as_ref()
-                    .map_or(INSPECT_FOR_RATE_BYTES, |inj| inj.body_limit());
-                inspected = body.bytes_up_to(look).await;
-                if let (true, Some(inj)) = (for_injection, &self.injection) {
-                    inspect_body = inspected.is_some();
-                    if !inspect_body {
-                        inj.count_uninspected();
-                    }
-                }
-                buffered = Some(Request::from_parts(parts, ClientBody::Buffered(body)));
-            }
-        }
-        // Injection inspection, after the network rules: PHP never sees a
-        // blocked request, and neither does the cache.
-        let mut injection_block = refused;
-        if let (true, Some(inj)) = (pass, &self.injection) {
-            let (parts, body) = match (&req, &buffered) {
-                (Some(r), _) => ((r.method(), r.uri(), r.headers()), None),
-                (None, Some(r)) => (
-                    (r.method(), r.uri(), r.headers()),
-                    inspected.as_deref().filter(|_| inspect_body),
-                ),
-                (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
-            };
-            injection_block = inj.check(parts.0, parts.1, parts.2, body, client);
-        }
-        let limited = match (&self.rate_limit, ip) {
-            (_, crate::ip_filter::IpVerdict::Deny) => RateVerdict::Blocked {
-                status: StatusCode::FORBIDDEN,
-                why: "waf.deny",
-            },
-            (_, crate::ip_filter::IpVerdict::AdminHidden) => RateVerdict::Blocked {
-                status: StatusCode::NOT_FOUND,
-                why: "waf.admin_allow",
-            },
-            (Some(rl), crate::ip_filter::IpVerdict::Pass) => {
-                // Borrowed from whichever form the request is in: no copy.
-                let (method, path) = match (&req, &buffered) {
-                    (Some(r), _) => (r.method(), r.uri().path()),
-                    (None, Some(r)) => (r.method(), r.uri().path()),
-                    (None, None) => return error_page(StatusCode::BAD_REQUEST, None),
-                };
-                let body = inspected.as_deref();
-                rl.check(method, path, body, client)
-            }
-            _ => RateVerdict::NotLimited,
-        };
-        let (mut resp, outcome, cache_label) = match (&self.cache, limited, req, buffered) {
-            _ if injection_block.is_some() => match injection_block.take() {
-                Some(r) => (r, Outcome::Edge, "-"),
-                None => (error_page(StatusCode::FORBIDDEN, None), Outcome::Edge, "-"),
-            },
-            (_, RateVerdict::Deny { rule, retry_after }, _, _) => {
-                tracing::warn!(%client, rule, retry_after_secs = retry_after, "Rate limit exceeded; answering 429.");
-                if !self.s.tarpit.is_zero() {
-                    // Tarpit: the client waits for its 429.
-                    tokio::time::sleep(self.s.tarpit).await;
-                }
-                let mut r = error_page(StatusCode::TOO_MANY_REQUESTS, Some(retry_after));
-                r.headers_mut()
-                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                (r, Outcome::Edge, "-")
-            }
-            (_, RateVerdict::Blocked { status, why }, _, _) => {
-                tracing::warn!(%client, rule = why, status = status.as_u16(), "Request blocked by the network rules.");
-                (error_page(status, None), Outcome::Edge, "-")
-            }
-            (cache, _, None, Some(r)) => {
-                // Buffered: a POST, never cached.
-                let path = r.uri().path().to_owned();
-                let (mut resp, outcome) = self.dispatch(r, conn, client).await;
-                if cache.is_some() {
-                    magestack_fpc::prelude::deliver_headers(
-                        resp.headers_mut(),
-                        magestack_fpc::prelude::CacheDebug::Uncacheable,
-                        &path,
-                        0,
-                    );
-                    (resp, outcome, "UNCACHEABLE")
-                } else {
-                    (resp, outcome, "-")
-                }
-            }
-            (Some(cache), RateVerdict::NotLimited, Some(r), _) => {
-                let served = self.cached(cache, r, conn, client).await;
-                (served.resp, served.outcome, served.cache)
-            }
-            (_, _, Some(r), _) => {
-                let (resp, outcome) = self
-                    .dispatch(r.map(ClientBody::Incoming), conn, client)
-                    .await;
-                (resp, outcome, "-")
-            }
-            (_, _, None, None) => (
-                error_page(StatusCode::BAD_REQUEST, None),
-                Outcome::Edge,
-                "-",
-            ),
-        };
-        self.filter_response(gzip_client, is_head, &mut resp);
-        if conn.tls
-            && !resp
-                .headers()
-                .contains_key(header::STRICT_TRANSPORT_SECURITY)
-        {
-            // Browsers that reached the shop over TLS stay on TLS (a year, as
-            // Magento's own HSTS setting sends it); Magento's header wins.
-            resp.headers_mut().insert(
-                header::STRICT_TRANSPORT_SECURITY,
-                HeaderValue::from_static("max-age=31536000"),
-            );
-        }
-        let slot = resp.extensions().get::<PoolSlot>().map_or(0, |s| s.0);
-        self.metrics.observe(
-            slot,
-            cache_label,
-            resp.status().as_u16(),
-            started.elapsed().as_secs_f64(),
-        );
-        if let Some((method, path, version)) = log {
-            let rec = AccessRecord {
-                client,
-                method: &method,
-                path: &path,
-                version,
-                status: resp.status().as_u16(),
-                outcome: outcome.as_str(),
-                cache: cache_label,
-                duration: started.elapsed(),
-            };
-            match &self.s.access_sink {
-                Some(sink) => sink.log(&rec),
-                None => tracing::info!(
-                    target: "access",
-                    client = %rec.client,
-                    method = %rec.method,
-                    path = %rec.path,
-                    version = ?rec.version,
-                    status = rec.status,
-                    outcome = rec.outcome,
-                    cache = rec.cache,
-                    duration_ms = rec.duration.as_secs_f64() * 1000.0,
-                    "Request served."
-                ),
-            }
-        }
-        resp
-    }
-
     /// Routes a request by Magento's nginx rules and answers it from a file,
     /// PHP or the HTTP upstream. The cache layer calls this for its fetches.
     pub(crate) async fn dispatch(
@@ -816,7 +569,7 @@ impl Edge {
         } else {
             match request_body::prepare(&parts.headers, incoming, &self.body_limits).await {
                 Ok(p) => p,
-                Err(e) => return (body_error_page(&e), Outcome::Edge),
+                Err(e) => return (e.response(), Outcome::Edge),
             }
         };
         let https = client_ip::is_https(
@@ -1008,7 +761,7 @@ impl Edge {
         let prepared =
             match request_body::prepare(&parts.headers, incoming, &self.body_limits).await {
                 Ok(p) => p,
-                Err(e) => return (body_error_page(&e), Outcome::Edge),
+                Err(e) => return (e.response(), Outcome::Edge),
             };
         let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
             Ok(admitted) => admitted,
@@ -1086,7 +839,7 @@ impl Edge {
     }
 
     /// nginx's output filters: `charset utf-8` and gzip.
-    fn filter_response(
+    pub(crate) fn filter_response(
         &self,
         client: compress::ClientEncoding,
         is_head: bool,
@@ -1152,28 +905,4 @@ fn forwarded_for(headers: &http::HeaderMap, peer: IpAddr, trusted_peer: bool) ->
     }
     chain.push_str(&peer.to_string());
     chain
-}
-
-/// Body bytes read for the rate rules when no injection inspection sets a
-/// limit (GraphQL documents are far smaller).
-const INSPECT_FOR_RATE_BYTES: usize = 1024 * 1024;
-
-/// The answer to a body that could not be read: 413, 408 (and the
-/// connection closed), 400, or 503 when the spool directory failed.
-fn body_error_page(e: &BodyError) -> Response<EdgeBody> {
-    let status = e.status();
-    match e {
-        BodyError::Spool { .. } => {
-            tracing::error!(error = %e, "Request body not stored; answering 503.");
-        }
-        BodyError::Timeout(_) => tracing::debug!(error = %e, "Request body stalled."),
-        _ => {}
-    }
-    let retry = (status == StatusCode::SERVICE_UNAVAILABLE).then_some(5);
-    let mut r = error_page(status, retry);
-    if status == StatusCode::REQUEST_TIMEOUT {
-        r.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    r
 }

@@ -29,6 +29,7 @@ pub mod injection;
 mod ip_filter;
 pub mod live;
 pub mod metrics;
+pub mod pipeline;
 pub mod pool;
 pub mod pool_route;
 pub mod purge_bus;

@@ -141,7 +141,7 @@ impl Metrics {
         &self,
         pools: Vec<PoolStats>,
         cache: Option<CacheStats>,
-        rate_limited: Vec<(&'static str, u64)>,
+        rate_limited: Vec<(Arc<str>, u64)>,
         injection: (Vec<crate::injection::InjectionCount>, u64),
         bus: Option<crate::purge_bus::BusStats>,
         bodies: BodyStats,
@@ -170,7 +170,7 @@ struct Snapshot {
     durations: Arc<Durations>,
     pools: Vec<PoolStats>,
     cache: Option<CacheStats>,
-    rate_limited: Vec<(&'static str, u64)>,
+    rate_limited: Vec<(Arc<str>, u64)>,
     /// Injection findings by attack/location/action, and bodies too large to inspect.
     injection: (Vec<crate::injection::InjectionCount>, u64),
     /// The purge bus, when configured.
@@ -486,7 +486,7 @@ impl Collector for Snapshot {
             "Requests answered 429 by a rate limit, by rule",
             limited
                 .iter()
-                .map(|(rule, n)| (vec![("rule", (*rule).to_owned())], *n)),
+                .map(|(rule, n)| (vec![("rule", rule.to_string())], *n)),
         )?;
         gauge(
             &mut enc,
@@ -684,7 +684,7 @@ mod tests {
         let text = m.render(
             Vec::new(),
             None,
-            vec![("customer_login", 2)],
+            vec![(Arc::from("customer_login"), 2)],
             (Vec::new(), 0),
             None,
             BodyStats {

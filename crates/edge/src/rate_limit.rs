@@ -16,9 +16,8 @@ use http::Method;
 
 use crate::settings::{RateLimitSpec, RuleMatch};
 
-/// What the rate limits (and, in the handler, the network rules) say
-/// about a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the rate limits say about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum RateVerdict {
     /// No rule applies.
     NotLimited,
@@ -26,14 +25,9 @@ pub(crate) enum RateVerdict {
     Allow,
     /// Over the limit of `rule`.
     Deny {
-        rule: &'static str,
+        rule: Arc<str>,
         /// Seconds, rounded up.
         retry_after: u32,
-    },
-    /// Refused by the network rules (set by the handler, never here).
-    Blocked {
-        status: http::StatusCode,
-        why: &'static str,
     },
 }
 
@@ -42,9 +36,9 @@ pub(crate) enum RateVerdict {
 pub(crate) struct RateLimit {
     limiter: magestack_waf::Limiter,
     rules: magestack_waf::RateRules,
-    /// Rule names, leaked once per distinct name (bounded: the rule lists
-    /// of the process's configs), for log and metric labels.
-    names: Vec<&'static str>,
+    /// Rule names, for log and metric labels (shared with the edge a
+    /// reload replaced when the rule keeps its name).
+    names: Vec<Arc<str>>,
     /// Rejections per rule, shared with the edge this one replaced when
     /// the rule keeps its name (counters continue across reloads).
     rejected: Vec<Arc<AtomicU64>>,
@@ -92,14 +86,15 @@ impl RateLimit {
             .collect();
         list.extend(magestack_waf::default_rules(admin_front_name));
         let rules = magestack_waf::RateRules::new(list);
-        let old_index = |name: &str| previous.and_then(|p| p.names.iter().position(|n| *n == name));
-        let names: Vec<&'static str> = rules
+        let old_index =
+            |name: &str| previous.and_then(|p| p.names.iter().position(|n| &**n == name));
+        let names: Vec<Arc<str>> = rules
             .rules()
             .iter()
             .map(
                 |r| match old_index(&r.name).and_then(|i| previous?.names.get(i)) {
-                    Some(n) => *n,
-                    None => &*Box::leak(r.name.clone().into_boxed_str()),
+                    Some(n) => Arc::clone(n),
+                    None => Arc::from(r.name.as_str()),
                 },
             )
             .collect();
@@ -179,7 +174,10 @@ impl RateLimit {
                 }
                 if verdict == RateVerdict::Allow {
                     verdict = RateVerdict::Deny {
-                        rule: self.names.get(i).copied().unwrap_or("rule"),
+                        rule: self
+                            .names
+                            .get(i)
+                            .map_or_else(|| Arc::from("rule"), Arc::clone),
                         retry_after: retry_secs(retry_after),
                     };
                 }
@@ -189,11 +187,11 @@ impl RateLimit {
     }
 
     /// Rejections per rule name, for `/metrics`.
-    pub(crate) fn counts(&self) -> Vec<(&'static str, u64)> {
+    pub(crate) fn counts(&self) -> Vec<(Arc<str>, u64)> {
         self.names
             .iter()
             .zip(&self.rejected)
-            .map(|(n, c)| (*n, c.load(Ordering::Relaxed)))
+            .map(|(n, c)| (Arc::clone(n), c.load(Ordering::Relaxed)))
             .collect()
     }
 }
@@ -254,10 +252,7 @@ mod tests {
         );
         assert!(matches!(
             post(&new, "/newsletter/subscriber/new", "10.0.0.1"),
-            RateVerdict::Deny {
-                rule: "newsletter",
-                ..
-            }
+            RateVerdict::Deny { rule, .. } if &*rule == "newsletter"
         ));
         assert_eq!(post(&new, "/feeds/x", "10.0.0.1"), RateVerdict::NotLimited);
         // The login quota continues: one left of five.
@@ -267,10 +262,7 @@ mod tests {
         );
         assert!(matches!(
             post(&new, "/customer/account/loginPost", "10.0.0.1"),
-            RateVerdict::Deny {
-                rule: "customer_login",
-                ..
-            }
+            RateVerdict::Deny { rule, .. } if &*rule == "customer_login"
         ));
     }
 

@@ -65,6 +65,28 @@ pub enum BodyError {
 }
 
 impl BodyError {
+    /// The client's answer: 413, 408 (and the connection closed), 400, or
+    /// 503 when the spool directory failed.
+    pub(crate) fn response(&self) -> http::Response<EdgeBody> {
+        let status = self.status();
+        match self {
+            BodyError::Spool { .. } => {
+                tracing::error!(error = %self, "Request body not stored; answering 503.");
+            }
+            BodyError::Timeout(_) => tracing::debug!(error = %self, "Request body stalled."),
+            _ => {}
+        }
+        let retry = (status == http::StatusCode::SERVICE_UNAVAILABLE).then_some(5);
+        let mut r = crate::answer::error_page(status, retry);
+        if status == http::StatusCode::REQUEST_TIMEOUT {
+            r.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+        }
+        r
+    }
+
     /// The status the client gets.
     pub fn status(&self) -> http::StatusCode {
         match self {
