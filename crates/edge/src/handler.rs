@@ -15,7 +15,6 @@ use crate::cache::Cache;
 use crate::cgi::{self, CgiRequest};
 use crate::client_ip;
 use crate::compress::{self, GzipDecision};
-use crate::http_upstream::HttpUpstreamError;
 use crate::pool::Pool;
 use crate::pool_route::PoolRouter;
 use crate::rate_limit::RateLimit;
@@ -23,6 +22,7 @@ use crate::request_body::{self, ClientBody};
 use crate::server::ConnInfo;
 use crate::settings::{EdgeSettings, PoolSpec, UpstreamTarget};
 use crate::static_files;
+use crate::upstream_failure::UpstreamFailure;
 
 /// The upstream pools (`frontend` first) and the rules choosing one. All
 /// endpoints speak FastCGI (PHP-FPM) or all speak HTTP, as `upstream.url`.
@@ -638,30 +638,20 @@ impl Edge {
         // the request goes to the pool's next endpoint, as nginx's
         // `fastcgi_next_upstream error timeout` does, so a pod that died
         // before DNS and the health checks noticed costs no request.
-        let mut tried = 1;
-        let outcome = loop {
-            let Some(fcgi) = permit.fastcgi() else {
-                return (
-                    error_page(StatusCode::BAD_GATEWAY, None),
-                    Outcome::UpstreamError,
-                );
-            };
-            match fcgi.request(&params, prepared.to_fastcgi()).await {
-                Err(e)
-                    if (e.is_connect()
-                        || matches!(e, magestack_fastcgi::Error::ConnectTimeout { .. }))
-                        && tried < pool.endpoint_count() =>
-                {
-                    let failed = permit.endpoint_label().to_owned();
-                    if !pool.reroute(&mut permit) {
-                        break Err(e);
-                    }
-                    tracing::warn!(error = %crate::ErrorChain(&e), pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "PHP-FPM endpoint refused the connection; trying the next one.");
-                    tried += 1;
-                }
-                other => break other,
-            }
-        };
+        let params = &params;
+        let prepared = &prepared;
+        let outcome = with_failover(
+            pool,
+            &mut permit,
+            "PHP-FPM",
+            |p| p.fastcgi().cloned(),
+            |fcgi| async move {
+                fcgi.request(params, prepared.to_fastcgi())
+                    .await
+                    .map_err(UpstreamFailure::from)
+            },
+        )
+        .await;
         match outcome {
             Ok(r) => {
                 let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
@@ -682,16 +672,9 @@ impl Edge {
                 )
             }
             Err(e) => {
-                let status = if e.is_timeout() {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                tracing::warn!(error = %crate::ErrorChain(&e), status = status.as_u16(), script = %php.script_name, pool = %pool.name, "PHP-FPM request failed.");
+                tracing::warn!(error = %e, side = e.side, timeout = e.is_timeout(), script = %php.script_name, pool = %pool.name, "PHP-FPM request failed.");
                 pool.record_error(e.is_timeout());
-                let mut r = error_page(status, Some(5));
-                r.extensions_mut().insert(slot);
-                (r, Outcome::UpstreamError)
+                (e.response(slot), Outcome::UpstreamError)
             }
         }
     }
@@ -791,31 +774,24 @@ impl Edge {
         );
         // As on the FastCGI path: a refused connection goes to the next endpoint.
         let mut permit = permit;
-        let mut tried = 1;
-        let outcome = loop {
-            let Some(up) = permit.http() else {
-                return (
-                    error_page(StatusCode::BAD_GATEWAY, None),
-                    Outcome::UpstreamError,
-                );
-            };
-            let mut out = Request::new(prepared.to_edge_body());
-            *out.method_mut() = head.method.clone();
-            *out.uri_mut() = head.uri.clone();
-            *out.version_mut() = head.version;
-            *out.headers_mut() = head.headers.clone();
-            match up.forward(out, &target, &forwarded_for, https).await {
-                Err(e @ HttpUpstreamError::Connect { .. }) if tried < pool.endpoint_count() => {
-                    let failed = permit.endpoint_label().to_owned();
-                    if !pool.reroute(&mut permit) {
-                        break Err(e);
-                    }
-                    tracing::warn!(error = %e, pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "Upstream refused the connection; trying the next endpoint.");
-                    tried += 1;
-                }
-                other => break other,
-            }
-        };
+        let (head, prepared, target, forwarded_for) = (&head, &prepared, &target, &forwarded_for);
+        let outcome = with_failover(
+            pool,
+            &mut permit,
+            "HTTP upstream",
+            |p| p.http().cloned(),
+            |up| async move {
+                let mut out = Request::new(prepared.to_edge_body());
+                *out.method_mut() = head.method.clone();
+                *out.uri_mut() = head.uri.clone();
+                *out.version_mut() = head.version;
+                *out.headers_mut() = head.headers.clone();
+                up.forward(out, target, forwarded_for, https)
+                    .await
+                    .map_err(UpstreamFailure::from)
+            },
+        )
+        .await;
         match outcome {
             Ok(r) => {
                 let mut r = r.map(|b| crate::body::with_guard(b, Some(permit)));
@@ -823,17 +799,9 @@ impl Edge {
                 (r, Outcome::Proxy)
             }
             Err(e) => {
-                let timeout = matches!(e, HttpUpstreamError::Timeout { .. });
-                let status = if timeout {
-                    StatusCode::GATEWAY_TIMEOUT
-                } else {
-                    StatusCode::BAD_GATEWAY
-                };
-                tracing::warn!(error = %e, status = status.as_u16(), pool = %pool.name, "HTTP upstream request failed.");
-                pool.record_error(timeout);
-                let mut r = error_page(status, Some(5));
-                r.extensions_mut().insert(slot);
-                (r, Outcome::UpstreamError)
+                tracing::warn!(error = %e, side = e.side, timeout = e.is_timeout(), pool = %pool.name, "HTTP upstream request failed.");
+                pool.record_error(e.is_timeout());
+                (e.response(slot), Outcome::UpstreamError)
             }
         }
     }
@@ -877,6 +845,40 @@ impl Edge {
                 let new = compress::compress(resp.headers_mut(), body);
                 *resp.body_mut() = new;
             }
+        }
+    }
+}
+
+/// Sends a request to the permit's endpoint with `send`; a connection that
+/// was refused (or not made in time: the app saw nothing) goes to the
+/// pool's next endpoint, as nginx's `fastcgi_next_upstream error timeout`
+/// does, so a pod that died before DNS and the health checks noticed costs
+/// no request. One loop for FastCGI and HTTP pools.
+async fn with_failover<C, T, Fut>(
+    pool: &Arc<Pool>,
+    permit: &mut crate::pool::PoolPermit,
+    side: &'static str,
+    client_of: impl Fn(&crate::pool::PoolPermit) -> Option<C>,
+    mut send: impl FnMut(C) -> Fut,
+) -> Result<T, UpstreamFailure>
+where
+    Fut: std::future::Future<Output = Result<T, UpstreamFailure>>,
+{
+    let mut tried = 1;
+    loop {
+        let Some(client) = client_of(permit) else {
+            return Err(UpstreamFailure::no_endpoint(side));
+        };
+        match send(client).await {
+            Err(e) if e.retryable() && tried < pool.endpoint_count() => {
+                let failed = permit.endpoint_label().to_owned();
+                if !pool.reroute(permit) {
+                    return Err(e);
+                }
+                tracing::warn!(error = %e, pool = %pool.name, endpoint = %failed, next = %permit.endpoint_label(), "{side} endpoint refused the connection; trying the next one.");
+                tried += 1;
+            }
+            other => return other,
         }
     }
 }

@@ -41,6 +41,7 @@ pub mod settings;
 pub mod static_files;
 pub mod tls;
 mod token;
+mod upstream_failure;
 
 pub use error_chain::{os_error, ErrorChain};
 pub use handler::{CacheStats, Edge};
