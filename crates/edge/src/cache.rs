@@ -620,21 +620,23 @@ impl Edge {
             && !magestack_fpc::response::is_encoded(&head.headers);
         // Compressed once, here: gzip (and brotli back to back in the same
         // buffer, its offset recorded in an internal header line).
-        let mut br_offset = None;
-        let (body, gzipped) = if gzip {
-            let gz = gzip_bytes(&body);
-            if cache.s.brotli {
-                let br = brotli_bytes(&body);
-                let mut both = BytesMut::with_capacity(gz.len() + br.len());
-                both.extend_from_slice(&gz);
-                both.extend_from_slice(&br);
-                br_offset = Some(gz.len());
-                (both.freeze(), true)
+        let (body, gzipped, br_offset) = if gzip {
+            let brotli = cache.s.brotli;
+            if body.len() > COMPRESS_INLINE_BYTES {
+                // A large page costs milliseconds of CPU: off the async
+                // workers, so other requests on this thread are not held up.
+                let input = body.clone();
+                match tokio::task::spawn_blocking(move || compress_for_store(&input, brotli)).await
+                {
+                    Ok((b, off)) => (b, true, off),
+                    Err(_) => (body, false, None),
+                }
             } else {
-                (gz, true)
+                let (b, off) = compress_for_store(&body, brotli);
+                (b, true, off)
             }
         } else {
-            (body, false)
+            (body, false, None)
         };
         if gzipped {
             magestack_fpc::response::gzip_stored_headers(&mut head.headers);
@@ -1183,6 +1185,24 @@ fn object_times(obj: &CachedObject) -> ObjectTimes {
         Duration::from_millis(obj.keep_ms()),
         Duration::ZERO,
     )
+}
+
+/// Bodies up to this size are compressed on the request's own task (a few
+/// hundred microseconds at most); larger ones on the blocking pool.
+const COMPRESS_INLINE_BYTES: usize = 64 * 1024;
+
+/// gzip, and brotli back to back in the same buffer: the stored body and
+/// where its brotli encoding starts.
+fn compress_for_store(body: &[u8], brotli: bool) -> (Bytes, Option<usize>) {
+    let gz = gzip_bytes(body);
+    if !brotli {
+        return (gz, None);
+    }
+    let br = brotli_bytes(body);
+    let mut both = BytesMut::with_capacity(gz.len() + br.len());
+    both.extend_from_slice(&gz);
+    both.extend_from_slice(&br);
+    (both.freeze(), Some(gz.len()))
 }
 
 /// Level 6, as nginx and Varnish use.
