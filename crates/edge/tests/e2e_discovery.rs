@@ -152,19 +152,6 @@ async fn endpoints(admin: SocketAddr) -> Vec<(String, String, String)> {
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ok: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !ok().await {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    eprintln!("{what}: {:?}", start.elapsed());
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn endpoints_join_and_drain_as_dns_changes_under_load() {
     let env = php_env();

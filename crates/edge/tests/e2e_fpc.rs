@@ -612,12 +612,12 @@ async fn grace_serves_stale_while_refreshing() {
         stale.header("grace").as_deref(),
         Some("normal (healthy server)")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        get(edge.addr, "/gr").await.text(),
-        "v2",
-        "background refresh stored the new object"
-    );
+    // The background refresh stores the new object.
+    wait_until("the background refresh", Duration::from_secs(5), || async {
+        get(edge.addr, "/gr").await.text() == "v2"
+    })
+    .await;
+    assert_eq!(origin.hits("/gr"), 2, "one refresh, not one per request");
     edge.shutdown().await;
 }
 
@@ -671,8 +671,12 @@ async fn soft_purge_serves_stale_while_refreshing() {
         stale.header("grace").as_deref(),
         Some("normal (healthy server)")
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(get(edge.addr, "/soft").await.text(), "v2");
+    wait_until(
+        "the refresh after a soft purge",
+        Duration::from_secs(5),
+        || async { get(edge.addr, "/soft").await.text() == "v2" },
+    )
+    .await;
     edge.shutdown().await;
 }
 
@@ -701,7 +705,18 @@ async fn unlimited_grace_while_the_backend_is_sick() {
     .await;
     assert_eq!(get(edge.addr, "/sick").await.text(), "v1");
     sick.store(true, std::sync::atomic::Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Past the TTL (1 s; the store reads the wall clock), and the probe
+    // has seen the backend sick.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    wait_until(
+        "the probe to mark the backend sick",
+        Duration::from_secs(5),
+        || async {
+            get(edge.addr, "/sick").await.header("grace").as_deref()
+                == Some("unlimited (unhealthy server)")
+        },
+    )
+    .await;
     let r = get(edge.addr, "/sick").await;
     assert_eq!(
         r.text(),

@@ -393,3 +393,18 @@ pub fn cookies_from(r: &Resp) -> String {
         .collect::<Vec<_>>()
         .join("; ")
 }
+
+/// Waits until `ok` holds, polling every 20 ms; fails the test after `limit`
+/// naming `what`. For effects of background work (a refresh, a health
+/// check): a condition with a deadline instead of a fixed sleep.
+pub async fn wait_until<F, Fut>(what: &str, limit: Duration, mut ok: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !ok().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
