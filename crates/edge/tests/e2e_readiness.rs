@@ -267,10 +267,16 @@ async fn an_admin_pool_down_leaves_the_storefront_ready() {
     );
     wait_for(admin, 200, Duration::from_secs(5)).await;
     // The admin pool is known to be down, and /readyz stays 200.
-    tokio::time::sleep(Duration::from_millis(600)).await;
-    let pools: serde_json::Value =
-        serde_json::from_str(&get(admin, "/pools").await.text()).unwrap();
-    assert_eq!(pools[1]["endpoints"][0]["health"], "unhealthy", "{pools}");
+    wait_until(
+        "the admin pool's check to fail",
+        Duration::from_secs(5),
+        || async {
+            let pools: serde_json::Value =
+                serde_json::from_str(&get(admin, "/pools").await.text()).unwrap_or_default();
+            pools[1]["endpoints"][0]["health"] == "unhealthy"
+        },
+    )
+    .await;
     assert_eq!(get(admin, "/readyz").await.status, 200);
     let path = "/gear.html?readiness=admin-down";
     assert_eq!(get(addr, path).await.status, 200);
@@ -332,8 +338,18 @@ async fn a_redis_outage_after_start_keeps_the_pod_ready() {
     let admin = spawn_admin(live.clone()).await;
     live.current().start_background();
 
-    // Before Redis answers: the start-up gate keeps the pod out.
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    // Before Redis answers: the start-up gate keeps the pod out, once the
+    // health script has reported.
+    wait_until(
+        "the health script's first report",
+        Duration::from_secs(5),
+        || async {
+            let pools: serde_json::Value =
+                serde_json::from_str(&get(admin, "/pools").await.text()).unwrap_or_default();
+            !pools[0]["endpoints"][0]["health_report"].is_null()
+        },
+    )
+    .await;
     assert_eq!(get(admin, "/readyz").await.status, 503);
     let mut redis = std::process::Command::new(&redis_bin)
         .args([
