@@ -998,9 +998,12 @@ async fn edge(
                 );
             }
         }
-        let l = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding server.admin_listen {addr}"))?;
+        // As the traffic listeners: refused when a live edge holds the port,
+        // shared with it during a `--takeover` hand-over.
+        let l = bind_all(&[addr], cfg.server.reuse_port, takeover)
+            .with_context(|| format!("server.admin_listen {addr}"))?
+            .pop()
+            .context("binding server.admin_listen")?;
         let access = admin::AdminAccess {
             acl: cache_settings(&cfg)
                 .map(|c| c.purge_acl)

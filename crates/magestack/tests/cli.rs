@@ -586,12 +586,16 @@ fn r13_failed_admin_tokens_are_throttled_per_address() {
 #[test]
 fn r13_a_second_edge_on_a_port_in_use_is_refused_unless_takeover() {
     let addr = free_addr();
+    // The admin listener takes part in the hand-over too.
+    let admin = free_addr();
     let edge = |extra: &[&str]| {
         let mut cmd = bin();
         cmd.args([
             "edge",
             "--listen",
             &addr.to_string(),
+            "--admin-listen",
+            &admin.to_string(),
             "--upstream",
             "http://127.0.0.1:9",
         ])
