@@ -52,6 +52,9 @@ pub enum Command {
         #[command(subcommand)]
         action: CdnCommand,
     },
+    /// Audit a Magento setup for the pitfalls behind most outages (FPM memory, OPcache, sessions,
+    /// http_cache_hosts, database connections, a live edge's health); exit 1 on an error-level finding.
+    Doctor(DoctorArgs),
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
@@ -158,4 +161,40 @@ pub struct DbproxyArgs {
     /// Admin listener: /healthz, /readyz, /metrics, /backends, /digests (dbproxy.admin_listen).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Magento's root: app/etc/env.php (read through `php -r`) and the code base's size.
+    #[arg(long)]
+    pub magento_root: Option<PathBuf>,
+    /// A PHP-FPM pool file (repeatable).
+    #[arg(long)]
+    pub fpm_conf: Vec<PathBuf>,
+    /// The php.ini (or conf.d file) with the OPcache and realpath settings.
+    #[arg(long)]
+    pub php_ini: Option<PathBuf>,
+    /// The edge's TOML configuration.
+    #[arg(long)]
+    pub edge_config: Option<PathBuf>,
+    /// Kubernetes manifests: a kustomize directory (rendered with kubectl), a directory of YAML
+    /// files or one rendered file.
+    #[arg(long)]
+    pub k8s: Option<PathBuf>,
+    /// A running edge's admin listener, host:port (MAGESTACK_ADMIN_TOKEN when not on its ACL).
+    #[arg(long)]
+    pub edge: Option<String>,
+    /// The database's max_connections (Aurora: at the minimum ACU), checked against
+    /// pods × PHP workers or the DB proxy's cap.
+    #[arg(long)]
+    pub db_max_connections: Option<u64>,
+    /// `text` for people, `json` (a list of findings: severity, check, message, why, fix) for CI.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DoctorFormat,
 }

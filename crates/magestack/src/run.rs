@@ -10,6 +10,7 @@ use magestack_edge::{admin, EdgeSettings, Server, ServerLimits, UpstreamTarget};
 use tokio::net::TcpListener;
 
 use crate::cli::{self, Cli, Command, EdgeArgs};
+use crate::secrets::secret;
 
 pub fn main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -24,6 +25,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         } => cdn_export(config.as_deref(), format, output.as_deref()),
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Dbproxy(args) => dbproxy(args),
+        Command::Doctor(args) => crate::doctor::run(args),
         Command::Edge(args) => {
             anyhow::ensure!(
                 args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),
@@ -811,29 +813,6 @@ pub(crate) fn token_strength(token: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A secret from `$NAME`, or the first line of the file `$NAME_FILE`
-/// (Kubernetes secrets mounted as files); never from the config file.
-fn secret(name: &str) -> Result<Option<String>> {
-    if let Some(t) = std::env::var(name).ok().filter(|t| !t.is_empty()) {
-        return Ok(Some(t));
-    }
-    let file_var = format!("{name}_FILE");
-    match std::env::var_os(&file_var) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {file_var} {}", path.to_string_lossy()))?;
-            let token = text.lines().next().unwrap_or("").trim().to_owned();
-            anyhow::ensure!(
-                !token.is_empty(),
-                "{file_var} {} is empty",
-                path.to_string_lossy()
-            );
-            Ok(Some(token))
-        }
-        None => Ok(None),
-    }
 }
 
 /// `[cluster]` with its password and this replica's name (the pod name in

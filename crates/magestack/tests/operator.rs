@@ -1,0 +1,340 @@
+//! The operator's tools as an operator runs them: `doctor`, `warm`, `top`
+//! and the admin listener's status page (issue 20).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+#[path = "operator/fpm.rs"]
+mod fpm;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{free_addr, http_raw, Killed};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_magestack"))
+}
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(rel)
+}
+
+/// `kubectl` from PATH, else the deploy kit's venv (scripts/check-deploy).
+fn kubectl() -> Option<PathBuf> {
+    let on_path = std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join("kubectl"))
+            .find(|k| k.is_file())
+    });
+    on_path.or_else(|| {
+        let venv = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+            .join(".cache/magestack/deploy-venv/bin/kubectl");
+        venv.is_file().then_some(venv)
+    })
+}
+
+fn doctor(args: &[&str]) -> (i32, String, String) {
+    let mut cmd = bin();
+    cmd.arg("doctor").args(args);
+    if let Some(k) = kubectl() {
+        cmd.env("MAGESTACK_KUBECTL", k);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn findings(json: &str) -> Vec<serde_json::Value> {
+    serde_json::from_str(json).unwrap_or_else(|e| panic!("not a JSON list ({e}): {json}"))
+}
+
+// === doctor ===
+
+#[test]
+fn doctor_finds_the_deploy_kit_as_shipped_clean() {
+    if kubectl().is_none() {
+        eprintln!("skipped: no kubectl (scripts/check-deploy installs it into its venv)");
+        return;
+    }
+    for overlay in [
+        "base",
+        "overlays/staging",
+        "overlays/production",
+        "overlays/production-rollouts",
+    ] {
+        let dir = repo(&format!("deploy/k8s/{overlay}"));
+        let (code, out, err) = doctor(&["--k8s", dir.to_str().unwrap(), "--format", "json"]);
+        assert_eq!(code, 0, "{overlay}: {out}{err}");
+        let f = findings(&out);
+        assert!(
+            f.iter().all(|f| f["severity"] != "error"),
+            "{overlay}: {f:#?}"
+        );
+    }
+}
+
+#[test]
+fn doctor_on_a_kit_with_fpm_over_its_memory_names_it_and_exits_1() {
+    let Some(k) = kubectl() else {
+        eprintln!("skipped: no kubectl");
+        return;
+    };
+    let out = Command::new(k)
+        .arg("kustomize")
+        .arg(repo("deploy/k8s/overlays/production"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout).replace("memory: 4608Mi", "memory: 3Gi");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("all.yaml");
+    std::fs::write(&file, text).unwrap();
+    let (code, out, _) = doctor(&["--k8s", file.to_str().unwrap(), "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let f = findings(&out);
+    assert_eq!(f[0]["check"], "fpm.memory", "{f:#?}");
+    assert!(f[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("deployment/frontend"));
+}
+
+/// Files as an operator passes them, each misconfigured in one way.
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+const POOL: &str = "[frontend]\nlisten = 127.0.0.1:9000\npm = static\npm.max_children = 8\nphp_admin_value[memory_limit] = 512M\n";
+const INI: &str = "opcache.enable = 1\nopcache.memory_consumption = 512\nopcache.max_accelerated_files = 130987\nopcache.validate_timestamps = 0\nrealpath_cache_size = 10M\nrealpath_cache_ttl = 7200\n";
+const EDGE: &str = "[upstream]\nurl = \"fcgi://127.0.0.1:9000\"\n[magento]\ndocroot = \"/var/www/magento/pub\"\n[pools.frontend]\nendpoints = [\"fcgi://127.0.0.1:9000\"]\nmax_inflight = 8\n";
+const ENV_PHP: &str = r"<?php
+return [
+    'MAGE_MODE' => 'production',
+    'db' => ['connection' => ['default' => ['host' => 'dbproxy:6033']]],
+    'session' => ['save' => 'redis', 'redis' => ['host' => 'redis', 'disable_locking' => '0',
+        'max_concurrency' => '6', 'break_after_frontend' => '5', 'break_after_adminhtml' => '30']],
+    'cache' => ['frontend' => ['default' => ['backend' => 'Magento\\Framework\\Cache\\Backend\\Redis']]],
+    'system' => ['default' => ['system' => ['full_page_cache' => ['caching_application' => '2']]]],
+    'http_cache_hosts' => [['host' => 'edge', 'port' => '8080']],
+];
+";
+
+impl Fixture {
+    fn new(pool: &str, ini: &str, edge: &str, env: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("pool.conf"), pool).unwrap();
+        std::fs::write(p.join("php.ini"), ini).unwrap();
+        std::fs::write(p.join("edge.toml"), edge).unwrap();
+        std::fs::create_dir_all(p.join("magento/app/etc")).unwrap();
+        std::fs::write(p.join("magento/app/etc/env.php"), env).unwrap();
+        std::fs::create_dir_all(p.join("magento/vendor/x")).unwrap();
+        // A code base of 300 files (a real one has ~60,000: the ratio is what matters).
+        for i in 0..300 {
+            std::fs::write(
+                p.join(format!("magento/vendor/x/f{i}.php")),
+                "<?php echo 1;\n",
+            )
+            .unwrap();
+        }
+        Fixture { dir }
+    }
+
+    fn run(&self) -> (i32, Vec<serde_json::Value>) {
+        let p = |f: &str| self.dir.path().join(f).to_str().unwrap().to_owned();
+        let (code, out, err) = doctor(&[
+            "--magento-root",
+            &p("magento"),
+            "--fpm-conf",
+            &p("pool.conf"),
+            "--php-ini",
+            &p("php.ini"),
+            "--edge-config",
+            &p("edge.toml"),
+            "--format",
+            "json",
+        ]);
+        assert!(err.is_empty() || code != 2, "{err}");
+        (code, findings(&out))
+    }
+}
+
+fn errors(f: &[serde_json::Value]) -> Vec<String> {
+    f.iter()
+        .filter(|f| f["severity"] == "error")
+        .map(|f| f["check"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn doctor_on_files_passes_clean_ones_and_names_each_misconfiguration() {
+    let (code, f) = Fixture::new(POOL, INI, EDGE, ENV_PHP).run();
+    assert_eq!((code, errors(&f)), (0, vec![]), "{f:#?}");
+    let cases: [(&str, Fixture); 8] = [
+        (
+            "fpm.pm",
+            Fixture::new(&POOL.replace("static", "dynamic"), INI, EDGE, ENV_PHP),
+        ),
+        (
+            "opcache.validate_timestamps",
+            Fixture::new(
+                POOL,
+                &INI.replace("timestamps = 0", "timestamps = 1"),
+                EDGE,
+                ENV_PHP,
+            ),
+        ),
+        (
+            "opcache.max_accelerated_files",
+            Fixture::new(POOL, &INI.replace("130987", "200"), EDGE, ENV_PHP),
+        ),
+        (
+            "php.realpath_cache",
+            Fixture::new(POOL, &INI.replace("= 10M", "= 256K"), EDGE, ENV_PHP),
+        ),
+        (
+            "edge.max_inflight",
+            Fixture::new(
+                POOL,
+                INI,
+                &EDGE.replace("max_inflight = 8", "max_inflight = 32"),
+                ENV_PHP,
+            ),
+        ),
+        (
+            "session.backend",
+            Fixture::new(
+                POOL,
+                INI,
+                EDGE,
+                &ENV_PHP.replace("'save' => 'redis'", "'save' => 'db'"),
+            ),
+        ),
+        (
+            "fpc.application",
+            Fixture::new(POOL, INI, EDGE, &ENV_PHP.replace("=> '2'", "=> '1'")),
+        ),
+        (
+            "magento.mode",
+            Fixture::new(
+                POOL,
+                INI,
+                EDGE,
+                &ENV_PHP.replace("'production'", "'developer'"),
+            ),
+        ),
+    ];
+    for (check, fixture) in cases {
+        let (code, f) = fixture.run();
+        assert_eq!(
+            (code, errors(&f)),
+            (1, vec![check.to_owned()]),
+            "{check}: {f:#?}"
+        );
+        assert!(!f[0]["fix"].as_str().unwrap().is_empty());
+    }
+}
+
+#[test]
+fn doctor_text_output_and_usage_errors() {
+    let fx = Fixture::new(&POOL.replace("static", "ondemand"), INI, EDGE, ENV_PHP);
+    let pool = fx.dir.path().join("pool.conf");
+    let (code, out, _) = doctor(&["--fpm-conf", pool.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("ERROR") && out.contains("fpm.pm") && out.contains("fix: pm = static"),
+        "{out}"
+    );
+    assert!(out.contains("doctor: 1 errors"), "{out}");
+    // Bad usage: 2 (nothing to audit, a file that is not there, an unknown format).
+    assert_eq!(doctor(&[]).0, 2);
+    assert_eq!(doctor(&["--fpm-conf", "/nonexistent/pool.conf"]).0, 2);
+    assert_eq!(
+        doctor(&["--edge-config", pool.to_str().unwrap(), "--format", "yaml"]).0,
+        2
+    );
+}
+
+/// An edge in front of an FPM of the test's own, with its admin listener.
+fn edge_with_own_fpm(
+    fpm_port: u16,
+    extra_toml: &str,
+) -> (Killed, SocketAddr, SocketAddr, tempfile::TempDir) {
+    let (addr, admin) = (free_addr(), free_addr());
+    let dir = tempfile::tempdir().unwrap();
+    let docroot = repo("examples/storefront/pub");
+    let cfg = dir.path().join("edge.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[server]\nlisten = [\"{addr}\"]\nadmin_listen = \"{admin}\"\n[upstream]\nurl = \"fcgi://127.0.0.1:{fpm_port}\"\n\
+             [magento]\ndocroot = \"{}\"\n[pools.frontend]\nendpoints = [\"fcgi://127.0.0.1:{fpm_port}\"]\nmax_inflight = 4\n\
+             check_interval_secs = 1\nunhealthy_after = 1\n{extra_toml}",
+            docroot.display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = bin();
+    cmd.arg("edge").arg("--config").arg(&cfg);
+    let mut edge = Killed::spawn(cmd);
+    edge.wait_up(addr);
+    edge.wait_up(admin);
+    (edge, addr, admin, dir)
+}
+
+fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn admin_get(admin: SocketAddr, path: &str) -> String {
+    http_raw(
+        admin,
+        &format!("GET {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"),
+    )
+}
+
+#[test]
+fn doctor_on_a_live_edge_names_the_pool_whose_fpm_stopped() {
+    let port = common::free_addr().port();
+    let mut php = fpm::Fpm::start(port, 2);
+    let (_edge, _addr, admin, _dir) = edge_with_own_fpm(port, "");
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let (code, out, err) = doctor(&["--edge", &admin.to_string(), "--format", "json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    php.stop();
+    wait_for("the pool to turn unhealthy", 20, || {
+        admin_get(admin, "/pools").contains("\"unhealthy\"")
+    });
+    let (code, out, _) = doctor(&["--edge", &admin.to_string(), "--format", "json"]);
+    assert_eq!(code, 1, "{out}");
+    let f = findings(&out);
+    let pool = f
+        .iter()
+        .find(|f| f["check"] == "edge.pool_health")
+        .expect("a pool finding");
+    assert!(
+        pool["message"].as_str().unwrap().contains("pool frontend")
+            && pool["message"]
+                .as_str()
+                .unwrap()
+                .contains(&port.to_string()),
+        "{pool}"
+    );
+    // Nothing listens: an error finding, not a crash.
+    let (code, out, _) = doctor(&["--edge", "127.0.0.1:1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("edge.live"), "{out}");
+}
