@@ -55,6 +55,9 @@ pub enum Command {
     /// Audit a Magento setup for the pitfalls behind most outages (FPM memory, OPcache, sessions,
     /// http_cache_hosts, database connections, a live edge's health); exit 1 on an error-level finding.
     Doctor(DoctorArgs),
+    /// Warm the full-page cache: request every page of a sitemap (or URL list) through the edge,
+    /// politely; a summary, exit 1 when a page did not answer 2xx/3xx.
+    Warm(WarmArgs),
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
@@ -197,4 +200,49 @@ pub struct DoctorArgs {
     /// `text` for people, `json` (a list of findings: severity, check, message, why, fix) for CI.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WarmArgs {
+    /// sitemap.xml (a sitemap index and .gz included) or a list of URLs, one a line: a file or an
+    /// http(s) URL (fetched through --edge when given).
+    #[arg(long)]
+    pub sitemap: String,
+    /// The edge's traffic listener, host:port: every request goes there, with the URL's host as
+    /// Host (or --host). Without it, each URL's own host is asked (plain http only).
+    #[arg(long)]
+    pub edge: Option<String>,
+    /// Requests in flight at once: keep it below the frontend pool's pm.max_children.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Requests started per second at most, e.g. 10 or 10/s.
+    #[arg(long, default_value = "10", value_parser = parse_rate)]
+    pub rate: f64,
+    /// The Host to send (a store view's domain) instead of each URL's own.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Warm this X-Magento-Vary variant too (a currency or customer group's cookie value,
+    /// as Magento sets it); repeatable: each URL is requested once per value.
+    #[arg(long)]
+    pub vary: Vec<String>,
+}
+
+/// `--rate 10`, `10/s`, `0.5/s`.
+fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    let n = text.trim().trim_end_matches("/s");
+    match n.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{text}: give requests per second, e.g. 10 or 10/s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates() {
+        assert_eq!(super::parse_rate("10/s"), Ok(10.0));
+        assert_eq!(super::parse_rate("0.5"), Ok(0.5));
+        assert!(super::parse_rate("0").is_err());
+        assert!(super::parse_rate("fast").is_err());
+    }
 }

@@ -12,6 +12,8 @@ mod fd_limit;
 mod log_writer;
 mod run;
 mod secrets;
+mod sitemap;
+mod warm;
 
 use std::process::ExitCode;
 

@@ -338,3 +338,204 @@ fn doctor_on_a_live_edge_names_the_pool_whose_fpm_stopped() {
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("edge.live"), "{out}");
 }
+
+// === warm ===
+
+/// `magestack edge` with flags only in front of the shared storefront FPM.
+fn storefront_edge() -> (Killed, SocketAddr, SocketAddr) {
+    let (addr, admin) = (free_addr(), free_addr());
+    let fpm = std::env::var("MAGESTACK_FPM_ADDR")
+        .expect("MAGESTACK_FPM_ADDR is not set: run ./scripts/test (it starts PHP-FPM)");
+    let mut cmd = bin();
+    cmd.args([
+        "edge",
+        "--listen",
+        &addr.to_string(),
+        "--admin-listen",
+        &admin.to_string(),
+        "--upstream",
+        &format!("fcgi://{fpm}"),
+        "--docroot",
+        repo("examples/storefront/pub").to_str().unwrap(),
+    ]);
+    let mut edge = Killed::spawn(cmd);
+    edge.wait_up(addr);
+    edge.wait_up(admin);
+    (edge, addr, admin)
+}
+
+fn warm(args: &[&str]) -> (i32, String) {
+    let out = bin().arg("warm").args(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Pages of the storefront's sitemap: home, 5 categories, 24 products, 3 CMS pages.
+const SITEMAP_PAGES: usize = 33;
+
+#[test]
+fn warm_the_storefront_sitemap_first_pass_misses_second_all_hits() {
+    let (_edge, addr, admin) = storefront_edge();
+    let edge = addr.to_string();
+    // Through the sitemap index, as a shop that splits its sitemap publishes it.
+    let (code, out) = warm(&[
+        "--sitemap",
+        "http://shop.test/sitemap_index.xml",
+        "--edge",
+        &edge,
+        "--concurrency",
+        "4",
+        "--rate",
+        "100/s",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("warm: {SITEMAP_PAGES} requests in"))
+            && out.contains(&format!(
+                ": 0 hits, {SITEMAP_PAGES} misses, 0 uncacheable, 0 errors"
+            )),
+        "{out}"
+    );
+    assert!(out.contains("slowest:") && out.contains("MISS"), "{out}");
+    // The pages, plus the two sitemaps' hit-for-miss markers (they are no-store).
+    let stats = admin_get(admin, "/cache/stats");
+    let objects: usize = stats
+        .split("\"objects\":")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(objects >= SITEMAP_PAGES, "{stats}");
+    let (code, out) = warm(&[
+        "--sitemap",
+        "http://shop.test/sitemap.xml",
+        "--edge",
+        &edge,
+        "--rate",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            ": {SITEMAP_PAGES} hits, 0 misses, 0 uncacheable, 0 errors"
+        )),
+        "{out}"
+    );
+    // Another store view (Host) is another set of pages.
+    let (code, out) = warm(&[
+        "--sitemap",
+        "http://shop.test/sitemap.xml",
+        "--edge",
+        &edge,
+        "--rate",
+        "100",
+        "--host",
+        "de.shop.test",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(": 0 hits, {SITEMAP_PAGES} misses")),
+        "{out}"
+    );
+}
+
+#[test]
+fn warm_reports_a_broken_url_and_a_500_and_exits_1() {
+    let (_edge, addr, _admin) = storefront_edge();
+    let dir = tempfile::tempdir().unwrap();
+    // A gzipped sitemap file, as Magento can write it.
+    let xml = "<?xml version=\"1.0\"?>\n<urlset xmlns=\"http://www.sitemaps.org/schemas/sitemap/0.9\">\n\
+        <url><loc>http://shop.test/</loc></url>\n<url><loc>http://shop.test/no-such-page.html</loc></url>\n\
+        <url><loc>http://shop.test/_test/status?code=500&amp;x=1</loc></url>\n<url><loc>http://shop.test/customer-service</loc></url>\n</urlset>\n";
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    std::io::Write::write_all(&mut gz, xml.as_bytes()).unwrap();
+    let file = dir.path().join("sitemap.xml.gz");
+    std::fs::write(&file, gz.finish().unwrap()).unwrap();
+    let (code, out) = warm(&[
+        "--sitemap",
+        file.to_str().unwrap(),
+        "--edge",
+        &addr.to_string(),
+        "--rate",
+        "50",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("warm: 4 requests in"), "{out}");
+    assert!(out.contains("1 uncacheable, 2 errors"), "{out}");
+    let errors = out.split("errors:\n").nth(1).unwrap_or("");
+    assert!(
+        errors.contains("404") && errors.contains("/no-such-page.html"),
+        "{out}"
+    );
+    assert!(
+        errors.contains("500") && errors.contains("/_test/status?code=500&x=1"),
+        "{out}"
+    );
+    assert!(!errors.contains("http://shop.test/\n"), "{out}");
+    // A sitemap that is not there: an error, not a panic.
+    let (code, out) = warm(&[
+        "--sitemap",
+        "/nonexistent/sitemap.xml",
+        "--edge",
+        &addr.to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("/nonexistent/sitemap.xml"), "{out}");
+}
+
+/// Runs `cmd` under `script`, which gives it a pseudo-terminal: what an
+/// operator sees, escape sequences included.
+fn in_pty(cmd: &str, secs: u64) -> String {
+    let out = Command::new("timeout")
+        .arg(secs.to_string())
+        .args(["script", "-qfec", cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("COLUMNS", "120")
+        .output()
+        .expect("script(1) from util-linux");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[test]
+fn warm_draws_a_progress_bar_on_a_terminal() {
+    let (_edge, addr, _admin) = storefront_edge();
+    let cmd = format!(
+        "{} warm --sitemap http://shop.test/sitemap.xml --edge {addr} --rate 15 --concurrency 2",
+        shell_quote(env!("CARGO_BIN_EXE_magestack"))
+    );
+    let screen = in_pty(&cmd, 60);
+    // The bar redraws in place (carriage returns / cursor moves) with its counts.
+    assert!(screen.contains(&format!("/{SITEMAP_PAGES}")), "{screen}");
+    assert!(
+        screen.contains("hits ") && screen.contains("misses "),
+        "{screen}"
+    );
+    assert!(
+        screen.contains('\r') || screen.contains("\x1b["),
+        "{screen:?}"
+    );
+    assert!(
+        screen.contains(&format!("warm: {SITEMAP_PAGES} requests")),
+        "{screen}"
+    );
+    // Without a terminal there is no bar: only the summary.
+    let (_, out) = warm(&[
+        "--sitemap",
+        "http://shop.test/sitemap.xml",
+        "--edge",
+        &addr.to_string(),
+        "--rate",
+        "100",
+    ]);
+    assert!(!out.contains(&format!("/{SITEMAP_PAGES}")), "{out}");
+}
