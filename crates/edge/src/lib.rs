@@ -38,6 +38,7 @@ pub mod request_hygiene;
 pub mod server;
 pub mod settings;
 pub mod static_files;
+pub mod status_page;
 pub mod tls;
 mod token;
 

@@ -55,6 +55,9 @@ pub enum Command {
     /// Audit a Magento setup for the pitfalls behind most outages (FPM memory, OPcache, sessions,
     /// http_cache_hosts, database connections, a live edge's health); exit 1 on an error-level finding.
     Doctor(DoctorArgs),
+    /// The edge's figures in the terminal, refreshed (cache, pools, WAF, bus, last errors), from a
+    /// running edge's admin listener: varnishstat's place.
+    Top(TopArgs),
     /// Warm the full-page cache: request every page of a sitemap (or URL list) through the edge,
     /// politely; a summary, exit 1 when a page did not answer 2xx/3xx.
     Warm(WarmArgs),
@@ -200,6 +203,19 @@ pub struct DoctorArgs {
     /// `text` for people, `json` (a list of findings: severity, check, message, why, fix) for CI.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    /// The edge's admin listener, host:port (MAGESTACK_ADMIN_TOKEN when not on its ACL).
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    pub admin: String,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print one screen and exit (for scripts).
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Clone, clap::Args)]

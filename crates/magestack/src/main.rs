@@ -13,6 +13,7 @@ mod log_writer;
 mod run;
 mod secrets;
 mod sitemap;
+mod top;
 mod warm;
 
 use std::process::ExitCode;

@@ -27,6 +27,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Dbproxy(args) => dbproxy(args),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Warm(args) => crate::warm::run(args),
+        Command::Top(args) => crate::top::run(args),
         Command::Edge(args) => {
             anyhow::ensure!(
                 args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),

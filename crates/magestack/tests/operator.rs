@@ -539,3 +539,155 @@ fn warm_draws_a_progress_bar_on_a_terminal() {
     ]);
     assert!(!out.contains(&format!("/{SITEMAP_PAGES}")), "{out}");
 }
+
+// === status page and top ===
+
+fn body_of(resp: &str) -> &str {
+    resp.split_once("\r\n\r\n").map_or("", |(_, b)| b)
+}
+
+/// `name{labels} value` of the Prometheus text.
+fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series) && l[series.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{series} not in /metrics"))
+}
+
+#[test]
+fn status_page_shows_every_section_with_the_metrics_figures_and_a_stopped_fpm() {
+    let port = common::free_addr().port();
+    let mut php = fpm::Fpm::start(port, 2);
+    let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, "");
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    for path in ["/", "/women.html", "/", "/gear.html", "/no-such-page.html"] {
+        http_raw(
+            addr,
+            &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+        );
+    }
+    let page = admin_get(admin, "/");
+    assert!(page.starts_with("HTTP/1.1 200"), "{page}");
+    assert!(
+        page.to_ascii_lowercase()
+            .contains("content-type: text/html"),
+        "{page}"
+    );
+    let html = body_of(&page);
+    for id in [
+        "cache", "requests", "pools", "waf", "bus", "rollout", "errors",
+    ] {
+        assert!(
+            html.contains(&format!("<section id=\"{id}\">")),
+            "section {id} missing"
+        );
+    }
+    // Self-contained and readable on a phone.
+    assert!(html.contains("name=\"viewport\""));
+    for external in ["src=\"http", "href=\"http", "@import", "<link"] {
+        assert!(!html.contains(external), "{external} in the page");
+    }
+    assert!(html.len() < 64 * 1024, "{} bytes", html.len());
+    // Its figures are /metrics' at the same moment (no traffic in between).
+    let json: serde_json::Value =
+        serde_json::from_str(body_of(&admin_get(admin, "/status.json"))).unwrap();
+    let metrics = admin_get(admin, "/metrics");
+    let m = body_of(&metrics);
+    assert_eq!(
+        json["cache"]["hits"].as_f64().unwrap(),
+        metric(m, "magestack_cache_hits_total")
+    );
+    assert_eq!(
+        json["cache"]["misses"].as_f64().unwrap(),
+        metric(m, "magestack_cache_misses_total")
+    );
+    assert_eq!(
+        json["cache"]["objects"].as_f64().unwrap(),
+        metric(m, "magestack_cache_objects")
+    );
+    assert_eq!(
+        json["cache"]["bytes"].as_f64().unwrap(),
+        metric(m, "magestack_cache_bytes")
+    );
+    assert_eq!(
+        json["requests"]["2xx"].as_f64().unwrap(),
+        metric(m, "magestack_requests_total{status_class=\"2xx\"}")
+    );
+    assert_eq!(
+        json["pools"][0]["requests"].as_f64().unwrap(),
+        metric(m, "magestack_pool_requests_total{pool=\"frontend\"}")
+    );
+    assert_eq!(json["cache"]["hits"], 1, "{json}");
+    // The HTML shows the same numbers.
+    let html = body_of(&page);
+    assert!(html.contains("<span data-k=\"hits\">1</span>"), "{html}");
+    // PHP-FPM stopped: the pool turns unhealthy on the page, and it is a last error.
+    php.stop();
+    wait_for("the pool to show unhealthy", 20, || {
+        let p = admin_get(admin, "/");
+        p.contains("class=\"pool unhealthy\"") && p.contains("is unhealthy")
+    });
+    let html = admin_get(admin, "/status.html");
+    assert!(
+        html.contains("UNHEALTHY") && html.contains(&format!("127.0.0.1:{port}")),
+        "{html}"
+    );
+}
+
+#[test]
+fn status_page_needs_the_acl_or_the_token() {
+    let port = common::free_addr().port();
+    let _php = fpm::Fpm::start(port, 1);
+    let (_edge, _addr, admin, _dir) =
+        edge_with_own_fpm(port, "[cache]\npurge_acl = [\"192.0.2.1/32\"]\n");
+    for path in ["/", "/status.html", "/status.json"] {
+        let r = admin_get(admin, path);
+        assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+    }
+    assert!(admin_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
+    let out = bin()
+        .args(["top", "--once", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("403"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn top_redraws_the_figures_in_a_terminal() {
+    let (_edge, addr, admin) = storefront_edge();
+    for _ in 0..3 {
+        http_raw(
+            addr,
+            "GET /sale.html HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        );
+    }
+    let cmd = format!(
+        "{} top --admin {admin} --interval 0.5",
+        shell_quote(env!("CARGO_BIN_EXE_magestack"))
+    );
+    // top runs until stopped: timeout ends it after a few screens.
+    let screen = in_pty(&cmd, 3);
+    assert!(screen.matches("\x1b[H\x1b[2J").count() >= 3, "{screen:?}");
+    for want in [
+        "CACHE", "hits 2", "misses 1", "POOL", "frontend", "healthy", "WAF", "BUS", "ERRORS",
+    ] {
+        assert!(screen.contains(want), "{want}: {screen}");
+    }
+    // Without a terminal, --once prints one screen.
+    let out = bin()
+        .args(["top", "--once", "--admin", &admin.to_string()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("objects 1") && !text.contains("\x1b["),
+        "{text}"
+    );
+}
