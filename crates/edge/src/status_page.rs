@@ -559,6 +559,12 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// `HH:MM:SS` of a Unix time, UTC.
+fn clock(unix: u64) -> String {
+    let d = unix % 86_400;
+    format!("{:02}:{:02}:{:02}", d / 3600, d % 3600 / 60, d % 60)
+}
+
 fn pct(r: f64) -> String {
     format!("{:.1} %", r * 100.0)
 }
@@ -615,14 +621,14 @@ pub fn render_sections(s: &Snapshot) -> String {
     let mut o = String::new();
     let _ = write!(
         o,
-        "<p id=\"updated\" data-unix=\"{}\">{} · updated {} (UTC seconds since epoch)</p>",
+        "<p id=\"updated\" data-unix=\"{}\">{} · figures of {} UTC</p>",
         s.unix,
         if s.ready {
             "<span class=\"ok\">ready</span>"
         } else {
             "<span class=\"bad\">NOT READY</span>"
         },
-        s.unix
+        clock(s.unix)
     );
     // Cache.
     o.push_str("<section id=\"cache\"><h2>Cache</h2>");
@@ -639,7 +645,7 @@ pub fn render_sections(s: &Snapshot) -> String {
                  <dt>hit ratio since start</dt><dd data-k=\"hit_ratio\">{}</dd>\
                  <dt>hits / misses / passes</dt><dd><span data-k=\"hits\">{}</span> / <span data-k=\"misses\">{}</span> / <span data-k=\"passes\">{}</span></dd>\
                  <dt>objects</dt><dd data-k=\"objects\">{}</dd>\
-                 <dt>bytes / limit</dt><dd><span data-k=\"bytes\">{}</span> / {} <meter min=\"0\" max=\"1\" value=\"{fill:.3}\"></meter></dd>\
+                 <dt>bytes / limit</dt><dd><span data-k=\"bytes\" data-v=\"{}\">{}</span> / {} <meter min=\"0\" max=\"1\" value=\"{fill:.3}\"></meter></dd>\
                  <dt>purges</dt><dd><span data-k=\"purges\">{}</span> ({:.2}/s last minute)</dd>\
                  <dt>evictions</dt><dd data-k=\"evictions\">{}</dd>\
                  <dt>backend probe</dt><dd>{}</dd></dl>",
@@ -650,6 +656,7 @@ pub fn render_sections(s: &Snapshot) -> String {
                 c.passes,
                 c.objects,
                 c.bytes,
+                bytes(c.bytes),
                 bytes(c.max_bytes),
                 c.purges,
                 c.purges_per_sec_1m,
@@ -801,9 +808,9 @@ pub fn render_sections(s: &Snapshot) -> String {
         for e in s.events.iter().rev() {
             let _ = write!(
                 o,
-                "<li><time data-unix=\"{}\">{}</time> {}</li>",
+                "<li><time data-unix=\"{}\">{} UTC</time> {}</li>",
                 e.unix,
-                e.unix,
+                clock(e.unix),
                 esc(&e.text)
             );
         }
