@@ -554,12 +554,49 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         readiness: magestack_edge::settings::ReadinessSpec {
             health_script: cfg.readiness.health_script.clone(),
             opcache_min_ratio: f64::from(cfg.readiness.opcache_min_ppm) / 1_000_000.0,
-            warmup_urls: cfg.readiness.warmup_urls.clone(),
+            warmup_urls: warmup_urls(cfg),
         },
         cache: cache_settings(cfg),
         cluster: None,
         deny_without_docroot: false,
     }
+}
+
+/// `readiness.warmup_urls`, then the first pages of
+/// `readiness.warmup_sitemap` (relative to the docroot unless absolute). A
+/// sitemap that cannot be read is logged and skipped: warming is an
+/// optimisation, a pod must still start.
+fn warmup_urls(cfg: &Validated) -> Vec<String> {
+    let mut urls = cfg.readiness.warmup_urls.clone();
+    let Some(file) = &cfg.readiness.warmup_sitemap else {
+        return urls;
+    };
+    let path = match &cfg.magento.docroot {
+        Some(root) if file.is_relative() => root.join(file),
+        _ => file.clone(),
+    };
+    let pages = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| crate::sitemap::parse(&raw).map_err(|e| e.to_string()));
+    match pages {
+        Ok(crate::sitemap::Sitemap::Urls(list)) => {
+            let found = crate::sitemap::paths(&list, crate::sitemap::MAX_WARMUP_PAGES);
+            tracing::info!(sitemap = %path.display(), pages = found.len(), "Warm-up pages from the sitemap.");
+            for p in found {
+                if !urls.contains(&p) {
+                    urls.push(p);
+                }
+            }
+        }
+        Ok(crate::sitemap::Sitemap::Index(_)) => tracing::warn!(
+            sitemap = %path.display(),
+            "readiness.warmup_sitemap is a sitemap index: name one of its sitemaps; skipped."
+        ),
+        Err(e) => {
+            tracing::warn!(sitemap = %path.display(), error = %e, "readiness.warmup_sitemap not read; skipped.")
+        }
+    }
+    urls
 }
 
 fn upstream_target(url: &UpstreamUrl) -> UpstreamTarget {

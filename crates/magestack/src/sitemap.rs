@@ -94,6 +94,35 @@ fn locs(xml: &str) -> Vec<String> {
     out
 }
 
+/// Pages of a sitemap warmed at start at most (`readiness.warmup_sitemap`):
+/// the warm-up repeats its list round after round until the pools are
+/// warm, so it stays short; `magestack warm` is for the whole shop.
+pub const MAX_WARMUP_PAGES: usize = 50;
+
+/// Path and query of each URL (absolute, or already a path), the first
+/// `max`, without repeats.
+pub fn paths(urls: &[String], max: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in urls {
+        let path = match u.split_once("://") {
+            Some((_, rest)) => match rest.find('/') {
+                Some(i) => rest[i..].to_owned(),
+                None => "/".to_owned(),
+            },
+            None if u.starts_with('/') => u.clone(),
+            None => continue,
+        };
+        let path = path.split('#').next().unwrap_or("/").to_owned();
+        if !out.contains(&path) {
+            out.push(path);
+        }
+        if out.len() == max {
+            break;
+        }
+    }
+    out
+}
+
 fn unescape(s: &str) -> String {
     s.replace("&lt;", "<")
         .replace("&gt;", ">")
@@ -133,6 +162,18 @@ mod tests {
             Sitemap::Urls(vec!["https://s.test/a".into(), "/b".into()])
         );
         assert!(parse(b"<urlset></urlset>").is_err());
+        let urls: Vec<String> = [
+            "https://s.test/a?x=1#top",
+            "http://s.test",
+            "/b",
+            "https://s.test/a?x=1",
+            "junk",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(paths(&urls, 10), vec!["/a?x=1", "/", "/b"]);
+        assert_eq!(paths(&urls, 2), vec!["/a?x=1", "/"]);
         assert!(parse(&[0x1f, 0x8b, 0, 1]).is_err());
     }
 }

@@ -865,3 +865,55 @@ fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm
         unhealthy.display()
     );
 }
+
+// === readiness warm-up from a sitemap ===
+
+#[test]
+fn readiness_warms_the_pages_of_a_sitemap() {
+    let port = common::free_addr().port();
+    let _php = fpm::Fpm::start(port, 2);
+    let dir = tempfile::tempdir().unwrap();
+    let sitemap = dir.path().join("sitemap.xml");
+    std::fs::write(
+        &sitemap,
+        "<urlset><url><loc>https://shop.test/women.html</loc></url><url><loc>https://shop.test/gear.html</loc></url>\
+         <url><loc>https://shop.test/product/ws01.html</loc></url></urlset>",
+    )
+    .unwrap();
+    let extra = format!(
+        "[readiness]\nwarmup_urls = [\"/\"]\nwarmup_sitemap = \"{}\"\n",
+        sitemap.display()
+    );
+    let (edge, _addr, admin, _cfg) = edge_with_own_fpm(port, &extra);
+    // The warm-up goes to PHP (it warms OPcache and the code paths, not the
+    // page cache): "/" and the sitemap's three pages reach the pool.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let pools = admin_get(admin, "/pools");
+        let requests: u64 = body_of(&pools)
+            .split("\"requests\":")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        if requests >= 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{pools}\n{}", edge.stderr_text());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = edge.stderr_text();
+    assert!(log.contains("Warm-up pages from the sitemap"), "{log}");
+    // A sitemap that is not there does not keep the edge from starting.
+    let extra =
+        "[readiness]\nwarmup_urls = [\"/\"]\nwarmup_sitemap = \"/nonexistent/sitemap.xml\"\n";
+    let (edge, _addr, admin, _cfg) = edge_with_own_fpm(port, extra);
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    assert!(
+        edge.stderr_text().contains("not read; skipped"),
+        "{}",
+        edge.stderr_text()
+    );
+}
