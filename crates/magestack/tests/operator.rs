@@ -2,6 +2,8 @@
 //! and the admin listener's status page (issue 20).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "operator/cdp.rs"]
+mod cdp;
 mod common;
 #[path = "operator/fpm.rs"]
 mod fpm;
@@ -694,11 +696,159 @@ fn top_redraws_the_figures_in_a_terminal() {
 
 // === the status page in a real browser ===
 
-/// Debian's chromium, headless, with a fresh profile: the DOM after the
-/// page's script ran for `virtual_ms` of (virtual) time, or a screenshot.
-fn chromium(args: &[&str], url: &str) -> String {
+#[test]
+fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm() {
+    let Some(mut browser) = cdp::Browser::launch() else {
+        eprintln!("skipped: no chromium (apt-get install chromium)");
+        return;
+    };
+    let port = common::free_addr().port();
+    let mut php = fpm::Fpm::start(port, 2);
+    let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, "");
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    let url = format!("http://{admin}/");
+    let shop_get = move || {
+        http_raw(
+            addr,
+            "GET /women.html HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        )
+    };
+    shop_get();
+    browser.call("Page.enable", serde_json::json!({}));
+    browser.call("Page.navigate", serde_json::json!({ "url": url }));
+    wait_for("the page to load", 20, || {
+        browser.eval("document.readyState") == "complete"
+    });
+    // Set once: a reload would lose it.
+    browser.eval("window.loadedOnce = 'yes'");
+    let figure = |b: &mut cdp::Browser, key: &str| -> u64 {
+        b.eval(&format!(
+            "document.querySelector('[data-k=\"{key}\"]').textContent"
+        ))
+        .as_str()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{key} not on the page"))
+    };
+    let updates = |b: &mut cdp::Browser| -> u64 {
+        b.eval("Number(document.body.dataset.updates || 0)")
+            .as_u64()
+            .unwrap_or(0)
+    };
+    for id in [
+        "cache", "requests", "pools", "waf", "bus", "rollout", "errors",
+    ] {
+        assert_eq!(
+            browser.eval(&format!("!!document.getElementById('{id}')")),
+            true,
+            "{id}"
+        );
+    }
+    let first = figure(&mut browser, "hits");
+    // Load runs; the open page follows it without a reload.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                shop_get();
+            }
+        })
+    };
+    wait_for("the hits on the page to grow", 20, || {
+        figure(&mut browser, "hits") > first + 10
+    });
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.join().unwrap();
+    assert!(updates(&mut browser) >= 1);
+    // At rest, after the page's next update, its figures are /metrics' figures.
+    std::thread::sleep(Duration::from_millis(200));
+    let metrics = admin_get(admin, "/metrics");
+    let m = body_of(&metrics).to_owned();
+    let seen = updates(&mut browser);
+    wait_for("the next update", 10, || updates(&mut browser) > seen);
+    assert_eq!(
+        figure(&mut browser, "hits") as f64,
+        metric(&m, "magestack_cache_hits_total")
+    );
+    assert_eq!(
+        figure(&mut browser, "misses") as f64,
+        metric(&m, "magestack_cache_misses_total")
+    );
+    assert_eq!(
+        figure(&mut browser, "objects") as f64,
+        metric(&m, "magestack_cache_objects")
+    );
+    assert_eq!(
+        figure(&mut browser, "requests_2xx") as f64,
+        metric(&m, "magestack_requests_total{status_class=\"2xx\"}")
+    );
+    let pool_requests = browser.eval(
+        "document.querySelector('[data-pool=\"frontend\"] [data-k=\"requests\"]').textContent",
+    );
+    assert_eq!(
+        pool_requests.as_str().and_then(|t| t.parse::<f64>().ok()),
+        Some(metric(
+            &m,
+            "magestack_pool_requests_total{pool=\"frontend\"}"
+        ))
+    );
+    // A screenshot at a phone's width, kept as a test artifact.
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let phone = shots.join("phone-390.png");
+    let _ = std::fs::remove_file(&phone);
+    chromium_cli(
+        &[
+            "--window-size=390,1600",
+            &format!("--screenshot={}", phone.display()),
+        ],
+        &url,
+    );
+    assert!(
+        std::fs::metadata(&phone).map(|m| m.len()).unwrap_or(0) > 10_000,
+        "{}",
+        phone.display()
+    );
+    // PHP-FPM stopped: the open page marks the pool unhealthy and lists it
+    // as a last error, still without a reload.
+    php.stop();
+    wait_for("the page to show the pool unhealthy", 30, || {
+        browser.eval("!!document.querySelector('.pool.unhealthy[data-pool=\"frontend\"]')") == true
+    });
+    let errors = browser.eval("document.getElementById('errors').textContent");
+    assert!(
+        errors
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("127.0.0.1:{port} is unhealthy")),
+        "{errors}"
+    );
+    assert_eq!(
+        browser.eval("window.loadedOnce"),
+        "yes",
+        "the page was reloaded"
+    );
+    let unhealthy = shots.join("fpm-stopped.png");
+    chromium_cli(
+        &[
+            "--window-size=1280,1400",
+            &format!("--screenshot={}", unhealthy.display()),
+        ],
+        &url,
+    );
+    eprintln!(
+        "screenshots: {} and {}",
+        phone.display(),
+        unhealthy.display()
+    );
+}
+
+/// Chromium's command line, headless with a fresh profile (screenshots).
+fn chromium_cli(args: &[&str], url: &str) {
     let profile = tempfile::tempdir().unwrap();
-    let out = Command::new("timeout")
+    let _ = Command::new("timeout")
         .args(["120", "chromium"])
         .args([
             "--headless",
@@ -715,155 +865,6 @@ fn chromium(args: &[&str], url: &str) -> String {
         .arg(url)
         .output()
         .expect("chromium runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn dom_after(url: &str, virtual_ms: u64) -> String {
-    chromium(
-        &["--dump-dom", &format!("--virtual-time-budget={virtual_ms}")],
-        url,
-    )
-}
-
-/// The number in `<span data-k="KEY">N</span>` (first match) of a DOM.
-fn dom_figure(dom: &str, key: &str) -> u64 {
-    let tag = format!("data-k=\"{key}\">");
-    dom.split(&tag)
-        .nth(1)
-        .and_then(|r| r.split('<').next())
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{key} not in the DOM"))
-}
-
-#[test]
-fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm() {
-    if Command::new("chromium").arg("--version").output().is_err() {
-        eprintln!("skipped: no chromium (apt-get install chromium)");
-        return;
-    }
-    let port = common::free_addr().port();
-    let mut php = fpm::Fpm::start(port, 2);
-    let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, "");
-    wait_for("readiness", 20, || {
-        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
-    });
-    let url = format!("http://{admin}/");
-    let get = |path: &str| {
-        http_raw(
-            addr,
-            &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
-        )
-    };
-    get("/women.html");
-    // Load runs while the browser has the page open: the figures it shows
-    // after its script's updates are past those of the first render.
-    let hits_before = {
-        let j: serde_json::Value =
-            serde_json::from_str(body_of(&admin_get(admin, "/status.json"))).unwrap();
-        j["cache"]["hits"].as_u64().unwrap()
-    };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut n = 0u64;
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                http_raw(
-                    addr,
-                    "GET /women.html HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
-                );
-                n += 1;
-            }
-            n
-        })
-    };
-    let dom = dom_after(&url, 9000);
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let sent = load.join().unwrap();
-    assert!(dom.contains("Live: updated every 2 s at"), "{dom}");
-    let updates: u64 = dom
-        .split("data-updates=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    assert!(
-        updates >= 2,
-        "the script swapped the sections {updates} times"
-    );
-    let shown = dom_figure(&dom, "hits");
-    assert!(
-        shown > hits_before && shown <= hits_before + sent,
-        "{hits_before} < {shown} <= +{sent}"
-    );
-    for id in [
-        "cache", "requests", "pools", "waf", "bus", "rollout", "errors",
-    ] {
-        assert!(dom.contains(&format!("<section id=\"{id}\">")), "{id}");
-    }
-    // At rest, the page's figures are /metrics' figures.
-    std::thread::sleep(Duration::from_millis(300));
-    let dom = dom_after(&url, 2500);
-    let m = admin_get(admin, "/metrics");
-    let m = body_of(&m);
-    assert_eq!(
-        dom_figure(&dom, "hits") as f64,
-        metric(m, "magestack_cache_hits_total")
-    );
-    assert_eq!(
-        dom_figure(&dom, "misses") as f64,
-        metric(m, "magestack_cache_misses_total")
-    );
-    assert_eq!(
-        dom_figure(&dom, "objects") as f64,
-        metric(m, "magestack_cache_objects")
-    );
-    assert_eq!(
-        dom_figure(&dom, "requests_2xx") as f64,
-        metric(m, "magestack_requests_total{status_class=\"2xx\"}")
-    );
-    assert!(dom.contains("data-pool=\"frontend\""), "{dom}");
-    // A screenshot at a phone's width, kept as a test artifact.
-    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
-    std::fs::create_dir_all(&shots).unwrap();
-    let phone = shots.join("phone-390.png");
-    let _ = std::fs::remove_file(&phone);
-    chromium(
-        &[
-            "--window-size=390,1600",
-            &format!("--screenshot={}", phone.display()),
-        ],
-        &url,
-    );
-    assert!(
-        std::fs::metadata(&phone).map(|m| m.len()).unwrap_or(0) > 10_000,
-        "{}",
-        phone.display()
-    );
-    // PHP-FPM stopped: the page marks the pool unhealthy and lists it as a last error.
-    php.stop();
-    wait_for("the pool to turn unhealthy", 20, || {
-        admin_get(admin, "/pools").contains("\"unhealthy\"")
-    });
-    let dom = dom_after(&url, 4500);
-    assert!(dom.contains("class=\"pool unhealthy\""), "{dom}");
-    assert!(
-        dom.contains(&format!("127.0.0.1:{port} is unhealthy")),
-        "{dom}"
-    );
-    let unhealthy = shots.join("fpm-stopped.png");
-    chromium(
-        &[
-            "--window-size=1280,1400",
-            &format!("--screenshot={}", unhealthy.display()),
-        ],
-        &url,
-    );
-    eprintln!(
-        "screenshots: {} and {}",
-        phone.display(),
-        unhealthy.display()
-    );
 }
 
 // === readiness warm-up from a sitemap ===
