@@ -237,10 +237,11 @@ pub struct WarmArgs {
     /// The Host to send (a store view's domain) instead of each URL's own.
     #[arg(long)]
     pub host: Option<String>,
-    /// Warm this X-Magento-Vary variant too (a currency or customer group's cookie value,
-    /// as Magento sets it); repeatable: each URL is requested once per value.
-    #[arg(long)]
-    pub vary: Vec<String>,
+    /// Warm a variant too: the Cookie header of a session in that currency, store or customer group
+    /// (e.g. "PHPSESSID=…; X-Magento-Vary=…", copied from a browser after switching). Repeatable;
+    /// each URL is requested once without cookies and once per value.
+    #[arg(long = "cookie", value_name = "COOKIES")]
+    pub cookies: Vec<String>,
 }
 
 /// `--rate 10`, `10/s`, `0.5/s`.

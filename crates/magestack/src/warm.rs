@@ -116,11 +116,12 @@ async fn get(
         req.headers_mut()
             .insert("x-forwarded-proto", http::HeaderValue::from_static("https"));
     }
-    if let Some(v) = variant {
+    if let Some(cookies) = variant {
+        // Magento renders from the session and Varnish keys on
+        // X-Magento-Vary: a variant is a session's cookies, as a browser sends them.
         req.headers_mut().insert(
             http::header::COOKIE,
-            http::HeaderValue::from_str(&format!("X-Magento-Vary={v}"))
-                .context("the --vary value is not a cookie value")?,
+            http::HeaderValue::from_str(cookies).context("--cookie is not a header value")?,
         );
     }
     let resp = tokio::time::timeout(PAGE_TIMEOUT, client.request(req))
@@ -188,11 +189,10 @@ async fn warm(args: WarmArgs) -> Result<ExitCode> {
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
     let urls = urls(&client, &args).await?;
-    let variants: Vec<Option<String>> = if args.vary.is_empty() {
-        vec![None]
-    } else {
-        args.vary.iter().cloned().map(Some).collect()
-    };
+    // The default variant, then one per session cookie given.
+    let variants: Vec<Option<String>> = std::iter::once(None)
+        .chain(args.cookies.iter().cloned().map(Some))
+        .collect();
     let mut jobs = Vec::new();
     for u in &urls {
         let t = target(u, args.edge.as_deref(), args.host.as_deref())?;
@@ -340,10 +340,11 @@ fn summary(outcomes: &[Outcome], took: Duration) -> Result<ExitCode> {
 
 fn line(o: &Outcome) -> String {
     let status = o.status.map_or_else(|| "---".to_owned(), |s| s.to_string());
+    // The variant by its position, not its cookies (a session is a secret).
     let variant = o
         .variant
         .as_deref()
-        .map(|v| format!(" (vary {v})"))
+        .map(|_| " (with --cookie)".to_owned())
         .unwrap_or_default();
     let err = o
         .error

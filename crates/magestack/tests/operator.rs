@@ -429,6 +429,44 @@ fn warm_the_storefront_sitemap_first_pass_misses_second_all_hits() {
         )),
         "{out}"
     );
+    // A currency variant: the session's cookies, as a browser sends them
+    // after switching; the default variant is warmed too (already cached).
+    let switch = http_raw(
+        addr,
+        "GET /directory/currency/switch?currency=EUR HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+    );
+    let cookies: Vec<String> = switch
+        .lines()
+        .filter_map(|l| l.strip_prefix("set-cookie: "))
+        .filter_map(|c| c.split(';').next())
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        cookies.iter().any(|c| c.starts_with("X-Magento-Vary=")),
+        "{switch}"
+    );
+    let (code, out) = warm(&[
+        "--sitemap",
+        "http://shop.test/sitemap.xml",
+        "--edge",
+        &edge,
+        "--rate",
+        "100",
+        "--cookie",
+        &cookies.join("; "),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("warm: {} requests in", 2 * SITEMAP_PAGES))
+            && out.contains(&format!(
+                ": {SITEMAP_PAGES} hits, {SITEMAP_PAGES} misses, 0 uncacheable, 0 errors"
+            )),
+        "{out}"
+    );
+    assert!(
+        !out.contains("PHPSESSID"),
+        "the cookies are not printed: {out}"
+    );
     // Another store view (Host) is another set of pages.
     let (code, out) = warm(&[
         "--sitemap",
