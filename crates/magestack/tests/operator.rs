@@ -852,8 +852,15 @@ fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm
     // PHP-FPM stopped: the open page marks the pool unhealthy and lists it
     // as a last error, still without a reload.
     php.stop();
+    // (The pool's state is read live; the event comes with the sampler's
+    // next reading, up to 2 s later.)
+    let unhealthy_event = format!("127.0.0.1:{port} is unhealthy");
     wait_for("the page to show the pool unhealthy", 30, || {
         browser.eval("!!document.querySelector('.pool.unhealthy[data-pool=\"frontend\"]')") == true
+            && browser
+                .eval("document.getElementById('errors').textContent")
+                .as_str()
+                .is_some_and(|t| t.contains(&unhealthy_event))
     });
     let errors = browser.eval("document.getElementById('errors').textContent");
     assert!(
