@@ -264,6 +264,23 @@ fn doctor_text_output_and_usage_errors() {
     );
 }
 
+#[test]
+fn doctor_says_so_when_php_is_missing_for_env_php() {
+    let fx = Fixture::new(POOL, INI, EDGE, ENV_PHP);
+    let out = bin()
+        .args(["doctor", "--magento-root"])
+        .arg(fx.dir.path().join("magento"))
+        .env("PATH", "/nonexistent")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("PHP is not installed here") && text.contains("skipped"),
+        "{text}"
+    );
+}
+
 /// An edge in front of an FPM of the test's own, with its admin listener.
 fn edge_with_own_fpm(
     fpm_port: u16,
