@@ -122,6 +122,9 @@ pub struct ReadinessSettings {
     pub opcache_min_ppm: u32,
     /// Warm-up paths (each starts with `/`).
     pub warmup_urls: Vec<String>,
+    /// A sitemap whose first pages are warmed too; relative to the docroot
+    /// unless absolute. Read by the binary at start, not here.
+    pub warmup_sitemap: Option<PathBuf>,
 }
 
 /// A checked PHP-FPM pool.
@@ -1267,6 +1270,8 @@ fn compile_readiness(r: file::ReadinessConfig, errs: &mut Errors) -> ReadinessSe
         health_script,
         opcache_min_ppm: (r.opcache_min_ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u32,
         warmup_urls: r.warmup_urls,
+        warmup_sitemap: (!r.warmup_sitemap.trim().is_empty())
+            .then(|| PathBuf::from(r.warmup_sitemap.trim())),
     }
 }
 

@@ -427,6 +427,7 @@ fn golden_example_file() {
             health_script: Some("magestack-health.php".into()),
             opcache_min_ppm: 800_000,
             warmup_urls: vec!["/".into(), "/women/tops.html".into()],
+            warmup_sitemap: Some("sitemap.xml".into()),
         },
         waf: WafSettings {
             rate_limits: true,
@@ -632,7 +633,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 116, "{keys:#?}");
+    assert_eq!(keys.len(), 117, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =

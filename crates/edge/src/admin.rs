@@ -160,6 +160,10 @@ pub async fn serve(
 ) {
     let access = Arc::new(access);
     let throttle = Arc::new(FailureThrottle::new());
+    // The status page's last-minute figures and charts: one reading every
+    // two seconds for as long as the admin listener serves.
+    let history = Arc::new(crate::status_page::History::default());
+    let _sampler = AbortOnDrop(tokio::spawn(history.clone().run(live.clone())));
     loop {
         let Ok((stream, peer)) = listener.accept().await else {
             continue;
@@ -169,6 +173,7 @@ pub async fn serve(
         let access = access.clone();
         let throttle = throttle.clone();
         let reload = reload.clone();
+        let history = history.clone();
         tokio::spawn(async move {
             let svc = service_fn(move |req: Request<Incoming>| {
                 let ready = ready.clone();
@@ -176,12 +181,16 @@ pub async fn serve(
                 let access = access.clone();
                 let throttle = throttle.clone();
                 let reload = reload.clone();
+                let history = history.clone();
                 async move {
                     let gate = Gate {
                         access: &access,
                         throttle: &throttle,
                         peer: peer.ip(),
                     };
+                    if let Some(r) = status(&req, &ready, &edge, &gate, &history) {
+                        return Ok::<_, Infallible>(r);
+                    }
                     Ok::<_, Infallible>(route(&req, &ready, &edge, &gate, reload.as_ref()))
                 }
             });
@@ -190,6 +199,59 @@ pub async fn serve(
                 .await;
         });
     }
+}
+
+/// Aborts the task when the admin listener's future is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The status page (`/`), its sections (`/status.html`, what the page's
+/// script re-fetches) and its data (`/status.json`, what `magestack top`
+/// reads): behind the same ACL or token as `/metrics`. `None` for other paths.
+fn status(
+    req: &Request<Incoming>,
+    ready: &Readiness,
+    edge: &Edge,
+    gate: &Gate<'_>,
+    history: &crate::status_page::History,
+) -> Option<Response<EdgeBody>> {
+    let path = req.uri().path();
+    if !matches!(path, "/" | "/status.html" | "/status.json") {
+        return None;
+    }
+    if let Some(refused) = gate.refuse(req) {
+        return Some(refused);
+    }
+    let snap = crate::status_page::snapshot(edge, ready.get(), history);
+    let (body, ctype) = match path {
+        "/" => (
+            crate::status_page::render_page(&snap),
+            "text/html; charset=utf-8",
+        ),
+        "/status.html" => (
+            crate::status_page::render_sections(&snap),
+            "text/html; charset=utf-8",
+        ),
+        _ => (
+            serde_json::to_string(&snap).unwrap_or_default() + "\n",
+            "application/json",
+        ),
+    };
+    let mut r = Response::new(body::full(body));
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(ctype),
+    );
+    r.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-store"),
+    );
+    Some(r)
 }
 
 fn json(status: StatusCode, body: String) -> Response<EdgeBody> {

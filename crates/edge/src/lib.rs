@@ -39,6 +39,7 @@ pub mod request_hygiene;
 pub mod server;
 pub mod settings;
 pub mod static_files;
+pub mod status_page;
 pub mod tls;
 mod token;
 mod upstream_failure;

@@ -52,6 +52,15 @@ pub enum Command {
         #[command(subcommand)]
         action: CdnCommand,
     },
+    /// Audit a Magento setup for the pitfalls behind most outages (FPM memory, OPcache, sessions,
+    /// http_cache_hosts, database connections, a live edge's health); exit 1 on an error-level finding.
+    Doctor(DoctorArgs),
+    /// The edge's figures in the terminal, refreshed (cache, pools, WAF, bus, last errors), from a
+    /// running edge's admin listener: varnishstat's place.
+    Top(TopArgs),
+    /// Warm the full-page cache: request every page of a sitemap (or URL list) through the edge,
+    /// politely; a summary, exit 1 when a page did not answer 2xx/3xx.
+    Warm(WarmArgs),
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
@@ -103,8 +112,8 @@ pub struct EdgeArgs {
     /// Magento's pub/ directory (static files, PHP scripts).
     #[arg(long)]
     pub docroot: Option<PathBuf>,
-    /// Admin listener: /healthz, /readyz, /metrics, /pools, /cache/stats, POST /admin/reload and
-    /// POST /admin/purge (all but the health checks need a peer in cache.purge_acl or
+    /// Admin listener: / (status page; /status.json), /healthz, /readyz, /metrics, /pools, /cache/stats,
+    /// POST /admin/reload and POST /admin/purge (all but the health checks need a peer in cache.purge_acl or
     /// MAGESTACK_ADMIN_TOKEN; off loopback the token is required: 64 hex digits or 43 other characters).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
@@ -158,4 +167,99 @@ pub struct DbproxyArgs {
     /// Admin listener: /healthz, /readyz, /metrics, /backends, /digests (dbproxy.admin_listen).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DoctorFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DoctorArgs {
+    /// Magento's root: app/etc/env.php (read through `php -r`) and the code base's size.
+    #[arg(long)]
+    pub magento_root: Option<PathBuf>,
+    /// A PHP-FPM pool file (repeatable).
+    #[arg(long)]
+    pub fpm_conf: Vec<PathBuf>,
+    /// The php.ini (or conf.d file) with the OPcache and realpath settings.
+    #[arg(long)]
+    pub php_ini: Option<PathBuf>,
+    /// The edge's TOML configuration.
+    #[arg(long)]
+    pub edge_config: Option<PathBuf>,
+    /// Kubernetes manifests: a kustomize directory (rendered with kubectl), a directory of YAML
+    /// files or one rendered file.
+    #[arg(long)]
+    pub k8s: Option<PathBuf>,
+    /// A running edge's admin listener, host:port (MAGESTACK_ADMIN_TOKEN when not on its ACL).
+    #[arg(long)]
+    pub edge: Option<String>,
+    /// The database's max_connections (Aurora: at the minimum ACU), checked against
+    /// pods × PHP workers or the DB proxy's cap.
+    #[arg(long)]
+    pub db_max_connections: Option<u64>,
+    /// `text` for people, `json` (a list of findings: severity, check, message, why, fix) for CI.
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TopArgs {
+    /// The edge's admin listener, host:port (MAGESTACK_ADMIN_TOKEN when not on its ACL).
+    #[arg(long, default_value = "127.0.0.1:9180")]
+    pub admin: String,
+    /// Seconds between refreshes.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval: f64,
+    /// Print one screen and exit (for scripts).
+    #[arg(long)]
+    pub once: bool,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct WarmArgs {
+    /// sitemap.xml (a sitemap index and .gz included) or a list of URLs, one a line: a file or an
+    /// http(s) URL (fetched through --edge when given).
+    #[arg(long)]
+    pub sitemap: String,
+    /// The edge's traffic listener, host:port: every request goes there, with the URL's host as
+    /// Host (or --host). Without it, each URL's own host is asked (plain http only).
+    #[arg(long)]
+    pub edge: Option<String>,
+    /// Requests in flight at once: keep it below the frontend pool's pm.max_children.
+    #[arg(long, default_value_t = 4)]
+    pub concurrency: usize,
+    /// Requests started per second at most, e.g. 10 or 10/s.
+    #[arg(long, default_value = "10", value_parser = parse_rate)]
+    pub rate: f64,
+    /// The Host to send (a store view's domain) instead of each URL's own.
+    #[arg(long)]
+    pub host: Option<String>,
+    /// Warm a variant too: the Cookie header of a session in that currency, store or customer group
+    /// (e.g. "PHPSESSID=…; X-Magento-Vary=…", copied from a browser after switching). Repeatable;
+    /// each URL is requested once without cookies and once per value.
+    #[arg(long = "cookie", value_name = "COOKIES")]
+    pub cookies: Vec<String>,
+}
+
+/// `--rate 10`, `10/s`, `0.5/s`.
+fn parse_rate(text: &str) -> std::result::Result<f64, String> {
+    let n = text.trim().trim_end_matches("/s");
+    match n.trim().parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(r),
+        _ => Err(format!("{text}: give requests per second, e.g. 10 or 10/s")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rates() {
+        assert_eq!(super::parse_rate("10/s"), Ok(10.0));
+        assert_eq!(super::parse_rate("0.5"), Ok(0.5));
+        assert!(super::parse_rate("0").is_err());
+        assert!(super::parse_rate("fast").is_err());
+    }
 }

@@ -4,11 +4,17 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+mod admin_client;
 mod cdn;
 mod cli;
+mod doctor;
 mod fd_limit;
 mod log_writer;
 mod run;
+mod secrets;
+mod sitemap;
+mod top;
+mod warm;
 
 use std::process::ExitCode;
 
@@ -20,7 +26,12 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             eprintln!("magestack: {e:#}");
-            ExitCode::FAILURE
+            // A usage error (an input named that is not there) is 2, as clap's own.
+            if e.downcast_ref::<doctor::Usage>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

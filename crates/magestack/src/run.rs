@@ -10,6 +10,7 @@ use magestack_edge::{admin, EdgeSettings, Server, ServerLimits, UpstreamTarget};
 use tokio::net::TcpListener;
 
 use crate::cli::{self, Cli, Command, EdgeArgs};
+use crate::secrets::secret;
 
 pub fn main(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -24,6 +25,9 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         } => cdn_export(config.as_deref(), format, output.as_deref()),
         Command::Purge { tags, all, edge } => purge(&tags, all, &edge),
         Command::Dbproxy(args) => dbproxy(args),
+        Command::Doctor(args) => crate::doctor::run(args),
+        Command::Warm(args) => crate::warm::run(args),
+        Command::Top(args) => crate::top::run(args),
         Command::Edge(args) => {
             anyhow::ensure!(
                 args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),
@@ -550,12 +554,49 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         readiness: magestack_edge::settings::ReadinessSpec {
             health_script: cfg.readiness.health_script.clone(),
             opcache_min_ratio: f64::from(cfg.readiness.opcache_min_ppm) / 1_000_000.0,
-            warmup_urls: cfg.readiness.warmup_urls.clone(),
+            warmup_urls: warmup_urls(cfg),
         },
         cache: cache_settings(cfg),
         cluster: None,
         deny_without_docroot: false,
     }
+}
+
+/// `readiness.warmup_urls`, then the first pages of
+/// `readiness.warmup_sitemap` (relative to the docroot unless absolute). A
+/// sitemap that cannot be read is logged and skipped: warming is an
+/// optimisation, a pod must still start.
+fn warmup_urls(cfg: &Validated) -> Vec<String> {
+    let mut urls = cfg.readiness.warmup_urls.clone();
+    let Some(file) = &cfg.readiness.warmup_sitemap else {
+        return urls;
+    };
+    let path = match &cfg.magento.docroot {
+        Some(root) if file.is_relative() => root.join(file),
+        _ => file.clone(),
+    };
+    let pages = std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|raw| crate::sitemap::parse(&raw).map_err(|e| e.to_string()));
+    match pages {
+        Ok(crate::sitemap::Sitemap::Urls(list)) => {
+            let found = crate::sitemap::paths(&list, crate::sitemap::MAX_WARMUP_PAGES);
+            tracing::info!(sitemap = %path.display(), pages = found.len(), "Warm-up pages from the sitemap.");
+            for p in found {
+                if !urls.contains(&p) {
+                    urls.push(p);
+                }
+            }
+        }
+        Ok(crate::sitemap::Sitemap::Index(_)) => tracing::warn!(
+            sitemap = %path.display(),
+            "readiness.warmup_sitemap is a sitemap index: name one of its sitemaps; skipped."
+        ),
+        Err(e) => {
+            tracing::warn!(sitemap = %path.display(), error = %e, "readiness.warmup_sitemap not read; skipped.")
+        }
+    }
+    urls
 }
 
 fn upstream_target(url: &UpstreamUrl) -> UpstreamTarget {
@@ -811,29 +852,6 @@ pub(crate) fn token_strength(token: &str) -> std::result::Result<(), String> {
         ));
     }
     Ok(())
-}
-
-/// A secret from `$NAME`, or the first line of the file `$NAME_FILE`
-/// (Kubernetes secrets mounted as files); never from the config file.
-fn secret(name: &str) -> Result<Option<String>> {
-    if let Some(t) = std::env::var(name).ok().filter(|t| !t.is_empty()) {
-        return Ok(Some(t));
-    }
-    let file_var = format!("{name}_FILE");
-    match std::env::var_os(&file_var) {
-        Some(path) => {
-            let text = std::fs::read_to_string(&path)
-                .with_context(|| format!("reading {file_var} {}", path.to_string_lossy()))?;
-            let token = text.lines().next().unwrap_or("").trim().to_owned();
-            anyhow::ensure!(
-                !token.is_empty(),
-                "{file_var} {} is empty",
-                path.to_string_lossy()
-            );
-            Ok(Some(token))
-        }
-        None => Ok(None),
-    }
 }
 
 /// `[cluster]` with its password and this replica's name (the pod name in

@@ -35,6 +35,15 @@ function sf_dispatch(): void
         sf_category_page($cat);
         return;
     }
+    // Magento's cron writes pub/sitemap.xml; here it is generated, with the same shape.
+    if ($p === '/sitemap.xml') {
+        sf_sitemap();
+        return;
+    }
+    if ($p === '/sitemap_index.xml') {
+        sf_sitemap_index();
+        return;
+    }
     switch (strtolower($p)) {
         case '/customer/account/login':
         case '/customer/account/loginpost':
@@ -734,4 +743,55 @@ function sf_admin_import(): void
         'status' => 'done', 'seconds' => $seconds, 'elapsed_ms' => (int)round((microtime(true) - $start) * 1000),
         'rows' => $rows, 'digest' => $digest, 'pid' => getmypid(),
     ]);
+}
+
+// === Sitemaps (what Magento's sitemap generator writes to pub/) ===================================
+
+/** Absolute URLs on the requested host, as Magento writes them with the store's base URL. */
+function sf_sitemap_base(): string
+{
+    $host = (string)($_SERVER['HTTP_HOST'] ?? 'localhost');
+    $https = strtolower((string)($_SERVER['HTTP_X_FORWARDED_PROTO'] ?? '')) === 'https';
+    return ($https ? 'https' : 'http') . '://' . $host;
+}
+
+/**
+ * Every public page: home, categories, products, CMS pages (not the 404 page), with priorities
+ * like Magento's defaults (home 1.0, categories 0.5, products 1.0, CMS 0.25).
+ */
+function sf_sitemap(): void
+{
+    $base = sf_sitemap_base();
+    $urls = [[$base . '/', '1.0']];
+    foreach (sf_categories() as $c) {
+        $urls[] = [$base . '/' . $c['path'] . '.html', '0.5'];
+    }
+    foreach (sf_products() as $p) {
+        $urls[] = [$base . '/product/' . strtolower($p['sku']) . '.html', '1.0'];
+    }
+    // Not /customer-service: Magento's VCL passes every URL containing "/customer", so no cache
+    // can hold it and a warmer would only load PHP with it.
+    foreach (sf_cms_pages() as $c) {
+        if (!in_array($c['identifier'], ['home', 'no-route', 'customer-service'], true)) {
+            $urls[] = [$base . '/' . $c['identifier'], '0.25'];
+        }
+    }
+    header('Content-Type: application/xml; charset=UTF-8');
+    header('Cache-Control: no-store');
+    echo '<?xml version="1.0" encoding="UTF-8"?>' . "\n";
+    echo '<urlset xmlns="http://www.sitemaps.org/schemas/sitemap/0.9">' . "\n";
+    foreach ($urls as [$loc, $prio]) {
+        echo '<url><loc>' . htmlspecialchars($loc, ENT_XML1) . '</loc><changefreq>daily</changefreq><priority>' . $prio . "</priority></url>\n";
+    }
+    echo "</urlset>\n";
+}
+
+/** A sitemap index pointing at the sitemap (Magento writes one once a sitemap is split). */
+function sf_sitemap_index(): void
+{
+    header('Content-Type: application/xml; charset=UTF-8');
+    header('Cache-Control: no-store');
+    echo '<?xml version="1.0" encoding="UTF-8"?>' . "\n";
+    echo '<sitemapindex xmlns="http://www.sitemaps.org/schemas/sitemap/0.9"><sitemap><loc>'
+        . htmlspecialchars(sf_sitemap_base() . '/sitemap.xml', ENT_XML1) . "</loc></sitemap></sitemapindex>\n";
 }
