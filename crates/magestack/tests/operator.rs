@@ -61,10 +61,10 @@ fn findings(json: &str) -> Vec<serde_json::Value> {
 
 #[test]
 fn doctor_finds_the_deploy_kit_as_shipped_clean() {
-    if kubectl().is_none() {
-        eprintln!("skipped: no kubectl (scripts/check-deploy installs it into its venv)");
-        return;
-    }
+    assert!(
+        kubectl().is_some(),
+        "no kubectl: ./scripts/test installs it (scripts/check-deploy --tools-only) before the tests"
+    );
     for overlay in [
         "base",
         "overlays/staging",
@@ -84,10 +84,9 @@ fn doctor_finds_the_deploy_kit_as_shipped_clean() {
 
 #[test]
 fn doctor_on_a_kit_with_fpm_over_its_memory_names_it_and_exits_1() {
-    let Some(k) = kubectl() else {
-        eprintln!("skipped: no kubectl");
-        return;
-    };
+    let k = kubectl().expect(
+        "no kubectl: ./scripts/test installs it (scripts/check-deploy --tools-only) before the tests",
+    );
     let out = Command::new(k)
         .arg("kustomize")
         .arg(repo("deploy/k8s/overlays/production"))
@@ -753,10 +752,9 @@ fn top_redraws_the_figures_in_a_terminal() {
 
 #[test]
 fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm() {
-    let Some(mut browser) = cdp::Browser::launch() else {
-        eprintln!("skipped: no chromium (apt-get install chromium)");
-        return;
-    };
+    let mut browser = cdp::Browser::launch().expect(
+        "no chromium: ./scripts/test installs it (scripts/deps start installs Debian's chromium)",
+    );
     let port = common::free_addr().port();
     let mut php = fpm::Fpm::start(port, 2);
     let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, "");
