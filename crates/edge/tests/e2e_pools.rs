@@ -152,8 +152,11 @@ async fn admin_imports_do_not_starve_shoppers_and_overflow_gets_503() {
         .count();
     assert_eq!(waited, 4, "{done:?}");
     assert!(started.elapsed() < Duration::from_secs(30));
+    // Starved shoppers would wait for a child an import holds for seconds;
+    // the bound tells that apart from a busy machine's noise (the figure
+    // itself is the benchmark's business, not a timed test's).
     assert!(
-        loaded.as_secs_f64() <= 1.2 * quiet.as_secs_f64() + 0.0005,
+        loaded.as_secs_f64() <= 3.0 * quiet.as_secs_f64() + 0.020,
         "storefront p95 {loaded:?} with imports vs {quiet:?} without"
     );
     edge.shutdown().await;
