@@ -22,7 +22,7 @@ use tokio::net::TcpStream;
 
 use crate::backend::Reply;
 use crate::error::{BackendError, IoError};
-use crate::io::PacketStream;
+use crate::io::{PacketStream, Stream};
 use crate::metrics::{pin_mask, Decision, ErrorKind as MetricError};
 use crate::pool::Lease;
 use crate::Shared;
@@ -30,7 +30,8 @@ use crate::Shared;
 /// Capabilities offered to clients. No `CLIENT_SESSION_TRACK` (the tracking
 /// the proxy turns on belongs to the proxy), no `CLIENT_DEPRECATE_EOF`
 /// (backends run without it, so result sets pass unchanged), no
-/// `CLIENT_SSL` yet, no compression, no `LOCAL INFILE`.
+/// compression, no `LOCAL INFILE`. `CLIENT_SSL` is added when TLS from
+/// clients is configured.
 pub(crate) const CLIENT_CAPS: u32 = cap::LONG_PASSWORD
     | cap::LONG_FLAG
     | cap::CONNECT_WITH_DB
@@ -50,7 +51,7 @@ const FLUSH_AT: usize = 64 * 1024;
 
 struct Client {
     shared: Arc<Shared>,
-    ps: PacketStream<TcpStream>,
+    ps: PacketStream<Stream>,
     caps: u32,
     session: Session,
     pinned: Option<Lease>,
@@ -68,9 +69,9 @@ const READ_ONLY: u16 = 1290;
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limits = shared.cfg.backend.limits;
-    let mut ps = PacketStream::new(stream, limits);
+    let ps = PacketStream::new(Stream::Plain(stream), limits);
     shared.metrics.client_opened();
-    let Some((caps, session)) = login(&shared, &mut ps, peer).await else {
+    let Some((ps, caps, session)) = login(&shared, ps, peer).await else {
         shared.metrics.client_closed();
         return;
     };
@@ -98,17 +99,25 @@ fn scramble() -> Vec<u8> {
     s.iter().map(|b| 33 + b % 94).collect()
 }
 
+/// ER_SECURE_TRANSPORT_REQUIRED: MySQL's code for a plain connection where
+/// TLS is required.
+const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+
+/// The connection phase: greeting, TLS when the client asks for it, the
+/// password check. `None`: the client was refused or left.
 async fn login(
     shared: &Shared,
-    ps: &mut PacketStream<TcpStream>,
+    mut ps: PacketStream<Stream>,
     peer: SocketAddr,
-) -> Option<(u32, Session)> {
+) -> Option<(PacketStream<Stream>, u32, Session)> {
+    let tls = shared.cfg.client_tls.as_ref();
+    let offered = CLIENT_CAPS | tls.map_or(0, |_| cap::SSL);
     let scramble = scramble();
     let hs = InitialHandshake {
         server_version: shared.server_version(),
         connection_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
         scramble: scramble.clone(),
-        capabilities: CLIENT_CAPS,
+        capabilities: offered,
         charset: magestack_mysql_proto::consts::UTF8MB4_GENERAL_CI,
         status: status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.as_bytes().to_vec(),
@@ -116,9 +125,27 @@ async fn login(
     let mut b = BytesMut::new();
     hs.encode(&mut b);
     ps.send(&b, 0).await.ok()?;
-    let p = ps.read().await.ok()?;
+    let mut p = ps.read().await.ok()?;
+    let mut hello = ClientHello::decode(&p.payload);
+    if let (Ok(ClientHello::SslRequest { .. }), Some(tls)) = (&hello, tls) {
+        // TLS now; the Handshake Response follows inside it.
+        let Some(Stream::Plain(tcp)) = ps.into_stream() else {
+            return None;
+        };
+        let s = match tls.acceptor().accept(tcp).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "Client TLS handshake failed.");
+                shared.metrics.error(MetricError::AuthFailed);
+                return None;
+            }
+        };
+        ps = PacketStream::new(Stream::FromClient(Box::new(s)), shared.cfg.backend.limits);
+        p = ps.read().await.ok()?;
+        hello = ClientHello::decode(&p.payload);
+    }
     let mut seq = p.last_seq.wrapping_add(1);
-    let resp = match ClientHello::decode(&p.payload) {
+    let resp = match hello {
         Ok(ClientHello::Response(r)) => r,
         Ok(ClientHello::SslRequest { .. }) | Err(_) => {
             let e = ErrPacket::new(
@@ -126,10 +153,21 @@ async fn login(
                 b"08S01",
                 "Bad handshake (magestack dbproxy: TLS from clients is not offered)",
             );
-            let _ = send_err(ps, &e, seq).await;
+            let _ = send_err(&mut ps, &e, seq).await;
             return None;
         }
     };
+    if tls.is_some_and(|t| t.required) && !ps.stream.is_tls() {
+        let e = ErrPacket::new(
+            SECURE_TRANSPORT_REQUIRED,
+            b"HY000",
+            "Connections using insecure transport are prohibited (magestack dbproxy: \
+             require_client_tls)",
+        );
+        shared.metrics.error(MetricError::AuthFailed);
+        let _ = send_err(&mut ps, &e, seq).await;
+        return None;
+    }
     let caps = resp.capabilities & CLIENT_CAPS;
     let cfg = &shared.cfg.backend;
     let plugin = resp
@@ -161,7 +199,12 @@ async fn login(
         );
         tracing::info!(%peer, user = %String::from_utf8_lossy(&resp.username), "Client authentication failed.");
         shared.metrics.error(MetricError::AuthFailed);
-        let _ = send_err(ps, &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg), seq).await;
+        let _ = send_err(
+            &mut ps,
+            &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg),
+            seq,
+        )
+        .await;
         return None;
     }
     if used_plugin == CACHING_SHA2_PASSWORD {
@@ -178,10 +221,14 @@ async fn login(
         .database
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(&d).into_owned());
-    Some((caps, Session::new(db, caps & cap::MULTI_STATEMENTS != 0)))
+    Some((
+        ps,
+        caps,
+        Session::new(db, caps & cap::MULTI_STATEMENTS != 0),
+    ))
 }
 
-async fn send_err(ps: &mut PacketStream<TcpStream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {
+async fn send_err(ps: &mut PacketStream<Stream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {
     let mut b = BytesMut::new();
     e.encode(&mut b);
     ps.send(&b, seq).await

@@ -1,11 +1,78 @@
 //! Packet I/O over a tokio stream: the sans-IO framing of
-//! `magestack_mysql_proto::packet` pumped by reads and writes.
+//! `magestack_mysql_proto::packet` pumped by reads and writes, on plain TCP
+//! or TLS (which MySQL starts mid-handshake, hence [`Stream`]).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use bytes::BytesMut;
 use magestack_mysql_proto::packet::{self, Limits, Packet};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 
 use crate::error::IoError;
+
+/// A connection to a client or a server, TLS or not: one type, so the
+/// command loop and the pools do not become generic over it. The TLS
+/// states are boxed: a plain connection (the common idle client) pays
+/// for a pointer, not for rustls's state.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    ToServer(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    FromClient(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl Stream {
+    pub(crate) fn is_tls(&self) -> bool {
+        !matches!(self, Self::Plain(_))
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::ToServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Self::FromClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::ToServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Self::FromClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::ToServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Self::FromClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::ToServer(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Self::FromClient(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
 
 /// A stream with its read buffer.
 #[derive(Debug)]
@@ -44,6 +111,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> PacketStream<S> {
                 return Err(IoError::Closed);
             }
         }
+    }
+
+    /// The stream back, to start TLS on it. `None` when the peer already
+    /// sent bytes past the SSL Request (they would be read outside TLS: a
+    /// protocol violation, or an attack on the switch).
+    pub(crate) fn into_stream(self) -> Option<S> {
+        self.buf.is_empty().then_some(self.stream)
     }
 
     /// Queues a payload with sequence id `seq`; returns the next id.

@@ -229,6 +229,17 @@ impl HandshakeResponse {
     }
 }
 
+/// Appends an SSL Request: the first 32 bytes of a Handshake Response with
+/// `CLIENT_SSL` set. The client starts TLS right after it and sends the full
+/// response (next sequence id) inside TLS, so nothing of the login crosses
+/// the wire in clear.
+pub fn encode_ssl_request(capabilities: u32, max_packet: u32, charset: u8, dst: &mut BytesMut) {
+    dst.put_u32_le(capabilities | cap::SSL);
+    dst.put_u32_le(max_packet);
+    dst.put_u8(charset);
+    dst.put_bytes(0, 23);
+}
+
 /// Appends an Auth Switch Request (`0xfe`, plugin, scramble + NUL).
 pub fn encode_auth_switch(plugin: &str, scramble: &[u8], dst: &mut BytesMut) {
     dst.put_u8(0xfe);
@@ -258,6 +269,9 @@ pub enum BackendAuthError {
     /// connection without TLS (the RSA exchange is not implemented).
     #[error("caching_sha2_password full authentication needs TLS to the backend")]
     FullAuthNeedsTls,
+    /// TLS is required and the server does not offer it (`CLIENT_SSL`).
+    #[error("the server does not offer TLS")]
+    NoTls,
     /// A packet that does not belong in the authentication exchange.
     #[error("unexpected packet during authentication")]
     Protocol(#[from] ParseError),
@@ -291,7 +305,14 @@ pub struct BackendAuth {
 
 impl BackendAuth {
     /// Builds the Handshake Response for `hs` with the proxy's chosen
-    /// capabilities (intersected with the server's).
+    /// capabilities (intersected with the server's). With `tls` the
+    /// response carries `CLIENT_SSL` (it goes inside the TLS session that
+    /// [`encode_ssl_request`] opened, and the server checks the flag), and
+    /// `caching_sha2_password` may send the password in full.
+    ///
+    /// # Errors
+    ///
+    /// `tls` asked of a server that does not offer `CLIENT_SSL`.
     pub fn start(
         hs: &InitialHandshake,
         wanted_caps: u32,
@@ -307,6 +328,14 @@ impl BackendAuth {
             plugin
         };
         let mut capabilities = wanted_caps & hs.capabilities;
+        if tls {
+            if hs.capabilities & cap::SSL == 0 {
+                return Err(BackendAuthError::NoTls);
+            }
+            capabilities |= cap::SSL;
+        } else {
+            capabilities &= !cap::SSL;
+        }
         if database.is_some() {
             capabilities |= cap::CONNECT_WITH_DB & hs.capabilities;
         } else {
@@ -453,6 +482,43 @@ mod tests {
             a.on_packet(PERFORM_FULL_AUTH),
             Err(BackendAuthError::FullAuthNeedsTls)
         );
+    }
+
+    #[test]
+    fn ssl_request_is_the_response_prefix_and_decodes_as_one() {
+        let mut b = BytesMut::new();
+        encode_ssl_request(
+            cap::PROTOCOL_41 | cap::SECURE_CONNECTION,
+            1 << 24,
+            45,
+            &mut b,
+        );
+        assert_eq!(b.len(), 32);
+        let want = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::SSL;
+        assert_eq!(
+            ClientHello::decode(&b),
+            Ok(ClientHello::SslRequest { capabilities: want })
+        );
+    }
+
+    #[test]
+    fn backend_auth_with_tls_sets_ssl_and_sends_the_password_on_full_auth() {
+        let mut hs = sample();
+        assert_eq!(
+            BackendAuth::start(&hs, !0, b"u", b"pw", None, true).err(),
+            Some(BackendAuthError::NoTls)
+        );
+        hs.capabilities |= cap::SSL;
+        hs.auth_plugin = CACHING_SHA2_PASSWORD.as_bytes().to_vec();
+        let (mut a, resp) = BackendAuth::start(&hs, !0, b"u", b"pw", None, true).unwrap();
+        assert_ne!(resp.capabilities & cap::SSL, 0);
+        assert_eq!(
+            a.on_packet(PERFORM_FULL_AUTH),
+            Ok(AuthStep::Send(Bytes::from_static(b"pw\0")))
+        );
+        // Without TLS the flag never goes out, even if the server offers it.
+        let (_, plain) = BackendAuth::start(&hs, !0, b"u", b"pw", None, false).unwrap();
+        assert_eq!(plain.capabilities & cap::SSL, 0);
     }
 
     proptest! {
