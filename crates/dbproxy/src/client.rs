@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use magestack_mysql_proto::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, SCRAMBLE_LEN};
 use magestack_mysql_proto::consts::{cap, err, status};
 use magestack_mysql_proto::handshake::{
-    encode_auth_switch, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
+    encode_auth_switch, ChangeUser, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
 };
 use magestack_mysql_proto::response::first_text_column;
 use magestack_mysql_proto::{
@@ -52,8 +52,10 @@ const FLUSH_AT: usize = 64 * 1024;
 struct Client {
     shared: Arc<Shared>,
     ps: PacketStream<Stream>,
+    peer: SocketAddr,
     caps: u32,
     session: Session,
+    scramble: [u8; SCRAMBLE_LEN],
     pinned: Option<Lease>,
     /// Pin reasons last reported to the metrics (bit mask).
     pins: u16,
@@ -71,15 +73,17 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let limits = shared.cfg.backend.limits;
     let ps = PacketStream::new(Stream::Plain(stream), limits);
     shared.metrics.client_opened();
-    let Some((ps, caps, session)) = login(&shared, ps, peer).await else {
+    let Some((ps, login)) = login(&shared, ps, peer).await else {
         shared.metrics.client_closed();
         return;
     };
     let mut c = Client {
         shared,
         ps,
-        caps,
-        session,
+        peer,
+        caps: login.caps,
+        session: login.session,
+        scramble: login.scramble,
         pinned: None,
         pins: 0,
         last_failed: false,
@@ -90,13 +94,13 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     c.shared.metrics.client_closed();
 }
 
-fn scramble() -> Vec<u8> {
+fn scramble() -> [u8; SCRAMBLE_LEN] {
     let mut s = [0u8; SCRAMBLE_LEN];
     // A failing OS random source leaves zeros mapped to a fixed scramble;
     // getrandom only fails on platforms without one.
     let _ = getrandom::getrandom(&mut s);
     // Printable, never NUL (the handshake NUL-terminates it), as servers do.
-    s.iter().map(|b| 33 + b % 94).collect()
+    s.map(|b| 33 + b % 94)
 }
 
 /// ER_SECURE_TRANSPORT_REQUIRED: MySQL's code for a plain connection where
@@ -105,18 +109,26 @@ const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
 
 /// The connection phase: greeting, TLS when the client asks for it, the
 /// password check. `None`: the client was refused or left.
+/// What a successful login leaves.
+struct Login {
+    caps: u32,
+    session: Session,
+    /// The greeting's scramble: `COM_CHANGE_USER` answers it again.
+    scramble: [u8; SCRAMBLE_LEN],
+}
+
 async fn login(
     shared: &Shared,
     mut ps: PacketStream<Stream>,
     peer: SocketAddr,
-) -> Option<(PacketStream<Stream>, u32, Session)> {
+) -> Option<(PacketStream<Stream>, Login)> {
     let tls = shared.cfg.client_tls.as_ref();
     let offered = CLIENT_CAPS | tls.map_or(0, |_| cap::SSL);
     let scramble = scramble();
     let hs = InitialHandshake {
         server_version: shared.server_version(),
         connection_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        scramble: scramble.clone(),
+        scramble: scramble.to_vec(),
         capabilities: offered,
         charset: magestack_mysql_proto::consts::UTF8MB4_GENERAL_CI,
         status: status::AUTOCOMMIT,
@@ -221,10 +233,14 @@ async fn login(
         .database
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(&d).into_owned());
+    let session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
     Some((
         ps,
-        caps,
-        Session::new(db, caps & cap::MULTI_STATEMENTS != 0),
+        Login {
+            caps,
+            session,
+            scramble,
+        },
     ))
 }
 
@@ -290,7 +306,12 @@ impl Client {
                     self.report_pins();
                     self.ok().await?;
                 }
-                Command::ChangeUser | Command::Unknown(_) | Command::SetOption(_) => {
+                Command::ChangeUser => {
+                    if !self.change_user(&p.payload).await? {
+                        return Ok(());
+                    }
+                }
+                Command::Unknown(_) | Command::SetOption(_) => {
                     self.shared.metrics.error(MetricError::UnknownCommand);
                     let msg = format!(
                         "Unknown command (magestack dbproxy does not support {})",
@@ -317,6 +338,81 @@ impl Client {
             }
             self.report_pins();
         }
+    }
+
+    /// `COM_CHANGE_USER`: a new login on this connection. The old session
+    /// ends first, whatever the outcome (its pinned backend is reset, or
+    /// closed when it holds `GET_LOCK` locks, exactly as when a client
+    /// leaves); then the answer is checked as at login, against the
+    /// greeting's scramble, or after an auth switch with a fresh one for a
+    /// plugin the proxy cannot check. On success the session starts afresh
+    /// (no variables, the packet's schema). A refused change closes the
+    /// connection after error 1045, as servers do. `false`: closed.
+    async fn change_user(&mut self, payload: &[u8]) -> Result<bool, IoError> {
+        self.leave().await;
+        self.session = Session::new(None, self.caps & cap::MULTI_STATEMENTS != 0);
+        self.report_pins();
+        let cu = match ChangeUser::decode(payload, self.caps) {
+            Ok(cu) => cu,
+            Err(_) => {
+                let e = ErrPacket::new(err::HANDSHAKE, b"08S01", "Bad handshake");
+                send_err(&mut self.ps, &e, 1).await?;
+                return Ok(false);
+            }
+        };
+        let cfg = &self.shared.cfg.backend;
+        let password = cfg.password.as_bytes();
+        let mut plugin = cu
+            .auth_plugin
+            .as_deref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| NATIVE_PASSWORD.to_owned());
+        let mut answer = cu.auth_response.clone();
+        let mut seq = 1u8;
+        if auth::expected_response(&plugin, password, &self.scramble).is_none() {
+            self.scramble = scramble();
+            let mut b = BytesMut::new();
+            encode_auth_switch(NATIVE_PASSWORD, &self.scramble, &mut b);
+            self.ps.send(&b, seq).await?;
+            let p = self.ps.read().await?;
+            seq = p.last_seq.wrapping_add(1);
+            answer = p.payload.to_vec();
+            NATIVE_PASSWORD.clone_into(&mut plugin);
+        }
+        let expected =
+            auth::expected_response(&plugin, password, &self.scramble).unwrap_or_default();
+        if cu.username != cfg.user.as_bytes() || !auth::constant_time_eq(&expected, &answer) {
+            let msg = format!(
+                "Access denied for user '{}'@'{}' (using password: {})",
+                String::from_utf8_lossy(&cu.username),
+                self.peer.ip(),
+                if answer.is_empty() { "NO" } else { "YES" }
+            );
+            tracing::info!(peer = %self.peer, user = %String::from_utf8_lossy(&cu.username), "COM_CHANGE_USER refused.");
+            self.shared.metrics.error(MetricError::AuthFailed);
+            send_err(
+                &mut self.ps,
+                &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg),
+                seq,
+            )
+            .await?;
+            return Ok(false);
+        }
+        if plugin == CACHING_SHA2_PASSWORD {
+            seq = self.ps.send(FAST_AUTH_SUCCESS, seq).await?;
+        }
+        let db =
+            (!cu.database.is_empty()).then(|| String::from_utf8_lossy(&cu.database).into_owned());
+        self.session = Session::new(db, self.caps & cap::MULTI_STATEMENTS != 0);
+        let mut b = BytesMut::new();
+        OkPacket {
+            status: status::AUTOCOMMIT,
+            ..Default::default()
+        }
+        .encode(0, self.caps, &mut b);
+        self.ps.send(&b, seq).await?;
+        Ok(true)
     }
 
     async fn ok(&mut self) -> Result<(), IoError> {

@@ -35,7 +35,8 @@
 //! * TLS to the servers (verified against a CA bundle; `caching_sha2_password`
 //!   full authentication inside it) and from clients that ask for it.
 //!
-//! Not yet: `COM_CHANGE_USER`.
+//! * `COM_CHANGE_USER`: a new login on the connection, checked like the
+//!   first; the old session ends as if its client had left.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
