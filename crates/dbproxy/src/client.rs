@@ -137,7 +137,7 @@ async fn login(
     let mut b = BytesMut::new();
     hs.encode(&mut b);
     ps.send(&b, 0).await.ok()?;
-    let mut p = ps.read().await.ok()?;
+    let mut p = ps.read_exact_packet().await.ok()?;
     let mut hello = ClientHello::decode(&p.payload);
     if let (Ok(ClientHello::SslRequest { .. }), Some(tls)) = (&hello, tls) {
         // TLS now; the Handshake Response follows inside it.
@@ -272,7 +272,7 @@ enum Target {
 impl Client {
     async fn run(&mut self) -> Result<(), IoError> {
         loop {
-            let p = self.ps.read().await?;
+            let p = self.ps.read_idle().await?;
             let cmd = match Command::decode(&p.payload) {
                 Ok(c) => c,
                 Err(_) => {

@@ -297,6 +297,9 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
         })
     };
     let (listen, admin_listen) = (d.listen, d.admin_listen);
+    // A descriptor per client and per backend connection: the default soft
+    // limit (1024) would refuse clients long before max_client_connections.
+    let descriptors = crate::fd_limit::raise();
     runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen)
             .await
@@ -323,7 +326,7 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
             args.config.clone(),
             overrides,
         ));
-        tracing::info!(%listen, writer = %cfg.dbproxy.writer, readers = ?cfg.dbproxy.readers, max = cfg.dbproxy.max_backend_connections, "Dbproxy started.");
+        tracing::info!(%listen, writer = %cfg.dbproxy.writer, readers = ?cfg.dbproxy.readers, max = cfg.dbproxy.max_backend_connections, file_descriptors = descriptors, "Dbproxy started.");
         tokio::select! {
             r = proxy.serve(listener) => r.context("accepting clients")?,
             _ = tokio::signal::ctrl_c() => {}
