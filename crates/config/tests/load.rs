@@ -1077,9 +1077,12 @@ fn dbproxy_golden_example_file() {
     assert_eq!(v.dbproxy, want);
     assert_eq!(v.log.format, LogFormat::Json);
     // The deploy kit's file is a valid dbproxy file too.
-    let kit = repo_root().join("deploy/k8s/components/dbproxy/dbproxy.toml");
-    assert!(is_dbproxy_file(&std::fs::read_to_string(&kit).unwrap()));
-    load_dbproxy(Some(&kit), &DbproxyOverrides::default()).unwrap();
+    for env in ["production", "staging"] {
+        let kit = repo_root().join(format!("deploy/k8s/overlays/{env}/dbproxy/dbproxy.toml"));
+        assert!(is_dbproxy_file(&std::fs::read_to_string(&kit).unwrap()));
+        let v = load_dbproxy(Some(&kit), &DbproxyOverrides::default()).unwrap();
+        assert!(v.dbproxy.backend_tls.is_some(), "{env}: TLS to Aurora");
+    }
     // An edge file is not a dbproxy file.
     let edge = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     assert!(!is_dbproxy_file(&edge));
