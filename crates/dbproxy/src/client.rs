@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use magestack_mysql_proto::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, SCRAMBLE_LEN};
@@ -73,7 +73,10 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
     let limits = shared.cfg.backend.limits;
     let ps = PacketStream::new(Stream::Plain(stream), limits);
     shared.metrics.client_opened();
-    let Some((ps, login)) = login(&shared, ps, peer).await else {
+    // A client that never finishes its login (or its TLS handshake) must not
+    // hold a task and a descriptor for ever.
+    let Ok(Some((ps, login))) = tokio::time::timeout(LOGIN_TIMEOUT, login(&shared, ps, peer)).await
+    else {
         shared.metrics.client_closed();
         return;
     };
@@ -102,6 +105,10 @@ fn scramble() -> [u8; SCRAMBLE_LEN] {
     // Printable, never NUL (the handshake NUL-terminates it), as servers do.
     s.map(|b| 33 + b % 94)
 }
+
+/// Longest connection phase (greeting to OK, TLS included): real clients
+/// need milliseconds; MySQL's own `connect_timeout` is 10 s.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// ER_SECURE_TRANSPORT_REQUIRED: MySQL's code for a plain connection where
 /// TLS is required.
