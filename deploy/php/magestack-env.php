@@ -17,6 +17,12 @@
  *   MAGENTO_ENV_PHP (default /run/magento/env.php; the image's app/etc/env.php links to it)
  *   MAGENTO_DB_HOST, MAGENTO_DB_NAME (magento), MAGENTO_DB_SSL_CA (a CA bundle: TLS with
  *   server-certificate verification; empty: plaintext, for a local database only)
+ *   MAGENTO_DB_PROXY (host:port of magestack dbproxy, deploy/k8s/components/dbproxy): when
+ *   set, env.php's connections go to the proxy instead of MAGENTO_DB_HOST, which pools them
+ *   below Aurora's max_connections and speaks TLS to Aurora itself; in the namespace,
+ *   behind its NetworkPolicy, plain TCP unless MAGENTO_DB_PROXY_SSL_CA names the CA of the
+ *   proxy's tls_cert_file. Empty (cron and migrations: long indexer transactions, DDL and
+ *   the master user go straight to Aurora): MAGENTO_DB_HOST as without the proxy.
  *   MAGENTO_REDIS_CACHE_HOST, _PORT (6379), MAGENTO_REDIS_SESSIONS_HOST, _PORT (6379),
  *   MAGENTO_REDIS_TLS (1: tls:// to both, as ElastiCache's in-transit encryption needs)
  *   MAGENTO_HTTP_CACHE_HOSTS (host:port,…: where Magento sends PURGE), MAGENTO_MODE (production)
@@ -64,8 +70,9 @@ function me_config(): array
     $redisHost = static function (string $h) use ($tls): string {
         return $tls ? 'tls://' . $h : $h;
     };
+    $proxy = me_env('MAGENTO_DB_PROXY');
     $db = [
-        'host' => $dbHost,
+        'host' => $proxy ?? $dbHost,
         'dbname' => me_env('MAGENTO_DB_NAME', 'magento'),
         'username' => me_secret($dir, 'db/username', true),
         'password' => me_secret($dir, 'db/password', true),
@@ -74,7 +81,7 @@ function me_config(): array
         'initStatements' => 'SET NAMES utf8;',
         'active' => '1',
     ];
-    $ca = me_env('MAGENTO_DB_SSL_CA');
+    $ca = $proxy === null ? me_env('MAGENTO_DB_SSL_CA') : me_env('MAGENTO_DB_PROXY_SSL_CA');
     if ($ca !== null) {
         // Aurora enforces require_secure_transport: TLS, and the server's certificate checked
         // against the RDS CA bundle built into the image.

@@ -761,6 +761,104 @@ def c_aurora(kit):
     return not problems, "; ".join(problems) or "; ".join(seen)
 
 
+# === 13: dbproxy connection budget ===============================================================
+# With magestack dbproxy in an overlay, Aurora sees the proxy's pools, not PHP's workers: each
+# dbproxy pod opens up to max_backend_connections to every server in its dbproxy.toml. The
+# writer instance must hold them plus what still goes straight to it (cron and migrations:
+# their magento-env containers clear MAGENTO_DB_PROXY; each PHP process opens Magento's
+# default and indexer connections) plus a reserve for operators, replication and monitoring.
+# Seen failing on broken renders: staging at max_backend_connections 60 (137 > 128), staging
+# with its reader endpoint back and maxSurge 1 (3 pods x 50 x 2 pools: 317 > 128), production
+# with MAGENTO_DB_PROXY pointing elsewhere (env.php not at the proxy).
+
+DIRECT_PER_POD = 2  # Magento's `default` and `indexer` connections in one PHP process
+RESERVE = 10  # operators' sessions, replication, monitoring, RDS's own
+
+
+def dbproxy_toml(kit, overlay):
+    for cm in kit.kind(overlay, "ConfigMap"):
+        if cm["metadata"]["name"].startswith("dbproxy-config"):
+            return tomllib.loads(cm["data"]["dbproxy.toml"])
+    return None
+
+
+def rolling_surge(dep, replicas):
+    """Pods a rolling update adds on top of `replicas` (Kubernetes' default: 25%, rounded up)."""
+    strat = dep["spec"].get("strategy") or {}
+    if strat.get("type") == "Recreate":
+        return 0
+    v = (strat.get("rollingUpdate") or {}).get("maxSurge", "25%")
+    if isinstance(v, str) and v.endswith("%"):
+        return math.ceil(replicas * int(v[:-1]) / 100)
+    return int(v)
+
+
+@check("dbproxy connection budget", 13)
+def c_dbproxy(kit):
+    src = locals_source(kit, "deploy/terraform/modules/data")
+    problems, seen = [], []
+    for env, o in (("production", "production-rollouts"), ("production", "production"), ("staging", "staging")):
+        if kit.docs(o) is None:
+            continue
+        deps = kit.kind(o, "Deployment", "dbproxy")
+        if not deps:
+            continue
+        dep = deps[0]
+        tv = kit.tfvars(env, "data")
+        cap = tf_eval({"m": src["max_connections"]}, {"aurora_min_acu": tv["aurora_min_acu"]})["m"]
+        instances = int(tv.get("aurora_instances", 1))
+        conf = dbproxy_toml(kit, o)
+        if conf is None:
+            problems.append(f"{o}: the dbproxy Deployment has no dbproxy-config ConfigMap")
+            continue
+        d = conf.get("dbproxy", {})
+        mbc = int(d.get("max_backend_connections", 20))
+        readers = d.get("readers", [])
+        if d.get("backend_tls", "disabled") != "required":
+            problems.append(f"{o}: dbproxy.toml backend_tls is not \"required\" (Aurora enforces require_secure_transport)")
+        replicas = dep["spec"].get("replicas", 1)
+        for hpa in kit.kind(o, "HorizontalPodAutoscaler"):
+            if hpa["spec"]["scaleTargetRef"]["name"] == "dbproxy":
+                replicas = hpa["spec"]["maxReplicas"]
+        pods = replicas + rolling_surge(dep, replicas)
+        # One instance: the reader endpoint resolves to the writer, so every pool lands there.
+        pools_on_writer = 1 + (len(readers) if instances == 1 else 0)
+        proxy = pods * mbc * pools_on_writer
+        env_cm = next((c for c in kit.kind(o, "ConfigMap") if c["metadata"]["name"].startswith("magento-env")), None)
+        target = (env_cm or {}).get("data", {}).get("MAGENTO_DB_PROXY", "")
+        svc = next(iter(kit.kind(o, "Service", "dbproxy")), None)
+        port = svc["spec"]["ports"][0]["port"] if svc else None
+        if target != f"dbproxy:{port}":
+            problems.append(f"{o}: env.php does not point at dbproxy (magento-env MAGENTO_DB_PROXY={target!r}, Service dbproxy port {port})")
+        direct, parts = 0, []
+        for name, pod, _, doc in pod_specs(kit.docs(o)):
+            env_writers = [c for c in containers(pod) if c["name"] == "magento-env"]
+            cleared = any(e.get("name") == "MAGENTO_DB_PROXY" and not e.get("value")
+                          for c in env_writers for e in c.get("env", []))
+            uses_env = any(ef.get("configMapRef", {}).get("name", "").startswith("magento-env")
+                           for c in containers(pod) for ef in c.get("envFrom", []))
+            kind = doc["kind"]
+            n = 1 if kind in ("Job", "CronJob") else doc["spec"].get("replicas", 1)
+            if env_writers and cleared:
+                k = n * DIRECT_PER_POD
+            elif uses_env and not env_writers and kind in ("Job", "CronJob"):
+                k = n  # the bootstrap: one connection of its own to MAGENTO_DB_HOST
+            else:
+                continue
+            direct += k
+            parts.append(f"{name} {k}")
+        demand = proxy + direct + RESERVE
+        detail = (f"{pods} dbproxy pods ({replicas} + surge) x {mbc} x {pools_on_writer} pool(s) on the writer = {proxy}"
+                  f" + direct {direct} ({', '.join(parts) or 'none'}) + reserve {RESERVE} = {demand}")
+        if demand > cap:
+            problems.append(f"{o}: {detail} > max_connections {cap} at {tv['aurora_min_acu']} ACU")
+        else:
+            seen.append(f"{o} {demand} <= {cap}")
+        if instances > 1 and pods * mbc * len(readers) > cap - RESERVE:
+            problems.append(f"{o}: readers: {pods} x {mbc} x {len(readers)} > max_connections {cap} of a reader instance")
+    return not problems, "; ".join(problems) or "; ".join(seen) or "no overlay runs dbproxy"
+
+
 # === 14: EKS bootstrap ===========================================================================
 
 

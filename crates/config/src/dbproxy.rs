@@ -8,6 +8,7 @@
 //! apply to a database proxy.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::compile::{p, parse_socket_addr, Errors};
@@ -47,6 +48,31 @@ pub struct DbproxySettings {
     pub writer_only_tables: Vec<String>,
     /// Capacity of the digest table, positive.
     pub digests_max: usize,
+    /// TLS to the servers, when required.
+    pub backend_tls: Option<BackendTlsSettings>,
+    /// TLS from clients, when offered.
+    pub client_tls: Option<ClientTlsSettings>,
+}
+
+/// Checked `dbproxy.backend_tls*`: TLS to every server, verified. The
+/// files are not opened here; the proxy reads them at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendTlsSettings {
+    /// PEM CA bundle.
+    pub ca_file: PathBuf,
+    /// Name to verify instead of each server's host.
+    pub server_name: Option<String>,
+}
+
+/// Checked `dbproxy.tls_*`: the certificate shown to clients that start TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTlsSettings {
+    /// PEM certificate chain.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+    /// Clients without TLS are refused.
+    pub required: bool,
 }
 
 /// `magestack dbproxy`'s flags: each replaces one `dbproxy.*` key.
@@ -223,6 +249,66 @@ pub(crate) fn compile_dbproxy(
         writer_only_tables.push(format!("{prefix}{}", t.to_ascii_lowercase()));
     }
     let digests_max = errs.positive_size(p("dbproxy.digests_max"), u64::from(d.digests_max));
+    let backend_tls = match d.backend_tls.as_str() {
+        "disabled" => None,
+        "required" => {
+            if d.backend_tls_ca_file.trim().is_empty() {
+                errs.push(
+                    p("dbproxy.backend_tls_ca_file"),
+                    ErrorKind::Required {
+                        because: "when backend_tls = \"required\" (the servers' certificates are verified)",
+                    },
+                );
+            }
+            let name = d.backend_tls_server_name.trim();
+            Some(BackendTlsSettings {
+                ca_file: PathBuf::from(d.backend_tls_ca_file.trim()),
+                server_name: (!name.is_empty()).then(|| name.to_owned()),
+            })
+        }
+        other => {
+            errs.push(
+                p("dbproxy.backend_tls"),
+                ErrorKind::Invalid(format!("{other:?}: \"disabled\" or \"required\"")),
+            );
+            None
+        }
+    };
+    let (cert, key) = (d.tls_cert_file.trim(), d.tls_key_file.trim());
+    let client_tls = match (cert.is_empty(), key.is_empty()) {
+        (true, true) => None,
+        (false, false) => Some(ClientTlsSettings {
+            cert_file: PathBuf::from(cert),
+            key_file: PathBuf::from(key),
+            required: d.require_client_tls,
+        }),
+        (true, false) => {
+            errs.push(
+                p("dbproxy.tls_cert_file"),
+                ErrorKind::Required {
+                    because: "when tls_key_file is set",
+                },
+            );
+            None
+        }
+        (false, true) => {
+            errs.push(
+                p("dbproxy.tls_key_file"),
+                ErrorKind::Required {
+                    because: "when tls_cert_file is set",
+                },
+            );
+            None
+        }
+    };
+    if d.require_client_tls && cert.is_empty() && key.is_empty() {
+        errs.push(
+            p("dbproxy.tls_cert_file"),
+            ErrorKind::Required {
+                because: "when require_client_tls = true",
+            },
+        );
+    }
     if errs.0.len() > before {
         return None;
     }
@@ -242,6 +328,8 @@ pub(crate) fn compile_dbproxy(
         check_interval,
         writer_only_tables,
         digests_max,
+        backend_tls,
+        client_tls,
     })
 }
 

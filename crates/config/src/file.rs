@@ -197,6 +197,29 @@ pub struct DbproxyConfig {
     /// Statement fingerprints kept for `/digests` (space-saving top-K: the
     /// memory is fixed whatever the traffic). Default 1000.
     pub digests_max: u32,
+    /// TLS to the servers: `"disabled"` or `"required"` (Aurora with
+    /// `require_secure_transport`: every connection, the monitor's too,
+    /// starts TLS and verifies the server's certificate against
+    /// `backend_tls_ca_file`; a server without TLS is an error). Default
+    /// `"disabled"`.
+    pub backend_tls: String,
+    /// PEM bundle of the CAs that sign the servers' certificates (e.g.
+    /// RDS's `global-bundle.pem`). Required when `backend_tls` is
+    /// `"required"`. Default `""`.
+    pub backend_tls_ca_file: String,
+    /// The name checked against the servers' certificates. `""`: each
+    /// server's own host (Aurora's endpoints are in its certificates).
+    /// Default `""`.
+    pub backend_tls_server_name: String,
+    /// PEM certificate chain the proxy shows clients that ask for TLS
+    /// (`CLIENT_SSL`). With `tls_key_file`; both `""`: no TLS from
+    /// clients. Default `""`.
+    pub tls_cert_file: String,
+    /// PEM private key of `tls_cert_file`. Default `""`.
+    pub tls_key_file: String,
+    /// Refuse clients that do not start TLS (needs `tls_cert_file`).
+    /// Default false.
+    pub require_client_tls: bool,
 }
 
 impl Default for DbproxyConfig {
@@ -221,6 +244,12 @@ impl Default for DbproxyConfig {
                 .collect(),
             table_prefix: String::new(),
             digests_max: 1000,
+            backend_tls: "disabled".to_owned(),
+            backend_tls_ca_file: String::new(),
+            backend_tls_server_name: String::new(),
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            require_client_tls: false,
         }
     }
 }

@@ -50,7 +50,9 @@ mod validated;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-pub use crate::dbproxy::{is_dbproxy_file, DbproxyOverrides, DbproxySettings};
+pub use crate::dbproxy::{
+    is_dbproxy_file, BackendTlsSettings, ClientTlsSettings, DbproxyOverrides, DbproxySettings,
+};
 pub use crate::error::{
     ConfigError, ConfigErrors, Diagnostic, ErrorKind, KeyPath, Problem, Segment,
 };

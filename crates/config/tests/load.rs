@@ -633,7 +633,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 117, "{keys:#?}");
+    assert_eq!(keys.len(), 123, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =
@@ -1054,6 +1054,8 @@ fn default_dbproxy() -> DbproxySettings {
             .map(|s| (*s).to_owned())
             .collect(),
         digests_max: 1000,
+        backend_tls: None,
+        client_tls: None,
     }
 }
 
@@ -1076,9 +1078,12 @@ fn dbproxy_golden_example_file() {
     assert_eq!(v.dbproxy, want);
     assert_eq!(v.log.format, LogFormat::Json);
     // The deploy kit's file is a valid dbproxy file too.
-    let kit = repo_root().join("deploy/k8s/components/dbproxy/dbproxy.toml");
-    assert!(is_dbproxy_file(&std::fs::read_to_string(&kit).unwrap()));
-    load_dbproxy(Some(&kit), &DbproxyOverrides::default()).unwrap();
+    for env in ["production", "staging"] {
+        let kit = repo_root().join(format!("deploy/k8s/overlays/{env}/dbproxy/dbproxy.toml"));
+        assert!(is_dbproxy_file(&std::fs::read_to_string(&kit).unwrap()));
+        let v = load_dbproxy(Some(&kit), &DbproxyOverrides::default()).unwrap();
+        assert!(v.dbproxy.backend_tls.is_some(), "{env}: TLS to Aurora");
+    }
     // An edge file is not a dbproxy file.
     let edge = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     assert!(!is_dbproxy_file(&edge));
@@ -1174,5 +1179,64 @@ fn dbproxy_flags_beat_the_file() {
         [format!(
             "{COMMAND_LINE}: dbproxy.max_backend_connections: must be greater than 0"
         )]
+    );
+}
+
+#[test]
+fn dbproxy_tls_keys_are_checked_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dbproxy.toml");
+    std::fs::write(
+        &path,
+        "[dbproxy]\nwriter = \"db:3306\"\nbackend_tls = \"required\"\n\
+         tls_key_file = \"/etc/k.pem\"\n",
+    )
+    .unwrap();
+    let e = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap_err();
+    let o = path.display().to_string();
+    let mut got = lines(&e);
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            // A missing key is located at its table.
+            format!("{o}:1: dbproxy.backend_tls_ca_file: required when backend_tls = \"required\" (the servers' certificates are verified)"),
+            format!("{o}:1: dbproxy.tls_cert_file: required when tls_key_file is set"),
+        ]
+    );
+    std::fs::write(
+        &path,
+        "[dbproxy]\nwriter = \"db:3306\"\nbackend_tls = \"yes\"\n",
+    )
+    .unwrap();
+    let e = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap_err();
+    assert_eq!(
+        lines(&e),
+        [format!(
+            "{o}:3: dbproxy.backend_tls: \"yes\": \"disabled\" or \"required\""
+        )]
+    );
+    std::fs::write(
+        &path,
+        "[dbproxy]\nwriter = \"db:3306\"\nbackend_tls = \"required\"\n\
+         backend_tls_ca_file = \"/etc/rds/global-bundle.pem\"\n\
+         tls_cert_file = \"/tls/c.pem\"\ntls_key_file = \"/tls/k.pem\"\nrequire_client_tls = true\n",
+    )
+    .unwrap();
+    let v = load_dbproxy(Some(&path), &DbproxyOverrides::default()).unwrap();
+    assert_eq!(
+        v.dbproxy.backend_tls,
+        Some(magestack_config::BackendTlsSettings {
+            ca_file: "/etc/rds/global-bundle.pem".into(),
+            server_name: None,
+        })
+    );
+    assert_eq!(
+        v.dbproxy.client_tls,
+        Some(magestack_config::ClientTlsSettings {
+            cert_file: "/tls/c.pem".into(),
+            key_file: "/tls/k.pem".into(),
+            required: true,
+        })
     );
 }

@@ -2,18 +2,22 @@
 //! bringing its session to what a client expects (replay only on a
 //! difference).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use magestack_mysql_proto::consts::{cap, com};
-use magestack_mysql_proto::handshake::{AuthStep, BackendAuth, InitialHandshake};
+use magestack_mysql_proto::handshake::{
+    encode_ssl_request, AuthStep, BackendAuth, BackendAuthError, InitialHandshake,
+};
 use magestack_mysql_proto::response::{column_name, text_row};
 use magestack_mysql_proto::session::{replay_sql, Vars};
 use magestack_mysql_proto::{ErrPacket, Expect, Limits, Part, ResponseReader, Session};
 use tokio::net::TcpStream;
 
 use crate::error::{BackendError, IoError};
-use crate::io::PacketStream;
+use crate::io::{PacketStream, Stream};
+use crate::tls::BackendTls;
 
 /// Capabilities the proxy asks of its backends: session tracking (the
 /// safety net for pinning) whatever the clients negotiated, multi-results
@@ -49,12 +53,14 @@ pub struct BackendConfig {
     pub connect_timeout: Duration,
     /// Packet ceiling.
     pub limits: Limits,
+    /// TLS to the server (`None`: plain TCP).
+    pub tls: Option<Arc<BackendTls>>,
 }
 
 /// A logged-in backend connection.
 #[derive(Debug)]
 pub(crate) struct BackendConn {
-    pub(crate) ps: PacketStream<TcpStream>,
+    pub(crate) ps: PacketStream<Stream>,
     pub(crate) caps: u32,
     /// The server's version string (shown to clients in the proxy's handshake).
     pub(crate) version: Vec<u8>,
@@ -101,7 +107,7 @@ impl BackendConn {
                 .await
                 .map_err(|e| io(e.into()))?;
             let _ = stream.set_nodelay(true);
-            let mut ps = PacketStream::new(stream, cfg.limits);
+            let mut ps = PacketStream::new(Stream::Plain(stream), cfg.limits);
             let first = ps.read().await.map_err(io)?;
             if first.payload.first() == Some(&0xff) {
                 let e = ErrPacket::decode(&first.payload, cap::PROTOCOL_41)
@@ -112,23 +118,45 @@ impl BackendConn {
                 });
             }
             let hs = InitialHandshake::decode(&first.payload).map_err(|e| io(e.into()))?;
+            let tls_err = |source: Box<dyn std::error::Error + Send + Sync>| BackendError::Tls {
+                addr: cfg.addr.clone(),
+                source,
+            };
             let (mut auth, resp) = BackendAuth::start(
                 &hs,
                 BACKEND_CAPS,
                 cfg.user.as_bytes(),
                 cfg.password.as_bytes(),
                 None,
-                false,
+                cfg.tls.is_some(),
             )
-            .map_err(|source| BackendError::Auth {
-                addr: cfg.addr.clone(),
-                source,
+            .map_err(|source| match source {
+                BackendAuthError::NoTls => tls_err(source.into()),
+                source => BackendError::Auth {
+                    addr: cfg.addr.clone(),
+                    source,
+                },
             })?;
+            let mut seq = first.last_seq.wrapping_add(1);
+            if let Some(tls) = &cfg.tls {
+                // SSL Request, then TLS, then the response inside it.
+                let mut b = BytesMut::new();
+                encode_ssl_request(resp.capabilities, resp.max_packet, resp.charset, &mut b);
+                seq = ps.send(&b, seq).await.map_err(io)?;
+                let name = tls.name_for(&cfg.addr).map_err(|e| tls_err(e.into()))?;
+                let Some(Stream::Plain(tcp)) = ps.into_stream() else {
+                    return Err(tls_err("the server spoke before the TLS handshake".into()));
+                };
+                let s = tls
+                    .connector()
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| tls_err(e.into()))?;
+                ps = PacketStream::new(Stream::ToServer(Box::new(s)), cfg.limits);
+            }
             let mut b = BytesMut::new();
             resp.encode(&mut b);
-            ps.send(&b, first.last_seq.wrapping_add(1))
-                .await
-                .map_err(io)?;
+            ps.send(&b, seq).await.map_err(io)?;
             loop {
                 let p = ps.read().await.map_err(io)?;
                 match auth.on_packet(&p.payload) {

@@ -5,24 +5,24 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use magestack_mysql_proto::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, SCRAMBLE_LEN};
 use magestack_mysql_proto::consts::{cap, err, status};
 use magestack_mysql_proto::handshake::{
-    encode_auth_switch, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
+    encode_auth_switch, ChangeUser, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
 };
 use magestack_mysql_proto::response::first_text_column;
 use magestack_mysql_proto::{
-    classify, fingerprint, Command, EofPacket, ErrPacket, OkPacket, Outcome, Part, Release,
+    classify, fingerprint, Command, EofPacket, ErrPacket, OkPacket, Outcome, Packet, Part, Release,
     ResponseReader, Route, Session, StateChange, Statement,
 };
 use tokio::net::TcpStream;
 
 use crate::backend::Reply;
 use crate::error::{BackendError, IoError};
-use crate::io::PacketStream;
+use crate::io::{PacketStream, Stream};
 use crate::metrics::{pin_mask, Decision, ErrorKind as MetricError};
 use crate::pool::Lease;
 use crate::Shared;
@@ -30,7 +30,8 @@ use crate::Shared;
 /// Capabilities offered to clients. No `CLIENT_SESSION_TRACK` (the tracking
 /// the proxy turns on belongs to the proxy), no `CLIENT_DEPRECATE_EOF`
 /// (backends run without it, so result sets pass unchanged), no
-/// `CLIENT_SSL` yet, no compression, no `LOCAL INFILE`.
+/// compression, no `LOCAL INFILE`. `CLIENT_SSL` is added when TLS from
+/// clients is configured.
 pub(crate) const CLIENT_CAPS: u32 = cap::LONG_PASSWORD
     | cap::LONG_FLAG
     | cap::CONNECT_WITH_DB
@@ -50,9 +51,11 @@ const FLUSH_AT: usize = 64 * 1024;
 
 struct Client {
     shared: Arc<Shared>,
-    ps: PacketStream<TcpStream>,
+    ps: PacketStream<Stream>,
+    peer: SocketAddr,
     caps: u32,
     session: Session,
+    scramble: [u8; SCRAMBLE_LEN],
     pinned: Option<Lease>,
     /// Pin reasons last reported to the metrics (bit mask).
     pins: u16,
@@ -68,47 +71,75 @@ const READ_ONLY: u16 = 1290;
 pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     let limits = shared.cfg.backend.limits;
-    let mut ps = PacketStream::new(stream, limits);
+    let ps = PacketStream::new(Stream::Plain(stream), limits);
     shared.metrics.client_opened();
-    let Some((caps, session)) = login(&shared, &mut ps, peer).await else {
+    // A client that never finishes its login (or its TLS handshake) must not
+    // hold a task and a descriptor for ever.
+    // Boxed, as every phase here: the task's own state stays what an idle
+    // client needs (see `Client::run`).
+    let Ok(Some((ps, login))) =
+        tokio::time::timeout(LOGIN_TIMEOUT, Box::pin(login(&shared, ps, peer))).await
+    else {
         shared.metrics.client_closed();
         return;
     };
     let mut c = Client {
         shared,
         ps,
-        caps,
-        session,
+        peer,
+        caps: login.caps,
+        session: login.session,
+        scramble: login.scramble,
         pinned: None,
         pins: 0,
         last_failed: false,
     };
     let _ = c.run().await;
-    c.leave().await;
+    Box::pin(c.leave()).await;
     c.shared.metrics.pins_changed(c.pins, 0);
     c.shared.metrics.client_closed();
 }
 
-fn scramble() -> Vec<u8> {
+fn scramble() -> [u8; SCRAMBLE_LEN] {
     let mut s = [0u8; SCRAMBLE_LEN];
     // A failing OS random source leaves zeros mapped to a fixed scramble;
     // getrandom only fails on platforms without one.
     let _ = getrandom::getrandom(&mut s);
     // Printable, never NUL (the handshake NUL-terminates it), as servers do.
-    s.iter().map(|b| 33 + b % 94).collect()
+    s.map(|b| 33 + b % 94)
+}
+
+/// Longest connection phase (greeting to OK, TLS included): real clients
+/// need milliseconds; MySQL's own `connect_timeout` is 10 s.
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// ER_SECURE_TRANSPORT_REQUIRED: MySQL's code for a plain connection where
+/// TLS is required.
+const SECURE_TRANSPORT_REQUIRED: u16 = 3159;
+
+/// The connection phase: greeting, TLS when the client asks for it, the
+/// password check. `None`: the client was refused or left.
+/// What a successful login leaves.
+struct Login {
+    caps: u32,
+    session: Session,
+    /// The greeting's scramble: `COM_CHANGE_USER` answers it again.
+    scramble: [u8; SCRAMBLE_LEN],
 }
 
 async fn login(
     shared: &Shared,
-    ps: &mut PacketStream<TcpStream>,
+    mut ps: PacketStream<Stream>,
     peer: SocketAddr,
-) -> Option<(u32, Session)> {
+) -> Option<(PacketStream<Stream>, Login)> {
+    let tls = shared.cfg.client_tls.as_ref();
+    let offered = CLIENT_CAPS | tls.map_or(0, |_| cap::SSL);
     let scramble = scramble();
     let hs = InitialHandshake {
         server_version: shared.server_version(),
         connection_id: shared.next_id.fetch_add(1, Ordering::Relaxed),
-        scramble: scramble.clone(),
-        capabilities: CLIENT_CAPS,
+        scramble: scramble.to_vec(),
+        capabilities: offered,
         charset: magestack_mysql_proto::consts::UTF8MB4_GENERAL_CI,
         status: status::AUTOCOMMIT,
         auth_plugin: NATIVE_PASSWORD.as_bytes().to_vec(),
@@ -116,9 +147,27 @@ async fn login(
     let mut b = BytesMut::new();
     hs.encode(&mut b);
     ps.send(&b, 0).await.ok()?;
-    let p = ps.read().await.ok()?;
+    let mut p = ps.read_exact_packet().await.ok()?;
+    let mut hello = ClientHello::decode(&p.payload);
+    if let (Ok(ClientHello::SslRequest { .. }), Some(tls)) = (&hello, tls) {
+        // TLS now; the Handshake Response follows inside it.
+        let Some(Stream::Plain(tcp)) = ps.into_stream() else {
+            return None;
+        };
+        let s = match tls.acceptor().accept(tcp).await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "Client TLS handshake failed.");
+                shared.metrics.error(MetricError::AuthFailed);
+                return None;
+            }
+        };
+        ps = PacketStream::new(Stream::FromClient(Box::new(s)), shared.cfg.backend.limits);
+        p = ps.read().await.ok()?;
+        hello = ClientHello::decode(&p.payload);
+    }
     let mut seq = p.last_seq.wrapping_add(1);
-    let resp = match ClientHello::decode(&p.payload) {
+    let resp = match hello {
         Ok(ClientHello::Response(r)) => r,
         Ok(ClientHello::SslRequest { .. }) | Err(_) => {
             let e = ErrPacket::new(
@@ -126,10 +175,21 @@ async fn login(
                 b"08S01",
                 "Bad handshake (magestack dbproxy: TLS from clients is not offered)",
             );
-            let _ = send_err(ps, &e, seq).await;
+            let _ = send_err(&mut ps, &e, seq).await;
             return None;
         }
     };
+    if tls.is_some_and(|t| t.required) && !ps.stream.is_tls() {
+        let e = ErrPacket::new(
+            SECURE_TRANSPORT_REQUIRED,
+            b"HY000",
+            "Connections using insecure transport are prohibited (magestack dbproxy: \
+             require_client_tls)",
+        );
+        shared.metrics.error(MetricError::AuthFailed);
+        let _ = send_err(&mut ps, &e, seq).await;
+        return None;
+    }
     let caps = resp.capabilities & CLIENT_CAPS;
     let cfg = &shared.cfg.backend;
     let plugin = resp
@@ -161,7 +221,12 @@ async fn login(
         );
         tracing::info!(%peer, user = %String::from_utf8_lossy(&resp.username), "Client authentication failed.");
         shared.metrics.error(MetricError::AuthFailed);
-        let _ = send_err(ps, &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg), seq).await;
+        let _ = send_err(
+            &mut ps,
+            &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg),
+            seq,
+        )
+        .await;
         return None;
     }
     if used_plugin == CACHING_SHA2_PASSWORD {
@@ -178,10 +243,18 @@ async fn login(
         .database
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(&d).into_owned());
-    Some((caps, Session::new(db, caps & cap::MULTI_STATEMENTS != 0)))
+    let session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
+    Some((
+        ps,
+        Login {
+            caps,
+            session,
+            scramble,
+        },
+    ))
 }
 
-async fn send_err(ps: &mut PacketStream<TcpStream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {
+async fn send_err(ps: &mut PacketStream<Stream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {
     let mut b = BytesMut::new();
     e.encode(&mut b);
     ps.send(&b, seq).await
@@ -207,69 +280,162 @@ enum Target {
 }
 
 impl Client {
+    /// The command loop. What an idle client's task holds is this
+    /// future's state while it waits in `read_idle`: every command runs in
+    /// a boxed future of its own (one allocation per command), so the
+    /// waiting state stays small instead of being as large as the largest
+    /// await of a statement (4 KiB measured, most of an idle client's cost).
     async fn run(&mut self) -> Result<(), IoError> {
         loop {
-            let p = self.ps.read().await?;
-            let cmd = match Command::decode(&p.payload) {
-                Ok(c) => c,
-                Err(_) => {
-                    self.error(err::UNKNOWN_COM, b"08S01", "Unknown command".into())
-                        .await?;
-                    continue;
-                }
-            };
-            match cmd {
-                Command::Quit => return Ok(()),
-                Command::Ping if self.pinned.is_none() => self.ok().await?,
-                Command::SetOption(opt) if opt <= 1 => {
-                    self.session.on_set_option(opt == 0);
-                    let mut b = BytesMut::new();
-                    EofPacket {
-                        warnings: 0,
-                        status: status::AUTOCOMMIT,
-                    }
-                    .encode(&mut b);
-                    self.ps.send(&b, 1).await?;
-                }
-                Command::ResetConnection => {
-                    if let Some(mut lease) = self.pinned.take() {
-                        let addr = lease.pool.cfg.addr.clone();
-                        match lease.conn.reset(&addr).await {
-                            Ok(()) => lease.release(),
-                            Err(_) => lease.discard(),
-                        }
-                    }
-                    self.session.on_reset_connection();
-                    self.report_pins();
-                    self.ok().await?;
-                }
-                Command::ChangeUser | Command::Unknown(_) | Command::SetOption(_) => {
-                    self.shared.metrics.error(MetricError::UnknownCommand);
-                    let msg = format!(
-                        "Unknown command (magestack dbproxy does not support {})",
-                        cmd.as_str()
-                    );
-                    self.error(err::UNKNOWN_COM, b"08S01", msg).await?;
-                }
-                Command::StmtExecute(_) | Command::StmtReset(_) | Command::StmtFetch(_)
-                    if self.pinned.is_none() =>
-                {
-                    self.error(
-                        err::UNKNOWN_STMT_HANDLER,
-                        b"HY000",
-                        "Unknown prepared statement handler given to EXECUTE".into(),
-                    )
-                    .await?;
-                }
-                Command::StmtClose(_) | Command::StmtSendLongData(_) if self.pinned.is_none() => {}
-                Command::Query(ref sql) => {
-                    let st = classify(sql);
-                    self.statement(&p.payload, &cmd, Some((&st, sql))).await?;
-                }
-                _ => self.statement(&p.payload, &cmd, None).await?,
+            let p = self.ps.read_idle().await?;
+            if !Box::pin(self.command(p)).await? {
+                return Ok(());
             }
-            self.report_pins();
         }
+    }
+
+    /// One client command; `false` when the connection ends.
+    async fn command(&mut self, p: Packet) -> Result<bool, IoError> {
+        let cmd = match Command::decode(&p.payload) {
+            Ok(c) => c,
+            Err(_) => {
+                self.error(err::UNKNOWN_COM, b"08S01", "Unknown command".into())
+                    .await?;
+                return Ok(true);
+            }
+        };
+        match cmd {
+            Command::Quit => return Ok(false),
+            Command::Ping if self.pinned.is_none() => self.ok().await?,
+            Command::SetOption(opt) if opt <= 1 => {
+                self.session.on_set_option(opt == 0);
+                let mut b = BytesMut::new();
+                EofPacket {
+                    warnings: 0,
+                    status: status::AUTOCOMMIT,
+                }
+                .encode(&mut b);
+                self.ps.send(&b, 1).await?;
+            }
+            Command::ResetConnection => {
+                if let Some(mut lease) = self.pinned.take() {
+                    let addr = lease.pool.cfg.addr.clone();
+                    match lease.conn.reset(&addr).await {
+                        Ok(()) => lease.release(),
+                        Err(_) => lease.discard(),
+                    }
+                }
+                self.session.on_reset_connection();
+                self.report_pins();
+                self.ok().await?;
+            }
+            Command::ChangeUser => {
+                if !self.change_user(&p.payload).await? {
+                    return Ok(false);
+                }
+            }
+            Command::Unknown(_) | Command::SetOption(_) => {
+                self.shared.metrics.error(MetricError::UnknownCommand);
+                let msg = format!(
+                    "Unknown command (magestack dbproxy does not support {})",
+                    cmd.as_str()
+                );
+                self.error(err::UNKNOWN_COM, b"08S01", msg).await?;
+            }
+            Command::StmtExecute(_) | Command::StmtReset(_) | Command::StmtFetch(_)
+                if self.pinned.is_none() =>
+            {
+                self.error(
+                    err::UNKNOWN_STMT_HANDLER,
+                    b"HY000",
+                    "Unknown prepared statement handler given to EXECUTE".into(),
+                )
+                .await?;
+            }
+            Command::StmtClose(_) | Command::StmtSendLongData(_) if self.pinned.is_none() => {}
+            Command::Query(ref sql) => {
+                let st = classify(sql);
+                self.statement(&p.payload, &cmd, Some((&st, sql))).await?;
+            }
+            _ => self.statement(&p.payload, &cmd, None).await?,
+        }
+        self.report_pins();
+        Ok(true)
+    }
+
+    /// `COM_CHANGE_USER`: a new login on this connection. The old session
+    /// ends first, whatever the outcome (its pinned backend is reset, or
+    /// closed when it holds `GET_LOCK` locks, exactly as when a client
+    /// leaves); then the answer is checked as at login, against the
+    /// greeting's scramble, or after an auth switch with a fresh one for a
+    /// plugin the proxy cannot check. On success the session starts afresh
+    /// (no variables, the packet's schema). A refused change closes the
+    /// connection after error 1045, as servers do. `false`: closed.
+    async fn change_user(&mut self, payload: &[u8]) -> Result<bool, IoError> {
+        self.leave().await;
+        self.session = Session::new(None, self.caps & cap::MULTI_STATEMENTS != 0);
+        self.report_pins();
+        let cu = match ChangeUser::decode(payload, self.caps) {
+            Ok(cu) => cu,
+            Err(_) => {
+                let e = ErrPacket::new(err::HANDSHAKE, b"08S01", "Bad handshake");
+                send_err(&mut self.ps, &e, 1).await?;
+                return Ok(false);
+            }
+        };
+        let cfg = &self.shared.cfg.backend;
+        let password = cfg.password.as_bytes();
+        let mut plugin = cu
+            .auth_plugin
+            .as_deref()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| NATIVE_PASSWORD.to_owned());
+        let mut answer = cu.auth_response.clone();
+        let mut seq = 1u8;
+        if auth::expected_response(&plugin, password, &self.scramble).is_none() {
+            self.scramble = scramble();
+            let mut b = BytesMut::new();
+            encode_auth_switch(NATIVE_PASSWORD, &self.scramble, &mut b);
+            self.ps.send(&b, seq).await?;
+            let p = self.ps.read().await?;
+            seq = p.last_seq.wrapping_add(1);
+            answer = p.payload.to_vec();
+            NATIVE_PASSWORD.clone_into(&mut plugin);
+        }
+        let expected =
+            auth::expected_response(&plugin, password, &self.scramble).unwrap_or_default();
+        if cu.username != cfg.user.as_bytes() || !auth::constant_time_eq(&expected, &answer) {
+            let msg = format!(
+                "Access denied for user '{}'@'{}' (using password: {})",
+                String::from_utf8_lossy(&cu.username),
+                self.peer.ip(),
+                if answer.is_empty() { "NO" } else { "YES" }
+            );
+            tracing::info!(peer = %self.peer, user = %String::from_utf8_lossy(&cu.username), "COM_CHANGE_USER refused.");
+            self.shared.metrics.error(MetricError::AuthFailed);
+            send_err(
+                &mut self.ps,
+                &ErrPacket::new(err::ACCESS_DENIED, b"28000", msg),
+                seq,
+            )
+            .await?;
+            return Ok(false);
+        }
+        if plugin == CACHING_SHA2_PASSWORD {
+            seq = self.ps.send(FAST_AUTH_SUCCESS, seq).await?;
+        }
+        let db =
+            (!cu.database.is_empty()).then(|| String::from_utf8_lossy(&cu.database).into_owned());
+        self.session = Session::new(db, self.caps & cap::MULTI_STATEMENTS != 0);
+        let mut b = BytesMut::new();
+        OkPacket {
+            status: status::AUTOCOMMIT,
+            ..Default::default()
+        }
+        .encode(0, self.caps, &mut b);
+        self.ps.send(&b, seq).await?;
+        Ok(true)
     }
 
     async fn ok(&mut self) -> Result<(), IoError> {

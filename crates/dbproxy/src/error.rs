@@ -51,6 +51,16 @@ pub enum BackendError {
         /// The server's message.
         message: String,
     },
+    /// TLS to the backend failed: not offered, the certificate did not
+    /// verify, or the handshake broke.
+    #[error("backend {addr}: tls")]
+    Tls {
+        /// The backend.
+        addr: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     /// Connecting took longer than the connect timeout.
     #[error("backend {addr}: connect timed out")]
     ConnectTimeout {

@@ -32,7 +32,11 @@
 //! * Serves `/healthz`, `/readyz`, `/metrics`, `/backends` and `/digests`
 //!   on an admin listener.
 //!
-//! Not yet: TLS, `COM_CHANGE_USER`.
+//! * TLS to the servers (verified against a CA bundle; `caching_sha2_password`
+//!   full authentication inside it) and from clients that ask for it.
+//!
+//! * `COM_CHANGE_USER`: a new login on the connection, checked like the
+//!   first; the old session ends as if its client had left.
 #![forbid(unsafe_code)]
 #![deny(clippy::unwrap_used)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -46,6 +50,7 @@ pub mod error;
 mod io;
 mod metrics;
 mod pool;
+mod tls;
 
 use std::net::SocketAddr;
 use std::sync::atomic::AtomicU32;
@@ -60,6 +65,7 @@ use tokio::sync::Semaphore;
 pub use backend::BackendConfig;
 pub use error::{BackendError, IoError};
 pub use pool::{Pool, PoolStats};
+pub use tls::{BackendTls, ClientTls, TlsError};
 
 use crate::cluster::{Cluster, Routing};
 use crate::digest::Digests;
@@ -90,6 +96,8 @@ pub struct ProxyConfig {
     pub writer_only_tables: Vec<String>,
     /// Entries of the `/digests` table.
     pub digests_max: usize,
+    /// TLS offered to clients (`None`: not offered).
+    pub client_tls: Option<ClientTls>,
 }
 
 impl ProxyConfig {
@@ -107,6 +115,7 @@ impl ProxyConfig {
             check_interval: Duration::from_secs(1),
             writer_only_tables: Vec::new(),
             digests_max: 1000,
+            client_tls: None,
         }
     }
 }

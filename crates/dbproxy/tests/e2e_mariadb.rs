@@ -48,6 +48,7 @@ async fn proxy(max: usize) -> (SocketAddr, Proxy) {
             password: d.password.clone(),
             connect_timeout: Duration::from_secs(5),
             limits: Default::default(),
+            tls: None,
         })
     };
     let p = Proxy::new(cfg).await;
@@ -458,4 +459,66 @@ echo json_encode([$id > 0, $tz, $lock, $err]);
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(stdout.trim(), r#"[true,"+00:00",1,1146]"#);
+}
+
+#[tokio::test]
+async fn change_user_logs_in_again_and_starts_a_clean_session() {
+    use mysql_async::ChangeUserOpts;
+    table("e2e_change_user", "(id INT PRIMARY KEY) ENGINE=InnoDB").await;
+    // One backend connection: a naive proxy would hand the old session's
+    // state (variables, temporary table, lock, open transaction) to the new one.
+    let (addr, p) = proxy(1).await;
+    let mut c = client(addr).await;
+    c.query_drop("SET @cu = 5, time_zone = '+03:00'")
+        .await
+        .unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE e2e_cu_tmp (id INT)")
+        .await
+        .unwrap();
+    assert_eq!(got(&mut c, "SELECT GET_LOCK('e2e_cu', 0)").await, Some(1));
+    c.query_drop("START TRANSACTION").await.unwrap();
+    c.query_drop("INSERT INTO e2e_change_user VALUES (1)")
+        .await
+        .unwrap();
+    c.change_user(ChangeUserOpts::default()).await.unwrap();
+    assert_eq!(got(&mut c, "SELECT @cu").await, None);
+    let tz: String = c
+        .query_first("SELECT @@session.time_zone")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(tz, "SYSTEM");
+    let e = c.query_drop("SELECT * FROM e2e_cu_tmp").await.unwrap_err();
+    assert_eq!(code(&e), 1146);
+    assert_eq!(
+        got(&mut c, "SELECT COUNT(*) FROM e2e_change_user").await,
+        Some(0),
+        "the open transaction was rolled back"
+    );
+    // The lock went with the old session: another client takes it at once.
+    let mut other = client(addr).await;
+    assert_eq!(
+        got(&mut other, "SELECT GET_LOCK('e2e_cu', 0)").await,
+        Some(1)
+    );
+    drop(other);
+    assert!(
+        p.writer()
+            .stats
+            .closed_with_locks_total
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    // A new schema from the packet.
+    c.change_user(ChangeUserOpts::default().with_db_name(Some("information_schema".into())))
+        .await
+        .unwrap();
+    let db: String = c.query_first("SELECT DATABASE()").await.unwrap().unwrap();
+    assert_eq!(db, "information_schema");
+    // A wrong password is refused with 1045 (and the connection closed).
+    let e = c
+        .change_user(ChangeUserOpts::default().with_pass(Some("wrong".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1045);
 }

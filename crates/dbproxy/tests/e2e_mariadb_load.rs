@@ -46,6 +46,7 @@ async fn proxy(max: usize) -> (SocketAddr, Proxy) {
             password: d.password.clone(),
             connect_timeout: Duration::from_secs(5),
             limits: Default::default(),
+            tls: None,
         })
     };
     let p = Proxy::new(cfg).await;

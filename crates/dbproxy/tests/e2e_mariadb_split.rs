@@ -61,6 +61,7 @@ async fn proxy(writer: &str, readers: &[String], ryw: Duration) -> (SocketAddr, 
             password: d.password.clone(),
             connect_timeout: Duration::from_secs(2),
             limits: Default::default(),
+            tls: None,
         })
     };
     let p = Proxy::new(cfg).await;

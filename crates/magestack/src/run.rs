@@ -264,7 +264,23 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
         LogFormat::Text => builder.try_init(),
     };
     let d = &cfg.dbproxy;
+    // The PEM files are read once here: a bad one stops the start with its name.
+    let backend_tls = match &d.backend_tls {
+        Some(t) => Some(std::sync::Arc::new(
+            magestack_dbproxy::BackendTls::from_pem(&t.ca_file, t.server_name.as_deref())
+                .context("dbproxy.backend_tls_ca_file")?,
+        )),
+        None => None,
+    };
+    let client_tls = match &d.client_tls {
+        Some(t) => Some(
+            magestack_dbproxy::ClientTls::from_pem(&t.cert_file, &t.key_file, t.required)
+                .context("dbproxy.tls_cert_file / tls_key_file")?,
+        ),
+        None => None,
+    };
     let proxy_cfg = magestack_dbproxy::ProxyConfig {
+        client_tls,
         readers: d.readers.clone(),
         writer_detection: d.writer_detection,
         max_backend_connections: d.max_backend_connections,
@@ -281,9 +297,13 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
             password,
             connect_timeout: d.connect_timeout,
             limits: Default::default(),
+            tls: backend_tls,
         })
     };
     let (listen, admin_listen) = (d.listen, d.admin_listen);
+    // A descriptor per client and per backend connection: the default soft
+    // limit (1024) would refuse clients long before max_client_connections.
+    let descriptors = crate::fd_limit::raise();
     runtime()?.block_on(async move {
         let listener = TcpListener::bind(listen)
             .await
@@ -310,7 +330,7 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
             args.config.clone(),
             overrides,
         ));
-        tracing::info!(%listen, writer = %cfg.dbproxy.writer, readers = ?cfg.dbproxy.readers, max = cfg.dbproxy.max_backend_connections, "Dbproxy started.");
+        tracing::info!(%listen, writer = %cfg.dbproxy.writer, readers = ?cfg.dbproxy.readers, max = cfg.dbproxy.max_backend_connections, file_descriptors = descriptors, "Dbproxy started.");
         tokio::select! {
             r = proxy.serve(listener) => r.context("accepting clients")?,
             _ = tokio::signal::ctrl_c() => {}

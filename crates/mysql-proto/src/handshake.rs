@@ -229,6 +229,118 @@ impl HandshakeResponse {
     }
 }
 
+// === ChangeUser ===
+
+/// `COM_CHANGE_USER`'s payload: a new login on an open connection (PHP's
+/// mysqli persistent connections and connection pools reset with it). The
+/// fields after the schema are optional: old clients stop there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeUser {
+    /// User name.
+    pub username: Vec<u8>,
+    /// The answer to the connection's scramble (the one from the greeting).
+    pub auth_response: Vec<u8>,
+    /// Schema; empty for none.
+    pub database: Vec<u8>,
+    /// Collation id (2 bytes here, unlike the handshake).
+    pub charset: Option<u16>,
+    /// Plugin the answer was made with.
+    pub auth_plugin: Option<Vec<u8>>,
+    /// Connection attributes, kept raw.
+    pub connect_attrs: Option<Vec<u8>>,
+}
+
+impl ChangeUser {
+    /// Parses the payload (command byte included) as a client with
+    /// `capabilities` sends it.
+    ///
+    /// # Errors
+    ///
+    /// Not `COM_CHANGE_USER`, or truncation.
+    pub fn decode(payload: &[u8], capabilities: u32) -> Result<Self, ParseError> {
+        let mut r = Reader::new(payload);
+        let c = r.u8("command")?;
+        if c != crate::consts::com::CHANGE_USER {
+            return Err(ParseError::Invalid {
+                what: "change user command",
+                value: u64::from(c),
+            });
+        }
+        let username = r.nul_bytes("user name")?.to_vec();
+        let auth_response = if capabilities & cap::SECURE_CONNECTION != 0 {
+            let n = r.u8("auth response length")?;
+            r.take(usize::from(n), "auth response")?.to_vec()
+        } else {
+            r.nul_bytes("auth response")?.to_vec()
+        };
+        let database = if r.is_empty() {
+            Vec::new()
+        } else {
+            r.nul_bytes("database")?.to_vec()
+        };
+        let charset = if r.is_empty() {
+            None
+        } else {
+            Some(r.u16("charset")?)
+        };
+        let mut auth_plugin = None;
+        if capabilities & cap::PLUGIN_AUTH != 0 && !r.is_empty() {
+            auth_plugin = Some(match r.nul_bytes("auth plugin") {
+                Ok(p) => p.to_vec(),
+                Err(_) => r.rest().to_vec(),
+            });
+        }
+        let connect_attrs = if capabilities & cap::CONNECT_ATTRS != 0 && !r.is_empty() {
+            Some(r.lenenc_bytes("connect attrs")?.to_vec())
+        } else {
+            None
+        };
+        Ok(Self {
+            username,
+            auth_response,
+            database,
+            charset,
+            auth_plugin,
+            connect_attrs,
+        })
+    }
+
+    /// Appends the payload as a client with `capabilities` sends it (the
+    /// optional fields when present).
+    pub fn encode(&self, capabilities: u32, dst: &mut BytesMut) {
+        dst.put_u8(crate::consts::com::CHANGE_USER);
+        put_nul_bytes(dst, &self.username);
+        if capabilities & cap::SECURE_CONNECTION != 0 {
+            let n = self.auth_response.len().min(255);
+            dst.put_u8(n as u8);
+            dst.put_slice(&self.auth_response[..n]);
+        } else {
+            put_nul_bytes(dst, &self.auth_response);
+        }
+        put_nul_bytes(dst, &self.database);
+        if let Some(cs) = self.charset {
+            dst.put_u16_le(cs);
+            if capabilities & cap::PLUGIN_AUTH != 0 {
+                put_nul_bytes(dst, self.auth_plugin.as_deref().unwrap_or_default());
+            }
+            if capabilities & cap::CONNECT_ATTRS != 0 {
+                put_lenenc_bytes(dst, self.connect_attrs.as_deref().unwrap_or_default());
+            }
+        }
+    }
+}
+
+/// Appends an SSL Request: the first 32 bytes of a Handshake Response with
+/// `CLIENT_SSL` set. The client starts TLS right after it and sends the full
+/// response (next sequence id) inside TLS, so nothing of the login crosses
+/// the wire in clear.
+pub fn encode_ssl_request(capabilities: u32, max_packet: u32, charset: u8, dst: &mut BytesMut) {
+    dst.put_u32_le(capabilities | cap::SSL);
+    dst.put_u32_le(max_packet);
+    dst.put_u8(charset);
+    dst.put_bytes(0, 23);
+}
+
 /// Appends an Auth Switch Request (`0xfe`, plugin, scramble + NUL).
 pub fn encode_auth_switch(plugin: &str, scramble: &[u8], dst: &mut BytesMut) {
     dst.put_u8(0xfe);
@@ -258,6 +370,9 @@ pub enum BackendAuthError {
     /// connection without TLS (the RSA exchange is not implemented).
     #[error("caching_sha2_password full authentication needs TLS to the backend")]
     FullAuthNeedsTls,
+    /// TLS is required and the server does not offer it (`CLIENT_SSL`).
+    #[error("the server does not offer TLS")]
+    NoTls,
     /// A packet that does not belong in the authentication exchange.
     #[error("unexpected packet during authentication")]
     Protocol(#[from] ParseError),
@@ -291,7 +406,14 @@ pub struct BackendAuth {
 
 impl BackendAuth {
     /// Builds the Handshake Response for `hs` with the proxy's chosen
-    /// capabilities (intersected with the server's).
+    /// capabilities (intersected with the server's). With `tls` the
+    /// response carries `CLIENT_SSL` (it goes inside the TLS session that
+    /// [`encode_ssl_request`] opened, and the server checks the flag), and
+    /// `caching_sha2_password` may send the password in full.
+    ///
+    /// # Errors
+    ///
+    /// `tls` asked of a server that does not offer `CLIENT_SSL`.
     pub fn start(
         hs: &InitialHandshake,
         wanted_caps: u32,
@@ -307,6 +429,14 @@ impl BackendAuth {
             plugin
         };
         let mut capabilities = wanted_caps & hs.capabilities;
+        if tls {
+            if hs.capabilities & cap::SSL == 0 {
+                return Err(BackendAuthError::NoTls);
+            }
+            capabilities |= cap::SSL;
+        } else {
+            capabilities &= !cap::SSL;
+        }
         if database.is_some() {
             capabilities |= cap::CONNECT_WITH_DB & hs.capabilities;
         } else {
@@ -455,7 +585,70 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ssl_request_is_the_response_prefix_and_decodes_as_one() {
+        let mut b = BytesMut::new();
+        encode_ssl_request(
+            cap::PROTOCOL_41 | cap::SECURE_CONNECTION,
+            1 << 24,
+            45,
+            &mut b,
+        );
+        assert_eq!(b.len(), 32);
+        let want = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::SSL;
+        assert_eq!(
+            ClientHello::decode(&b),
+            Ok(ClientHello::SslRequest { capabilities: want })
+        );
+    }
+
+    #[test]
+    fn backend_auth_with_tls_sets_ssl_and_sends_the_password_on_full_auth() {
+        let mut hs = sample();
+        assert_eq!(
+            BackendAuth::start(&hs, !0, b"u", b"pw", None, true).err(),
+            Some(BackendAuthError::NoTls)
+        );
+        hs.capabilities |= cap::SSL;
+        hs.auth_plugin = CACHING_SHA2_PASSWORD.as_bytes().to_vec();
+        let (mut a, resp) = BackendAuth::start(&hs, !0, b"u", b"pw", None, true).unwrap();
+        assert_ne!(resp.capabilities & cap::SSL, 0);
+        assert_eq!(
+            a.on_packet(PERFORM_FULL_AUTH),
+            Ok(AuthStep::Send(Bytes::from_static(b"pw\0")))
+        );
+        // Without TLS the flag never goes out, even if the server offers it.
+        let (_, plain) = BackendAuth::start(&hs, !0, b"u", b"pw", None, false).unwrap();
+        assert_eq!(plain.capabilities & cap::SSL, 0);
+    }
+
     proptest! {
+        #[test]
+        fn change_user_round_trips(
+            user in proptest::collection::vec(1u8..=255, 0..40),
+            auth_response in proptest::collection::vec(any::<u8>(), 0..40),
+            db in proptest::collection::vec(1u8..=255, 0..20),
+            more in any::<bool>(),
+            attrs in any::<bool>(),
+        ) {
+            let caps = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::PLUGIN_AUTH
+                | if attrs { cap::CONNECT_ATTRS } else { 0 };
+            let cu = ChangeUser {
+                username: user, auth_response, database: db,
+                charset: more.then_some(45),
+                auth_plugin: more.then(|| b"mysql_native_password".to_vec()),
+                connect_attrs: (more && attrs).then(|| b"\x03abc\x01x".to_vec()),
+            };
+            let mut b = BytesMut::new();
+            cu.encode(caps, &mut b);
+            prop_assert_eq!(ChangeUser::decode(&b, caps), Ok(cu));
+        }
+
+        #[test]
+        fn change_user_never_panics(data in proptest::collection::vec(any::<u8>(), 0..128), caps in any::<u32>()) {
+            let _ = ChangeUser::decode(&data, caps);
+        }
+
         #[test]
         fn handshake_response_round_trips(
             user in proptest::collection::vec(1u8..=255, 0..40),

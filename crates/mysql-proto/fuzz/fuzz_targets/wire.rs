@@ -1,5 +1,5 @@
 //! Everything the proxy parses from a peer must be total: packet framing,
-//! the client's handshake response, command packets, a server's response
+//! the client's handshake response and `COM_CHANGE_USER`, command packets, a server's response
 //! stream for each response shape, OK packets with session-state info, and
 //! the statement classifier on arbitrary SQL text.
 #![no_main]
@@ -7,7 +7,7 @@
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use magestack_mysql_proto::consts::cap;
-use magestack_mysql_proto::handshake::{ClientHello, InitialHandshake};
+use magestack_mysql_proto::handshake::{ChangeUser, ClientHello, InitialHandshake};
 use magestack_mysql_proto::packet::{decode, Limits};
 use magestack_mysql_proto::{classify, Command, Expect, OkPacket, ResponseReader};
 
@@ -15,6 +15,8 @@ fuzz_target!(|data: &[u8]| {
     let _ = classify(data);
     let _ = ClientHello::decode(data);
     let _ = InitialHandshake::decode(data);
+    let _ = ChangeUser::decode(data, !0);
+    let _ = ChangeUser::decode(data, cap::PROTOCOL_41);
     let _ = Command::decode(&Bytes::copy_from_slice(data));
     let caps = cap::PROTOCOL_41 | cap::SESSION_TRACK;
     let _ = OkPacket::decode(data, caps);
