@@ -889,10 +889,7 @@ where
 /// append to whatever the client wrote; an app that trusts the header must
 /// not get a chain the client made up).
 fn forwarded_for(headers: &http::HeaderMap, peer: IpAddr, trusted_peer: bool) -> String {
-    let peer = match peer {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        v4 => v4,
-    };
+    let peer = client_ip::canonical(peer);
     let mut chain = String::new();
     if trusted_peer {
         for v in headers.get_all("x-forwarded-for") {

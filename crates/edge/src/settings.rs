@@ -243,12 +243,7 @@ impl PurgeGuard {
         headers: &http::HeaderMap,
         internal: bool,
     ) -> bool {
-        let peer = match peer {
-            std::net::IpAddr::V6(v6) => v6
-                .to_ipv4_mapped()
-                .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
-            v4 => v4,
-        };
+        let peer = crate::client_ip::canonical(peer);
         if !self.behind_load_balancer || internal || peer.is_loopback() {
             return true;
         }
