@@ -18,7 +18,8 @@ nginx_conf_dir() {
 }
 
 # nginx_render DIR LISTEN FPM_ADDR [WORKERS]: writes DIR/nginx.conf for a server on LISTEN
-# (host:port) passing PHP to FPM_ADDR (host:port or unix:/path), docroot examples/storefront/pub.
+# (host:port) passing PHP to FPM_ADDR (host:port or unix:/path), docroot examples/storefront/pub
+# (NGINX_MAGE_ROOT: another Magento root).
 nginx_render() {
     local dir=$1 listen=$2 fpm=$3 workers=${4:-auto} user_line="" access_log
     mkdir -p "$dir/tmp"
@@ -37,7 +38,7 @@ nginx_render() {
         -e "s#@ACCESS_LOG@#$access_log#" \
         -e "s#@FPM@#$fpm#" \
         -e "s#@LISTEN@#$listen#" \
-        -e "s#@MAGE_ROOT@#$REPO/examples/storefront#" \
+        -e "s#@MAGE_ROOT@#${NGINX_MAGE_ROOT:-$REPO/examples/storefront}#" \
         "$NGINX_TEMPLATE" > "$dir/nginx.conf"
     if grep -q '@[A-Z_]*@' "$dir/nginx.conf"; then
         die "unsubstituted placeholder in $dir/nginx.conf"

@@ -194,14 +194,26 @@ function sf_test_headers(): void
     sf_json(200, ['set_cookie_headers' => $n, 'big_header_bytes' => $big]);
 }
 
-/** A fixed ~2 KB HTML page for benchmarks: no session, no I/O, no-cache headers (never cached). */
+/**
+ * A fixed HTML page for benchmarks: no session, no I/O. By default ~2 KB with no-cache headers
+ * (never cached: the PHP path); `?kb=N` (1-512) makes it about N KiB (more product items), and
+ * `cache=public` gives it Magento's public headers and tags (a full-page cache object).
+ */
 function sf_test_bench(): void
 {
     sf_page_headers();
-    sf_nocache_headers();
+    if (($_GET['cache'] ?? '') === 'public') {
+        sf_public_headers();
+        sf_tags_header(['cat_c_4', 'cms_b_footer_links']);
+    } else {
+        sf_nocache_headers();
+    }
+    $kb = sf_int_param('kb', 0, 0, 512);
+    // About 108 bytes per item; 12 items plus the frame make the 2 KB default.
+    $count = $kb > 0 ? max(1, intdiv($kb * 1024 - 1200, 108)) : 12;
     $items = '';
-    for ($i = 1; $i <= 12; $i++) {
-        $items .= "<li class=\"item product\"><a href=\"/product/ws" . sprintf('%02d', $i) . ".html\">Product $i</a> <span class=\"price\">\$" . (10 + $i) . ".00</span></li>\n";
+    for ($i = 1; $i <= $count; $i++) {
+        $items .= "<li class=\"item product\"><a href=\"/product/ws" . sprintf('%02d', $i % 100) . ".html\">Product $i</a> <span class=\"price\">\$" . (10 + $i % 90) . ".00</span></li>\n";
     }
     echo <<<HTML
 <!doctype html>
