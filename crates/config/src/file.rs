@@ -41,6 +41,12 @@ pub const DEFAULT_LOG_FORMAT: &str = "text";
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 /// Default `magento.nginx_generation`.
 pub const DEFAULT_NGINX_GENERATION: &str = "g3";
+/// Default `magento.open_file_cache_entries`.
+pub const DEFAULT_OPEN_FILE_CACHE_ENTRIES: u64 = 10_000;
+/// Default `magento.open_file_cache_size`.
+pub const DEFAULT_OPEN_FILE_CACHE_SIZE: &str = "64MiB";
+/// Default `magento.open_file_cache_valid_secs`.
+pub const DEFAULT_OPEN_FILE_CACHE_VALID_SECS: u64 = 5;
 /// Default `magento.gzip_min_length` (Magento's `gzip_min_length 1100`).
 pub const DEFAULT_GZIP_MIN_LENGTH: u64 = 1100;
 /// Default `magento.php_value` (Magento's `nginx.conf.sample`).
@@ -452,6 +458,17 @@ pub struct MagentoConfig {
     /// `[[magento.run]]`: host to store/website map for multi-store setups,
     /// sent as `MAGE_RUN_CODE` and `MAGE_RUN_TYPE`. Default: empty.
     pub run: Vec<RunConfig>,
+    /// Paths under the docroot whose kind, size, validators and (for files up
+    /// to 256 KiB) bytes the edge keeps, as nginx's `open_file_cache max=`;
+    /// 0 turns it off (a `stat` and a read per request). Default 10000.
+    pub open_file_cache_entries: u64,
+    /// Memory for the kept file bytes and their gzip variants: a size with a
+    /// unit (`"64MiB"`) or bytes. Default `"64MiB"`.
+    pub open_file_cache_size: ByteSize,
+    /// Seconds an entry is trusted before one `stat` checks it again
+    /// (nginx's `open_file_cache_valid`): a changed or deleted file is seen
+    /// at most this long after the change. Default 5.
+    pub open_file_cache_valid_secs: u64,
 }
 
 impl Default for MagentoConfig {
@@ -465,6 +482,9 @@ impl Default for MagentoConfig {
             php_flag: DEFAULT_PHP_FLAG.to_owned(),
             mage_mode: String::new(),
             run: Vec::new(),
+            open_file_cache_entries: DEFAULT_OPEN_FILE_CACHE_ENTRIES,
+            open_file_cache_size: ByteSize::Text(DEFAULT_OPEN_FILE_CACHE_SIZE.to_owned()),
+            open_file_cache_valid_secs: DEFAULT_OPEN_FILE_CACHE_VALID_SECS,
         }
     }
 }

@@ -272,6 +272,12 @@ pub struct MagentoSettings {
     pub mage_mode: Option<MageMode>,
     /// Host → store/website mappings; hosts lower-case and unique.
     pub run: Vec<RunMapping>,
+    /// Paths the open-file cache keeps; 0 = off.
+    pub open_file_cache_entries: usize,
+    /// Bytes of file contents and gzip variants it keeps.
+    pub open_file_cache_bytes: u64,
+    /// How long an entry is trusted before it is checked again.
+    pub open_file_cache_valid: Duration,
 }
 
 /// One checked `[[magento.run]]` entry.
@@ -825,6 +831,18 @@ fn compile_magento(
     let nginx_generation =
         errs.word::<NginxGeneration>(p("magento.nginx_generation"), &m.nginx_generation);
     let gzip_min_length = errs.size(p("magento.gzip_min_length"), m.gzip_min_length);
+    let open_file_cache_entries = errs.size(
+        p("magento.open_file_cache_entries"),
+        m.open_file_cache_entries,
+    );
+    let open_file_cache_bytes = match m.open_file_cache_size.bytes() {
+        Ok(n) => n,
+        Err(kind) => {
+            errs.push(p("magento.open_file_cache_size"), kind);
+            0
+        }
+    };
+    let open_file_cache_valid = Duration::from_secs(m.open_file_cache_valid_secs);
     let php_value = php_ini(p("magento.php_value"), m.php_value, errs);
     let php_flag = php_ini(p("magento.php_flag"), m.php_flag, errs);
     let mage_mode = if m.mage_mode.is_empty() {
@@ -894,6 +912,9 @@ fn compile_magento(
         php_flag,
         mage_mode: mage_mode?,
         run: if run_ok { run } else { return None },
+        open_file_cache_entries,
+        open_file_cache_bytes,
+        open_file_cache_valid,
     })
 }
 

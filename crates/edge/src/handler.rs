@@ -38,6 +38,9 @@ struct Upstream {
 pub struct Edge {
     pub(crate) s: EdgeSettings,
     router: Option<magestack_routing::Router>,
+    /// What the edge knows about the files under the docroot (nginx's
+    /// `open_file_cache`, with the bytes of small files).
+    pub(crate) files: Arc<crate::open_file_cache::OpenFileCache>,
     upstream: Upstream,
     pub(crate) cache: Option<Arc<Cache>>,
     pub(crate) metrics: Arc<crate::metrics::Metrics>,
@@ -248,8 +251,12 @@ impl Edge {
             }
             l
         };
+        let files = Arc::new(crate::open_file_cache::OpenFileCache::new(
+            s.open_file_cache,
+        ));
         Ok(Self {
             body_limits,
+            files,
             s,
             router,
             upstream,
@@ -303,9 +310,21 @@ impl Edge {
                 .map(|i| i.counts())
                 .unwrap_or_default(),
             self.bus.as_ref().map(|b| b.stats()),
-            crate::metrics::BodyStats {
-                memory_bytes: self.body_limits.budget.used(),
-                spooled: self.body_limits.budget.spooled(),
+            crate::metrics::Usage {
+                bodies: crate::metrics::BodyStats {
+                    memory_bytes: self.body_limits.budget.used(),
+                    spooled: self.body_limits.budget.spooled(),
+                },
+                files: {
+                    let st = &self.files.stats;
+                    crate::metrics::FileCacheStats {
+                        entries: self.files.len() as u64,
+                        bytes: self.files.bytes(),
+                        hits: st.hits.load(Ordering::Relaxed),
+                        misses: st.misses.load(Ordering::Relaxed),
+                        evictions: st.evictions.load(Ordering::Relaxed),
+                    }
+                },
             },
         )
     }
@@ -501,12 +520,7 @@ impl Edge {
             Ok(p) => p,
             Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
         };
-        let route = router.route(
-            &magestack_routing::RealFs,
-            req.method(),
-            &path,
-            req.uri().query(),
-        );
+        let route = router.route(&*self.files, req.method(), &path, req.uri().query());
         match route {
             magestack_routing::Route::Static {
                 file,
@@ -514,12 +528,20 @@ impl Edge {
                 x_frame_options,
             } => {
                 let r = static_files::serve(
-                    req.method(),
-                    req.headers(),
-                    &file,
-                    headers,
-                    x_frame_options,
-                    SystemTime::now(),
+                    &self.files,
+                    static_files::StaticRequest {
+                        method: req.method(),
+                        headers: req.headers(),
+                        file: &file,
+                        cache: headers,
+                        x_frame_options,
+                        now: SystemTime::now(),
+                        gzip: static_files::GzipPolicy {
+                            enabled: self.s.gzip,
+                            min_length: self.s.gzip_min_length,
+                            client: compress::ClientEncoding::of(req.headers()),
+                        },
+                    },
                 )
                 .await;
                 (r, Outcome::Static)

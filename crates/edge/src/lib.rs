@@ -29,6 +29,7 @@ pub mod injection;
 mod ip_filter;
 pub mod live;
 pub mod metrics;
+pub mod open_file_cache;
 pub mod pipeline;
 pub mod pool;
 pub mod pool_route;

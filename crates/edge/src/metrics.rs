@@ -144,7 +144,7 @@ impl Metrics {
         rate_limited: Vec<(Arc<str>, u64)>,
         injection: (Vec<crate::injection::InjectionCount>, u64),
         bus: Option<crate::purge_bus::BusStats>,
-        bodies: BodyStats,
+        usage: Usage,
     ) -> String {
         let mut out = String::with_capacity(16 * 1024);
         let mut snapshot = Registry::default();
@@ -155,7 +155,8 @@ impl Metrics {
             rate_limited,
             injection,
             bus,
-            bodies,
+            bodies: usage.bodies,
+            files: usage.files,
         }));
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode_registry(&mut out, &self.registry);
@@ -176,6 +177,31 @@ struct Snapshot {
     /// The purge bus, when configured.
     bus: Option<crate::purge_bus::BusStats>,
     bodies: BodyStats,
+    files: FileCacheStats,
+}
+
+/// Memory the edge holds for requests: bodies in flight and kept static files.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// Request bodies.
+    pub bodies: BodyStats,
+    /// The open-file cache.
+    pub files: FileCacheStats,
+}
+
+/// The open-file cache (static files kept in memory).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileCacheStats {
+    /// Paths kept now (bounded by `magento.open_file_cache_entries`).
+    pub entries: u64,
+    /// Bytes of file contents and gzip variants kept (bounded by `magento.open_file_cache_size`).
+    pub bytes: u64,
+    /// Static requests answered from a trusted entry.
+    pub hits: u64,
+    /// Static requests that had to stat or read the file.
+    pub misses: u64,
+    /// Entries evicted for room.
+    pub evictions: u64,
 }
 
 /// Request bodies waiting to be sent upstream.
@@ -494,6 +520,33 @@ impl Collector for Snapshot {
             "Bytes of request bodies held in memory now (bounded by server.body_memory_bytes)",
             std::iter::once((Labels::new(), as_i64(self.bodies.memory_bytes))),
         )?;
+        gauge(
+            &mut enc,
+            "magestack_open_file_cache_entries",
+            "Paths the open-file cache keeps (bounded by magento.open_file_cache_entries)",
+            std::iter::once((Labels::new(), as_i64(self.files.entries))),
+        )?;
+        gauge(
+            &mut enc,
+            "magestack_open_file_cache_bytes",
+            "Bytes of static files and their gzip variants kept in memory (bounded by magento.open_file_cache_size)",
+            std::iter::once((Labels::new(), as_i64(self.files.bytes))),
+        )?;
+        counter(
+            &mut enc,
+            "magestack_open_file_cache_lookups",
+            "Static file lookups: hit (answered from memory or a trusted entry) or miss (stat or read)",
+            [
+                (vec![("result", "hit".to_owned())], self.files.hits),
+                (vec![("result", "miss".to_owned())], self.files.misses),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            "magestack_open_file_cache_evictions",
+            "Open-file cache entries evicted for room",
+            std::iter::once((Labels::new(), self.files.evictions)),
+        )?;
         counter(
             &mut enc,
             "magestack_request_bodies_spooled",
@@ -687,10 +740,20 @@ mod tests {
             vec![(Arc::from("customer_login"), 2)],
             (Vec::new(), 0),
             None,
-            BodyStats {
-                memory_bytes: 4096,
-                spooled: 3,
+            Usage {
+                bodies: BodyStats {
+                    memory_bytes: 4096,
+                    spooled: 3,
+                },
+                files: FileCacheStats {
+                    entries: 7,
+                    ..Default::default()
+                },
             },
+        );
+        assert!(
+            text.contains("magestack_open_file_cache_entries 7"),
+            "{text}"
         );
         assert!(
             text.contains("magestack_request_body_memory_bytes 4096"),

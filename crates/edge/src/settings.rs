@@ -299,6 +299,8 @@ pub struct EdgeSettings {
     pub gzip: bool,
     /// `gzip_min_length`.
     pub gzip_min_length: u64,
+    /// What the open-file cache keeps (`magento.open_file_cache_*`).
+    pub open_file_cache: crate::open_file_cache::OpenFileCacheLimits,
     /// `PHP_VALUE` (None = not sent).
     pub php_value: Option<String>,
     /// `PHP_FLAG` (None = not sent).

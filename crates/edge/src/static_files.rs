@@ -3,10 +3,15 @@
 //! nginx semantics: `ETag` as `"<mtime hex>-<size hex>"`, `Last-Modified`,
 //! conditional GET (304), single byte ranges (206/416), `HEAD`, `405` for other
 //! methods, and the location's `add_header`/`expires` set applied only to the
-//! statuses nginx applies them to. Files larger than [`INLINE_MAX`] are streamed
-//! in 64 KiB reads, so memory does not grow with file size.
+//! statuses nginx applies them to. What a file is comes from the
+//! [`OpenFileCache`]: a known small file is answered from memory with headers
+//! encoded once, and its gzip variant is made once (or taken from a `.gz`
+//! sibling) instead of per request. Files larger than
+//! [`crate::open_file_cache::INLINE_MAX`] are streamed in 64 KiB reads, so
+//! memory does not grow with file size.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -17,63 +22,83 @@ use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use crate::body::{self, EdgeBody};
+use crate::compress::{self, ClientEncoding, GzipDecision};
+use crate::open_file_cache::{Lookup, OpenFileCache};
 
-/// Files up to this size are read in one go and served from memory.
-pub const INLINE_MAX: u64 = 256 * 1024;
+pub use crate::open_file_cache::INLINE_MAX;
 const CHUNK: usize = 64 * 1024;
 
 pub use magestack_routing::StaticHeaders;
 
-/// Serves `file` for `method`, honouring conditional and range headers.
-pub async fn serve(
-    method: &Method,
-    req_headers: &HeaderMap,
-    file: &Path,
-    cache: StaticHeaders,
-    x_frame_options: bool,
-    now: SystemTime,
-) -> Response<EdgeBody> {
+/// What nginx's gzip filter would do for this request: `magento.gzip`,
+/// `gzip_min_length` and the client's `Accept-Encoding`/`User-Agent`.
+#[derive(Debug, Clone, Copy)]
+pub struct GzipPolicy {
+    /// `magento.gzip`.
+    pub enabled: bool,
+    /// `magento.gzip_min_length`.
+    pub min_length: u64,
+    /// What the client accepts.
+    pub client: ClientEncoding,
+}
+
+impl GzipPolicy {
+    /// No gzip variant (tests, HEAD).
+    pub const OFF: Self = Self {
+        enabled: false,
+        min_length: 0,
+        client: ClientEncoding {
+            gzip: false,
+            msie6: false,
+        },
+    };
+}
+
+/// One static-file request.
+#[derive(Debug, Clone, Copy)]
+pub struct StaticRequest<'a> {
+    /// GET or HEAD (anything else is 405).
+    pub method: &'a Method,
+    /// For conditionals and ranges.
+    pub headers: &'a HeaderMap,
+    /// The file the route resolved to.
+    pub file: &'a Path,
+    /// The location's cache headers.
+    pub cache: StaticHeaders,
+    /// The location's `X-Frame-Options`.
+    pub x_frame_options: bool,
+    /// For `Expires`.
+    pub now: SystemTime,
+    /// Whether a gzip variant may be sent.
+    pub gzip: GzipPolicy,
+}
+
+/// Serves a static file, honouring conditional and range headers.
+pub async fn serve(files: &Arc<OpenFileCache>, req: StaticRequest<'_>) -> Response<EdgeBody> {
+    let method = req.method;
     if method != Method::GET && method != Method::HEAD {
         let mut r = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
         r.headers_mut()
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let mut f = match tokio::fs::File::open(file).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-            return plain(StatusCode::FORBIDDEN, "forbidden\n")
-        }
-        Err(_) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+    let info = match files.lookup(req.file).await {
+        Lookup::File(f) => f,
+        Lookup::Forbidden => return plain(StatusCode::FORBIDDEN, "forbidden\n"),
+        Lookup::NotFound => return plain(StatusCode::NOT_FOUND, "not found\n"),
     };
-    let meta = match f.metadata().await {
-        Ok(m) if m.is_file() => m,
-        _ => return plain(StatusCode::NOT_FOUND, "not found\n"),
-    };
-    let size = meta.len();
-    let mtime = meta.modified().unwrap_or(UNIX_EPOCH);
-    let mtime_secs = mtime
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let etag = format!("\"{mtime_secs:x}-{size:x}\"");
+    let size = info.size;
+    let mtime_secs = info.mtime_secs;
+    let etag = info.etag.to_str().unwrap_or("");
 
-    let mut headers = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(content_type(file)) {
-        headers.insert(header::CONTENT_TYPE, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(
-        UNIX_EPOCH + Duration::from_secs(mtime_secs),
-    )) {
-        headers.insert(header::LAST_MODIFIED, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&etag) {
-        headers.insert(header::ETAG, v);
-    }
+    let mut headers = HeaderMap::with_capacity(12);
+    headers.insert(header::CONTENT_TYPE, info.content_type.clone());
+    headers.insert(header::LAST_MODIFIED, info.last_modified.clone());
+    headers.insert(header::ETAG, info.etag.clone());
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
-    apply_location_headers(&mut headers, cache, x_frame_options, now);
+    apply_location_headers(&mut headers, req.cache, req.x_frame_options, req.now);
 
-    if not_modified(req_headers, &etag, mtime_secs) {
+    if not_modified(req.headers, etag, mtime_secs) {
         headers.remove(header::CONTENT_TYPE);
         headers.remove(header::ACCEPT_RANGES);
         let mut r = Response::new(body::empty());
@@ -82,7 +107,7 @@ pub async fn serve(
         return r;
     }
 
-    let (status, start, len) = match range(req_headers, &etag, mtime_secs, size) {
+    let (status, start, len) = match range(req.headers, etag, mtime_secs, size) {
         RangeResult::Full => (StatusCode::OK, 0, size),
         RangeResult::Partial(start, end) => {
             if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")) {
@@ -100,29 +125,71 @@ pub async fn serve(
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
 
+    // The whole file to a client that takes gzip: the variant made once.
+    if status == StatusCode::OK && method == Method::GET && info.body.is_some() {
+        let g = req.gzip;
+        if compress::decide(g.enabled, g.min_length, status, g.client, &headers)
+            == GzipDecision::Compress
+        {
+            if let Some(gz) = files.gzip(req.file, &info).await {
+                headers.insert(header::CONTENT_LENGTH, HeaderValue::from(gz.len()));
+                headers.insert(header::ETAG, info.weak_etag.clone());
+                headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                compress::add_vary(&mut headers);
+                let mut r = Response::new(body::full(gz));
+                *r.headers_mut() = headers;
+                return r;
+            }
+        }
+    }
+
     let body = if method == Method::HEAD || len == 0 {
         body::empty()
-    } else {
-        if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-            return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
+    } else if let Some(bytes) = &info.body {
+        let (start, end) = (start as usize, (start + len) as usize);
+        match bytes.get(start..end) {
+            Some(_) => body::full(bytes.slice(start..end)),
+            None => return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n"),
         }
-        if len <= INLINE_MAX {
-            let mut buf = Vec::with_capacity(len as usize);
-            if (&mut f).take(len).read_to_end(&mut buf).await.is_err() {
-                return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
-            }
-            body::full(buf)
-        } else {
-            let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), CHUNK)
-                .map_ok(http_body::Frame::data)
-                .map_err(|e| -> crate::body::BoxError { e.into() });
-            http_body_util::StreamBody::new(stream).boxed_unsync()
+    } else {
+        match read_from_disk(req.file, start, len).await {
+            Ok(b) => b,
+            Err(StatusCode::NOT_FOUND) => return plain(StatusCode::NOT_FOUND, "not found\n"),
+            Err(StatusCode::FORBIDDEN) => return plain(StatusCode::FORBIDDEN, "forbidden\n"),
+            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n"),
         }
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
     *r.headers_mut() = headers;
     r
+}
+
+/// `len` bytes from `start` of a file the cache does not hold: small reads in
+/// one go, larger ones streamed.
+async fn read_from_disk(file: &Path, start: u64, len: u64) -> Result<EdgeBody, StatusCode> {
+    let mut f = match tokio::fs::File::open(file).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(StatusCode::FORBIDDEN)
+        }
+        Err(_) => return Err(StatusCode::NOT_FOUND),
+    };
+    if start > 0 && f.seek(std::io::SeekFrom::Start(start)).await.is_err() {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR);
+    }
+    if len <= INLINE_MAX {
+        let mut buf = Vec::with_capacity(len as usize);
+        if (&mut f).take(len).read_to_end(&mut buf).await.is_err() {
+            return Err(StatusCode::INTERNAL_SERVER_ERROR);
+        }
+        Ok(body::full(buf))
+    } else {
+        let stream = tokio_util::io::ReaderStream::with_capacity(f.take(len), CHUNK)
+            .map_ok(http_body::Frame::data)
+            .map_err(|e| -> crate::body::BoxError { e.into() });
+        Ok(http_body_util::StreamBody::new(stream).boxed_unsync())
+    }
 }
 
 /// `add_header`/`expires` of the matched location. nginx emits them only for
@@ -293,6 +360,31 @@ pub fn content_type(path: &Path) -> &'static str {
 mod tests {
     use super::*;
 
+    /// `serve` with a fresh cache, as the edge calls it.
+    async fn serve_path(
+        method: &Method,
+        headers: &HeaderMap,
+        file: &Path,
+        cache: StaticHeaders,
+        x_frame_options: bool,
+        now: SystemTime,
+    ) -> Response<EdgeBody> {
+        let files = Arc::new(OpenFileCache::new(Default::default()));
+        serve(
+            &files,
+            StaticRequest {
+                method,
+                headers,
+                file,
+                cache,
+                x_frame_options,
+                now,
+                gzip: GzipPolicy::OFF,
+            },
+        )
+        .await
+    }
+
     fn req(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
@@ -391,7 +483,7 @@ mod tests {
         let p = dir.path().join("styles.css");
         std::fs::write(&p, "body{}").unwrap();
         let now = SystemTime::now();
-        let r = serve(
+        let r = serve_path(
             &Method::GET,
             &HeaderMap::new(),
             &p,
@@ -409,7 +501,7 @@ mod tests {
         assert_eq!(r.headers()["content-type"], "text/css");
         assert!(r.headers().get("expires").is_none());
         let etag = r.headers()["etag"].to_str().unwrap().to_string();
-        let r = serve(
+        let r = serve_path(
             &Method::GET,
             &req(&[("if-none-match", &etag)]),
             &p,
@@ -419,7 +511,7 @@ mod tests {
         )
         .await;
         assert_eq!(r.status(), 304);
-        let r = serve(
+        let r = serve_path(
             &Method::POST,
             &HeaderMap::new(),
             &p,
@@ -436,7 +528,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("a.js");
         std::fs::write(&p, "x").unwrap();
-        let r = serve(
+        let r = serve_path(
             &Method::GET,
             &HeaderMap::new(),
             &p,

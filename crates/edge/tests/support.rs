@@ -55,6 +55,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         body: Default::default(),
         gzip: true,
         gzip_min_length: 1100,
+        open_file_cache: Default::default(),
         php_value: Some("memory_limit=756M\nmax_execution_time=18000".into()),
         php_flag: Some("session.auto_start=off\nsuhosin.session.cryptua=off".into()),
         mage_mode: None,

@@ -495,6 +495,11 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         },
         gzip: m.gzip,
         gzip_min_length: m.gzip_min_length as u64,
+        open_file_cache: magestack_edge::open_file_cache::OpenFileCacheLimits {
+            max_entries: m.open_file_cache_entries,
+            max_bytes: m.open_file_cache_bytes,
+            valid: m.open_file_cache_valid,
+        },
         php_value: m.php_value.clone(),
         php_flag: m.php_flag.clone(),
         mage_mode: m.mage_mode.map(|x| x.as_str().to_string()),
