@@ -20,6 +20,7 @@
 //! a file from the next request on, and random URLs cannot fill the cache.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -135,7 +136,7 @@ impl Entry {
 }
 
 /// One shard of the path map.
-type Shard = RwLock<HashMap<PathBuf, Arc<Entry>>>;
+type Shard = RwLock<HashMap<OsString, Arc<Entry>>>;
 
 /// A file to serve: its description and, when known to be small, its bytes.
 #[derive(Debug, Clone)]
@@ -218,13 +219,13 @@ impl OpenFileCache {
         // One fixed hasher for shard selection; the maps keep their own.
         let h =
             std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                .hash_one(path);
+                .hash_one(path.as_os_str());
         &self.shards[(h as usize) % SHARDS]
     }
 
     /// The entry for `path` when it is trusted at `now_ms`.
     fn fresh(&self, path: &Path, now_ms: u64) -> Option<Arc<Entry>> {
-        let e = self.shard(path).read().get(path).cloned()?;
+        let e = self.shard(path).read().get(path.as_os_str()).cloned()?;
         let checked = e.checked_ms.load(Ordering::Relaxed);
         if now_ms.saturating_sub(checked) < self.limits.valid.as_millis() as u64 {
             e.used_ms.store(now_ms, Ordering::Relaxed);
@@ -238,7 +239,7 @@ impl OpenFileCache {
     /// an unchanged file keeps its bytes and gzip variant.
     fn revalidate(&self, path: &Path, now_ms: u64) -> Arc<Entry> {
         let meta = std::fs::metadata(path);
-        let old = self.shard(path).read().get(path).cloned();
+        let old = self.shard(path).read().get(path.as_os_str()).cloned();
         if let (Some(old), Ok(m)) = (&old, &meta) {
             let same = match &old.file {
                 Some(f) => m.is_file() && f.stamp == Stamp::of(m),
@@ -277,10 +278,10 @@ impl OpenFileCache {
         let added = entry.bytes();
         entry.counted.store(added, Ordering::Relaxed);
         let mut shard = self.shard(path).write();
-        if !shard.contains_key(path) && shard.len() >= self.per_shard {
+        if !shard.contains_key(path.as_os_str()) && shard.len() >= self.per_shard {
             self.evict_one(&mut shard);
         }
-        match shard.insert(path.to_path_buf(), entry) {
+        match shard.insert(path.as_os_str().to_owned(), entry) {
             Some(old) => {
                 self.bytes
                     .fetch_sub(old.counted.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -294,7 +295,7 @@ impl OpenFileCache {
 
     fn remove(&self, path: &Path) {
         let mut shard = self.shard(path).write();
-        if let Some(old) = shard.remove(path) {
+        if let Some(old) = shard.remove(path.as_os_str()) {
             self.bytes
                 .fetch_sub(old.counted.load(Ordering::Relaxed), Ordering::Relaxed);
             self.entries.fetch_sub(1, Ordering::Relaxed);
@@ -302,7 +303,7 @@ impl OpenFileCache {
     }
 
     /// Removes the least recently used of a few entries.
-    fn evict_one(&self, shard: &mut HashMap<PathBuf, Arc<Entry>>) {
+    fn evict_one(&self, shard: &mut HashMap<OsString, Arc<Entry>>) {
         let skip = self.rotate.fetch_add(1, Ordering::Relaxed) % shard.len().max(1);
         let victim = shard
             .iter()
@@ -410,7 +411,7 @@ impl OpenFileCache {
                     return None;
                 }
                 let shard = self.shard(path).write();
-                if let Some(e) = shard.get(path) {
+                if let Some(e) = shard.get(path.as_os_str()) {
                     if e.file.as_ref().is_some_and(|f| Arc::ptr_eq(f, file)) {
                         e.counted.fetch_add(gz.len() as u64, Ordering::Relaxed);
                         self.bytes.fetch_add(gz.len() as u64, Ordering::Relaxed);

@@ -43,6 +43,18 @@ impl CleanCache {
         h.finish() | 1
     }
 
+    /// The key of a whole `Cookie` header found clean in `scope` (each of its
+    /// values passed the checks that scope applies to cookies); never 0, and
+    /// never equal to a [`Self::key`] of the same bytes but for a hash collision.
+    pub fn header_key(&self, value: &[u8], scope_flags: u8, scope_exclusions: u64) -> u64 {
+        let mut h = self.keys.build_hasher();
+        h.write(b"cookie-header\0");
+        h.write(value);
+        h.write_u8(scope_flags);
+        h.write_u64(scope_exclusions);
+        h.finish() | 1
+    }
+
     /// Was this key found clean recently?
     pub fn is_clean(&self, key: u64) -> bool {
         self.slots[key as usize & self.mask].load(Ordering::Relaxed) == key

@@ -141,6 +141,9 @@ pub struct Inspector {
 
 /// Slots of the clean-value cache (8 bytes each: 512 KiB).
 const CLEAN_SLOTS: usize = 1 << 16;
+/// Longest `Cookie` header remembered clean as a whole (browsers' stay far
+/// below; a longer one is checked value by value, each value still cached).
+const COOKIE_HEADER_CACHE_MAX: usize = 16 * 1024;
 
 impl Inspector {
     /// An inspector with the given exclusions and detectors.
@@ -208,8 +211,21 @@ impl Inspector {
                 extract::form(q.as_bytes(), Location::Query, visit)?;
             }
         }
+        // A browser sends the same Cookie header on every request of a
+        // visit: once all its values were found clean in this scope, the
+        // header is not split and decoded again (one keyed hash instead).
+        let (flags, exclusions) = scope.cache_tag();
         for cookie in req.headers.get_all(http::header::COOKIE) {
-            extract::cookies(cookie.as_bytes(), visit)?;
+            let v = cookie.as_bytes();
+            let key = (v.len() <= COOKIE_HEADER_CACHE_MAX)
+                .then(|| self.clean.header_key(v, flags, exclusions));
+            if key.is_some_and(|k| self.clean.is_clean(k)) {
+                continue;
+            }
+            extract::cookies(v, visit)?;
+            if let Some(k) = key {
+                self.clean.remember(k);
+            }
         }
         for h in [http::header::USER_AGENT, http::header::REFERER] {
             if let Some(v) = req.headers.get(&h) {

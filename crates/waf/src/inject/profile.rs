@@ -92,6 +92,17 @@ pub struct Scope {
     prefix_hits: u64,
 }
 
+impl Scope {
+    /// What tells scopes apart for the clean cache: the flags, and the
+    /// operator exclusions that apply.
+    pub fn cache_tag(&self) -> (u8, u64) {
+        (
+            u8::from(self.admin) | u8::from(self.graphql) << 1 | u8::from(self.search) << 2,
+            self.prefix_hits,
+        )
+    }
+}
+
 /// Checks skipped for one value.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Skip {
