@@ -1205,17 +1205,9 @@ fn compress_for_store(body: &[u8], brotli: bool) -> (Bytes, Option<usize>) {
     (both.freeze(), Some(gz.len()))
 }
 
-/// Level 6, as nginx and Varnish use.
+/// Level 6, as nginx and Varnish use (window sized for the body).
 fn gzip_bytes(data: &[u8]) -> Bytes {
-    use std::io::Write;
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 4 + 64),
-        flate2::Compression::new(6),
-    );
-    if enc.write_all(data).is_err() {
-        return Bytes::copy_from_slice(data);
-    }
-    enc.finish()
+    crate::compress::gzip_all(data)
         .map(Bytes::from)
         .unwrap_or_else(|_| Bytes::copy_from_slice(data))
 }

@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use flate2::write::GzEncoder;
 use flate2::Compression;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
@@ -128,8 +127,48 @@ fn is_msie6(headers: &HeaderMap) -> bool {
         && !ua.contains("SV1")
 }
 
+/// Deflate window bits for a body of `len` bytes (unknown: the full 32 KiB),
+/// as nginx's gzip filter sizes them: a window larger than the body buys
+/// nothing, and zlib's state (window, hash chains) is allocated and cleared
+/// per response, most of the work for a small page.
+pub fn window_bits(len: Option<u64>) -> u8 {
+    let mut wbits: u8 = 15;
+    if let Some(len) = len.filter(|&n| n > 0) {
+        while wbits > 9 && len < (1u64 << (wbits - 1)).saturating_sub(262) {
+            wbits -= 1;
+        }
+    }
+    wbits
+}
+
+/// A gzip encoder writing into memory at level 6 (the sample's
+/// `gzip_comp_level`), its window sized for `len`.
+pub fn gzip_encoder(len: Option<u64>, out: Vec<u8>) -> GzipWriter {
+    flate2::write::ZlibEncoder::new_with_compress(
+        out,
+        flate2::Compress::new_gzip(Compression::new(6), window_bits(len)),
+    )
+}
+
+/// What [`gzip_encoder`] returns: a deflate stream in a gzip wrapper.
+pub type GzipWriter = flate2::write::ZlibEncoder<Vec<u8>>;
+
+/// Gzips `data` whole (level 6, window sized for it).
+pub fn gzip_all(data: &[u8]) -> std::io::Result<Vec<u8>> {
+    let mut enc = gzip_encoder(
+        Some(data.len() as u64),
+        Vec::with_capacity(data.len() / 3 + 64),
+    );
+    enc.write_all(data)?;
+    enc.finish()
+}
+
 /// Rewrites headers for a compressed response and wraps the body.
 pub fn compress(headers: &mut HeaderMap, body: EdgeBody) -> EdgeBody {
+    let len = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     headers.remove(http::header::CONTENT_LENGTH);
     // A strong validator no longer describes these bytes; nginx weakens it too.
     if let Some(etag) = headers.get(http::header::ETAG).cloned() {
@@ -148,9 +187,9 @@ pub fn compress(headers: &mut HeaderMap, body: EdgeBody) -> EdgeBody {
     add_vary(headers);
     http_body_util::BodyExt::boxed_unsync(CodecBody {
         inner: body,
-        codec: Some(GzEncoder::new(
-            Vec::with_capacity(8192),
-            Compression::new(6),
+        codec: Some(gzip_encoder(
+            len,
+            Vec::with_capacity(len.map_or(8192, |n| (n as usize / 3 + 64).min(8192))),
         )),
     })
 }
@@ -189,7 +228,7 @@ trait StreamCodec: Write {
     fn finish_output(self) -> std::io::Result<Vec<u8>>;
 }
 
-impl StreamCodec for GzEncoder<Vec<u8>> {
+impl StreamCodec for GzipWriter {
     fn output(&mut self) -> &mut Vec<u8> {
         self.get_mut()
     }
@@ -277,6 +316,27 @@ mod tests {
             );
         }
         m
+    }
+
+    #[test]
+    fn the_window_fits_the_body_as_nginx_sizes_it() {
+        assert_eq!(window_bits(None), 15);
+        assert_eq!(window_bits(Some(0)), 15);
+        assert_eq!(window_bits(Some(100)), 9);
+        assert_eq!(window_bits(Some(2_500)), 12);
+        assert_eq!(window_bits(Some(40_000)), 15);
+        // Every size round-trips, including across the thresholds.
+        for n in [
+            1usize, 250, 251, 255, 1_000, 2_500, 3_835, 3_900, 16_000, 70_000,
+        ] {
+            let data: Vec<u8> = (0..n).map(|i| b"<li>magento</li>"[i % 16]).collect();
+            let gz = gzip_all(&data).unwrap();
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(&gz[..])
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data, "{n} bytes");
+        }
     }
 
     #[test]

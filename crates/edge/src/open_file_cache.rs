@@ -21,7 +21,6 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Write;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -489,12 +488,7 @@ fn gzip_sibling(path: &Path, meta: &std::fs::Metadata) -> Option<Bytes> {
 }
 
 fn gzip_bytes(data: &[u8]) -> Option<Bytes> {
-    let mut enc = flate2::write::GzEncoder::new(
-        Vec::with_capacity(data.len() / 3 + 64),
-        flate2::Compression::new(6),
-    );
-    enc.write_all(data).ok()?;
-    enc.finish().ok().map(Bytes::from)
+    crate::compress::gzip_all(data).ok().map(Bytes::from)
 }
 
 #[cfg(test)]
