@@ -37,6 +37,17 @@ pub(crate) enum LookupError {
 }
 
 /// The resolver shared by every pool of an edge.
+/// Why no resolver could be built.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolverError {
+    /// `/etc/resolv.conf` (or the system's equivalent) could not be read.
+    #[error("cannot read the system's DNS configuration: {0}")]
+    SystemConfig(#[source] hickory_resolver::net::NetError),
+    /// The resolver rejected its configuration.
+    #[error("cannot build the DNS resolver: {0}")]
+    Build(#[source] hickory_resolver::net::NetError),
+}
+
 pub(crate) struct Resolver {
     inner: TokioResolver,
 }
@@ -45,10 +56,9 @@ impl Resolver {
     /// `servers` empty: the system's configuration; else exactly those
     /// nameservers (UDP, then TCP for truncated answers), with the system's
     /// search rules not applied (names are taken as written).
-    pub(crate) fn new(servers: &[SocketAddr]) -> Result<Resolver, String> {
+    pub(crate) fn new(servers: &[SocketAddr]) -> Result<Resolver, ResolverError> {
         let mut builder = if servers.is_empty() {
-            TokioResolver::builder_tokio()
-                .map_err(|e| format!("cannot read the system's DNS configuration: {e}"))?
+            TokioResolver::builder_tokio().map_err(ResolverError::SystemConfig)?
         } else {
             let name_servers = servers
                 .iter()
@@ -69,9 +79,7 @@ impl Resolver {
         opts.cache_size = 0;
         opts.timeout = Duration::from_secs(2);
         opts.attempts = 2;
-        let inner = builder
-            .build()
-            .map_err(|e| format!("cannot build the DNS resolver: {e}"))?;
+        let inner = builder.build().map_err(ResolverError::Build)?;
         Ok(Resolver { inner })
     }
 

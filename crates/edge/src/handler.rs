@@ -80,8 +80,8 @@ pub enum EdgeError {
     #[error("magento.docroot {0}: not a directory")]
     DocrootMissing(String),
     /// A deny-list file could not be read or parsed.
-    #[error("{0}")]
-    DenyList(String),
+    #[error(transparent)]
+    DenyList(#[from] crate::ip_filter::DenyFileError),
     /// A pool's endpoints do not speak the upstream's protocol.
     #[error("pool {0}: every endpoint must speak the protocol of upstream.url (all FastCGI or all HTTP)")]
     PoolKindMismatch(String),
@@ -93,7 +93,7 @@ pub enum EdgeError {
     PoolWithoutEndpoint(String),
     /// Endpoints are given by host name and no DNS resolver can be built.
     #[error("endpoint discovery: {0}")]
-    Dns(String),
+    Dns(#[from] crate::discovery::ResolverError),
 }
 
 impl Edge {

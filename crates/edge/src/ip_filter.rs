@@ -43,13 +43,30 @@ pub(crate) struct IpFilter {
     empty: bool,
 }
 
+/// A `waf.deny_files` file that could not be used (the previous list stays).
+#[derive(Debug, thiserror::Error)]
+pub enum DenyFileError {
+    /// Not readable.
+    #[error("waf.deny_files {}: {source}", path.display())]
+    Read {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    /// A line that is not an address or network.
+    #[error("waf.deny_files {}: {source}", path.display())]
+    Parse {
+        path: std::path::PathBuf,
+        source: magestack_waf::ipset::ParseError,
+    },
+}
+
 impl IpFilter {
     /// Builds the filter and reads the deny files.
     ///
     /// # Errors
     ///
     /// A deny file cannot be read or has a line that is not a network.
-    pub(crate) fn new(spec: &IpRulesSpec, admin_front: &str) -> Result<IpFilter, String> {
+    pub(crate) fn new(spec: &IpRulesSpec, admin_front: &str) -> Result<IpFilter, DenyFileError> {
         let static_deny = IpSet::new(spec.deny.iter().copied());
         let f = IpFilter {
             allow: IpSet::new(spec.allow.iter().copied()),
@@ -78,7 +95,7 @@ impl IpFilter {
 
     /// Re-reads the deny files when one changed (or when `force`). On an
     /// error the previous list stays. Returns whether the list changed.
-    pub(crate) fn reload_files(&self, force: bool) -> Result<bool, String> {
+    pub(crate) fn reload_files(&self, force: bool) -> Result<bool, DenyFileError> {
         if self.files.is_empty() {
             return Ok(false);
         }
@@ -98,10 +115,14 @@ impl IpFilter {
         }
         let mut set = self.static_deny.clone();
         for (path, _) in &self.files {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("waf.deny_files {}: {e}", path.display()))?;
-            let list = IpSet::parse(&text)
-                .map_err(|e| format!("waf.deny_files {}: {e}", path.display()))?;
+            let text = std::fs::read_to_string(path).map_err(|source| DenyFileError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let list = IpSet::parse(&text).map_err(|source| DenyFileError::Parse {
+                path: path.clone(),
+                source,
+            })?;
             set = set.union(&list);
         }
         tracing::info!(ranges = set.ranges(), "Deny list loaded.");
@@ -228,10 +249,12 @@ mod tests {
         assert!(f.reload_files(true).unwrap());
         assert_eq!(f.check(bad, "/"), IpVerdict::Deny);
         std::fs::write(&file, "garbage\n").unwrap();
-        let e = f.reload_files(true).unwrap_err();
+        let e = f.reload_files(true).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");
         assert_eq!(f.check(bad, "/"), IpVerdict::Deny, "previous list kept");
         std::fs::write(&file, "nope\n").unwrap();
-        assert!(IpFilter::new(&s, "admin").unwrap_err().contains("feed.txt"));
+        let e = IpFilter::new(&s, "admin").unwrap_err();
+        assert!(matches!(e, DenyFileError::Parse { .. }), "{e}");
+        assert!(e.to_string().contains("feed.txt"));
     }
 }

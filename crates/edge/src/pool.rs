@@ -939,12 +939,26 @@ impl Pool {
     }
 }
 
+/// Why a health script gave no report.
+#[derive(Debug, thiserror::Error)]
+enum HealthScriptError {
+    /// The FastCGI exchange failed (connect, write, read).
+    #[error("{0}")]
+    FastCgi(#[from] magestack_fastcgi::Error),
+    /// The script answered something other than JSON.
+    #[error("not JSON ({source}), status {status}")]
+    NotJson {
+        source: serde_json::Error,
+        status: u16,
+    },
+}
+
 /// `GET <script>` over FastCGI; the JSON it answers (any status: 503
 /// carries the reasons).
 async fn run_health_script(
     client: &magestack_fastcgi::Client,
     script: &HealthScript,
-) -> Result<serde_json::Value, String> {
+) -> Result<serde_json::Value, HealthScriptError> {
     use http_body_util::BodyExt;
     let mut params = magestack_fastcgi::Params::with_capacity(10);
     params.push(&b"GATEWAY_INTERFACE"[..], &b"CGI/1.1"[..]);
@@ -969,15 +983,13 @@ async fn run_health_script(
     params.push(&b"QUERY_STRING"[..], &b""[..]);
     let resp = client
         .request(&params, magestack_fastcgi::RequestBody::Empty)
-        .await
-        .map_err(|e| e.to_string())?;
-    let body = resp
-        .body
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("not JSON ({e}), status {}", resp.status))
+        .await?;
+    let status = resp.status;
+    let body = resp.body.collect().await?.to_bytes();
+    serde_json::from_slice(&body).map_err(|source| HealthScriptError::NotJson {
+        source,
+        status: status.as_u16(),
+    })
 }
 
 /// Opens (and closes) a connection: the check when no status page is read.
