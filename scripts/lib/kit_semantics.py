@@ -1205,20 +1205,6 @@ def c_elasticache(kit):
                 problems.append(f"{o}: the edge's redis_url is rediss:// but its Redis client has no TLS (redis crate without a TLS feature)")
             if host != cache:
                 problems.append(f"{o}: the edge's purge bus {host} is not Magento's cache group {cache}")
-        elif host in ("127.0.0.1", "localhost"):
-            # A TLS tunnel in the same pod: it must lead to the cache group over verified TLS.
-            port = re.sub(r"^.*:(\d+).*$", r"\1", url)
-            fe = [d for d in kit.kind(o, "Deployment", "frontend")]
-            tun = [c for d in fe for c in d["spec"]["template"]["spec"].get("containers", []) + d["spec"]["template"]["spec"].get("initContainers", [])
-                   if c["name"] == "redis-tls"]
-            cfg = " ".join(cm["data"].get("haproxy.cfg", "") for cm in kit.kind(o, "ConfigMap") if cm["metadata"]["name"].startswith("redis-tls"))
-            tenv = {e["name"]: e.get("value") for c in tun for e in c.get("env", [])}
-            if not tun:
-                problems.append(f"{o}: the edge's redis_url {url} points into the pod, but no redis-tls tunnel runs there")
-            elif f"127.0.0.1:{port}" not in cfg or " ssl " not in cfg or "verify required" not in cfg:
-                problems.append(f"{o}: the redis-tls tunnel does not listen on {port} or does not verify TLS")
-            elif tenv.get("REDIS_CACHE_HOST") != cache:
-                problems.append(f"{o}: the redis-tls tunnel leads to {tenv.get('REDIS_CACHE_HOST')}, not Magento's cache group {cache}")
         else:
             problems.append(f"{o}: the edge's purge bus and L2 ({url}) are not ElastiCache's cache group over TLS")
         for name, pod, _, _ in pod_specs(kit.docs(o)):
@@ -1227,6 +1213,60 @@ def c_elasticache(kit):
                     problems.append(f"{o} {name}: the health script has no CA for Redis over TLS")
     return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
         or "production: Magento and the edges on ElastiCache over verified TLS, no Redis in the cluster"
+
+
+def image_ca_bundles(kit):
+    """CA bundle paths the magestack image is known to hold (its final stage's base)."""
+    text = kit.text("deploy/docker/magestack.Dockerfile") if kit.exists("deploy/docker/magestack.Dockerfile") else ""
+    bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    final = bases[-1] if bases else ""
+    # distroless (static, base, cc) and Debian's ca-certificates keep Debian's bundle here.
+    if re.search(r"distroless/(static|base|cc)", final) or "ca-certificates" in text:
+        return {"/etc/ssl/certs/ca-certificates.crt"}
+    return set()
+
+
+@check("edge redis over native tls", 18)
+def c_edge_redis_tls(kit):
+    """Production's edges reach ElastiCache with rediss:// themselves: no TLS-tunnel sidecar,
+    a CA bundle that exists in the container, the AUTH token from the mounted cache secret."""
+    problems = []
+    for o in [o for o in kit.overlays() if OVERLAY_ENV[o] == "production"]:
+        cl = edge_toml(kit, o).get("cluster", {})
+        url, ca = cl.get("redis_url", ""), cl.get("redis_ca_file", "")
+        if not url.startswith("rediss://"):
+            problems.append(f"{o}: cluster.redis_url {url!r} is not rediss:// (the edge speaks TLS to ElastiCache itself)")
+        elif "#" in url or "@" in url:
+            problems.append(f"{o}: cluster.redis_url carries credentials or a fragment")
+        for d in kit.kind(o, "Deployment", "frontend"):
+            pod = d["spec"]["template"]["spec"]
+            every = pod.get("containers", []) + pod.get("initContainers", [])
+            tunnels = [c["name"] for c in every if c["name"] == "redis-tls" or "haproxy" in str(c.get("image", ""))
+                       or "stunnel" in str(c.get("image", ""))]
+            if tunnels:
+                problems.append(f"{o}: frontend still runs a TLS tunnel ({', '.join(tunnels)}) in front of Redis")
+            edge = next((c for c in pod.get("containers", []) if c["name"] == "edge"), None)
+            if edge is None:
+                problems.append(f"{o}: frontend has no edge container")
+                continue
+            mounts = {m["mountPath"].rstrip("/"): m["name"] for m in edge.get("volumeMounts", [])}
+            vols = {v["name"]: v for v in pod.get("volumes", [])}
+            if ca:
+                mounted = any(ca.startswith(mp + "/") for mp in mounts)
+                if not mounted and ca not in image_ca_bundles(kit):
+                    problems.append(f"{o}: cluster.redis_ca_file {ca} is neither mounted into the edge nor in its image")
+            pw = {e["name"]: e.get("value", "") for e in edge.get("env", [])}.get("MAGESTACK_REDIS_PASSWORD_FILE", "")
+            mp = next((m for m in mounts if pw.startswith(m + "/")), None)
+            secret = (vols.get(mounts.get(mp), {}).get("secret") or {}).get("secretName") if mp else None
+            if not pw:
+                problems.append(f"{o}: the edge has no MAGESTACK_REDIS_PASSWORD_FILE (ElastiCache's AUTH token)")
+            elif secret != "redis-cache":
+                problems.append(f"{o}: MAGESTACK_REDIS_PASSWORD_FILE {pw} is not from the redis-cache Secret (got {secret})")
+        for cm in kit.kind(o, "ConfigMap"):
+            if cm["metadata"]["name"].startswith("redis-tls"):
+                problems.append(f"{o}: ConfigMap {cm['metadata']['name']} (the old TLS tunnel) is still rendered")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or "production edges: rediss:// to the cache group, CA bundle in the image, AUTH token from redis-cache, no tunnel"
 
 
 # === 19: Redis sessions, Karpenter ===============================================================
