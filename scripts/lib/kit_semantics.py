@@ -1423,6 +1423,76 @@ def c_ci(kit):
         or "applies in order network -> data -> compute -> cdn; PR plans by a read-only role, posted to the PR"
 
 
+# Arguments whose value Terraform keeps in the state, each with its write-only form where the
+# AWS provider has one. A secret given to them is readable by anyone who can read the state.
+SECRET_ARGS = {
+    "aws_secretsmanager_secret_version": {"secret_string": "secret_string_wo", "secret_binary": "secret_string_wo"},
+    "aws_elasticache_replication_group": {"auth_token": "auth_token_wo"},
+    "aws_rds_cluster": {"master_password": "master_password_wo (or manage_master_user_password)"},
+    "aws_db_instance": {"password": "password_wo (or manage_master_user_password)"},
+    "aws_docdb_cluster": {"master_password": "master_password_wo"},
+    "aws_elasticache_user": {"passwords": "passwords_wo"},
+    "aws_ssm_parameter": {"value": "value_wo"},
+}
+# Resources that generate a secret and store it in the state (use their ephemeral form).
+SECRET_GENERATORS = ("random_password", "random_string", "random_bytes", "tls_private_key")
+# Reading a secret into the state: allowed only where the consumer has no write-only argument,
+# each with its reason.
+SECRET_READS_ALLOWED = {
+    ("modules/cdn", "origin_verify"): "CloudFront's custom_header has no write-only form; the value is "
+                                      "in the cdn state whatever reads it, and the plan role may read only it",
+}
+
+
+def tf_version_floor(text):
+    m = re.search(r'required_version\s*=\s*"([^"]*)"', text)
+    if not m:
+        return None
+    v = re.search(r">=?\s*(\d+)\.(\d+)", m.group(1)) or re.search(r"~>\s*(\d+)\.(\d+)", m.group(1))
+    return (int(v.group(1)), int(v.group(2))) if v else None
+
+
+@check("no secret in terraform state", 20)
+def c_tf_state_secrets(kit):
+    """The PR plan role can read every state: generated secrets must be ephemeral and reach AWS
+    through write-only arguments; a stack using those must require Terraform >= 1.11."""
+    problems, uses_wo = [], False
+    dirs = sorted(os.path.relpath(d, kit.path("deploy/terraform")) for d in
+                  glob.glob(kit.path("deploy/terraform/modules/*")) + glob.glob(kit.path("deploy/terraform/stacks/*")))
+    for rel in dirs:
+        tf = kit.tf(os.path.join("deploy/terraform", rel))
+        for block in tf.get("resource", []):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    if rtype in SECRET_GENERATORS:
+                        problems.append(f"{rel}: resource {rtype}.{name} keeps its value in the state (use ephemeral \"{rtype}\")")
+                    for arg, wo in SECRET_ARGS.get(rtype, {}).items():
+                        if arg in body:
+                            problems.append(f"{rel}: {rtype}.{name}.{arg} is stored in the state (use {wo})")
+                    if any(k.endswith("_wo") for k in body):
+                        uses_wo = True
+                        for k in [k for k in body if k.endswith("_wo")]:
+                            if f"{k}_version" not in body:
+                                problems.append(f"{rel}: {rtype}.{name}.{k} without {k}_version (it is written only when that changes)")
+        for block in tf.get("data", []):
+            for dtype, named in block.items():
+                if dtype in ("aws_secretsmanager_secret_version", "aws_ssm_parameter", "aws_kms_secrets"):
+                    for name in named:
+                        if (rel, name) not in SECRET_READS_ALLOWED:
+                            problems.append(f"{rel}: data {dtype}.{name} copies a secret into the state (use the ephemeral {dtype})")
+        if tf.get("ephemeral"):
+            uses_wo = True
+    if uses_wo:
+        for rel in dirs:
+            f = kit.path("deploy/terraform", rel, "versions.tf")
+            floor = tf_version_floor(open(f, encoding="utf-8").read()) if os.path.exists(f) else None
+            if floor is None or floor < (1, 11):
+                problems.append(f"{rel}: required_version allows Terraform below 1.11 (no ephemeral values or write-only arguments)")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or f"{len(dirs)} modules and stacks: generated secrets ephemeral, written write-only, Terraform >= 1.11 " \
+           f"(allowed read: {len(SECRET_READS_ALLOWED)}, CloudFront's origin header)"
+
+
 # === 22, 23: where objects land =================================================================
 
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",
