@@ -1642,6 +1642,55 @@ def c_placeholders(kit):
                   f"Terraform refuses the example tfvars (placeholders refused: {', '.join(notes)})")
 
 
+# Karpenter's own validation of amiSelectorTerms[].alias (karpenter-provider-aws, the CEL rules
+# of EC2NodeClass v1): family@version, a known family, at most 30 characters, Windows only @latest.
+KARPENTER_ALIAS_FAMILIES = ("al2", "al2023", "bottlerocket", "windows2019", "windows2022")
+
+
+@check("karpenter ami pin", 19)
+def c_karpenter_ami(kit):
+    """The EC2NodeClass pins an AL2023 AMI release that Karpenter accepts (its CRD's alias rules)
+    and that someone has checked exists (deploy/k8s/platform/eks-ami-releases.txt)."""
+    import datetime
+    problems, pins = [], []
+    rel = kit.path("deploy/k8s/platform/eks-ami-releases.txt")
+    known = {}
+    if os.path.exists(rel):
+        for line in open(rel, encoding="utf-8"):
+            if line.strip() and not line.startswith("#"):
+                v, _, src = line.strip().partition(" ")
+                known[v] = src.strip()
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    for nc in [d for d in plat if d["kind"] == "EC2NodeClass"]:
+        name = nc["metadata"]["name"]
+        for t in nc["spec"].get("amiSelectorTerms", []):
+            a = t.get("alias")
+            if a is None:
+                continue
+            fam, _, ver = a.partition("@")
+            if not re.fullmatch(r"[a-zA-Z0-9]+@.+", a) or len(a) > 30:
+                problems.append(f"EC2NodeClass {name}: alias {a!r} is not family@version (Karpenter refuses it)")
+            elif fam not in KARPENTER_ALIAS_FAMILIES:
+                problems.append(f"EC2NodeClass {name}: alias family {fam!r} is not one of {', '.join(KARPENTER_ALIAS_FAMILIES)}")
+            elif not re.fullmatch(r"v(\d{4})(\d{2})(\d{2})", ver):
+                problems.append(f"EC2NodeClass {name}: alias {a} is not pinned to a release (vYYYYMMDD)")
+            else:
+                y, m, d = map(int, re.fullmatch(r"v(\d{4})(\d{2})(\d{2})", ver).groups())
+                try:
+                    datetime.date(y, m, d)
+                except ValueError:
+                    problems.append(f"EC2NodeClass {name}: alias {a} is not a date")
+                    continue
+                if ver not in known:
+                    problems.append(f"EC2NodeClass {name}: {a} is not a release recorded as checked in "
+                                    f"deploy/k8s/platform/eks-ami-releases.txt")
+                pins.append(a)
+    if not pins and not problems:
+        problems.append("no EC2NodeClass pins an AMI alias")
+    problems = list(dict.fromkeys(problems))  # each platform env renders the same class
+    return not problems, "; ".join(problems[:4]) or f"{', '.join(sorted(set(pins)))}: Karpenter's alias rules, release recorded with its source"
+
+
 # === 22, 23: where objects land =================================================================
 
 CLUSTER_SCOPED = {"Namespace", "StorageClass", "NodePool", "EC2NodeClass", "ClusterRole",
