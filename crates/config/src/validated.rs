@@ -1588,8 +1588,8 @@ mod tests {
         c.cluster.redis_ca_file = "/ca.pem".into();
         let errs = errors(c);
         assert!(
-            errs.iter().any(|e| e.contains("cluster.redis_ca_file")
-                && e.contains("not a rediss:// URL")),
+            errs.iter()
+                .any(|e| e.contains("cluster.redis_ca_file") && e.contains("not a rediss:// URL")),
             "{errs:?}"
         );
         let mut c = with_docroot();

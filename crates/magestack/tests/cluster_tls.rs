@@ -164,10 +164,17 @@ fn purges_and_l2_travel_over_tls_with_a_password() {
         "magestack_purge_bus_messages_total{kind=\"applied\"} ",
         "1",
     );
-    assert_eq!(cache_status(two.addr, path), "MISS", "purged through the bus");
+    assert_eq!(
+        cache_status(two.addr, path),
+        "MISS",
+        "purged through the bus"
+    );
     for e in [&one, &two] {
         let log = e.process.stderr_text();
-        assert!(!log.contains(&password), "the Redis password was logged:\n{log}");
+        assert!(
+            !log.contains(&password),
+            "the Redis password was logged:\n{log}"
+        );
         assert!(!log.contains("TLS to Redis refused"), "{log}");
     }
 }
@@ -182,15 +189,32 @@ fn a_wrong_ca_or_password_is_refused_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let other_ca = dir.path().join("other-ca.pem");
     let out = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=not the data tier's CA"])
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args([
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=not the data tier's CA",
+        ])
         .arg("-keyout")
         .arg(dir.path().join("other-ca.key"))
         .arg("-out")
         .arg(&other_ca)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let channel = format!("magestack:test-tls-bad:{}", std::process::id());
 
     let edge = spawn_edge(&tls_cluster(&channel, other_ca.to_str().unwrap()), &secret);
@@ -212,14 +236,22 @@ fn a_wrong_ca_or_password_is_refused_with_a_clear_error() {
         metric(edge.admin, "magestack_purge_bus_connected ").as_deref(),
         Some("0")
     );
-    assert_ne!(cache_status(edge.addr, "/women.html?tls=2"), "none", "still serving");
+    assert_ne!(
+        cache_status(edge.addr, "/women.html?tls=2"),
+        "none",
+        "still serving"
+    );
     drop(edge);
 
     let wrong = dir.path().join("wrong-password");
     std::fs::write(&wrong, "not-the-auth-token\n").unwrap();
     let edge = spawn_edge(&tls_cluster(&channel, &datatier("MAGESTACK_DT_CA")), &wrong);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !edge.process.stderr_text().contains("MAGESTACK_REDIS_PASSWORD[_FILE]) was refused") {
+    while !edge
+        .process
+        .stderr_text()
+        .contains("MAGESTACK_REDIS_PASSWORD[_FILE]) was refused")
+    {
         assert!(
             Instant::now() < deadline,
             "no password refusal logged:\n{}",
@@ -235,7 +267,10 @@ fn a_wrong_ca_or_password_is_refused_with_a_clear_error() {
     let config = dir.path().join("edge.toml");
     std::fs::write(
         &config,
-        format!("[cluster]\n{}", tls_cluster(&channel, empty.to_str().unwrap())),
+        format!(
+            "[cluster]\n{}",
+            tls_cluster(&channel, empty.to_str().unwrap())
+        ),
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_magestack"))
