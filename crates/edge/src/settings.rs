@@ -184,10 +184,13 @@ pub enum RuleMatch {
 /// Where the bus lives and who this replica is.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ClusterSpec {
-    /// `redis://host:port[/db]` (no credentials).
+    /// `redis://host:port[/db]` or `rediss://` (no credentials).
     pub redis_url: String,
     /// Password (from the environment or a file), if any.
     pub password: Option<String>,
+    /// For `rediss://`: the CA bundle's path (for messages) and its PEM
+    /// text, read at start; `None` = the system's trust store.
+    pub ca: Option<(std::path::PathBuf, Vec<u8>)>,
     /// Pub/sub channel; the counter is `<channel>:seq`.
     pub channel: String,
     /// This replica's name in messages (pod name / host name + pid).
@@ -202,6 +205,7 @@ impl std::fmt::Debug for ClusterSpec {
         f.debug_struct("ClusterSpec")
             .field("redis_url", &self.redis_url)
             .field("password", &self.password.as_ref().map(|_| "<set>"))
+            .field("ca_file", &self.ca.as_ref().map(|(p, _)| p))
             .field("channel", &self.channel)
             .field("node", &self.node)
             .field("l2", &self.l2)

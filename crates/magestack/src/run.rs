@@ -889,9 +889,23 @@ fn cluster_spec(cfg: &Validated) -> Result<Option<magestack_edge::purge_bus::Clu
         .ok()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "edge".to_owned());
+    let ca = match &cfg.cluster.redis_ca_file {
+        Some(path) => {
+            let pem = std::fs::read(path)
+                .with_context(|| format!("cluster.redis_ca_file: reading {}", path.display()))?;
+            anyhow::ensure!(
+                pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----"),
+                "cluster.redis_ca_file: {} holds no PEM certificate",
+                path.display()
+            );
+            Some((path.clone(), pem))
+        }
+        None => None,
+    };
     Ok(Some(magestack_edge::purge_bus::ClusterSpec {
         redis_url: url.clone(),
         password: secret("MAGESTACK_REDIS_PASSWORD")?,
+        ca,
         channel: cfg.cluster.channel.clone(),
         node: format!("{host}-{}", std::process::id()),
         l2: cfg.cluster.l2,

@@ -157,7 +157,11 @@ resource "aws_iam_role_policy_attachment" "rds_monitoring" {
 # rotation (username, password, engine, host, port, dbname, masterarn), so that rotation can be
 # switched on (db_app_rotation_lambda_arn) and the pods follow it: their env.php is rewritten
 # from the mounted secret when it changes.
-resource "random_password" "db_app" {
+# No generated secret is in the Terraform state (which the pull-request plan role can read):
+# each is an ephemeral value (Terraform >= 1.11), written once through write-only arguments
+# (`*_wo`, sent to AWS and never stored). A `*_wo_version` bump writes a new value; Terraform
+# never sees drift in them, so a rotation by Secrets Manager is left alone.
+ephemeral "random_password" "db_app" {
   length  = 40
   special = false
 }
@@ -170,24 +174,22 @@ resource "aws_secretsmanager_secret" "db_app" {
 
 resource "aws_secretsmanager_secret_version" "db_app" {
   secret_id = aws_secretsmanager_secret.db_app.id
-  secret_string = jsonencode({
+  secret_string_wo = jsonencode({
     engine    = "mysql"
     host      = aws_rds_cluster.this.endpoint
     port      = 3306
     dbname    = aws_rds_cluster.this.database_name
     username  = "magento_app"
-    password  = random_password.db_app.result
+    password  = ephemeral.random_password.db_app.result
     masterarn = aws_rds_cluster.this.master_user_secret[0].secret_arn
   })
-  # Rotation replaces the value; Terraform only seeds it.
-  lifecycle {
-    ignore_changes = [secret_string]
-  }
+  # Seeded once; rotation replaces the value (never bump this while rotation is on).
+  secret_string_wo_version = 1
 }
 
 # Magento's crypt key (env.php crypt.key): made once, never rotated by Terraform (data
-# encrypted with it would become unreadable).
-resource "random_password" "crypt_key" {
+# encrypted with it would become unreadable): never bump its version.
+ephemeral "random_password" "crypt_key" {
   length  = 32
   special = false
 }
@@ -199,11 +201,9 @@ resource "aws_secretsmanager_secret" "crypt_key" {
 }
 
 resource "aws_secretsmanager_secret_version" "crypt_key" {
-  secret_id     = aws_secretsmanager_secret.crypt_key.id
-  secret_string = jsonencode({ key = random_password.crypt_key.result })
-  lifecycle {
-    ignore_changes = [secret_string]
-  }
+  secret_id                = aws_secretsmanager_secret.crypt_key.id
+  secret_string_wo         = jsonencode({ key = ephemeral.random_password.crypt_key.result })
+  secret_string_wo_version = 1
 }
 
 resource "aws_secretsmanager_secret_rotation" "db_app" {
@@ -247,7 +247,12 @@ resource "aws_elasticache_parameter_group" "cache" {
   tags = var.tags
 }
 
-resource "random_password" "redis" {
+# The AUTH tokens: generated ephemerally into Secrets Manager (magento/redis-*), then read back
+# ephemerally for the groups' write-only auth_token_wo, so the secret is the one source and
+# neither value is in the state. To rotate: put a new token into the secret, then raise
+# var.redis_auth_token_version (ElastiCache's ROTATE strategy keeps the old token valid until
+# the next change, so pods that still hold it keep working while their Secret refreshes).
+ephemeral "random_password" "redis" {
   for_each = toset(["sessions", "cache"])
   length   = 48
   special  = false
@@ -261,9 +266,15 @@ resource "aws_secretsmanager_secret" "redis" {
 }
 
 resource "aws_secretsmanager_secret_version" "redis" {
-  for_each      = toset(["sessions", "cache"])
-  secret_id     = aws_secretsmanager_secret.redis[each.key].id
-  secret_string = jsonencode({ auth_token = random_password.redis[each.key].result })
+  for_each                 = toset(["sessions", "cache"])
+  secret_id                = aws_secretsmanager_secret.redis[each.key].id
+  secret_string_wo         = jsonencode({ auth_token = ephemeral.random_password.redis[each.key].result })
+  secret_string_wo_version = 1
+}
+
+ephemeral "aws_secretsmanager_secret_version" "redis" {
+  for_each  = toset(["sessions", "cache"])
+  secret_id = aws_secretsmanager_secret_version.redis[each.key].secret_id
 }
 
 resource "aws_elasticache_replication_group" "this" {
@@ -272,6 +283,7 @@ resource "aws_elasticache_replication_group" "this" {
     cache    = { node_type = var.redis_cache_node_type, parameters = aws_elasticache_parameter_group.cache.name, snapshots = 1 }
   }
 
+  # checkov:skip=CKV_AWS_31:the AUTH token is set, through the write-only auth_token_wo (checkov looks for auth_token, which would put it in the state)
   replication_group_id       = "${var.name}-${each.key}"
   description                = "${var.name}: Redis for ${each.key}"
   engine                     = "redis"
@@ -286,7 +298,9 @@ resource "aws_elasticache_replication_group" "this" {
   at_rest_encryption_enabled = true
   kms_key_id                 = aws_kms_key.data.arn
   transit_encryption_enabled = true
-  auth_token                 = random_password.redis[each.key].result
+  auth_token_wo              = jsondecode(ephemeral.aws_secretsmanager_secret_version.redis[each.key].secret_string).auth_token
+  auth_token_wo_version      = var.redis_auth_token_version
+  auth_token_update_strategy = "ROTATE"
   snapshot_retention_limit   = each.value.snapshots
   auto_minor_version_upgrade = true
   tags                       = var.tags

@@ -80,6 +80,12 @@ variable "redis_cache_node_type" {
   type        = string
 }
 
+variable "redis_auth_token_version" {
+  description = "Raise to push the current magento/redis-* secret to its group as the AUTH token (auth_token_wo; ROTATE keeps the old one valid)."
+  type        = number
+  default     = 1
+}
+
 variable "redis_replicas" {
   description = "Replicas per group (Multi-AZ failover needs at least one)."
   type        = number

@@ -16,6 +16,12 @@ variable "state_bucket" {
 variable "public_access_cidrs" {
   description = "Networks allowed to reach the Kubernetes API."
   type        = list(string)
+
+  # Required, and never the checked-in example: a placeholder must not reach an apply.
+  validation {
+    condition     = alltrue([for c in var.public_access_cidrs : !can(regex("^(192\\.0\\.2|198\\.51\\.100|203\\.0\\.113)\\.", c)) && c != "0.0.0.0/0"])
+    error_message = "Placeholder: public_access_cidrs hold a documentation network (RFC 5737 TEST-NET) or 0.0.0.0/0: set the operators' networks."
+  }
 }
 
 variable "namespace" {
@@ -26,6 +32,12 @@ variable "namespace" {
 variable "cluster_admin_arns" {
   description = "IAM roles with cluster-admin access entries (operators, CI's deploy role)."
   type        = list(string)
+
+  # Required, and never the checked-in example: a placeholder must not reach an apply.
+  validation {
+    condition     = alltrue([for a in var.cluster_admin_arns : !can(regex(":(000000000000|111111111111|222222222222|333333333333|444444444444|555555555555|666666666666|777777777777|888888888888|999999999999|123456789012):", a))])
+    error_message = "Placeholder: cluster_admin_arns name the example account: set the operators' IAM roles in this account."
+  }
 }
 
 variable "system_node_count" {

@@ -1,5 +1,6 @@
 terraform {
-  required_version = ">= 1.5.7"
+  # Ephemeral resources and write-only arguments (1.11): no generated secret in any state.
+  required_version = ">= 1.11"
 
   required_providers {
     aws = {
