@@ -11,7 +11,6 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use flate2::Compression;
 use http::{HeaderMap, StatusCode};
 use http_body::{Body, Frame};
 
@@ -142,16 +141,13 @@ pub fn window_bits(len: Option<u64>) -> u8 {
 }
 
 /// A gzip encoder writing into memory at level 6 (the sample's
-/// `gzip_comp_level`), its window sized for `len`.
+/// `gzip_comp_level`), its window sized for `len`, its state reused.
 pub fn gzip_encoder(len: Option<u64>, out: Vec<u8>) -> GzipWriter {
-    flate2::write::ZlibEncoder::new_with_compress(
-        out,
-        flate2::Compress::new_gzip(Compression::new(6), window_bits(len)),
-    )
+    crate::gzip_stream::GzipStream::new(6, window_bits(len), out)
 }
 
 /// What [`gzip_encoder`] returns: a deflate stream in a gzip wrapper.
-pub type GzipWriter = flate2::write::ZlibEncoder<Vec<u8>>;
+pub type GzipWriter = crate::gzip_stream::GzipStream;
 
 /// Gzips `data` whole (level 6, window sized for it).
 pub fn gzip_all(data: &[u8]) -> std::io::Result<Vec<u8>> {
@@ -230,7 +226,7 @@ trait StreamCodec: Write {
 
 impl StreamCodec for GzipWriter {
     fn output(&mut self) -> &mut Vec<u8> {
-        self.get_mut()
+        GzipWriter::output(self)
     }
     fn finish_output(self) -> std::io::Result<Vec<u8>> {
         self.finish()

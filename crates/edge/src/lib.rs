@@ -23,6 +23,7 @@ pub mod demo;
 mod discovery;
 pub mod error_chain;
 mod framing;
+mod gzip_stream;
 mod handler;
 pub mod http_upstream;
 pub mod injection;

@@ -467,7 +467,7 @@ fn describe(path: &Path, m: &std::fs::Metadata, body: Option<Bytes>) -> FileInfo
         weak_etag: HeaderValue::from_str(&weak).unwrap_or(HeaderValue::from_static("W/\"0-0\"")),
         last_modified: HeaderValue::from_str(&date)
             .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT")),
-        content_type: HeaderValue::from_static(crate::static_files::content_type(path)),
+        content_type: HeaderValue::from_static(magestack_routing::mime_type(path)),
         body,
         gzip: tokio::sync::OnceCell::new(),
         stamp: Stamp::of(m),

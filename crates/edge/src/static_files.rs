@@ -28,7 +28,7 @@ use crate::open_file_cache::{Lookup, OpenFileCache};
 pub use crate::open_file_cache::INLINE_MAX;
 const CHUNK: usize = 64 * 1024;
 
-pub use magestack_routing::StaticHeaders;
+pub use magestack_routing::{mime_type as content_type, StaticHeaders};
 
 /// What nginx's gzip filter would do for this request: `magento.gzip`,
 /// `gzip_min_length` and the client's `Accept-Encoding`/`User-Agent`.
@@ -315,44 +315,6 @@ pub fn plain(status: StatusCode, text: &'static str) -> Response<EdgeBody> {
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(text.len()));
     r
-}
-
-/// nginx `mime.types` for what a Magento pub/ holds; default `application/octet-stream`.
-pub fn content_type(path: &Path) -> &'static str {
-    let ext = path
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("")
-        .to_ascii_lowercase();
-    match ext.as_str() {
-        "html" | "htm" | "shtml" => "text/html",
-        "css" => "text/css",
-        "xml" => "text/xml",
-        "txt" => "text/plain",
-        "csv" => "text/csv",
-        "js" => "application/javascript",
-        "json" | "map" => "application/json",
-        "webmanifest" => "application/manifest+json",
-        "gif" => "image/gif",
-        "jpg" | "jpeg" => "image/jpeg",
-        "png" => "image/png",
-        "svg" | "svgz" => "image/svg+xml",
-        "webp" => "image/webp",
-        "avif" | "avifs" => "image/avif",
-        "ico" => "image/x-icon",
-        "woff" => "font/woff",
-        "woff2" => "font/woff2",
-        "ttf" => "font/ttf",
-        "otf" => "font/otf",
-        "eot" => "application/vnd.ms-fontobject",
-        "pdf" => "application/pdf",
-        "zip" => "application/zip",
-        "gz" | "gzip" => "application/gzip",
-        "bz2" => "application/x-bzip2",
-        "mp4" => "video/mp4",
-        "webm" => "video/webm",
-        _ => "application/octet-stream",
-    }
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
-//! Content-type tests for nginx's `gzip_types` and `charset_types`.
+//! Content types: nginx's `mime.types` for files, and the tests for
+//! `gzip_types` and `charset_types`.
 
 /// The sample's `gzip_types` (G2/G3), in its order.
 pub const GZIP_TYPES: &[&str] = &[
@@ -58,6 +59,44 @@ pub fn is_gzip_type(content_type: &str) -> bool {
 /// carries no `charset` parameter yet.
 pub fn charset_applies(content_type: &str) -> bool {
     CHARSET_TYPES.contains(&essence(content_type).as_str())
+}
+
+/// nginx `mime.types` for what a Magento pub/ holds; default `application/octet-stream`.
+pub fn mime_type(path: &std::path::Path) -> &'static str {
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match ext.as_str() {
+        "html" | "htm" | "shtml" => "text/html",
+        "css" => "text/css",
+        "xml" => "text/xml",
+        "txt" => "text/plain",
+        "csv" => "text/csv",
+        "js" => "application/javascript",
+        "json" | "map" => "application/json",
+        "webmanifest" => "application/manifest+json",
+        "gif" => "image/gif",
+        "jpg" | "jpeg" => "image/jpeg",
+        "png" => "image/png",
+        "svg" | "svgz" => "image/svg+xml",
+        "webp" => "image/webp",
+        "avif" | "avifs" => "image/avif",
+        "ico" => "image/x-icon",
+        "woff" => "font/woff",
+        "woff2" => "font/woff2",
+        "ttf" => "font/ttf",
+        "otf" => "font/otf",
+        "eot" => "application/vnd.ms-fontobject",
+        "pdf" => "application/pdf",
+        "zip" => "application/zip",
+        "gz" | "gzip" => "application/gzip",
+        "bz2" => "application/x-bzip2",
+        "mp4" => "video/mp4",
+        "webm" => "video/webm",
+        _ => "application/octet-stream",
+    }
 }
 
 #[cfg(test)]

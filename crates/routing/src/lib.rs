@@ -78,7 +78,9 @@ mod matchers;
 mod router;
 mod uri;
 
-pub use content_type::{charset_applies, is_gzip_type, CHARSET, CHARSET_TYPES, GZIP_TYPES};
+pub use content_type::{
+    charset_applies, is_gzip_type, mime_type, CHARSET, CHARSET_TYPES, GZIP_TYPES,
+};
 pub use fs::{FileKind, Fs, MemFs, RealFs};
 pub use router::{
     add_header_applies, is_denied, FastCgiRoute, Generation, PhpProfile, Route, Router,
