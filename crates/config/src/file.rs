@@ -452,6 +452,13 @@ pub struct MagentoConfig {
     /// `[[magento.run]]`: host to store/website map for multi-store setups,
     /// sent as `MAGE_RUN_CODE` and `MAGE_RUN_TYPE`. Default: empty.
     pub run: Vec<RunConfig>,
+    /// The release (code version) this edge's PHP runs, used when the
+    /// docroot has no `static/deployed_version.txt` (what Magento's static
+    /// content deploy writes, which wins when present): part of the cache
+    /// namespace, so pages of two releases (a canary, a rolling deploy
+    /// sharing one L2) are never served for each other. Letters, digits,
+    /// `.`, `_` and `-`, at most 64. Default `""` (none).
+    pub release: String,
 }
 
 impl Default for MagentoConfig {
@@ -465,6 +472,7 @@ impl Default for MagentoConfig {
             php_flag: DEFAULT_PHP_FLAG.to_owned(),
             mage_mode: String::new(),
             run: Vec::new(),
+            release: String::new(),
         }
     }
 }

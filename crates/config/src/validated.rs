@@ -272,7 +272,12 @@ pub struct MagentoSettings {
     pub mage_mode: Option<MageMode>,
     /// Host → store/website mappings; hosts lower-case and unique.
     pub run: Vec<RunMapping>,
+    /// `magento.release`: the release id when the docroot names none;
+    /// `None` when configured empty. A valid [`is_release_id`].
+    pub release: Option<String>,
 }
+
+pub use magestack_rollout::{is_release_id, MAX_RELEASE_ID_LEN};
 
 /// One checked `[[magento.run]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -885,7 +890,23 @@ fn compile_magento(
         }
     }
 
+    let release = match m.release.trim() {
+        "" => None,
+        r if is_release_id(r) => Some(r.to_owned()),
+        r => {
+            errs.push(
+                p("magento.release"),
+                ErrorKind::Invalid(format!(
+                    "{r:?}: a release id is 1 to {MAX_RELEASE_ID_LEN} letters, digits, '.', '_' \
+                     or '-', e.g. \"1712345678\" or \"v2.4.8-p1\""
+                )),
+            );
+            None
+        }
+    };
+
     Some(MagentoSettings {
+        release,
         docroot: m.docroot,
         nginx_generation: nginx_generation?,
         gzip: m.gzip,
@@ -1592,6 +1613,24 @@ mod tests {
         );
         assert_eq!(v.magento.mage_mode, None);
         assert_eq!(v.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn r18_magento_release_is_checked() {
+        let mut c = with_docroot();
+        c.magento.release = " 1712345678 ".into();
+        assert_eq!(
+            compile(c).unwrap().magento.release.as_deref(),
+            Some("1712345678")
+        );
+        assert_eq!(compile(with_docroot()).unwrap().magento.release, None);
+        let mut c = with_docroot();
+        c.magento.release = "v1 beta".into();
+        let errs = errors(c);
+        assert!(
+            errs[0].starts_with("magento.release: \"v1 beta\""),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -323,6 +323,7 @@ fn golden_example_file() {
                     run_type: RunType::Website,
                 },
             ],
+            release: None,
         },
         upstream: UpstreamSettings {
             url: UpstreamUrl::FastCgiTcp {
@@ -633,7 +634,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 123, "{keys:#?}");
+    assert_eq!(keys.len(), 124, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =

@@ -120,6 +120,9 @@ pub(crate) struct Served {
 
 /// What a delivery needs to know about the client request.
 struct ClientView {
+    /// The release of the track the request goes to: its cache namespace
+    /// (ESI fragments inherit it).
+    release: Option<Arc<str>>,
     method: Method,
     headers: HeaderMap,
     accept_gzip: bool,
@@ -142,8 +145,10 @@ impl Edge {
             .unwrap_or("/")
             .to_owned();
         let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        let release = self.release.clone();
         let decision = {
-            let mut view = RequestView::new(req.method(), &target, req.headers());
+            let mut view = RequestView::new(req.method(), &target, req.headers())
+                .with_release(release.as_deref());
             if let Some(a) = authority.as_deref() {
                 view = view.with_host_fallback(a);
             }
@@ -167,6 +172,7 @@ impl Edge {
                 // The headers move into the client view: no copy on the hit path.
                 let headers = std::mem::take(&mut parts.headers);
                 let cv = ClientView {
+                    release,
                     accept_gzip: plan.accept_gzip,
                     accept_br: plan.accept_gzip && crate::compress::accepts(&headers, "br"),
                     method: parts.method.clone(),
@@ -888,7 +894,8 @@ impl Edge {
         target.apply_host(&mut headers);
         let uri: Uri = target.url.parse().ok()?;
         let decision = classify(
-            &RequestView::new(&Method::GET, &target.url, &headers),
+            &RequestView::new(&Method::GET, &target.url, &headers)
+                .with_release(cv.release.as_deref()),
             &cache.s.policy,
         );
         let (parts, ()) = Request::builder()
@@ -898,6 +905,7 @@ impl Edge {
             .ok()?
             .into_parts();
         let sub_cv = ClientView {
+            release: cv.release.clone(),
             method: Method::GET,
             headers,
             accept_gzip: false,

@@ -53,6 +53,9 @@ pub struct Edge {
     stop: tokio::sync::watch::Sender<bool>,
     /// How request bodies are read, and the memory they share.
     pub(crate) body_limits: request_body::BodyLimits,
+    /// The release the upstream runs ([`crate::release`]): the cache
+    /// namespace of its pages. Read when the edge is built (start, reload).
+    pub(crate) release: Option<Arc<str>>,
 }
 
 /// Most warm-up rounds.
@@ -248,7 +251,13 @@ impl Edge {
             }
             l
         };
+        let release = crate::release::resolve(s.docroot.as_deref(), s.release.as_deref());
+        tracing::info!(
+            release = release.as_deref().unwrap_or("none"),
+            "Release of the upstream (cache namespace)."
+        );
         Ok(Self {
+            release,
             body_limits,
             s,
             router,
@@ -308,6 +317,11 @@ impl Edge {
                 spooled: self.body_limits.budget.spooled(),
             },
         )
+    }
+
+    /// The release the upstream runs (`None`: none known).
+    pub fn release(&self) -> Option<&str> {
+        self.release.as_deref()
     }
 
     /// The settings the edge runs with.

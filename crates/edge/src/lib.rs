@@ -34,6 +34,7 @@ pub mod pool;
 pub mod pool_route;
 pub mod purge_bus;
 mod rate_limit;
+pub mod release;
 pub mod request_body;
 pub mod request_hygiene;
 pub mod server;

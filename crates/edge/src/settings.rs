@@ -307,6 +307,9 @@ pub struct EdgeSettings {
     pub mage_mode: Option<String>,
     /// host → (`MAGE_RUN_CODE`, `MAGE_RUN_TYPE`).
     pub mage_run: Vec<(String, String, String)>,
+    /// `magento.release`: the release when the docroot has no
+    /// `static/deployed_version.txt` ([`crate::release`]); `None` = none.
+    pub release: Option<String>,
     /// The upstream.
     pub upstream: UpstreamTarget,
     /// Connect timeout (504 when exceeded, 502 when refused).

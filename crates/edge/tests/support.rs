@@ -59,6 +59,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         php_flag: Some("session.auto_start=off\nsuhosin.session.cryptua=off".into()),
         mage_mode: None,
         mage_run: vec![],
+        release: None,
         upstream,
         connect_timeout: Duration::from_secs(2),
         read_timeout: Duration::from_secs(30),

@@ -509,6 +509,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
                 )
             })
             .collect(),
+        release: m.release.clone(),
         upstream: upstream_target(&cfg.upstream.url),
         connect_timeout: cfg.upstream.connect_timeout,
         read_timeout: cfg.upstream.read_timeout,
