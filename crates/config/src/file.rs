@@ -119,7 +119,8 @@ pub struct Config {
     /// Magento's database (ignored by the edge).
     pub dbproxy: DbproxyConfig,
     /// `[rollout]`: a canary release of one pool, decided in the edge.
-    pub rollout: RolloutConfig,
+    /// Absent: no rollout API and nothing split.
+    pub rollout: Option<RolloutConfig>,
 }
 
 /// Default `rollout.pool`.

@@ -41,8 +41,8 @@ pub struct Validated {
     /// From `[dbproxy]` (checked here too, so `magestack check` reports
     /// it; the writer is required only by [`crate::load_dbproxy`]).
     pub dbproxy: crate::DbproxySettings,
-    /// From `[rollout]`.
-    pub rollout: RolloutSettings,
+    /// From `[rollout]`; `None` when the file has no such table.
+    pub rollout: Option<RolloutSettings>,
 }
 
 /// Checked `[rollout]`.
@@ -552,10 +552,12 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     };
     let cluster = compile_cluster(config.cluster, &mut errs);
     let dbproxy = crate::dbproxy::compile_dbproxy(config.dbproxy, false, &mut errs);
-    let rollout = compile_rollout(config.rollout, upstream.as_ref(), &pools, &mut errs);
+    let rollout = config
+        .rollout
+        .map(|r| compile_rollout(r, upstream.as_ref(), &pools, &mut errs));
     match (log, magento, upstream, cache, dbproxy, rollout) {
-        (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy), Some(rollout))
-            if errs.0.is_empty() =>
+        (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy), rollout)
+            if errs.0.is_empty() && rollout.as_ref().is_none_or(Option::is_some) =>
         {
             Ok(Validated {
                 server,
@@ -569,7 +571,7 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 waf,
                 cluster,
                 dbproxy,
-                rollout,
+                rollout: rollout.flatten(),
             })
         }
         _ => Err(errs.0),
@@ -1787,25 +1789,34 @@ mod tests {
 
     #[test]
     fn r18_rollout_contract_is_checked_with_key_paths() {
-        let mut c = with_docroot();
-        c.rollout.canary_endpoints = vec!["fcgi://127.0.0.1:9001".into()];
-        let v = compile(c).unwrap();
-        assert_eq!(v.rollout.pool, "frontend");
-        assert_eq!(v.rollout.plan, magestack_rollout::Plan::default_plan());
-        assert_eq!(
-            (v.rollout.max_error_ppm, v.rollout.max_p95_milli),
-            (10_000, 1500)
-        );
-        let mut c = with_docroot();
-        c.rollout.pool = "imports".into();
-        c.rollout.canary_endpoints = vec![
-            "fcgi://127.0.0.1:9001".into(),
-            "ftp://x".into(),
-            "http://127.0.0.1:1".into(),
-        ];
-        c.rollout.steps = vec!["10%/5m".into(), "150%".into()];
-        c.rollout.max_error_ratio = 2.0;
-        c.rollout.analysis_interval_secs = 0;
+        assert_eq!(compile(with_docroot()).unwrap().rollout, None);
+        let rollout = |f: &dyn Fn(&mut file::RolloutConfig)| {
+            let mut c = with_docroot();
+            let mut r = file::RolloutConfig::default();
+            f(&mut r);
+            c.rollout = Some(r);
+            c
+        };
+        let v = compile(rollout(&|r| {
+            r.canary_endpoints = vec!["fcgi://127.0.0.1:9001".into()]
+        }))
+        .unwrap()
+        .rollout
+        .unwrap();
+        assert_eq!(v.pool, "frontend");
+        assert_eq!(v.plan, magestack_rollout::Plan::default_plan());
+        assert_eq!((v.max_error_ppm, v.max_p95_milli), (10_000, 1500));
+        let c = rollout(&|r| {
+            r.pool = "imports".into();
+            r.canary_endpoints = vec![
+                "fcgi://127.0.0.1:9001".into(),
+                "ftp://x".into(),
+                "http://127.0.0.1:1".into(),
+            ];
+            r.steps = vec!["10%/5m".into(), "150%".into()];
+            r.max_error_ratio = 2.0;
+            r.analysis_interval_secs = 0;
+        });
         let errs = errors(c);
         let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
         assert_eq!(
@@ -1821,9 +1832,7 @@ mod tests {
             "{errs:#?}"
         );
         assert!(errs[3].contains("outside 0-100"), "{}", errs[3]);
-        let mut c = with_docroot();
-        c.rollout.steps = vec!["10%/5m".into(), "50%".into()];
-        let errs = errors(c);
+        let errs = errors(rollout(&|r| r.steps = vec!["10%/5m".into(), "50%".into()]));
         assert_eq!(
             errs,
             ["rollout.steps[1]: the last step must be 100% (promotion follows it), got 50%"]

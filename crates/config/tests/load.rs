@@ -465,7 +465,7 @@ fn golden_example_file() {
             l2: true,
         },
         dbproxy: default_dbproxy(),
-        rollout: magestack_config::RolloutSettings {
+        rollout: Some(magestack_config::RolloutSettings {
             pool: "frontend".into(),
             canary_endpoints: vec![UpstreamUrl::FastCgiTcp {
                 host: "127.0.0.1".into(),
@@ -480,7 +480,7 @@ fn golden_example_file() {
             max_p95_milli: 1500,
             checkout_sticky: Duration::from_secs(1800),
             state_file: Some("/var/lib/magestack/rollout.json".into()),
-        },
+        }),
     };
     assert_eq!(got, want);
 }
@@ -644,8 +644,11 @@ fn schema_keys() -> Vec<String> {
     c.waf.rate_limit_rules = vec![file::RateLimitRuleConfig::default()];
     c.waf.injection_exclusions = vec![file::InjectionExclusionConfig::default()];
     c.dbproxy.admin_listen = Some(String::new());
-    c.rollout.canary_docroot = Some(PathBuf::new());
-    c.rollout.state_file = Some(PathBuf::new());
+    c.rollout = Some(file::RolloutConfig {
+        canary_docroot: Some(PathBuf::new()),
+        state_file: Some(PathBuf::new()),
+        ..file::RolloutConfig::default()
+    });
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();

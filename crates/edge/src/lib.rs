@@ -37,6 +37,7 @@ mod rate_limit;
 pub mod release;
 pub mod request_body;
 pub mod request_hygiene;
+pub mod rollout;
 pub mod server;
 pub mod settings;
 pub mod static_files;

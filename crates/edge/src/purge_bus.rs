@@ -496,7 +496,7 @@ fn l2_action(command: &PurgeCommand) -> (&'static str, Vec<String>) {
 }
 
 /// The URL with the password added (never logged).
-fn connection_url(spec: &ClusterSpec) -> String {
+pub(crate) fn connection_url(spec: &ClusterSpec) -> String {
     match &spec.password {
         Some(pw) if !pw.is_empty() => {
             let enc = percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC);

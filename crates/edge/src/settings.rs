@@ -337,6 +337,8 @@ pub struct EdgeSettings {
     pub injection: Option<InjectionSpec>,
     /// The purge bus over Redis; `None` = a single edge.
     pub cluster: Option<ClusterSpec>,
+    /// `[rollout]`: the edge's own canary of one pool; `None` = none.
+    pub rollout: Option<crate::rollout::RolloutSpec>,
     /// Without a docroot (an HTTP upstream), still answer 404 for what
     /// Magento's nginx sample denies by path alone
     /// ([`magestack_routing::is_denied`]) instead of proxying it. On for

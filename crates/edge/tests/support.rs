@@ -76,6 +76,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         tarpit: Duration::ZERO,
         injection: Some(Default::default()),
         cluster: None,
+        rollout: None,
         deny_without_docroot: false,
         ip_rules: Default::default(),
         cache: None,
