@@ -122,7 +122,15 @@ impl crate::Edge {
         if rollout.split() == Split::AllStable {
             return (req, None);
         }
-        let pool = self.pool_index_for(req.uri().path());
+        // Admin traffic stays on stable until promotion, whichever pool it
+        // goes to (without an admin pool, the split one).
+        let path = req.uri().path();
+        let pool = if crate::pool_route::is_admin_path(path, &self.s.pool_routing.admin_front_name)
+        {
+            usize::MAX
+        } else {
+            self.pool_index_for(path)
+        };
         let https = crate::client_ip::is_https(
             conn.tls,
             conn.peer.ip(),
