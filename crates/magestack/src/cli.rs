@@ -117,7 +117,7 @@ pub struct EdgeArgs {
     #[arg(long)]
     pub docroot: Option<PathBuf>,
     /// Admin listener: / (status page; /status.json), /healthz, /readyz, /metrics, /pools, /cache/stats,
-    /// POST /admin/reload and POST /admin/purge (all but the health checks need a peer in cache.purge_acl or
+    /// POST /admin/reload, POST /admin/purge, GET /rollout and POST /admin/rollout/* (all but the health checks need a peer in cache.purge_acl or
     /// MAGESTACK_ADMIN_TOKEN; off loopback the token is required: 64 hex digits or 43 other characters).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
