@@ -378,7 +378,11 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
                 "{\"error\":\"use GET\"}\n".into(),
             );
         }
-        return json(StatusCode::OK, format!("{}\n", rollout.status_json()));
+        let pools = edge.pool_stats();
+        return json(
+            StatusCode::OK,
+            format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
+        );
     }
     if req.method() != http::Method::POST {
         let mut r = json(
@@ -431,7 +435,13 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
         None
     };
     match rollout.command(action, start) {
-        Ok(_) => json(StatusCode::OK, format!("{}\n", rollout.status_json())),
+        Ok(_) => {
+            let pools = edge.pool_stats();
+            json(
+                StatusCode::OK,
+                format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
+            )
+        }
         Err(refusal) => json(
             StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
             format!(

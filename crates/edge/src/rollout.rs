@@ -27,11 +27,11 @@ use http::header::{self, HeaderValue};
 use http::Request;
 use magestack_rollout::stats::{bucket_upper_us, BUCKETS};
 use magestack_rollout::{
-    Action, AssignInput, Judgement, Phase, Plan, RolloutState, Split, Thresholds, Track,
-    TrackWindow,
+    Action, AssignInput, Judgement, Phase, Plan, RolloutState, Split, Track, TrackWindow,
 };
 
 use crate::pool::Pool;
+pub use crate::settings::RolloutSpec;
 use crate::settings::{PoolSpec, UpstreamTarget};
 
 /// Redis key suffix of the shared state (after `cluster.channel`).
@@ -44,29 +44,6 @@ const REDIS_TIMEOUT: Duration = Duration::from_secs(1);
 const COOKIE_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
 /// Largest start body read.
 pub(crate) const MAX_START_BODY: usize = 64 * 1024;
-
-/// `[rollout]` as the edge runs it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RolloutSpec {
-    /// The split pool's name.
-    pub pool: String,
-    /// Default canary endpoints (`fcgi://…`, `fcgi+unix://…`, `http://…`).
-    pub canary_endpoints: Vec<String>,
-    /// The canary's `pub/`.
-    pub canary_docroot: Option<PathBuf>,
-    /// The canary's release when its docroot names none.
-    pub canary_release: Option<String>,
-    /// Default plan.
-    pub plan: Plan,
-    /// Time between judgements.
-    pub analysis_interval: Duration,
-    /// Judgement thresholds.
-    pub thresholds: Thresholds,
-    /// Checkout stickiness.
-    pub checkout_sticky: Duration,
-    /// The local state file.
-    pub state_file: Option<PathBuf>,
-}
 
 /// The canary side of the split pool: its pool, docroot and release.
 pub(crate) struct CanaryTrack {
@@ -767,15 +744,36 @@ impl Rollout {
         Ok(next)
     }
 
-    /// `GET /rollout`.
-    pub(crate) fn status_json(&self) -> serde_json::Value {
+    /// The split pool's index.
+    pub(crate) fn pool_index(&self) -> usize {
+        self.pool_index
+    }
+
+    /// `GET /rollout`; `stable_pool` is the split pool's figures (for its
+    /// FPM saturation).
+    pub(crate) fn status_json(
+        &self,
+        stable_pool: Option<&crate::pool::PoolStats>,
+    ) -> serde_json::Value {
         let state = lock(&self.state).clone();
         let now = now_ms();
         let canary = self.canary.load_full();
         let judgement = lock(&self.last_judgement).clone();
+        let saturation = |p: Option<&crate::pool::PoolStats>| {
+            p.map(|p| {
+                serde_json::json!({
+                    "inflight": p.inflight,
+                    "max_inflight": p.max_inflight,
+                    "queued": p.queued,
+                    "busy_ratio": (p.max_inflight > 0).then(|| p.inflight as f64 / p.max_inflight as f64),
+                })
+            })
+        };
+        let canary_pool = canary.as_ref().map(|c| c.pool.stats());
         let track = |i: usize, release: Option<&str>, endpoints: Vec<String>| {
             let w = self.window[i].window();
             serde_json::json!({
+                "fpm": saturation(if i == 0 { stable_pool } else { canary_pool.as_ref() }),
                 "release": release,
                 "endpoints": endpoints,
                 "requests": w.requests,

@@ -338,7 +338,7 @@ pub struct EdgeSettings {
     /// The purge bus over Redis; `None` = a single edge.
     pub cluster: Option<ClusterSpec>,
     /// `[rollout]`: the edge's own canary of one pool; `None` = none.
-    pub rollout: Option<crate::rollout::RolloutSpec>,
+    pub rollout: Option<RolloutSpec>,
     /// Without a docroot (an HTTP upstream), still answer 404 for what
     /// Magento's nginx sample denies by path alone
     /// ([`magestack_routing::is_denied`]) instead of proxying it. On for
@@ -427,4 +427,27 @@ impl CacheSettings {
             health_check: HealthCheckSettings::default(),
         }
     }
+}
+
+/// `[rollout]` as the edge runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    /// The split pool's name.
+    pub pool: String,
+    /// Default canary endpoints (`fcgi://…`, `fcgi+unix://…`, `http://…`).
+    pub canary_endpoints: Vec<String>,
+    /// The canary's `pub/`.
+    pub canary_docroot: Option<PathBuf>,
+    /// The canary's release when its docroot names none.
+    pub canary_release: Option<String>,
+    /// Default plan.
+    pub plan: magestack_rollout::Plan,
+    /// Time between judgements.
+    pub analysis_interval: Duration,
+    /// Judgement thresholds.
+    pub thresholds: magestack_rollout::Thresholds,
+    /// Checkout stickiness.
+    pub checkout_sticky: Duration,
+    /// The local state file.
+    pub state_file: Option<PathBuf>,
 }
