@@ -961,6 +961,26 @@ mod tests {
         assert!(parse_endpoint("fcgi://x:0").is_err());
     }
 
+    proptest::proptest! {
+        /// The edge's own injection inspection (which looks into cookies)
+        /// never blocks the assignment cookie. See the pin's separator in
+        /// `magestack_rollout::assign::Visitor::parse`.
+        #[test]
+        fn the_waf_never_flags_the_assignment_cookie(id in proptest::prelude::any::<u64>(), pin in proptest::option::of(0u64..10_000_000_000)) {
+            use magestack_waf::inject::{Detectors, Inspector, RequestView};
+            let inspector = Inspector::new(
+                magestack_waf::inject::profile::Profile::magento("admin", Vec::new()),
+                Detectors::default(),
+            );
+            let value = magestack_rollout::assign::Visitor { id, stable_until: pin }.cookie_value();
+            let mut headers = http::HeaderMap::new();
+            headers.insert(header::COOKIE, HeaderValue::from_str(&format!("magestack_track={value}")).unwrap());
+            let uri: http::Uri = "/checkout/cart/".parse().unwrap();
+            let found = inspector.inspect(&RequestView { method: &http::Method::GET, uri: &uri, headers: &headers, body: None });
+            proptest::prop_assert!(found.is_none(), "{value}: {found:?}");
+        }
+    }
+
     #[test]
     fn cookies_are_found_as_php_reads_them() {
         let mut h = http::HeaderMap::new();

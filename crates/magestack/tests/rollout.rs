@@ -144,9 +144,17 @@ struct Answer {
 }
 
 fn visit(addr: SocketAddr, path: &str, cookie: Option<&str>) -> Answer {
-    let cookie_line = cookie
+    visit_as(addr, path, cookie, None)
+}
+
+/// `visit`, with a bearer token (an integration that never returns cookies).
+fn visit_as(addr: SocketAddr, path: &str, cookie: Option<&str>, bearer: Option<&str>) -> Answer {
+    let mut cookie_line = cookie
         .map(|c| format!("Cookie: magestack_track={c}\r\n"))
         .unwrap_or_default();
+    if let Some(t) = bearer {
+        cookie_line.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
     let r = http_raw(
         addr,
         &format!(
@@ -199,11 +207,25 @@ fn wait_state(admin: SocketAddr, want: &str, within: Duration) -> serde_json::Va
     }
 }
 
-/// Visitors with their cookies and the releases each one saw, in order.
+/// Visitors with their cookies and the releases each one saw, in order
+/// (with the step the request was made in, when the whole round was in one).
+/// Every tenth visitor is an integration (a bearer token, never a cookie);
+/// every fifth from the second on has a cart (its requests go to the cart
+/// every third round).
 #[derive(Default)]
 struct Visitors {
     cookies: Vec<Option<String>>,
     seen: Vec<Vec<String>>,
+    /// When each seen answer was asked and received (Unix ms).
+    times: Vec<Vec<(u64, u64)>>,
+}
+
+fn is_integration(v: usize) -> bool {
+    v % 10 == 0
+}
+
+fn has_cart(v: usize) -> bool {
+    v % 5 == 1
 }
 
 impl Visitors {
@@ -211,6 +233,7 @@ impl Visitors {
         Visitors {
             cookies: vec![None; n],
             seen: vec![Vec::new(); n],
+            times: vec![Vec::new(); n],
         }
     }
 
@@ -232,12 +255,17 @@ impl Visitors {
                         .enumerate()
                         .map(|(i, cookie)| {
                             let v = c * chunk + i;
-                            let a = visit(
-                                addr,
-                                &format!("/women.html?visitor={v}&round={tag}"),
-                                cookie.as_deref(),
-                            );
-                            (cookie, a)
+                            let cart =
+                                has_cart(v) && tag.bytes().last().is_some_and(|b| b % 3 == 0);
+                            let path = if cart {
+                                format!("/checkout/cart/?visitor={v}&round={tag}")
+                            } else {
+                                format!("/women.html?visitor={v}&round={tag}")
+                            };
+                            let bearer = is_integration(v).then(|| format!("token-{v}"));
+                            let t0 = unix_ms();
+                            let a = visit_as(addr, &path, cookie.as_deref(), bearer.as_deref());
+                            (cookie, a, (t0, unix_ms()))
                         })
                         .collect::<Vec<_>>()
                 })
@@ -246,21 +274,32 @@ impl Visitors {
         let (mut stable, mut canary, mut failed) = (0, 0, 0);
         let mut v = 0;
         for h in handles {
-            for (cookie, a) in h.join().unwrap() {
+            for (cookie, a, t) in h.join().unwrap() {
                 self.cookies.push(a.cookie.clone().or(cookie));
                 match (a.status, a.release.as_deref()) {
                     (200, Some(STABLE)) => stable += 1,
                     (200, Some(CANARY)) => canary += 1,
-                    _ => failed += 1,
+                    (status, _) => {
+                        eprintln!("visitor {v}: {status} without a release marker");
+                        failed += 1
+                    }
                 }
                 if let Some(r) = a.release {
                     self.seen[v].push(r);
+                    self.times[v].push(t);
                 }
                 v += 1;
             }
         }
         (stable, canary, failed)
     }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
 }
 
 fn metric(admin: SocketAddr, prefix: &str) -> Option<String> {
@@ -274,7 +313,8 @@ fn metric(admin: SocketAddr, prefix: &str) -> Option<String> {
 }
 
 /// A healthy canary goes through every step (pauses shortened) and is
-/// promoted by itself; visitors only ever move from stable to canary, each
+/// promoted by itself, with 1,000 simulated visitors (some with carts, some
+/// integrations without cookies); visitors only ever move from stable to canary, each
 /// step's share of canary visitors is near its weight, admin requests stay
 /// on stable, and the canary's cached pages are hits after promotion.
 #[test]
@@ -282,17 +322,16 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
     let r = Releases::new(None);
     let edge = spawn_edge(
         &r,
-        "steps = [\"20%/2s\", \"50%/2s\", \"100%\"]\nmin_requests = 30",
+        "steps = [\"20%/12s\", \"50%/12s\", \"100%\"]\nmin_requests = 30",
         "",
         "healthy.json",
     );
     assert_eq!(cli(edge.admin, &["status"]).0, 4, "idle before the start");
     let (code, out) = cli(edge.admin, &["start"]);
     assert_eq!(code, 0, "{out}");
-    let mut visitors = Visitors::new(300);
+    let mut visitors = Visitors::new(1000);
     let mut round = 0;
     let mut warm_cookie: Option<String> = None;
-    let mut shares: HashMap<u64, (u32, u32)> = HashMap::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let before = rollout(edge.admin);
@@ -301,17 +340,8 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
         }
         assert!(Instant::now() < deadline, "not promoted:\n{before:#}");
         round += 1;
-        let (stable, canary, failed) = visitors.round(edge.addr, &round.to_string(), 4);
+        let (_, _, failed) = visitors.round(edge.addr, &round.to_string(), 6);
         assert_eq!(failed, 0, "no request fails in a healthy rollout");
-        let after = rollout(edge.admin);
-        // A round wholly inside one step: its shares belong to that weight.
-        if before["step"] == after["step"] && before["state"] == after["state"] {
-            if let Some(w) = before["weight"].as_u64() {
-                let e = shares.entry(w).or_default();
-                e.0 += stable;
-                e.1 += canary;
-            }
-        }
         // A canary visitor warms a page in the canary's namespace.
         if warm_cookie.is_none() {
             warm_cookie = visitors
@@ -322,6 +352,29 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
             if let Some(c) = &warm_cookie {
                 let a = visit(edge.addr, "/women.html?warm=1", Some(c));
                 assert_eq!(a.release.as_deref(), Some(CANARY));
+                assert_eq!(visit(edge.addr, "/women.html?warm=1", Some(c)).cache, "HIT");
+                // A stable visitor never gets the canary's cached page: its
+                // answer for it is its own release's (asked within one step).
+                for (v, seen) in visitors.seen.iter().enumerate() {
+                    let Some(cookie) = visitors.cookies[v].as_deref() else {
+                        continue;
+                    };
+                    if seen.last().map(String::as_str) != Some(STABLE) {
+                        continue;
+                    }
+                    let before = rollout(edge.admin);
+                    let warm = visit(edge.addr, "/women.html?warm=1", Some(cookie));
+                    let own = visit(edge.addr, &format!("/women.html?own={v}"), Some(cookie));
+                    if rollout(edge.admin)["generation"] == before["generation"] {
+                        assert_eq!(
+                            warm.release, own.release,
+                            "visitor {v}: the other release's cached page"
+                        );
+                        if own.release.as_deref() == Some(STABLE) {
+                            break;
+                        }
+                    }
+                }
             }
         }
         // Admin requests reach stable whatever the weight.
@@ -341,20 +394,54 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
             );
         }
     }
-    for (w, (s, c)) in &shares {
-        let share = f64::from(*c) * 100.0 / f64::from(s + c);
-        println!(
-            "weight {w}%: {c} of {} visitor requests on the canary ({share:.1}%)",
-            s + c
-        );
-        if *w < 100 && s + c >= 300 {
-            assert!(
-                (share - *w as f64).abs() < 10.0,
-                "weight {w}%: canary share {share:.1}%"
+    // The steps' wall-clock spans, from the decisions (start, advances, promotion).
+    let status = rollout(edge.admin);
+    let at: Vec<u64> = status["decisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| ["start", "advance", "promote"].contains(&d["action"].as_str().unwrap()))
+        .map(|d| d["at_ms"].as_u64().unwrap())
+        .collect();
+    assert_eq!(at.len(), 4, "start, two advances, promotion: {status:#}");
+    let step_of = |(t0, t1): (u64, u64)| (0..3).find(|&i| t0 >= at[i] && t1 < at[i + 1]);
+    // Within one step nobody sees both releases; each step's canary share
+    // of requests is near its weight.
+    let mut shares = [(0u32, 0u32); 3];
+    for (v, (seen, times)) in visitors.seen.iter().zip(&visitors.times).enumerate() {
+        let mut by_step: HashMap<usize, &str> = HashMap::new();
+        for (r, t) in seen.iter().zip(times) {
+            let Some(st) = step_of(*t) else { continue };
+            let first = by_step.entry(st).or_insert(r);
+            assert_eq!(
+                *first,
+                r.as_str(),
+                "visitor {v} saw both releases in step {st}: {seen:?}"
             );
+            if r == CANARY {
+                shares[st].1 += 1;
+            } else {
+                shares[st].0 += 1;
+            }
         }
     }
-    let status = rollout(edge.admin);
+    for (st, (w, (s, c))) in [20.0, 50.0, 100.0].iter().zip(shares).enumerate() {
+        let share = f64::from(c) * 100.0 / f64::from((s + c).max(1));
+        println!(
+            "step {st} ({w}%): {c} of {} requests on the canary ({share:.1}%)",
+            s + c
+        );
+        // The 100 % step ends as soon as it is judged.
+        assert!(
+            *w == 100.0 || s + c >= 200,
+            "step {st}: too few requests inside it to judge"
+        );
+        // Cart visitors pinned to stable pull the share a little under the weight.
+        assert!(
+            (share - w).abs() < 10.0,
+            "step {st} ({w}%): canary share {share:.1}%"
+        );
+    }
     assert_eq!(status["weight"], 100);
     assert!(
         status["reason"].as_str().unwrap().contains("last step"),
@@ -365,6 +452,17 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
     // After promotion: a new visitor gets the canary's release, and the page
     // the canary cached before is a hit at once (no cold cache).
     let a = visit(edge.addr, "/women.html?warm=1", None);
+    if a.cache != "HIT" {
+        let raw = http_raw(
+            edge.addr,
+            "GET /women.html?warm=1 HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n",
+        );
+        eprintln!(
+            "DEBUG second: {}",
+            &raw[..raw.find("\r\n\r\n").unwrap_or(0)]
+        );
+        eprintln!("DEBUG status: {:#}", rollout(edge.admin));
+    }
     assert_eq!(
         (a.release.as_deref(), a.cache.as_str()),
         (Some(CANARY), "HIT")
