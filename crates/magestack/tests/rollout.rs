@@ -221,7 +221,7 @@ struct Visitors {
 }
 
 fn is_integration(v: usize) -> bool {
-    v % 10 == 0
+    v.is_multiple_of(10)
 }
 
 fn has_cart(v: usize) -> bool {
@@ -255,8 +255,8 @@ impl Visitors {
                         .enumerate()
                         .map(|(i, cookie)| {
                             let v = c * chunk + i;
-                            let cart =
-                                has_cart(v) && tag.bytes().last().is_some_and(|b| b % 3 == 0);
+                            let cart = has_cart(v)
+                                && tag.bytes().last().is_some_and(|b| b.is_multiple_of(3));
                             let path = if cart {
                                 format!("/checkout/cart/?visitor={v}&round={tag}")
                             } else {
