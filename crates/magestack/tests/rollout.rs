@@ -706,7 +706,7 @@ fn r18_two_edges_share_one_rollout_through_redis() {
     let r = Releases::new(None);
     let channel = format!("magestack:test-rollout:{}", std::process::id());
     let cluster = format!(
-        "[cluster]\nredis_url = \"{}\"\nchannel = \"{channel}\"",
+        "[cluster]\nredis_url = \"{}\"\nchannel = \"{channel}\"\nl2 = true",
         env("MAGESTACK_REDIS_URL")
     );
     let steps = "steps = [\"10%/10m\", \"100%\"]";
@@ -726,6 +726,33 @@ fn r18_two_edges_share_one_rollout_through_redis() {
             .as_deref(),
         Some(CANARY)
     );
+    // A page the canary cached on edge A (and wrote to L2) is never served
+    // to a stable visitor, on edge A or through L2 on edge B.
+    let canary_page = visit(a.addr, "/women.html?l2-shared=1", Some(&c));
+    assert_eq!(canary_page.release.as_deref(), Some(CANARY));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(a.admin, "magestack_l2_written_bytes_total ").is_none_or(|v| v == "0") {
+        assert!(Instant::now() < deadline, "nothing written to L2");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        visit(b.addr, "/women.html?l2-shared=1", Some(&c)).cache,
+        "HIT",
+        "the canary's page from L2"
+    );
+    let stable = (0..200)
+        .map(|_| visit(b.addr, "/women.html?shared=stable", None))
+        .find(|x| x.release.as_deref() == Some(STABLE))
+        .and_then(|x| x.cookie)
+        .expect("a stable visitor");
+    for e in [&a, &b] {
+        let x = visit(e.addr, "/women.html?l2-shared=1", Some(&stable));
+        assert_eq!(
+            x.release.as_deref(),
+            Some(STABLE),
+            "a stable visitor got the canary's page"
+        );
+    }
     let sent = Instant::now();
     assert_eq!(cli(b.admin, &["abort"]).0, 0);
     wait_state(a.admin, "aborted", Duration::from_secs(1));
