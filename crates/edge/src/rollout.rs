@@ -490,6 +490,35 @@ impl Rollout {
         let canary = self.canary.load_full()?;
         let path = req.uri().path();
         let headers = req.headers();
+        let routed = |track: Track, counted: bool| match track {
+            Track::Canary => Routed {
+                track,
+                release: Some(Arc::clone(&canary.release)),
+                canary: Some(Arc::clone(&canary)),
+                counted,
+            },
+            Track::Stable => Routed {
+                track,
+                release: self.stable_release.clone(),
+                canary: None,
+                counted,
+            },
+        };
+        // Static files: a versioned URL (`/static/version<release>/…`, as
+        // Magento writes them) names its release, whoever asks (a CDN asks
+        // without cookies); anything else under /static/ or /media/ follows
+        // the visitor's track when it has one, else stable, and never sets
+        // the cookie.
+        let file = path.starts_with("/static/") || path.starts_with("/media/");
+        if let Some(rest) = path.strip_prefix("/static/version") {
+            let version = rest.split('/').next().unwrap_or("");
+            if version == &*canary.release {
+                return Some((routed(Track::Canary, false), None));
+            }
+            if self.stable_release.as_deref() == Some(version) {
+                return Some((routed(Track::Stable, false), None));
+            }
+        }
         let cookie = find_cookie(headers, magestack_rollout::assign::COOKIE_NAME);
         let bearer = headers
             .get(header::AUTHORIZATION)
@@ -501,6 +530,9 @@ impl Rollout {
             let p = path.strip_prefix("/index.php").unwrap_or(path);
             p.starts_with("/rest/") || p.starts_with("/graphql")
         };
+        if file && cookie.is_none() && bearer.is_none() {
+            return Some((routed(Track::Stable, false), None));
+        }
         let input = AssignInput {
             cookie: cookie.as_deref(),
             bearer,
@@ -517,7 +549,7 @@ impl Rollout {
             self.spec.checkout_sticky.as_secs(),
             || self.new_id(),
         );
-        let set_cookie = a.set_cookie.and_then(|v| {
+        let set_cookie = a.set_cookie.filter(|_| !file).and_then(|v| {
             HeaderValue::from_str(&format!(
                 "{}={v}; Path=/; Max-Age={COOKIE_MAX_AGE_SECS}; HttpOnly; SameSite=Lax{}",
                 magestack_rollout::assign::COOKIE_NAME,
@@ -525,21 +557,7 @@ impl Rollout {
             ))
             .ok()
         });
-        let routed = match a.track {
-            Track::Canary => Routed {
-                track: Track::Canary,
-                release: Some(Arc::clone(&canary.release)),
-                canary: Some(canary),
-                counted: input.eligible,
-            },
-            Track::Stable => Routed {
-                track: Track::Stable,
-                release: self.stable_release.clone(),
-                canary: None,
-                counted: input.eligible,
-            },
-        };
-        Some((routed, set_cookie))
+        Some((routed(a.track, input.eligible && !file), set_cookie))
     }
 
     fn new_id(&self) -> u64 {

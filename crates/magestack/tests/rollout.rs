@@ -327,8 +327,37 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
         "healthy.json",
     );
     assert_eq!(cli(edge.admin, &["status"]).0, 4, "idle before the start");
+    let asset = "frontend/Magento/luma/en_US/release-marker.txt";
+    std::fs::write(
+        r.canary.path().join("pub/static").join(asset),
+        "CANARY-ASSET\n",
+    )
+    .unwrap();
     let (code, out) = cli(edge.admin, &["start"]);
     assert_eq!(code, 0, "{out}");
+    // A versioned static URL names its release, whoever asks (a CDN has no
+    // cookie), and static files never set the assignment cookie.
+    let raw = http_raw(
+        edge.addr,
+        &format!("GET /static/version{CANARY}/{asset} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        raw.starts_with("HTTP/1.1 200") && raw.contains("CANARY-ASSET"),
+        "{raw}"
+    );
+    assert!(
+        !raw.to_ascii_lowercase()
+            .contains("set-cookie: magestack_track"),
+        "{raw}"
+    );
+    let raw = http_raw(
+        edge.addr,
+        &format!("GET /static/version{STABLE}/{asset} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(
+        !raw.contains("CANARY-ASSET"),
+        "stable's static files from the canary:\n{raw}"
+    );
     let mut visitors = Visitors::new(1000);
     let mut round = 0;
     let mut warm_cookie: Option<String> = None;
