@@ -124,6 +124,87 @@ pub struct Config {
     /// `[dbproxy]`: `magestack dbproxy`, the MySQL proxy in front of
     /// Magento's database (ignored by the edge).
     pub dbproxy: DbproxyConfig,
+    /// `[rollout]`: a canary release of one pool, decided in the edge.
+    /// Absent: no rollout API and nothing split.
+    pub rollout: Option<RolloutConfig>,
+}
+
+/// Default `rollout.pool`.
+pub const DEFAULT_ROLLOUT_POOL: &str = "frontend";
+/// Default `rollout.analysis_interval_secs`.
+pub const DEFAULT_ROLLOUT_ANALYSIS_INTERVAL_SECS: u64 = 10;
+/// Default `rollout.min_requests`.
+pub const DEFAULT_ROLLOUT_MIN_REQUESTS: u64 = 200;
+/// Default `rollout.max_error_ratio`.
+pub const DEFAULT_ROLLOUT_MAX_ERROR_RATIO: f64 = 0.01;
+/// Default `rollout.max_p95_ratio`.
+pub const DEFAULT_ROLLOUT_MAX_P95_RATIO: f64 = 1.5;
+/// Default `rollout.checkout_sticky_secs` (30 minutes).
+pub const DEFAULT_ROLLOUT_CHECKOUT_STICKY_SECS: u64 = 30 * 60;
+
+/// `[rollout]`: the edge's own canary. A pool's traffic is split between
+/// its endpoints (stable) and `canary_endpoints` by sticky visitor buckets,
+/// step by step, judged from the edge's own figures; a failing canary is
+/// aborted within one analysis interval, a healthy one promoted after the
+/// last step. Started, paused, resumed, promoted and aborted through the
+/// admin API (`POST /admin/rollout/…`) or `magestack rollout …`; nothing
+/// happens until started. See `docs/rollouts.md`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// The pool whose traffic is split. Default `"frontend"`.
+    pub pool: String,
+    /// The canary release's endpoints, same protocol as `upstream.url`
+    /// (`fcgi://host:port`, `fcgi+unix:///path` or `http://host:port`).
+    /// A start request may give others. Default: none.
+    pub canary_endpoints: Vec<String>,
+    /// The canary release's `pub/` (static files, and PHP's
+    /// `SCRIPT_FILENAME`); its `static/deployed_version.txt` names the
+    /// canary's release. Default: none (the stable docroot).
+    pub canary_docroot: Option<PathBuf>,
+    /// The canary's release id when `canary_docroot` names none. Default
+    /// `""`: `"canary"` (still a namespace of its own).
+    pub canary_release: String,
+    /// The plan: `"WEIGHT%/PAUSE"` steps, weights never decreasing, the
+    /// last `"100%"`. Default `["10%/5m", "50%/5m", "100%"]`.
+    pub steps: Vec<String>,
+    /// Seconds between judgements. Default 10.
+    pub analysis_interval_secs: u64,
+    /// Canary requests (that reached PHP) in a step before any judgement.
+    /// Default 200.
+    pub min_requests: u64,
+    /// Largest canary 5xx ratio, 0–1 (the edge's own 503 shedding does not
+    /// count). Default 0.01.
+    pub max_error_ratio: f64,
+    /// Largest canary p95 / stable p95 over the same window, ≥ 1. Default 1.5.
+    pub max_p95_ratio: f64,
+    /// Seconds a cart or checkout request keeps a stable visitor on stable.
+    /// Default 1800.
+    pub checkout_sticky_secs: u64,
+    /// Where the state is kept without `[cluster]` Redis (with Redis, there).
+    /// Default: none (`magestack-rollout.json` in the temporary directory).
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            pool: DEFAULT_ROLLOUT_POOL.to_owned(),
+            canary_endpoints: Vec::new(),
+            canary_docroot: None,
+            canary_release: String::new(),
+            steps: magestack_rollout::DEFAULT_STEPS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            analysis_interval_secs: DEFAULT_ROLLOUT_ANALYSIS_INTERVAL_SECS,
+            min_requests: DEFAULT_ROLLOUT_MIN_REQUESTS,
+            max_error_ratio: DEFAULT_ROLLOUT_MAX_ERROR_RATIO,
+            max_p95_ratio: DEFAULT_ROLLOUT_MAX_P95_RATIO,
+            checkout_sticky_secs: DEFAULT_ROLLOUT_CHECKOUT_STICKY_SECS,
+            state_file: None,
+        }
+    }
 }
 
 /// Default `dbproxy.listen` (ProxySQL's port).
@@ -476,6 +557,13 @@ pub struct MagentoConfig {
     /// (nginx's `open_file_cache_valid`): a changed or deleted file is seen
     /// at most this long after the change. Default 5.
     pub open_file_cache_valid_secs: u64,
+    /// The release (code version) this edge's PHP runs, used when the
+    /// docroot has no `static/deployed_version.txt` (what Magento's static
+    /// content deploy writes, which wins when present): part of the cache
+    /// namespace, so pages of two releases (a canary, a rolling deploy
+    /// sharing one L2) are never served for each other. Letters, digits,
+    /// `.`, `_` and `-`, at most 64. Default `""` (none).
+    pub release: String,
 }
 
 impl Default for MagentoConfig {
@@ -492,6 +580,7 @@ impl Default for MagentoConfig {
             open_file_cache_entries: DEFAULT_OPEN_FILE_CACHE_ENTRIES,
             open_file_cache_size: ByteSize::Text(DEFAULT_OPEN_FILE_CACHE_SIZE.to_owned()),
             open_file_cache_valid_secs: DEFAULT_OPEN_FILE_CACHE_VALID_SECS,
+            release: String::new(),
         }
     }
 }

@@ -59,10 +59,11 @@ pub use crate::error::{
 pub use crate::file::InjectionMode;
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
-    compile, CacheSettings, ClusterSettings, ErrorStatuses, HealthCheckSettings,
+    compile, is_release_id, CacheSettings, ClusterSettings, ErrorStatuses, HealthCheckSettings,
     InjectionExclusion, LogFormat, LogSettings, MageMode, MagentoSettings, NginxGeneration,
-    PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings,
-    RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated, WafSettings,
+    PathMatch, PoolSettings, RateLimitRule, ReadinessSettings, RolloutSettings, RouteRule,
+    RoutingSettings, RunMapping, RunType, ServerSettings, TlsSettings, UpstreamSettings, Validated,
+    WafSettings,
 };
 pub use crate::validated::{load_dbproxy, DbproxyValidated};
 

@@ -41,6 +41,36 @@ pub struct Validated {
     /// From `[dbproxy]` (checked here too, so `magestack check` reports
     /// it; the writer is required only by [`crate::load_dbproxy`]).
     pub dbproxy: crate::DbproxySettings,
+    /// From `[rollout]`; `None` when the file has no such table.
+    pub rollout: Option<RolloutSettings>,
+}
+
+/// Checked `[rollout]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutSettings {
+    /// A configured pool's name.
+    pub pool: String,
+    /// Parsed, of the upstream's protocol; may be empty (a start request
+    /// gives them).
+    pub canary_endpoints: Vec<UpstreamUrl>,
+    /// Absolute.
+    pub canary_docroot: Option<PathBuf>,
+    /// A release id, or `None`.
+    pub canary_release: Option<String>,
+    /// The checked plan.
+    pub plan: magestack_rollout::Plan,
+    /// Positive, at most an hour.
+    pub analysis_interval: Duration,
+    /// Positive.
+    pub min_requests: u64,
+    /// `max_error_ratio` in parts per million (0–1,000,000).
+    pub max_error_ppm: u32,
+    /// `max_p95_ratio` in thousandths (≥ 1000).
+    pub max_p95_milli: u32,
+    /// Checkout stickiness.
+    pub checkout_sticky: Duration,
+    /// Where the state is kept without Redis.
+    pub state_file: Option<PathBuf>,
 }
 
 /// Checked `[cluster]`.
@@ -280,7 +310,12 @@ pub struct MagentoSettings {
     pub open_file_cache_bytes: u64,
     /// How long an entry is trusted before it is checked again.
     pub open_file_cache_valid: Duration,
+    /// `magento.release`: the release id when the docroot names none;
+    /// `None` when configured empty. A valid [`is_release_id`].
+    pub release: Option<String>,
 }
+
+pub use magestack_rollout::{is_release_id, MAX_RELEASE_ID_LEN};
 
 /// One checked `[[magento.run]]` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,9 +560,12 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     };
     let cluster = compile_cluster(config.cluster, &mut errs);
     let dbproxy = crate::dbproxy::compile_dbproxy(config.dbproxy, false, &mut errs);
-    match (log, magento, upstream, cache, dbproxy) {
-        (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy))
-            if errs.0.is_empty() =>
+    let rollout = config
+        .rollout
+        .map(|r| compile_rollout(r, upstream.as_ref(), &pools, &mut errs));
+    match (log, magento, upstream, cache, dbproxy, rollout) {
+        (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy), rollout)
+            if errs.0.is_empty() && rollout.as_ref().is_none_or(Option::is_some) =>
         {
             Ok(Validated {
                 server,
@@ -541,10 +579,149 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 waf,
                 cluster,
                 dbproxy,
+                rollout: rollout.flatten(),
             })
         }
         _ => Err(errs.0),
     }
+}
+
+/// Longest `rollout.analysis_interval_secs`.
+const MAX_ANALYSIS_INTERVAL_SECS: u64 = 3600;
+
+fn compile_rollout(
+    r: file::RolloutConfig,
+    upstream: Option<&UpstreamSettings>,
+    pools: &[PoolSettings],
+    errs: &mut Errors,
+) -> Option<RolloutSettings> {
+    let known = |name: &str| name == "frontend" || pools.iter().any(|p| p.name == name);
+    if !known(&r.pool) {
+        let names: Vec<&str> = pools.iter().map(|p| p.name.as_str()).collect();
+        errs.push(
+            p("rollout.pool"),
+            ErrorKind::Invalid(format!(
+                "{:?} is not a configured pool (pools: {})",
+                r.pool,
+                if names.is_empty() {
+                    "frontend".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )),
+        );
+    }
+    let fastcgi = upstream.map(|u| u.url.is_fastcgi());
+    let mut canary_endpoints = Vec::new();
+    for (i, e) in r.canary_endpoints.iter().enumerate() {
+        match e.parse::<UpstreamUrl>() {
+            Ok(u) if fastcgi.is_none_or(|f| f == u.is_fastcgi()) => canary_endpoints.push(u),
+            Ok(_) => errs.push(
+                p("rollout.canary_endpoints").index(i),
+                ErrorKind::Invalid(format!(
+                    "{e:?} does not speak the protocol of upstream.url ({}): the canary is the same \
+                     application in another release",
+                    if fastcgi == Some(true) {
+                        "FastCGI: fcgi://host:port or fcgi+unix:///path"
+                    } else {
+                        "HTTP: http://host:port"
+                    }
+                )),
+            ),
+            Err(err) => errs.push(
+                p("rollout.canary_endpoints").index(i),
+                ErrorKind::UpstreamUrl(err),
+            ),
+        }
+    }
+    match &r.canary_docroot {
+        Some(d) if !d.is_absolute() => errs.push(
+            p("rollout.canary_docroot"),
+            ErrorKind::Invalid(format!(
+                "must be an absolute path (the canary release's pub/ directory), got {:?}",
+                d.display().to_string()
+            )),
+        ),
+        _ => {}
+    }
+    let canary_release = match r.canary_release.trim() {
+        "" => None,
+        id if is_release_id(id) => Some(id.to_owned()),
+        id => {
+            errs.push(
+                p("rollout.canary_release"),
+                ErrorKind::Invalid(format!(
+                    "{id:?}: a release id is 1 to {MAX_RELEASE_ID_LEN} letters, digits, '.', '_' or '-'"
+                )),
+            );
+            None
+        }
+    };
+    let plan = match magestack_rollout::Plan::parse(&r.steps) {
+        Ok(plan) => Some(plan),
+        Err(e) => {
+            let path = match e.index() {
+                Some(i) => p("rollout.steps").index(i),
+                None => p("rollout.steps"),
+            };
+            // The index is in the path; the message without its prefix.
+            let msg = e.to_string();
+            let msg = msg
+                .split_once("]: ")
+                .filter(|_| e.index().is_some())
+                .map_or(msg.clone(), |(_, m)| m.to_owned());
+            errs.push(path, ErrorKind::Invalid(msg));
+            None
+        }
+    };
+    if r.analysis_interval_secs == 0 || r.analysis_interval_secs > MAX_ANALYSIS_INTERVAL_SECS {
+        errs.push(
+            p("rollout.analysis_interval_secs"),
+            ErrorKind::Invalid(format!(
+                "must be 1 to {MAX_ANALYSIS_INTERVAL_SECS}, got {}",
+                r.analysis_interval_secs
+            )),
+        );
+    }
+    if r.min_requests == 0 {
+        errs.push(
+            p("rollout.min_requests"),
+            ErrorKind::Invalid(
+                "must be at least 1 (200 is the default; see docs/rollouts.md)".into(),
+            ),
+        );
+    }
+    if !(0.0..=1.0).contains(&r.max_error_ratio) {
+        errs.push(
+            p("rollout.max_error_ratio"),
+            ErrorKind::Invalid(format!("{} must be between 0 and 1", r.max_error_ratio)),
+        );
+    }
+    if !(1.0..=1000.0).contains(&r.max_p95_ratio) {
+        errs.push(
+            p("rollout.max_p95_ratio"),
+            ErrorKind::Invalid(format!(
+                "{} must be between 1 and 1000 (canary p95 / stable p95)",
+                r.max_p95_ratio
+            )),
+        );
+    }
+    Some(RolloutSettings {
+        pool: r.pool,
+        canary_endpoints,
+        canary_docroot: r.canary_docroot,
+        canary_release,
+        plan: plan?,
+        analysis_interval: Duration::from_secs(
+            r.analysis_interval_secs
+                .clamp(1, MAX_ANALYSIS_INTERVAL_SECS),
+        ),
+        min_requests: r.min_requests.max(1),
+        max_error_ppm: (r.max_error_ratio.clamp(0.0, 1.0) * 1_000_000.0).round() as u32,
+        max_p95_milli: (r.max_p95_ratio.clamp(1.0, 1000.0) * 1000.0).round() as u32,
+        checkout_sticky: Duration::from_secs(r.checkout_sticky_secs),
+        state_file: r.state_file,
+    })
 }
 
 fn compile_cluster(c: file::ClusterConfig, errs: &mut Errors) -> ClusterSettings {
@@ -920,7 +1097,23 @@ fn compile_magento(
         }
     }
 
+    let release = match m.release.trim() {
+        "" => None,
+        r if is_release_id(r) => Some(r.to_owned()),
+        r => {
+            errs.push(
+                p("magento.release"),
+                ErrorKind::Invalid(format!(
+                    "{r:?}: a release id is 1 to {MAX_RELEASE_ID_LEN} letters, digits, '.', '_' \
+                     or '-', e.g. \"1712345678\" or \"v2.4.8-p1\""
+                )),
+            );
+            None
+        }
+    };
+
     Some(MagentoSettings {
+        release,
         docroot: m.docroot,
         nginx_generation: nginx_generation?,
         gzip: m.gzip,
@@ -1654,6 +1847,76 @@ mod tests {
         );
         assert_eq!(v.magento.mage_mode, None);
         assert_eq!(v.log.format, LogFormat::Text);
+    }
+
+    #[test]
+    fn r18_rollout_contract_is_checked_with_key_paths() {
+        assert_eq!(compile(with_docroot()).unwrap().rollout, None);
+        let rollout = |f: &dyn Fn(&mut file::RolloutConfig)| {
+            let mut c = with_docroot();
+            let mut r = file::RolloutConfig::default();
+            f(&mut r);
+            c.rollout = Some(r);
+            c
+        };
+        let v = compile(rollout(&|r| {
+            r.canary_endpoints = vec!["fcgi://127.0.0.1:9001".into()]
+        }))
+        .unwrap()
+        .rollout
+        .unwrap();
+        assert_eq!(v.pool, "frontend");
+        assert_eq!(v.plan, magestack_rollout::Plan::default_plan());
+        assert_eq!((v.max_error_ppm, v.max_p95_milli), (10_000, 1500));
+        let c = rollout(&|r| {
+            r.pool = "imports".into();
+            r.canary_endpoints = vec![
+                "fcgi://127.0.0.1:9001".into(),
+                "ftp://x".into(),
+                "http://127.0.0.1:1".into(),
+            ];
+            r.steps = vec!["10%/5m".into(), "150%".into()];
+            r.max_error_ratio = 2.0;
+            r.analysis_interval_secs = 0;
+        });
+        let errs = errors(c);
+        let keys: Vec<&str> = errs.iter().map(|e| e.split(':').next().unwrap()).collect();
+        assert_eq!(
+            keys,
+            [
+                "rollout.pool",
+                "rollout.canary_endpoints[1]",
+                "rollout.canary_endpoints[2]",
+                "rollout.steps[1]",
+                "rollout.analysis_interval_secs",
+                "rollout.max_error_ratio"
+            ],
+            "{errs:#?}"
+        );
+        assert!(errs[3].contains("outside 0-100"), "{}", errs[3]);
+        let errs = errors(rollout(&|r| r.steps = vec!["10%/5m".into(), "50%".into()]));
+        assert_eq!(
+            errs,
+            ["rollout.steps[1]: the last step must be 100% (promotion follows it), got 50%"]
+        );
+    }
+
+    #[test]
+    fn r18_magento_release_is_checked() {
+        let mut c = with_docroot();
+        c.magento.release = " 1712345678 ".into();
+        assert_eq!(
+            compile(c).unwrap().magento.release.as_deref(),
+            Some("1712345678")
+        );
+        assert_eq!(compile(with_docroot()).unwrap().magento.release, None);
+        let mut c = with_docroot();
+        c.magento.release = "v1 beta".into();
+        let errs = errors(c);
+        assert!(
+            errs[0].starts_with("magento.release: \"v1 beta\""),
+            "{errs:?}"
+        );
     }
 
     #[test]

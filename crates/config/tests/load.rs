@@ -326,6 +326,7 @@ fn golden_example_file() {
             open_file_cache_entries: 10_000,
             open_file_cache_bytes: 64 * 1024 * 1024,
             open_file_cache_valid: Duration::from_secs(5),
+            release: None,
         },
         upstream: UpstreamSettings {
             url: UpstreamUrl::FastCgiTcp {
@@ -468,8 +469,46 @@ fn golden_example_file() {
             l2: true,
         },
         dbproxy: default_dbproxy(),
+        rollout: Some(magestack_config::RolloutSettings {
+            pool: "frontend".into(),
+            canary_endpoints: vec![UpstreamUrl::FastCgiTcp {
+                host: "127.0.0.1".into(),
+                port: 9001,
+            }],
+            canary_docroot: Some("/srv/release-b/pub".into()),
+            canary_release: None,
+            plan: magestack_rollout::Plan::parse(&["10%/5m", "50%/5m", "100%"]).unwrap(),
+            analysis_interval: Duration::from_secs(10),
+            min_requests: 200,
+            max_error_ppm: 10_000,
+            max_p95_milli: 1500,
+            checkout_sticky: Duration::from_secs(1800),
+            state_file: Some("/var/lib/magestack/rollout.json".into()),
+        }),
     };
     assert_eq!(got, want);
+}
+
+/// Issue 18: `[rollout]` errors name their key and line.
+#[test]
+fn r18_rollout_errors_name_key_and_line() {
+    let src = format!(
+        "{DOCROOT}[rollout]\ncanary_endpoints = [\n  \"fcgi://127.0.0.1:9001\",\n  \"gopher://x\",\n]\nsteps = [\"10%/5m\", \"50%/1m\", \"120%\"]\nmax_p95_ratio = 0.5\npool = \"nope\"\n"
+    );
+    assert_eq!(
+        errors(&src),
+        [
+            "edge.toml:6: rollout.canary_endpoints[1]: unsupported scheme \"gopher\"; expected fcgi://host:port, fcgi+unix:///path/to.sock or http://host:port",
+            "edge.toml:8: rollout.steps[2]: \"120%\": weight 120% is outside 0-100",
+            "edge.toml:9: rollout.max_p95_ratio: 0.5 must be between 1 and 1000 (canary p95 / stable p95)",
+            "edge.toml:10: rollout.pool: \"nope\" is not a configured pool (pools: frontend)",
+        ]
+    );
+    let src = format!("{DOCROOT}[rollout]\nsteps = [\"10%/5m\", \"50%/1m\"]\n");
+    assert_eq!(
+        errors(&src),
+        ["edge.toml:4: rollout.steps[1]: the last step must be 100% (promotion follows it), got 50%"]
+    );
 }
 
 #[test]
@@ -609,6 +648,11 @@ fn schema_keys() -> Vec<String> {
     c.waf.rate_limit_rules = vec![file::RateLimitRuleConfig::default()];
     c.waf.injection_exclusions = vec![file::InjectionExclusionConfig::default()];
     c.dbproxy.admin_listen = Some(String::new());
+    c.rollout = Some(file::RolloutConfig {
+        canary_docroot: Some(PathBuf::new()),
+        state_file: Some(PathBuf::new()),
+        ..file::RolloutConfig::default()
+    });
     let text = toml::to_string(&c).unwrap();
     let doc: toml_edit::DocumentMut = text.parse().unwrap();
     let mut out = Vec::new();
@@ -637,7 +681,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 127, "{keys:#?}");
+    assert_eq!(keys.len(), 139, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =

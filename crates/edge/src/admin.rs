@@ -188,6 +188,9 @@ pub async fn serve(
                         throttle: &throttle,
                         peer: peer.ip(),
                     };
+                    if is_rollout_path(req.uri().path()) {
+                        return Ok::<_, Infallible>(rollout_api(req, &edge, &gate).await);
+                    }
                     if let Some(r) = status(&req, &ready, &edge, &gate, &history) {
                         return Ok::<_, Infallible>(r);
                     }
@@ -327,6 +330,125 @@ impl Gate<'_> {
                 Some(r)
             }
         }
+    }
+}
+
+/// `GET /rollout` and `POST /admin/rollout/…`.
+fn is_rollout_path(path: &str) -> bool {
+    path == "/rollout" || path.starts_with("/admin/rollout/")
+}
+
+/// The rollout API: behind the ACL or token like the rest of `/admin/`,
+/// but a missing or wrong token is a 401 (`WWW-Authenticate: Bearer`), so
+/// CI scripts tell "not allowed" from "not there".
+async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Response<EdgeBody> {
+    match gate.access.check(gate.peer, &req, gate.throttle) {
+        Access::Allowed => {}
+        Access::Denied => {
+            let mut r = json(
+                StatusCode::UNAUTHORIZED,
+                "{\"error\":\"a valid admin token is required (Authorization: Bearer $MAGESTACK_ADMIN_TOKEN)\"}\n".into(),
+            );
+            r.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+        Access::Throttled(_) => {
+            return gate.refuse(&req).unwrap_or_else(|| {
+                json(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "{\"error\":\"throttled\"}\n".into(),
+                )
+            })
+        }
+    }
+    let Some(rollout) = edge.rollout.clone() else {
+        return json(
+            StatusCode::NOT_FOUND,
+            "{\"error\":\"this edge has no [rollout]\"}\n".into(),
+        );
+    };
+    let path = req.uri().path().to_owned();
+    if path == "/rollout" {
+        if req.method() != http::Method::GET && req.method() != http::Method::HEAD {
+            return json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "{\"error\":\"use GET\"}\n".into(),
+            );
+        }
+        let pools = edge.pool_stats();
+        return json(
+            StatusCode::OK,
+            format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
+        );
+    }
+    if req.method() != http::Method::POST {
+        let mut r = json(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{\"error\":\"use POST\"}\n".into(),
+        );
+        r.headers_mut()
+            .insert(http::header::ALLOW, http::HeaderValue::from_static("POST"));
+        return r;
+    }
+    use magestack_rollout::Action;
+    let action = match path.trim_start_matches("/admin/rollout/") {
+        "start" => Action::Start,
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "promote" => Action::Promote,
+        "abort" => Action::Abort,
+        _ => return json(StatusCode::NOT_FOUND, "{\"error\":\"not found\"}\n".into()),
+    };
+    let start = if action == Action::Start {
+        let limited = http_body_util::Limited::new(req.into_body(), crate::rollout::MAX_START_BODY);
+        let bytes =
+            match http_body_util::BodyExt::collect(limited).await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return json(
+                    StatusCode::BAD_REQUEST,
+                    "{\"error\":\"the start request's body could not be read (at most 64 KiB)\"}\n"
+                        .into(),
+                ),
+            };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            None
+        } else {
+            match serde_json::from_slice::<crate::rollout::StartRequest>(&bytes) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return json(
+                        StatusCode::BAD_REQUEST,
+                        format!(
+                            "{{\"error\":{}}}\n",
+                            serde_json::Value::from(format!(
+                                "the body is JSON with optional \"steps\" and \"canary_endpoints\": {e}"
+                            ))
+                        ),
+                    )
+                }
+            }
+        }
+    } else {
+        None
+    };
+    match rollout.command(action, start) {
+        Ok(_) => {
+            let pools = edge.pool_stats();
+            json(
+                StatusCode::OK,
+                format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
+            )
+        }
+        Err(refusal) => json(
+            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+            format!(
+                "{{\"error\":{}}}\n",
+                serde_json::Value::from(refusal.reason)
+            ),
+        ),
     }
 }
 

@@ -120,6 +120,10 @@ pub(crate) struct Served {
 
 /// What a delivery needs to know about the client request.
 struct ClientView {
+    /// The release of the track the request goes to: its cache namespace
+    /// (ESI fragments inherit it, and the track).
+    release: Option<Arc<str>>,
+    routed: Option<crate::rollout::Routed>,
     method: Method,
     headers: HeaderMap,
     accept_gzip: bool,
@@ -142,8 +146,14 @@ impl Edge {
             .unwrap_or("/")
             .to_owned();
         let authority = req.uri().authority().map(|a| a.as_str().to_owned());
+        let routed = req.extensions().get::<crate::rollout::Routed>().cloned();
+        let release = match &routed {
+            Some(r) => r.release.clone(),
+            None => self.release.clone(),
+        };
         let decision = {
-            let mut view = RequestView::new(req.method(), &target, req.headers());
+            let mut view = RequestView::new(req.method(), &target, req.headers())
+                .with_release(release.as_deref());
             if let Some(a) = authority.as_deref() {
                 view = view.with_host_fallback(a);
             }
@@ -167,6 +177,8 @@ impl Edge {
                 // The headers move into the client view: no copy on the hit path.
                 let headers = std::mem::take(&mut parts.headers);
                 let cv = ClientView {
+                    release,
+                    routed,
                     accept_gzip: plan.accept_gzip,
                     accept_br: plan.accept_gzip && crate::compress::accepts(&headers, "br"),
                     method: parts.method.clone(),
@@ -888,16 +900,22 @@ impl Edge {
         target.apply_host(&mut headers);
         let uri: Uri = target.url.parse().ok()?;
         let decision = classify(
-            &RequestView::new(&Method::GET, &target.url, &headers),
+            &RequestView::new(&Method::GET, &target.url, &headers)
+                .with_release(cv.release.as_deref()),
             &cache.s.policy,
         );
-        let (parts, ()) = Request::builder()
+        let (mut parts, ()) = Request::builder()
             .method(Method::GET)
             .uri(uri)
             .body(())
             .ok()?
             .into_parts();
+        if let Some(r) = &cv.routed {
+            parts.extensions.insert(r.clone());
+        }
         let sub_cv = ClientView {
+            release: cv.release.clone(),
+            routed: cv.routed.clone(),
             method: Method::GET,
             headers,
             accept_gzip: false,
@@ -1122,6 +1140,10 @@ fn fetch_parts(
         Err(_) => Request::new(()).into_parts(),
     };
     p.headers = miss_fetch_headers(headers);
+    // The fetch goes to the request's track.
+    if let Some(r) = parts.extensions.get::<crate::rollout::Routed>() {
+        p.extensions.insert(r.clone());
+    }
     if let Some(a) = parts.uri.authority() {
         if !p.headers.contains_key(header::HOST) {
             if let Ok(v) = HeaderValue::from_str(a.as_str()) {

@@ -56,6 +56,11 @@ pub struct Edge {
     stop: tokio::sync::watch::Sender<bool>,
     /// How request bodies are read, and the memory they share.
     pub(crate) body_limits: request_body::BodyLimits,
+    /// The release the upstream runs ([`crate::release`]): the cache
+    /// namespace of its pages. Read when the edge is built (start, reload).
+    pub(crate) release: Option<Arc<str>>,
+    /// The canary of `[rollout]` ([`crate::rollout`]); `None` without one.
+    pub(crate) rollout: Option<Arc<crate::rollout::Rollout>>,
 }
 
 /// Most warm-up rounds.
@@ -254,7 +259,36 @@ impl Edge {
         let files = Arc::new(crate::open_file_cache::OpenFileCache::new(
             s.open_file_cache,
         ));
+        let release = crate::release::resolve(s.docroot.as_deref(), s.release.as_deref());
+        tracing::info!(
+            release = release.as_deref().unwrap_or("none"),
+            "Release of the upstream (cache namespace)."
+        );
+        let rollout = match &s.rollout {
+            Some(spec) => {
+                let index = specs.iter().position(|p| p.name == spec.pool).unwrap_or(0);
+                let redis = s.cluster.as_ref().and_then(|c| {
+                    redis::Client::open(crate::purge_bus::connection_url(c))
+                        .ok()
+                        .map(|client| (client, c.channel.clone()))
+                });
+                Some(Arc::new(crate::rollout::Rollout::new(
+                    spec.clone(),
+                    index,
+                    specs[index].clone(),
+                    s.keepalive_connections,
+                    s.max_response_header_bytes,
+                    s.generation,
+                    http,
+                    release.clone(),
+                    redis,
+                )))
+            }
+            None => None,
+        };
         Ok(Self {
+            rollout,
+            release,
             body_limits,
             files,
             s,
@@ -301,7 +335,7 @@ impl Edge {
             Arc::from("waf_admin_allow"),
             self.ip_filter.admin_hidden.load(Ordering::Relaxed),
         ));
-        self.metrics.render(
+        let text = self.metrics.render(
             self.pool_stats(),
             self.cache_stats(),
             limited,
@@ -326,7 +360,21 @@ impl Edge {
                     }
                 },
             },
-        )
+        );
+        crate::rollout::with_metrics(text, self.rollout.as_deref())
+    }
+
+    /// The index of the pool a path goes to (`frontend` = 0).
+    pub(crate) fn pool_index_for(&self, path: &str) -> usize {
+        self.upstream
+            .router
+            .pick(path)
+            .min(self.upstream.pools.len().saturating_sub(1))
+    }
+
+    /// The release the upstream runs (`None`: none known).
+    pub fn release(&self) -> Option<&str> {
+        self.release.as_deref()
     }
 
     /// The settings the edge runs with.
@@ -379,6 +427,9 @@ impl Edge {
             let this = self.clone();
             let cache = cache.clone();
             until_stopped(Box::pin(async move { this.health_probe(cache).await }));
+        }
+        if let Some(rollout) = &self.rollout {
+            until_stopped(Box::pin(Arc::clone(rollout).run()));
         }
         if !self.s.readiness.warmup_urls.is_empty() {
             let this = self.clone();
@@ -507,7 +558,12 @@ impl Edge {
         if !req.uri().path().starts_with('/') {
             return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge);
         }
-        let Some(router) = &self.router else {
+        let canary = crate::rollout::canary_of(&req);
+        let Some(router) = canary
+            .as_ref()
+            .and_then(|c| c.router.as_ref())
+            .or(self.router.as_ref())
+        else {
             let denied = self.s.deny_without_docroot
                 && magestack_routing::normalize(req.uri().path())
                     .is_ok_and(|p| magestack_routing::is_denied(&p));
@@ -647,7 +703,9 @@ impl Edge {
         };
         // Wait for a free PHP-FPM child of the request's pool, in the edge
         // (bounded, counted), rather than inside FPM's backlog.
-        let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
+        let routed = parts.extensions.get::<crate::rollout::Routed>().cloned();
+        let canary = routed.as_ref().and_then(|r| r.canary.clone());
+        let (pool, permit, slot) = match self.admit(parts.uri.path(), canary.as_ref()).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
@@ -662,6 +720,7 @@ impl Edge {
         // before DNS and the health checks noticed costs no request.
         let params = &params;
         let prepared = &prepared;
+        let asked = std::time::Instant::now();
         let outcome = with_failover(
             pool,
             &mut permit,
@@ -674,6 +733,11 @@ impl Edge {
             },
         )
         .await;
+        self.observe_rollout(
+            routed.as_ref(),
+            outcome.as_ref().ok().map(|r| r.status.as_u16()),
+            asked,
+        );
         match outcome {
             Ok(r) => {
                 let body = http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
@@ -715,19 +779,17 @@ impl Edge {
     /// Picks the request's pool and waits for a slot in it: the pool, the
     /// permit (held until the response body ends) and the metrics label; or
     /// the 503 (`Retry-After`) a full pool answers.
-    async fn admit(
-        &self,
+    async fn admit<'a>(
+        &'a self,
         path: &str,
-    ) -> Result<(&Arc<Pool>, crate::pool::PoolPermit, PoolSlot), (Response<EdgeBody>, Outcome)>
+        canary: Option<&'a Arc<crate::rollout::CanaryTrack>>,
+    ) -> Result<(&'a Arc<Pool>, crate::pool::PoolPermit, PoolSlot), (Response<EdgeBody>, Outcome)>
     {
         let pools = &self.upstream.pools;
-        let index = self
-            .upstream
-            .router
-            .pick(path)
-            .min(pools.len().saturating_sub(1));
+        let index = self.pool_index_for(path);
         let slot = PoolSlot(index + 1);
-        let Some(pool) = pools.get(index) else {
+        // A request on the canary track goes to the canary's own pool.
+        let Some(pool) = canary.map(|c| &c.pool).or_else(|| pools.get(index)) else {
             return Err((
                 error_page(StatusCode::BAD_GATEWAY, None),
                 Outcome::UpstreamError,
@@ -768,7 +830,9 @@ impl Edge {
                 Ok(p) => p,
                 Err(e) => return (e.response(), Outcome::Edge),
             };
-        let (pool, permit, slot) = match self.admit(parts.uri.path()).await {
+        let routed = parts.extensions.get::<crate::rollout::Routed>().cloned();
+        let canary = routed.as_ref().and_then(|r| r.canary.clone());
+        let (pool, permit, slot) = match self.admit(parts.uri.path(), canary.as_ref()).await {
             Ok(admitted) => admitted,
             Err(refused) => return refused,
         };
@@ -797,6 +861,7 @@ impl Edge {
         // As on the FastCGI path: a refused connection goes to the next endpoint.
         let mut permit = permit;
         let (head, prepared, target, forwarded_for) = (&head, &prepared, &target, &forwarded_for);
+        let asked = std::time::Instant::now();
         let outcome = with_failover(
             pool,
             &mut permit,
@@ -814,6 +879,11 @@ impl Edge {
             },
         )
         .await;
+        self.observe_rollout(
+            routed.as_ref(),
+            outcome.as_ref().ok().map(|r| r.status().as_u16()),
+            asked,
+        );
         match outcome {
             Ok(r) => {
                 let mut r = r.map(|b| crate::body::with_guard(b, Some(permit)));
@@ -825,6 +895,18 @@ impl Edge {
                 pool.record_error(e.is_timeout());
                 (e.response(slot), Outcome::UpstreamError)
             }
+        }
+    }
+
+    /// Counts an answer of the split pool's PHP for the rollout's analysis.
+    fn observe_rollout(
+        &self,
+        routed: Option<&crate::rollout::Routed>,
+        status: Option<u16>,
+        asked: std::time::Instant,
+    ) {
+        if let (Some(rollout), Some(r)) = (&self.rollout, routed.filter(|r| r.counted)) {
+            rollout.observe(r.track, status, asked.elapsed());
         }
     }
 

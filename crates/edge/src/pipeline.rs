@@ -288,7 +288,10 @@ impl Edge {
         conn: &ConnInfo,
         client: IpAddr,
     ) -> (Response<EdgeBody>, Outcome, &'static str) {
-        match (&self.cache, limited) {
+        // The rollout's track (and its release) rides in the extensions;
+        // the assignment cookie goes on whatever answers.
+        let (req, set_cookie) = self.assign_track(req, conn, client);
+        let mut served = match (&self.cache, limited) {
             (Some(cache), false) => {
                 let served = self.cached(cache, req, conn, client).await;
                 (served.resp, served.outcome, served.cache)
@@ -308,7 +311,11 @@ impl Edge {
                 let (resp, outcome) = self.dispatch(req, conn, client).await;
                 (resp, outcome, "-")
             }
+        };
+        if let Some(cookie) = set_cookie {
+            served.0.headers_mut().append(header::SET_COOKIE, cookie);
         }
+        served
     }
 
     /// Phase 5: nginx's output filters, HSTS, the request's metrics and

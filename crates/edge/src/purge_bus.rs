@@ -546,7 +546,7 @@ fn refusal(spec: &ClusterSpec, e: &redis::RedisError) -> Option<String> {
 }
 
 /// The URL with the password added (never logged).
-fn connection_url(spec: &ClusterSpec) -> String {
+pub(crate) fn connection_url(spec: &ClusterSpec) -> String {
     match &spec.password {
         Some(pw) if !pw.is_empty() => {
             let enc = percent_encoding::utf8_percent_encode(pw, percent_encoding::NON_ALPHANUMERIC);

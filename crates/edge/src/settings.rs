@@ -313,6 +313,9 @@ pub struct EdgeSettings {
     pub mage_mode: Option<String>,
     /// host → (`MAGE_RUN_CODE`, `MAGE_RUN_TYPE`).
     pub mage_run: Vec<(String, String, String)>,
+    /// `magento.release`: the release when the docroot has no
+    /// `static/deployed_version.txt` ([`crate::release`]); `None` = none.
+    pub release: Option<String>,
     /// The upstream.
     pub upstream: UpstreamTarget,
     /// Connect timeout (504 when exceeded, 502 when refused).
@@ -340,6 +343,8 @@ pub struct EdgeSettings {
     pub injection: Option<InjectionSpec>,
     /// The purge bus over Redis; `None` = a single edge.
     pub cluster: Option<ClusterSpec>,
+    /// `[rollout]`: the edge's own canary of one pool; `None` = none.
+    pub rollout: Option<RolloutSpec>,
     /// Without a docroot (an HTTP upstream), still answer 404 for what
     /// Magento's nginx sample denies by path alone
     /// ([`magestack_routing::is_denied`]) instead of proxying it. On for
@@ -428,4 +433,27 @@ impl CacheSettings {
             health_check: HealthCheckSettings::default(),
         }
     }
+}
+
+/// `[rollout]` as the edge runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutSpec {
+    /// The split pool's name.
+    pub pool: String,
+    /// Default canary endpoints (`fcgi://…`, `fcgi+unix://…`, `http://…`).
+    pub canary_endpoints: Vec<String>,
+    /// The canary's `pub/`.
+    pub canary_docroot: Option<PathBuf>,
+    /// The canary's release when its docroot names none.
+    pub canary_release: Option<String>,
+    /// Default plan.
+    pub plan: magestack_rollout::Plan,
+    /// Time between judgements.
+    pub analysis_interval: Duration,
+    /// Judgement thresholds.
+    pub thresholds: magestack_rollout::Thresholds,
+    /// Checkout stickiness.
+    pub checkout_sticky: Duration,
+    /// The local state file.
+    pub state_file: Option<PathBuf>,
 }

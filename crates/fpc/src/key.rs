@@ -95,6 +95,7 @@ mod tag {
     pub const HOST: u8 = 9;
     pub const HOST_FALLBACK: u8 = 10;
     pub const REQUESTED_WITH: u8 = 11;
+    pub const RELEASE: u8 = 12;
 }
 
 /// GraphQL components of a key (§3.4), present only for `/graphql` URLs.
@@ -143,6 +144,13 @@ pub struct KeyParts<'a> {
     /// blocks for `XMLHttpRequest` and 404s otherwise), so a plain GET must
     /// not store the answer AJAX calls will get.
     pub requested_with: Option<&'a [u8]>,
+    /// The release of the upstream track (magestack, not the VCL): the
+    /// cache namespace. Pages of two releases (stable and canary, or two
+    /// pods of a rolling deploy sharing one L2) never share a key, so one
+    /// is never served for the other; purges work on tags, across every
+    /// namespace. Absent when no release is known, which keeps the keys
+    /// of an edge without releases as they were.
+    pub release: Option<&'a str>,
 }
 
 impl<'a> KeyParts<'a> {
@@ -181,6 +189,7 @@ impl<'a> KeyParts<'a> {
             url,
             host,
             requested_with: headers::first(h, &X_REQUESTED_WITH),
+            release: req.release,
         }
     }
 
@@ -221,6 +230,7 @@ impl<'a> KeyParts<'a> {
                 tag::HOST => "host",
                 tag::HOST_FALLBACK => "host.fallback",
                 tag::REQUESTED_WITH => "requested_with",
+                tag::RELEASE => "release",
                 _ => "?",
             };
             out.push_str(name);
@@ -263,6 +273,9 @@ impl<'a> KeyParts<'a> {
         }
         if let Some(v) = self.requested_with {
             f(tag::REQUESTED_WITH, v);
+        }
+        if let Some(v) = self.release {
+            f(tag::RELEASE, v.as_bytes());
         }
     }
 }

@@ -25,6 +25,11 @@ pub struct RequestView<'a> {
     /// The host to key on when the request has no `Host` header: the
     /// HTTP/2 `:authority`, else the server's IP (Varnish `server.ip`).
     pub host_fallback: Option<&'a str>,
+    /// The release (code version) of the upstream track the request is
+    /// routed to: part of the key, so a page rendered by one release is
+    /// never served to a request routed to another (`None`: no release
+    /// known; the key is what it was before releases existed).
+    pub release: Option<&'a str>,
 }
 
 impl<'a> RequestView<'a> {
@@ -36,12 +41,20 @@ impl<'a> RequestView<'a> {
             headers,
             is_restart: false,
             host_fallback: None,
+            release: None,
         }
     }
 
     /// Marks the request as a restart (forces a miss).
     pub fn restarted(mut self) -> Self {
         self.is_restart = true;
+        self
+    }
+
+    /// Sets the release of the track the request goes to (see
+    /// [`RequestView::release`]); an empty id counts as none.
+    pub fn with_release(mut self, release: Option<&'a str>) -> Self {
+        self.release = release.filter(|r| !r.is_empty());
         self
     }
 

@@ -20,6 +20,26 @@ pub fn authority(given: &str) -> String {
 
 /// The status and body of `GET path`.
 pub fn get(admin: &str, path: &str, token: Option<&str>) -> Result<(u16, String)> {
+    request(admin, "GET", path, token, None)
+}
+
+/// The status and body of `POST path` with a JSON body (or none).
+pub fn post(
+    admin: &str,
+    path: &str,
+    token: Option<&str>,
+    json: Option<&str>,
+) -> Result<(u16, String)> {
+    request(admin, "POST", path, token, Some(json.unwrap_or("")))
+}
+
+fn request(
+    admin: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> Result<(u16, String)> {
     use std::net::ToSocketAddrs;
     let addr = authority(admin);
     let sock = addr
@@ -34,7 +54,14 @@ pub fn get(admin: &str, path: &str, token: Option<&str>) -> Result<(u16, String)
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
+    match body {
+        None => write!(s, "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?,
+        Some(b) => write!(
+            s,
+            "{method} {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+            b.len()
+        )?,
+    }
     let mut raw = Vec::new();
     s.take(MAX_ANSWER)
         .read_to_end(&mut raw)

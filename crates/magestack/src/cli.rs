@@ -61,6 +61,10 @@ pub enum Command {
     /// Warm the full-page cache: request every page of a sitemap (or URL list) through the edge,
     /// politely; a summary, exit 1 when a page did not answer 2xx/3xx.
     Warm(WarmArgs),
+    /// Drive the edge's own canary of a release (`[rollout]`) through its admin API: status, start,
+    /// pause, resume, promote, abort. `status` exits 0 once promoted, 2 when aborted, 3 while running
+    /// or paused, 4 when idle (`--wait` polls until promoted or aborted).
+    Rollout(RolloutArgs),
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
@@ -113,7 +117,7 @@ pub struct EdgeArgs {
     #[arg(long)]
     pub docroot: Option<PathBuf>,
     /// Admin listener: / (status page; /status.json), /healthz, /readyz, /metrics, /pools, /cache/stats,
-    /// POST /admin/reload and POST /admin/purge (all but the health checks need a peer in cache.purge_acl or
+    /// POST /admin/reload, POST /admin/purge, GET /rollout and POST /admin/rollout/* (all but the health checks need a peer in cache.purge_acl or
     /// MAGESTACK_ADMIN_TOKEN; off loopback the token is required: 64 hex digits or 43 other characters).
     #[arg(long)]
     pub admin_listen: Option<SocketAddr>,
@@ -203,6 +207,45 @@ pub struct DoctorArgs {
     /// `text` for people, `json` (a list of findings: severity, check, message, why, fix) for CI.
     #[arg(long, value_enum, default_value = "text")]
     pub format: DoctorFormat,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub action: RolloutAction,
+    /// The edge's admin listener, host:port (MAGESTACK_ADMIN_TOKEN when not on its ACL).
+    #[arg(long, global = true, default_value = "127.0.0.1:9180")]
+    pub admin: String,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum RolloutAction {
+    /// Print the rollout (GET /rollout); the exit code tells its state.
+    Status {
+        /// Poll until the rollout is promoted (exit 0) or aborted (exit 2).
+        #[arg(long)]
+        wait: bool,
+        /// Seconds between polls with --wait.
+        #[arg(long, default_value_t = 2.0)]
+        interval: f64,
+    },
+    /// Start the configured plan (409 while one runs).
+    Start {
+        /// Steps instead of the configured ones, comma-separated: 10%/5m,50%/5m,100%.
+        #[arg(long, value_delimiter = ',')]
+        steps: Vec<String>,
+        /// A canary endpoint instead of the configured ones (repeatable): fcgi://host:port.
+        #[arg(long = "canary-endpoint")]
+        canary_endpoints: Vec<String>,
+    },
+    /// Stop the step's clock (the automatic abort still runs).
+    Pause,
+    /// Restart the step's clock.
+    Resume,
+    /// Make the canary stable now (remaining steps skipped).
+    Promote,
+    /// Move everyone back to stable now.
+    Abort,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -28,6 +28,7 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Warm(args) => crate::warm::run(args),
         Command::Top(args) => crate::top::run(args),
+        Command::Rollout(args) => crate::rollout_cmd::run(args),
         Command::Edge(args) => {
             anyhow::ensure!(
                 args.config.is_some() || args.upstream.is_some() || args.docroot.is_some(),
@@ -514,6 +515,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
                 )
             })
             .collect(),
+        release: m.release.clone(),
         upstream: upstream_target(&cfg.upstream.url),
         connect_timeout: cfg.upstream.connect_timeout,
         read_timeout: cfg.upstream.read_timeout,
@@ -583,7 +585,39 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
         },
         cache: cache_settings(cfg),
         cluster: None,
+        rollout: cfg.rollout.as_ref().map(rollout_spec),
         deny_without_docroot: false,
+    }
+}
+
+/// `[rollout]` as the edge runs it (idle until started).
+fn rollout_spec(r: &magestack_config::RolloutSettings) -> magestack_edge::rollout::RolloutSpec {
+    magestack_edge::rollout::RolloutSpec {
+        pool: r.pool.clone(),
+        canary_endpoints: r.canary_endpoints.iter().map(endpoint_url).collect(),
+        canary_docroot: r.canary_docroot.clone(),
+        canary_release: r.canary_release.clone(),
+        plan: r.plan.clone(),
+        analysis_interval: r.analysis_interval,
+        thresholds: magestack_rollout::Thresholds {
+            min_requests: r.min_requests,
+            max_error_ratio: f64::from(r.max_error_ppm) / 1_000_000.0,
+            max_p95_ratio: f64::from(r.max_p95_milli) / 1000.0,
+        },
+        checkout_sticky: r.checkout_sticky,
+        state_file: r.state_file.clone(),
+    }
+}
+
+/// An endpoint as the config writes it (the rollout state keeps this form).
+fn endpoint_url(url: &UpstreamUrl) -> String {
+    match url {
+        UpstreamUrl::FastCgiTcp { host, port } if host.contains(':') => {
+            format!("fcgi://[{host}]:{port}")
+        }
+        UpstreamUrl::FastCgiTcp { host, port } => format!("fcgi://{host}:{port}"),
+        UpstreamUrl::FastCgiUnix(p) => format!("fcgi+unix://{}", p.display()),
+        UpstreamUrl::Http { authority } => format!("http://{authority}"),
     }
 }
 

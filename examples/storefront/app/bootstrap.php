@@ -382,3 +382,42 @@ function sf_mime_type(string $name): string
         'map' => 'application/json', 'xml' => 'application/xml', 'csv' => 'text/csv',
     ][$ext] ?? 'application/octet-stream';
 }
+
+/**
+ * TEST-ONLY fault injection, for canary tests: a copy of the storefront whose app/etc/fault.ini
+ * exists misbehaves as it says, on every page request. `error_ratio = 0.05` answers that share of
+ * requests 500; `slow_factor = 2` makes each request about (1 + 2) times as slow (it sleeps twice
+ * its own time, at least 2 x 5 ms, before the answer ends); `delay_ms = 40` adds a fixed delay.
+ * The committed tree has no fault.ini.
+ */
+function sf_inject_faults(): void
+{
+    static $fault = null;
+    if ($fault === null) {
+        $file = __DIR__ . '/etc/fault.ini';
+        $fault = is_file($file) ? (parse_ini_file($file) ?: []) : [];
+    }
+    if ($fault === []) {
+        return;
+    }
+    $ratio = (float)($fault['error_ratio'] ?? 0);
+    if ($ratio > 0 && mt_rand() / mt_getrandmax() < $ratio) {
+        http_response_code(500);
+        header('Cache-Control: no-store, no-cache, must-revalidate, max-age=0');
+        echo "injected fault\n";
+        exit;
+    }
+    $delay = (int)($fault['delay_ms'] ?? 0);
+    if ($delay > 0) {
+        usleep($delay * 1000);
+    }
+    $slow = (float)($fault['slow_factor'] ?? 0);
+    if ($slow > 0) {
+        $t0 = microtime(true);
+        register_shutdown_function(static function () use ($t0, $slow): void {
+            // At least slow_factor x 5 ms: the page itself renders in about a millisecond,
+            // the request through the edge and FastCGI takes a few.
+            usleep((int)(max(microtime(true) - $t0, 0.005) * $slow * 1e6));
+        });
+    }
+}

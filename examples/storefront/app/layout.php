@@ -6,7 +6,33 @@
 
 declare(strict_types=1);
 
-const SF_STATIC_BASE = '/static/version1712345678/frontend/Magento/luma/en_US/';
+/** The static deploy's version when pub/static/deployed_version.txt names none. */
+const SF_DEFAULT_STATIC_VERSION = '1712345678';
+
+/**
+ * The release this docroot runs: pub/static/deployed_version.txt, as Magento's static content
+ * deploy writes it (and as Magento puts it in static URLs: /static/versionNNN/...). Two copies of
+ * the storefront with different files are two releases, each page marked with its own.
+ */
+function sf_release(): string
+{
+    static $release = null;
+    if ($release === null) {
+        $root = (string)($_SERVER['DOCUMENT_ROOT'] ?? '');
+        if ($root === '') {
+            $root = dirname(__DIR__) . '/pub';
+        }
+        $text = @file_get_contents($root . '/static/deployed_version.txt');
+        $line = $text === false ? '' : trim(strtok($text, "\n") ?: '');
+        $release = preg_match('/^[A-Za-z0-9._-]{1,64}$/', $line) ? $line : SF_DEFAULT_STATIC_VERSION;
+    }
+    return $release;
+}
+
+function sf_static_base(): string
+{
+    return '/static/version' . sf_release() . '/frontend/Magento/luma/en_US/';
+}
 
 /** Identities of the top menu block (what Magento's Topmenu block reports). */
 function sf_topnav_tags(): array
@@ -63,7 +89,8 @@ function sf_render_page(string $title, string $bodyClass, string $content, array
 {
     $cur = $ctx['currency'];
     $customer = $ctx['customer'];
-    $static = SF_STATIC_BASE;
+    $static = sf_static_base();
+    $release = sf_h(sf_release());
     $welcome = $customer !== null
         ? 'Welcome, ' . sf_h($customer['name']) . '!'
         : 'Default welcome msg!';
@@ -122,6 +149,7 @@ function sf_render_page(string $title, string $bodyClass, string $content, array
 <meta name="robots" content="INDEX,FOLLOW"/>
 <meta name="viewport" content="width=device-width, initial-scale=1"/>
 <meta name="format-detection" content="telephone=no"/>
+<meta name="magestack-release" content="{$release}"/>
 <title>{$title}</title>
 {$css}{$js}<link rel="icon" type="image/x-icon" href="{$static}Magento_Theme/favicon.ico" />
 <link rel="shortcut icon" type="image/x-icon" href="{$static}Magento_Theme/favicon.ico" />

@@ -11,6 +11,7 @@ require_once __DIR__ . '/test_routes.php';
 
 function sf_dispatch(): void
 {
+    sf_inject_faults();
     $path = sf_request_path();
     $p = rtrim($path, '/');
     if ($p === '' || $p === '/index.php') {

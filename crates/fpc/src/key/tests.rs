@@ -253,6 +253,7 @@ fn s3_components_cannot_collide_by_concatenation() {
         url: "/",
         host: HostPart::None,
         requested_with: None,
+        release: None,
     };
     let b = KeyParts {
         vary: Some(Cow::Borrowed(b"a")),
@@ -302,6 +303,7 @@ fn key_is_stable_across_releases() {
         url: "/",
         host: HostPart::Header(b"localhost"),
         requested_with: None,
+        release: None,
     };
     let again = parts.clone();
     assert_eq!(parts.key(), again.key());
@@ -352,4 +354,33 @@ fn php_cookie_reads_cookies_as_php_does() {
     assert_eq!(php_cookie(&h, b"d"), Some(&b""[..]));
     assert_eq!(php_cookie(&h, b"e"), Some(&b""[..]));
     assert_eq!(php_cookie(&h, b"z"), None);
+}
+
+/// Issue 18: the release is part of the key; without one the key is what it
+/// was before releases existed (an L2 filled by older edges stays valid).
+#[test]
+fn r18_release_is_a_cache_namespace() {
+    let h = headers(&[("host", "shop.test")]);
+    let m = Method::GET;
+    let p = FpcPolicy::default();
+    let key_of = |release: Option<&str>| match classify(
+        &RequestView::new(&m, "/women.html", &h).with_release(release),
+        &p,
+    ) {
+        RequestDecision::Lookup(plan) => plan.key,
+        other => panic!("{other:?}"),
+    };
+    let none = key_of(None);
+    assert_eq!(none, key("/women.html", &[("host", "shop.test")]));
+    assert_eq!(key_of(Some("")), none, "an empty release is no release");
+    let a = key_of(Some("1712345678"));
+    let b = key_of(Some("1712349999"));
+    assert_ne!(a, none);
+    assert_ne!(a, b);
+    assert_eq!(a, key_of(Some("1712345678")));
+    let req = RequestView::new(&m, "/women.html", &h).with_release(Some("b7"));
+    assert_eq!(
+        key_debug(&req, "/women.html", &p).as_str(),
+        "url=/women.html host=shop.test release=b7"
+    );
 }

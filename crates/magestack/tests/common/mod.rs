@@ -104,3 +104,34 @@ pub fn wait_up(addr: SocketAddr) {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// A copy of `examples/storefront` whose `pub/static/deployed_version.txt`
+/// names `release` (the storefront marks its pages with it).
+pub fn storefront_release(release: &str) -> tempfile::TempDir {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/storefront");
+    let dir = tempfile::Builder::new()
+        .prefix("magestack-release-")
+        .tempdir()
+        .unwrap();
+    copy_tree(&src, dir.path());
+    std::fs::write(
+        dir.path().join("pub/static/deployed_version.txt"),
+        format!("{release}\n"),
+    )
+    .unwrap();
+    dir
+}
+
+fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        let kind = entry.file_type().unwrap();
+        if kind.is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else if kind.is_file() {
+            std::fs::copy(entry.path(), &target).unwrap();
+        }
+    }
+}
