@@ -12,6 +12,7 @@ use magestack_mysql_proto::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, 
 use magestack_mysql_proto::consts::{cap, err, status};
 use magestack_mysql_proto::handshake::{
     encode_auth_switch, ChangeUser, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
+    PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
 };
 use magestack_mysql_proto::response::first_text_column;
 use magestack_mysql_proto::{
@@ -212,7 +213,19 @@ async fn login(
     }
     let expected = auth::expected_response(&used_plugin, password, &scramble).unwrap_or_default();
     let user_ok = resp.username == cfg.user.as_bytes();
-    if !user_ok || !auth::constant_time_eq(&expected, &answer) {
+    let mut pass_ok = auth::constant_time_eq(&expected, &answer);
+    let mut full = false;
+    if used_plugin == CACHING_SHA2_PASSWORD && shared.cfg.client_full_auth && !answer.is_empty() {
+        // Full authentication, as a MySQL 8 server with a cold cache asks
+        // for it: the password itself, in clear inside TLS, else encrypted
+        // under the proxy's RSA key.
+        seq = ps.send(PERFORM_FULL_AUTH, seq).await.ok()?;
+        let (got, next) = full_auth(shared, &mut ps, &scramble).await?;
+        seq = next;
+        pass_ok = got.is_some_and(|pw| auth::constant_time_eq(&pw, password));
+        full = true;
+    }
+    if !user_ok || !pass_ok {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             String::from_utf8_lossy(&resp.username),
@@ -229,7 +242,7 @@ async fn login(
         .await;
         return None;
     }
-    if used_plugin == CACHING_SHA2_PASSWORD {
+    if used_plugin == CACHING_SHA2_PASSWORD && !full {
         seq = ps.send(FAST_AUTH_SUCCESS, seq).await.ok()?;
     }
     let mut b = BytesMut::new();
@@ -252,6 +265,55 @@ async fn login(
             scramble,
         },
     ))
+}
+
+/// `caching_sha2_password` full authentication after the proxy sent
+/// "perform full authentication": reads the
+/// client's password (inside TLS in clear; over plain TCP, after the client
+/// asked for the proxy's public key, RSA-OAEP encrypted, XOR the scramble).
+/// A cleartext password over plain TCP is never accepted (it fails to
+/// decrypt). Returns the password (`None`: not decryptable) and the next
+/// sequence id; `None` when the client left.
+async fn full_auth(
+    shared: &Shared,
+    ps: &mut PacketStream<Stream>,
+    scramble: &[u8],
+) -> Option<(Option<Vec<u8>>, u8)> {
+    let mut p = ps.read().await.ok()?;
+    let mut seq = p.last_seq.wrapping_add(1);
+    if ps.stream.is_tls() {
+        let pw = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload).to_vec();
+        return Some((Some(pw), seq));
+    }
+    let key = match shared.rsa_key().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "RSA key generation failed.");
+            return Some((None, seq));
+        }
+    };
+    if p.payload[..] == [REQUEST_PUBLIC_KEY] {
+        let mut b = Vec::with_capacity(1 + key.pem.len());
+        b.push(0x01);
+        b.extend_from_slice(&key.pem);
+        ps.send(&b, seq).await.ok()?;
+        p = ps.read().await.ok()?;
+        seq = p.last_seq.wrapping_add(1);
+    }
+    // A private-key operation: milliseconds of CPU, off the reactor.
+    let ciphertext = p.payload.to_vec();
+    let plain = tokio::task::spawn_blocking(move || key.decrypt(&ciphertext))
+        .await
+        .ok()
+        .flatten();
+    let pw = plain.map(|x| {
+        let mut pw = auth::xor_scramble(&x, scramble);
+        if pw.last() == Some(&0) {
+            pw.pop();
+        }
+        pw
+    });
+    Some((pw, seq))
 }
 
 async fn send_err(ps: &mut PacketStream<Stream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {

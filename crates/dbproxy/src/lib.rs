@@ -50,6 +50,7 @@ pub mod error;
 mod io;
 mod metrics;
 mod pool;
+mod rsa_auth;
 mod tls;
 
 use std::net::SocketAddr;
@@ -98,6 +99,12 @@ pub struct ProxyConfig {
     pub digests_max: usize,
     /// TLS offered to clients (`None`: not offered).
     pub client_tls: Option<ClientTls>,
+    /// Ask `caching_sha2_password` clients for full authentication (their
+    /// password: in clear inside TLS, else RSA-encrypted under the proxy's
+    /// key), as a MySQL 8 server does when its cache is cold, instead of
+    /// accepting the scramble answer. Off by default: the proxy knows the
+    /// password, so the scramble answer already proves it.
+    pub client_full_auth: bool,
 }
 
 impl ProxyConfig {
@@ -116,6 +123,7 @@ impl ProxyConfig {
             writer_only_tables: Vec::new(),
             digests_max: 1000,
             client_tls: None,
+            client_full_auth: false,
         }
     }
 }
@@ -141,11 +149,27 @@ pub(crate) struct Shared {
     next_id: AtomicU32,
     version: Mutex<Vec<u8>>,
     clients: Arc<Semaphore>,
+    /// The RSA key pair of `caching_sha2_password` full authentication over
+    /// plain TCP, made when a client first needs it.
+    rsa_key: tokio::sync::OnceCell<Arc<rsa_auth::ProxyKey>>,
 }
 
 impl Shared {
     fn server_version(&self) -> Vec<u8> {
         self.version.lock().clone()
+    }
+
+    /// The proxy's RSA key pair, generated on first use (off the reactor).
+    async fn rsa_key(&self) -> Result<Arc<rsa_auth::ProxyKey>, String> {
+        self.rsa_key
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(rsa_auth::ProxyKey::generate)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -209,6 +233,7 @@ impl Proxy {
                 metrics,
                 next_id: AtomicU32::new(1),
                 version: Mutex::new(version),
+                rsa_key: tokio::sync::OnceCell::new(),
             }),
         }
     }
