@@ -143,7 +143,15 @@ async fn login(
         capabilities: offered,
         charset: magestack_mysql_proto::consts::UTF8MB4_GENERAL_CI,
         status: status::AUTOCOMMIT,
-        auth_plugin: NATIVE_PASSWORD.as_bytes().to_vec(),
+        // With full authentication on, MySQL 8's default plugin, so that
+        // clients answer with it (a client may still choose native).
+        auth_plugin: if shared.cfg.client_full_auth {
+            CACHING_SHA2_PASSWORD
+        } else {
+            NATIVE_PASSWORD
+        }
+        .as_bytes()
+        .to_vec(),
     };
     let mut b = BytesMut::new();
     hs.encode(&mut b);
@@ -219,7 +227,7 @@ async fn login(
         // Full authentication, as a MySQL 8 server with a cold cache asks
         // for it: the password itself, in clear inside TLS, else encrypted
         // under the proxy's RSA key.
-        seq = ps.send(PERFORM_FULL_AUTH, seq).await.ok()?;
+        ps.send(PERFORM_FULL_AUTH, seq).await.ok()?;
         let (got, next) = full_auth(shared, &mut ps, &scramble).await?;
         seq = next;
         pass_ok = got.is_some_and(|pw| auth::constant_time_eq(&pw, password));

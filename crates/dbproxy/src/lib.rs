@@ -4,8 +4,8 @@
 //! What it does today:
 //!
 //! * Accepts MySQL clients, checks their user and password itself
-//!   (`mysql_native_password`, or `caching_sha2_password`'s fast path; any
-//!   other plugin is switched to native), and logs in to the backend with
+//!   (`mysql_native_password`, or `caching_sha2_password`; any other plugin
+//!   is switched to native), and logs in to the backend with
 //!   the same credentials.
 //! * Multiplexes: a client holds a backend connection only while a command
 //!   runs, unless its session is pinned (see
@@ -32,8 +32,9 @@
 //! * Serves `/healthz`, `/readyz`, `/metrics`, `/backends` and `/digests`
 //!   on an admin listener.
 //!
-//! * TLS to the servers (verified against a CA bundle; `caching_sha2_password`
-//!   full authentication inside it) and from clients that ask for it.
+//! * TLS to the servers (verified against a CA bundle) and from clients that
+//!   ask for it; `caching_sha2_password` full authentication both ways,
+//!   inside TLS or with the RSA key exchange over plain TCP.
 //!
 //! * `COM_CHANGE_USER`: a new login on the connection, checked like the
 //!   first; the old session ends as if its client had left.

@@ -10,9 +10,9 @@ use rsa::pkcs8::{DecodePublicKey as _, EncodePublicKey as _, LineEnding};
 use rsa::{Generate as _, PrivateKey, PublicKey};
 use sha1_011::Sha1;
 
-/// The proxy's key pair, made when the first client needs it (2048 bits,
-/// as MySQL generates its own): it lives only in memory and changes with
-/// every start, so there is no key file to protect or rotate.
+/// The proxy's key pair, made when the first client needs it (3072 bits,
+/// the crate's default; MySQL makes 2048): it lives only in memory and
+/// changes with every start, so there is no key file to protect or rotate.
 pub(crate) struct ProxyKey {
     private: PrivateKey,
     /// The public key, PEM (SubjectPublicKeyInfo, `BEGIN PUBLIC KEY`), as
@@ -67,7 +67,7 @@ mod tests {
         let k = ProxyKey::generate().unwrap();
         assert!(k.pem.starts_with(b"-----BEGIN PUBLIC KEY-----"));
         let ct = encrypt(&k.pem, b"secret\0").unwrap();
-        assert_eq!(ct.len(), 256);
+        assert_eq!(ct.len(), PrivateKey::DEFAULT_BITS / 8);
         assert_eq!(k.decrypt(&ct).unwrap(), b"secret\0");
         assert_eq!(k.decrypt(b"not a ciphertext"), None);
         assert!(encrypt(b"garbage", b"x").is_err());

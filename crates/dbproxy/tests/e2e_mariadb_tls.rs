@@ -14,12 +14,16 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use magestack_dbproxy::{BackendConfig, BackendTls, ClientTls, Proxy, ProxyConfig};
-use magestack_mysql_proto::auth::{caching_sha2_password, CACHING_SHA2_PASSWORD};
+use magestack_mysql_proto::auth::{caching_sha2_password, xor_scramble, CACHING_SHA2_PASSWORD};
 use magestack_mysql_proto::consts::{cap, status};
-use magestack_mysql_proto::handshake::{ClientHello, InitialHandshake, PERFORM_FULL_AUTH};
+use magestack_mysql_proto::handshake::{
+    ClientHello, InitialHandshake, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
+};
 use magestack_mysql_proto::packet::{self, Limits};
 use magestack_mysql_proto::OkPacket;
 use mysql_async::prelude::*;
+use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
+use rsa::Generate as _;
 use mysql_async::{Conn, OptsBuilder};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -296,9 +300,10 @@ fn ok_payload() -> Vec<u8> {
 }
 
 /// A scripted MySQL 8 login: `caching_sha2_password` with an empty cache,
-/// so after the scramble it asks for full authentication, which it accepts
-/// only inside TLS. Sends what it received as the cleartext password on
-/// `got`; then answers every command with OK.
+/// so after the scramble it asks for full authentication: inside TLS the
+/// cleartext password, over plain TCP (`tls` false) only after the client
+/// asked for its RSA public key, encrypted under it. Sends the password it
+/// recovered on `got`; then answers every command with OK.
 async fn sha2_server(
     tcp: tokio::net::TcpStream,
     tls: bool,
@@ -326,6 +331,44 @@ async fn sha2_server(
     hs.encode(&mut b);
     let mut tcp = tcp;
     send(&mut tcp, &b, 0).await;
+    if !tls {
+        // Plain TCP: the password only RSA-encrypted under our key.
+        let mut buf = BytesMut::new();
+        let resp = recv(&mut tcp, &mut buf).await.unwrap();
+        let Ok(ClientHello::Response(r)) = ClientHello::decode(&resp) else {
+            panic!("not a handshake response");
+        };
+        assert_eq!(r.capabilities & cap::SSL, 0);
+        send(&mut tcp, PERFORM_FULL_AUTH, 2).await;
+        let req = recv(&mut tcp, &mut buf).await.unwrap();
+        if req != [REQUEST_PUBLIC_KEY] {
+            got.send(req).unwrap(); // e.g. a cleartext password: a failure
+            return;
+        }
+        let key = rsa::PrivateKey::generate();
+        let pem = key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let mut more = vec![0x01];
+        more.extend_from_slice(pem.as_bytes());
+        send(&mut tcp, &more, 4).await;
+        let ct = recv(&mut tcp, &mut buf).await.unwrap();
+        let pw = key
+            .oaep_decrypt::<sha1_011::Sha1>(&ct)
+            .map(|x| xor_scramble(&x, &scramble))
+            .unwrap_or_default();
+        let accepted = pw == b"sha2-secret\0";
+        got.send(pw).unwrap();
+        if !accepted {
+            return;
+        }
+        send(&mut tcp, &ok_payload(), 6).await;
+        while let Some(cmd) = recv(&mut tcp, &mut buf).await {
+            if <[u8]>::first(&cmd) == Some(&1) {
+                return;
+            }
+            send(&mut tcp, &ok_payload(), 1).await;
+        }
+        return;
+    }
     // Exactly the SSL Request (4-byte header + 32): the TLS ClientHello that
     // follows at once must stay in the socket for the acceptor.
     let mut first = [0u8; 36];
@@ -400,6 +443,113 @@ async fn caching_sha2_full_authentication_sends_the_password_only_inside_tls() {
             >= 1
     );
     assert!(p.writer().up());
+}
+
+#[tokio::test]
+async fn caching_sha2_full_authentication_over_plain_tcp_encrypts_the_password_with_the_servers_key(
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let d = db();
+    let acc = ClientTlsAcceptor::new(&d.cert, &d.key).0;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(sha2_server(tcp, false, acc.clone(), tx.clone()));
+        }
+    });
+    let mut cfg = backend(&server_addr.to_string(), None);
+    cfg.password = "sha2-secret".into();
+    let p = Proxy::new(ProxyConfig {
+        writer_detection: false,
+        ..ProxyConfig::new(cfg)
+    })
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"sha2-secret\0");
+    assert!(p.writer().up());
+}
+
+/// A proxy with `client_full_auth`: clients log in with
+/// `caching_sha2_password` and give their password itself.
+async fn full_auth_proxy() -> (SocketAddr, Proxy) {
+    let d = db();
+    let ct = ClientTls::from_pem(&d.cert, &d.key, false).unwrap();
+    start(ProxyConfig {
+        client_tls: Some(ct),
+        client_full_auth: true,
+        ..ProxyConfig::new(backend(&d.primary, None))
+    })
+    .await
+}
+
+async fn pdo(addr: SocketAddr, password: &str, tls: bool) -> std::process::Output {
+    let d = db();
+    let ssl = if tls {
+        format!(
+            "PDO::MYSQL_ATTR_SSL_CA => '{}', PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT => true,",
+            d.ca.display()
+        )
+    } else {
+        String::new()
+    };
+    let script = format!(
+        r#"
+try {{
+    $pdo = new PDO('mysql:host={ip};port={port};dbname={db}', '{user}', getenv('PW'), [
+        PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, {ssl}
+    ]);
+    echo $pdo->query("SELECT 6 * 7")->fetchColumn();
+}} catch (PDOException $e) {{ echo 'error ', $e->getCode(), ' ', $e->getMessage(); }}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        db = d.database,
+        user = d.user,
+    );
+    tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(&script)
+        .env("PW", password)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)")
+}
+
+#[tokio::test]
+async fn caching_sha2_clients_give_their_password_rsa_encrypted_over_plain_tcp_and_in_tls() {
+    let (addr, _p) = full_auth_proxy().await;
+    // mysql_async over plain TCP: perform-full-auth, 0x02, the proxy's PEM,
+    // the password XOR the scramble under RSA-OAEP.
+    let mut c = client(addr).await.unwrap();
+    let v: Option<i64> = c.query_first("SELECT 40 + 2").await.unwrap();
+    assert_eq!(v, Some(42));
+    c.disconnect().await.unwrap();
+    // A wrong password through the same exchange: 1045.
+    let d = db();
+    let o = OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(d.user.clone()))
+        .pass(Some("not-the-password"))
+        .prefer_socket(false);
+    match Conn::new(o).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1045, "{e}"),
+        other => panic!("expected 1045, got {other:?}"),
+    }
+    // PHP's mysqlnd (as Magento connects): RSA over plain TCP, cleartext
+    // inside TLS; a wrong password refused with 1045 either way.
+    for tls in [false, true] {
+        let out = pdo(addr, &d.password, tls).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(stdout.trim(), "42", "tls {tls}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        let out = pdo(addr, "not-the-password", tls).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("1045"), "tls {tls}: {stdout}");
+    }
 }
 
 struct ClientTlsAcceptor(tokio_rustls::TlsAcceptor);
