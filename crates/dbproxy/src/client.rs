@@ -264,7 +264,8 @@ async fn login(
         .database
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(&d).into_owned());
-    let session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
+    let mut session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
+    session.set_login_names(shared.login_names(u16::from(resp.charset)));
     Some((
         ps,
         Login {
@@ -498,6 +499,9 @@ impl Client {
         let db =
             (!cu.database.is_empty()).then(|| String::from_utf8_lossy(&cu.database).into_owned());
         self.session = Session::new(db, self.caps & cap::MULTI_STATEMENTS != 0);
+        if let Some(cs) = cu.charset {
+            self.session.set_login_names(self.shared.login_names(cs));
+        }
         let mut b = BytesMut::new();
         OkPacket {
             status: status::AUTOCOMMIT,

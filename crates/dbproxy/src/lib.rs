@@ -153,11 +153,61 @@ pub(crate) struct Shared {
     /// The RSA key pair of `caching_sha2_password` full authentication over
     /// plain TCP, made when a client first needs it.
     rsa_key: tokio::sync::OnceCell<Arc<rsa_auth::ProxyKey>>,
+    /// Collation id → `SET NAMES` text (`charset COLLATE collation`), as
+    /// the writer listed them at start (else [`FALLBACK_COLLATIONS`]).
+    collations: Vec<Option<Box<str>>>,
+}
+
+/// The collations clients commonly log in with, for a writer that was down
+/// when the proxy started (the ids MySQL and MariaDB share).
+const FALLBACK_COLLATIONS: &[(u8, &str, &str)] = &[
+    (8, "latin1", "latin1_swedish_ci"),
+    (33, "utf8mb3", "utf8mb3_general_ci"),
+    (45, "utf8mb4", "utf8mb4_general_ci"),
+    (46, "utf8mb4", "utf8mb4_bin"),
+    (47, "latin1", "latin1_bin"),
+    (63, "binary", "binary"),
+    (83, "utf8mb3", "utf8mb3_bin"),
+    (192, "utf8mb3", "utf8mb3_unicode_ci"),
+    (224, "utf8mb4", "utf8mb4_unicode_ci"),
+];
+
+/// The id → `SET NAMES` table from `information_schema.COLLATIONS` rows
+/// (`ID`, `CHARACTER_SET_NAME`, `COLLATION_NAME`), or the fallback.
+fn collation_table(rows: Option<&backend::Rows>) -> Vec<Option<Box<str>>> {
+    let mut t: Vec<Option<Box<str>>> = vec![None; 256];
+    let names = |cs: &str, co: &str| Some(format!("{cs} COLLATE {co}").into_boxed_str());
+    match rows {
+        Some(rows) if !rows.rows.is_empty() => {
+            for r in &rows.rows {
+                if let [Some(id), Some(cs), Some(co)] = &r[..] {
+                    if let Ok(id) = id.parse::<u8>() {
+                        t[usize::from(id)] = names(cs, co);
+                    }
+                }
+            }
+        }
+        _ => {
+            for (id, cs, co) in FALLBACK_COLLATIONS {
+                t[usize::from(*id)] = names(cs, co);
+            }
+        }
+    }
+    t
 }
 
 impl Shared {
     fn server_version(&self) -> Vec<u8> {
         self.version.lock().clone()
+    }
+
+    /// The `SET NAMES` text of a client's login collation, `None` for one
+    /// the writer does not know (the session keeps the login default, as a
+    /// server falls back to its own).
+    fn login_names(&self, collation: u16) -> Option<&str> {
+        self.collations
+            .get(usize::from(collation))
+            .and_then(|c| c.as_deref())
     }
 
     /// The proxy's RSA key pair, generated on first use (off the reactor).
@@ -216,11 +266,24 @@ impl Proxy {
         ));
         cluster.check_all().await;
         let mut version = DEFAULT_VERSION.to_vec();
+        let mut collations = None;
         let writer = cluster.writer();
         match writer.acquire().await {
-            Ok(lease) => {
+            Ok(mut lease) => {
                 version = lease.conn.version.clone();
-                lease.release();
+                let sql = "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME \
+                           FROM information_schema.COLLATIONS WHERE ID < 256";
+                match lease.conn.query_rows(sql).await {
+                    Ok(Ok(rows)) => {
+                        collations = Some(rows);
+                        lease.release();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %String::from_utf8_lossy(&e.message), "Collations not listed.");
+                        lease.release();
+                    }
+                    Err(_) => lease.discard(),
+                }
             }
             Err(e) => tracing::warn!(error = %e, "Writer not reachable at start."),
         }
@@ -235,6 +298,7 @@ impl Proxy {
                 next_id: AtomicU32::new(1),
                 version: Mutex::new(version),
                 rsa_key: tokio::sync::OnceCell::new(),
+                collations: collation_table(collations.as_ref()),
             }),
         }
     }

@@ -438,3 +438,58 @@ async fn change_user_logs_in_again_and_starts_a_clean_session() {
         .unwrap_err();
     assert_eq!(code(&e), 1045);
 }
+
+/// Runs `script` (PHP, `$dsn` and `$pw` defined for it) and returns stdout.
+async fn php(dsn: &str, script: &str) -> String {
+    let d = db();
+    let out = tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(format!(
+            "$dsn = '{dsn};dbname={db}'; $user = '{user}'; $pw = getenv('PW');\n{script}",
+            db = d.database,
+            user = d.user
+        ))
+        .env("PW", &d.password)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "php failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_collation_a_client_logs_in_with_is_its_session_charset_through_the_multiplexer() {
+    // Two PDO connections sharing the proxy's one backend connection, one
+    // logged in as latin1 (collation 8 in its handshake), one as utf8mb4;
+    // each must see its own charset, exactly as on direct connections.
+    // Then SET NAMES overrides the login charset, and a reset restores it.
+    let script = r#"
+$a = new PDO($dsn . ';charset=latin1', $user, $pw, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$b = new PDO($dsn . ';charset=utf8mb4', $user, $pw, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$q = "SELECT CONCAT_WS('/', @@character_set_client, @@character_set_results, @@collation_connection)";
+$out = [];
+foreach ([$a, $b, $a, $b] as $c) { $out[] = $c->query($q)->fetchColumn(); }
+$a->query("SET NAMES utf8");
+foreach ([$a, $b, $a] as $c) { $out[] = $c->query($q)->fetchColumn(); }
+echo implode(' ', $out);
+"#;
+    let (addr, _p) = proxy(1).await;
+    let through = php(
+        &format!("mysql:host={};port={}", addr.ip(), addr.port()),
+        script,
+    )
+    .await;
+    let d = db();
+    let (host, port) = d.primary.rsplit_once(':').unwrap();
+    let direct = php(&format!("mysql:host={host};port={port}"), script).await;
+    assert!(
+        direct.starts_with("latin1/latin1/latin1_swedish_ci utf8mb4/utf8mb4/"),
+        "{direct}"
+    );
+    assert_eq!(through, direct);
+}

@@ -467,7 +467,11 @@ impl BackendAuth {
         let resp = HandshakeResponse {
             capabilities,
             max_packet: 0x0100_0000,
-            charset: hs.charset,
+            // One login collation on every server, whatever its default:
+            // a backend session fresh from login or reset is then known to
+            // have `session::LOGIN_NAMES`, and a client's login collation
+            // is replayed against it like `SET NAMES`.
+            charset: crate::consts::UTF8MB4_GENERAL_CI,
             username: user.to_vec(),
             auth_response,
             database: database.map(<[u8]>::to_vec),
