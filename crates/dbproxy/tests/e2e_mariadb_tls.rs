@@ -552,6 +552,80 @@ async fn caching_sha2_clients_give_their_password_rsa_encrypted_over_plain_tcp_a
     }
 }
 
+#[tokio::test]
+async fn a_command_that_rustls_already_decrypted_is_answered_by_an_idle_tls_client() {
+    // An idle TLS client waits on its socket, not in a read: a second
+    // command already decrypted by rustls must not be left waiting there.
+    use magestack_mysql_proto::auth::native_password;
+    use magestack_mysql_proto::handshake::{encode_ssl_request, HandshakeResponse};
+    use rustls::pki_types::pem::PemObject;
+    let d = db();
+    let (addr, _p) = tls_proxy(false).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    let hs = InitialHandshake::decode(&recv(&mut tcp, &mut buf).await.unwrap()).unwrap();
+    let caps = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::PLUGIN_AUTH;
+    let mut b = BytesMut::new();
+    encode_ssl_request(caps, 1 << 24, 45, &mut b);
+    send(&mut tcp, &b, 1).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&d.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let resp = HandshakeResponse {
+        capabilities: caps | cap::SSL,
+        max_packet: 1 << 24,
+        charset: 45,
+        username: d.user.into_bytes(),
+        auth_response: native_password(d.password.as_bytes(), &hs.scramble),
+        database: None,
+        auth_plugin: Some(b"mysql_native_password".to_vec()),
+        connect_attrs: None,
+    };
+    let mut b = BytesMut::new();
+    resp.encode(&mut b);
+    send(&mut s, &b, 2).await;
+    let mut buf = BytesMut::new();
+    let ok = recv(&mut s, &mut buf).await.unwrap();
+    assert_eq!(<[u8]>::first(&ok), Some(&0));
+    // Let the proxy reach its idle wait, then a query and a COM_PING in one
+    // write: past some sizes the ping is still in rustls, decrypted, when
+    // the query's answer is sent.
+    // 4078 and 20462: the query packet fills the proxy's read buffer exactly.
+    for pad in [10, 4078, 5000, 20462, 40000] {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut q = b"\x03SELECT 1 /*".to_vec();
+        q.resize(q.len() + pad, b'x');
+        q.extend_from_slice(b"*/");
+        let mut two = BytesMut::new();
+        packet::encode(&q, 0, &mut two);
+        packet::encode(&[0x0e], 0, &mut two);
+        s.write_all(&two).await.unwrap();
+        // The result set: column count, column, EOF, row, EOF; then the OK.
+        for i in 0..6 {
+            let p = tokio::time::timeout(Duration::from_secs(2), recv(&mut s, &mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("pad {pad}: packet {i} never came"))
+                .unwrap();
+            if i == 5 {
+                assert_eq!(<[u8]>::first(&p), Some(&0), "pad {pad}");
+            }
+        }
+    }
+}
+
 struct ClientTlsAcceptor(tokio_rustls::TlsAcceptor);
 
 impl ClientTlsAcceptor {
