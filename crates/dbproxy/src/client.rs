@@ -62,6 +62,10 @@ struct Client {
     pins: u16,
     /// The last response ended with an error (for `/digests`).
     last_failed: bool,
+    /// Sequence id of the current command's first response packet: 1,
+    /// unless the command came in several packets (a payload of 16 MiB or
+    /// more), then one past its last.
+    seq: u8,
 }
 
 /// ER_OPTION_PREVENTS_STATEMENT: the server runs with `read_only` (a
@@ -94,6 +98,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         pinned: None,
         pins: 0,
         last_failed: false,
+        seq: 1,
     };
     let _ = c.run().await;
     Box::pin(c.leave()).await;
@@ -367,6 +372,7 @@ impl Client {
 
     /// One client command; `false` when the connection ends.
     async fn command(&mut self, p: Packet) -> Result<bool, IoError> {
+        self.seq = p.last_seq.wrapping_add(1);
         let cmd = match Command::decode(&p.payload) {
             Ok(c) => c,
             Err(_) => {
@@ -386,7 +392,7 @@ impl Client {
                     status: status::AUTOCOMMIT,
                 }
                 .encode(&mut b);
-                self.ps.send(&b, 1).await?;
+                self.ps.send(&b, self.seq).await?;
             }
             Command::ResetConnection => {
                 if let Some(mut lease) = self.pinned.take() {
@@ -450,7 +456,7 @@ impl Client {
             Ok(cu) => cu,
             Err(_) => {
                 let e = ErrPacket::new(err::HANDSHAKE, b"08S01", "Bad handshake");
-                send_err(&mut self.ps, &e, 1).await?;
+                send_err(&mut self.ps, &e, self.seq).await?;
                 return Ok(false);
             }
         };
@@ -463,7 +469,7 @@ impl Client {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| NATIVE_PASSWORD.to_owned());
         let mut answer = cu.auth_response.clone();
-        let mut seq = 1u8;
+        let mut seq = self.seq;
         if auth::expected_response(&plugin, password, &self.scramble).is_none() {
             self.scramble = scramble();
             let mut b = BytesMut::new();
@@ -519,11 +525,11 @@ impl Client {
             ..Default::default()
         }
         .encode(0, self.caps, &mut b);
-        self.ps.send(&b, 1).await.map(|_| ())
+        self.ps.send(&b, self.seq).await.map(|_| ())
     }
 
     async fn error(&mut self, code: u16, state: &[u8; 5], msg: String) -> Result<(), IoError> {
-        send_err(&mut self.ps, &ErrPacket::new(code, state, msg), 1)
+        send_err(&mut self.ps, &ErrPacket::new(code, state, msg), self.seq)
             .await
             .map(|_| ())
     }
@@ -708,7 +714,7 @@ impl Client {
                         continue;
                     }
                     self.shared.metrics.error(MetricError::ReadOnly);
-                    result = send_err(&mut self.ps, &e, 1).await.map(|_| ());
+                    result = send_err(&mut self.ps, &e, self.seq).await.map(|_| ());
                     break;
                 }
                 Ok(Ran::FailedBeforeResponse(e)) => {
@@ -776,7 +782,7 @@ impl Client {
         match conn.sync(&self.session).await {
             Ok(Reply::Ok) => {}
             Ok(Reply::Err(e)) => {
-                send_err(&mut self.ps, &e, 1).await?;
+                send_err(&mut self.ps, &e, self.seq).await?;
                 return Ok(Ran::Done);
             }
             Err(e) => return Ok(Ran::FailedBeforeResponse(e)),
@@ -791,7 +797,7 @@ impl Client {
             return Ok(Ran::Done);
         };
         let mut reader = ResponseReader::new(expect, conn.caps);
-        let mut seq = 1u8;
+        let mut seq = self.seq;
         let mut forwarded = false;
         let mut first_value: Option<Option<Vec<u8>>> = None;
         let mut last_ok: Option<OkPacket> = None;

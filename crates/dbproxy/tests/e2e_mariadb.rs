@@ -493,3 +493,140 @@ echo implode(' ', $out);
     );
     assert_eq!(through, direct);
 }
+
+/// Lets the primary take packets over 16 MiB (MariaDB's default
+/// `max_allowed_packet` is exactly 16 MiB); backend connections opened
+/// afterwards see it.
+async fn allow_big_packets() {
+    admin()
+        .await
+        .query_drop("SET GLOBAL max_allowed_packet = 67108864")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_protocol_command_works_through_the_proxy_with_mysql_async() {
+    allow_big_packets().await;
+    // One backend connection: a second client proves what pins and unpins.
+    let (addr, _p) = proxy(1).await;
+    let d = db();
+    let mut c = Conn::new(opts(addr, &d.user, &d.password).max_allowed_packet(Some(64 << 20)))
+        .await
+        .unwrap();
+    let mut other = client(addr).await;
+    let quick = std::time::Duration::from_secs(2);
+
+    // COM_STMT_PREPARE / EXECUTE pin; COM_STMT_CLOSE unpins (the other
+    // client gets the one backend connection again).
+    let st = c.prep("SELECT ? + 1").await.unwrap();
+    let v: Option<i64> = c.exec_first(&st, (41,)).await.unwrap();
+    assert_eq!(v, Some(42));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), got(&mut other, "SELECT 1"))
+            .await
+            .is_err(),
+        "a prepared statement pins its backend connection"
+    );
+    c.close(st).await.unwrap();
+    let mut other = client(addr).await;
+    let v = tokio::time::timeout(quick, got(&mut other, "SELECT 7")).await;
+    assert_eq!(v.unwrap(), Some(7), "COM_STMT_CLOSE unpinned");
+
+    // Packets over 16 MiB both ways, and COM_STMT_SEND_LONG_DATA (mysql_async
+    // sends a parameter over 16 MiB as long data).
+    let n = (16 << 20) + 4321;
+    let len: Option<i64> = c
+        .query_first(format!("SELECT LENGTH('{}')", "x".repeat(n)))
+        .await
+        .unwrap();
+    assert_eq!(len, Some(n as i64));
+    let big: Option<Vec<u8>> = c.query_first(format!("SELECT REPEAT('y', {n})")).await.unwrap();
+    assert_eq!(big.map(|b| b.len()), Some(n));
+    let len: Option<i64> = c.exec_first("SELECT LENGTH(?)", (vec![b'z'; n],)).await.unwrap();
+    assert_eq!(len, Some(n as i64));
+
+    // COM_QUERY with multi-statements: two result sets in one response
+    // (what the later statements did is not classified: it pins).
+    let mut r = c.query_iter("SELECT 1; SELECT 2 UNION SELECT 3").await.unwrap();
+    let first: Vec<i64> = r.collect().await.unwrap();
+    let second: Vec<i64> = r.collect().await.unwrap();
+    drop(r);
+    assert_eq!((first, second), (vec![1], vec![2, 3]));
+
+    // COM_RESET_CONNECTION: the session's state is gone and it unpins.
+    c.query_drop("SET @kept = 1").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE e2e_reset_tmp (id INT)")
+        .await
+        .unwrap();
+    assert!(c.reset().await.unwrap(), "COM_RESET_CONNECTION sent");
+    assert_eq!(got(&mut c, "SELECT @kept").await, None);
+    let e = c.query_drop("SELECT * FROM e2e_reset_tmp").await.unwrap_err();
+    assert_eq!(code(&e), 1146);
+    let v = tokio::time::timeout(quick, got(&mut other, "SELECT 8")).await;
+    assert_eq!(v.unwrap(), Some(8), "COM_RESET_CONNECTION unpinned");
+
+    // COM_PING, then COM_QUIT.
+    c.ping().await.unwrap();
+    c.disconnect().await.unwrap();
+    other.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn php_mysqli_sends_the_other_commands_and_an_unknown_one_gets_1047() {
+    // mysqli sends what PDO does not: COM_INIT_DB (select_db),
+    // COM_STMT_SEND_LONG_DATA and COM_STMT_RESET, multi_query, ping, and
+    // COM_REFRESH, which the proxy does not support: error 1047, and the
+    // connection stays usable.
+    let (addr, _p) = proxy(1).await;
+    let script = format!(
+        r#"
+mysqli_report(MYSQLI_REPORT_OFF);
+$m = new mysqli('{ip}', $user, $pw, 'information_schema', {port});
+$out = [];
+$out[] = $m->select_db(getenv('DB')) ? $m->query("SELECT DATABASE()")->fetch_row()[0] : 'select_db failed';
+$st = $m->prepare("SELECT LENGTH(?), ?");
+$blob = null; $n = 5;
+$st->bind_param('bi', $blob, $n);
+$st->send_long_data(0, str_repeat('a', 70000));
+$st->send_long_data(0, str_repeat('b', 30000));
+$st->execute();
+$st->bind_result($len, $num);
+$st->fetch();
+$out[] = "$len/$num";
+$st->free_result();
+$out[] = $st->reset() ? 'reset' : 'reset failed: ' . $st->errno;
+$n = 6;
+$st->send_long_data(0, 'abc');
+$st->execute();
+$st->bind_result($len, $num);
+$st->fetch();
+$out[] = "$len/$num";
+$st->close();
+$m->multi_query("SELECT 1; SELECT 2");
+do {{ if ($r = $m->store_result()) {{ $out[] = $r->fetch_row()[0]; $r->free(); }} }} while ($m->next_result());
+$out[] = $m->ping() ? 'ping' : 'no ping';
+$out[] = @$m->refresh(MYSQLI_REFRESH_TABLES) ? 'refresh ran' : 'refresh ' . $m->errno;
+$out[] = $m->query("SELECT 40 + 2")->fetch_row()[0];
+echo implode(' ', $out);
+"#,
+        ip = addr.ip(),
+        port = addr.port()
+    );
+    let d = db();
+    let out = tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(format!("$user = '{}'; $pw = getenv('PW');\n{script}", d.user))
+        .env("PW", &d.password)
+        .env("DB", &d.database)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("{} 100000/5 reset 3/6 1 2 ping refresh 1047 42", d.database),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
