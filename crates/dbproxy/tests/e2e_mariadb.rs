@@ -630,3 +630,51 @@ echo implode(' ', $out);
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn indexer_temporary_table_insert_select_and_rename_swap() {
+    // Magento's indexers: build rows in a temporary table, copy them into
+    // the replica table, swap it with the live one by RENAME TABLE. A
+    // shopper reads the live table in between, through the same proxy.
+    let ddl = "(id INT PRIMARY KEY, price INT) ENGINE=InnoDB";
+    table("e2e_idx_src", ddl).await;
+    table("e2e_idx", ddl).await;
+    table("e2e_idx_replica", ddl).await;
+    let mut a = admin().await;
+    let d = db().database;
+    a.query_drop(format!("DROP TABLE IF EXISTS {d}.e2e_idx_outdated"))
+        .await
+        .unwrap();
+    a.query_drop(format!(
+        "INSERT INTO {d}.e2e_idx_src VALUES (1, 10), (2, 20), (3, 30)"
+    ))
+    .await
+    .unwrap();
+    a.query_drop(format!("INSERT INTO {d}.e2e_idx VALUES (1, 1)"))
+        .await
+        .unwrap();
+    let (addr, _p) = proxy(2).await;
+    let mut ix = client(addr).await;
+    let mut shopper = client(addr).await;
+    ix.query_drop("CREATE TEMPORARY TABLE e2e_idx_tmp (id INT PRIMARY KEY, price INT)")
+        .await
+        .unwrap();
+    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(1));
+    ix.query_drop("INSERT INTO e2e_idx_tmp SELECT id, price * 2 FROM e2e_idx_src")
+        .await
+        .unwrap();
+    ix.query_drop("DELETE FROM e2e_idx_replica").await.unwrap();
+    ix.query_drop("INSERT INTO e2e_idx_replica SELECT * FROM e2e_idx_tmp")
+        .await
+        .unwrap();
+    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(1));
+    ix.query_drop(
+        "RENAME TABLE e2e_idx TO e2e_idx_outdated, e2e_idx_replica TO e2e_idx, \
+         e2e_idx_outdated TO e2e_idx_replica",
+    )
+    .await
+    .unwrap();
+    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(120));
+    assert_eq!(got(&mut ix, "SELECT SUM(price) FROM e2e_idx_replica").await, Some(1));
+    ix.query_drop("DROP TEMPORARY TABLE e2e_idx_tmp").await.unwrap();
+}
