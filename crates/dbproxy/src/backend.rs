@@ -177,9 +177,7 @@ impl BackendConn {
                                 message,
                             },
                         )?;
-                        ps.send(&ct, p.last_seq.wrapping_add(1))
-                            .await
-                            .map_err(io)?;
+                        ps.send(&ct, p.last_seq.wrapping_add(1)).await.map_err(io)?;
                     }
                     Ok(AuthStep::Wait) => {}
                     Ok(AuthStep::Done(_)) => break,

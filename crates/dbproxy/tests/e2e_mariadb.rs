@@ -541,14 +541,23 @@ async fn every_protocol_command_works_through_the_proxy_with_mysql_async() {
         .await
         .unwrap();
     assert_eq!(len, Some(n as i64));
-    let big: Option<Vec<u8>> = c.query_first(format!("SELECT REPEAT('y', {n})")).await.unwrap();
+    let big: Option<Vec<u8>> = c
+        .query_first(format!("SELECT REPEAT('y', {n})"))
+        .await
+        .unwrap();
     assert_eq!(big.map(|b| b.len()), Some(n));
-    let len: Option<i64> = c.exec_first("SELECT LENGTH(?)", (vec![b'z'; n],)).await.unwrap();
+    let len: Option<i64> = c
+        .exec_first("SELECT LENGTH(?)", (vec![b'z'; n],))
+        .await
+        .unwrap();
     assert_eq!(len, Some(n as i64));
 
     // COM_QUERY with multi-statements: two result sets in one response
     // (what the later statements did is not classified: it pins).
-    let mut r = c.query_iter("SELECT 1; SELECT 2 UNION SELECT 3").await.unwrap();
+    let mut r = c
+        .query_iter("SELECT 1; SELECT 2 UNION SELECT 3")
+        .await
+        .unwrap();
     let first: Vec<i64> = r.collect().await.unwrap();
     let second: Vec<i64> = r.collect().await.unwrap();
     drop(r);
@@ -561,7 +570,10 @@ async fn every_protocol_command_works_through_the_proxy_with_mysql_async() {
         .unwrap();
     assert!(c.reset().await.unwrap(), "COM_RESET_CONNECTION sent");
     assert_eq!(got(&mut c, "SELECT @kept").await, None);
-    let e = c.query_drop("SELECT * FROM e2e_reset_tmp").await.unwrap_err();
+    let e = c
+        .query_drop("SELECT * FROM e2e_reset_tmp")
+        .await
+        .unwrap_err();
     assert_eq!(code(&e), 1146);
     let v = tokio::time::timeout(quick, got(&mut other, "SELECT 8")).await;
     assert_eq!(v.unwrap(), Some(8), "COM_RESET_CONNECTION unpinned");
@@ -616,7 +628,10 @@ echo implode(' ', $out);
     let d = db();
     let out = tokio::process::Command::new("php")
         .arg("-r")
-        .arg(format!("$user = '{}'; $pw = getenv('PW');\n{script}", d.user))
+        .arg(format!(
+            "$user = '{}'; $pw = getenv('PW');\n{script}",
+            d.user
+        ))
         .env("PW", &d.password)
         .env("DB", &d.database)
         .output()
@@ -659,7 +674,10 @@ async fn indexer_temporary_table_insert_select_and_rename_swap() {
     ix.query_drop("CREATE TEMPORARY TABLE e2e_idx_tmp (id INT PRIMARY KEY, price INT)")
         .await
         .unwrap();
-    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(1));
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(1)
+    );
     ix.query_drop("INSERT INTO e2e_idx_tmp SELECT id, price * 2 FROM e2e_idx_src")
         .await
         .unwrap();
@@ -667,14 +685,25 @@ async fn indexer_temporary_table_insert_select_and_rename_swap() {
     ix.query_drop("INSERT INTO e2e_idx_replica SELECT * FROM e2e_idx_tmp")
         .await
         .unwrap();
-    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(1));
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(1)
+    );
     ix.query_drop(
         "RENAME TABLE e2e_idx TO e2e_idx_outdated, e2e_idx_replica TO e2e_idx, \
          e2e_idx_outdated TO e2e_idx_replica",
     )
     .await
     .unwrap();
-    assert_eq!(got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await, Some(120));
-    assert_eq!(got(&mut ix, "SELECT SUM(price) FROM e2e_idx_replica").await, Some(1));
-    ix.query_drop("DROP TEMPORARY TABLE e2e_idx_tmp").await.unwrap();
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(120)
+    );
+    assert_eq!(
+        got(&mut ix, "SELECT SUM(price) FROM e2e_idx_replica").await,
+        Some(1)
+    );
+    ix.query_drop("DROP TEMPORARY TABLE e2e_idx_tmp")
+        .await
+        .unwrap();
 }

@@ -22,9 +22,9 @@ use magestack_mysql_proto::handshake::{
 use magestack_mysql_proto::packet::{self, Limits};
 use magestack_mysql_proto::OkPacket;
 use mysql_async::prelude::*;
+use mysql_async::{Conn, OptsBuilder};
 use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
 use rsa::Generate as _;
-use mysql_async::{Conn, OptsBuilder};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 struct Db {
@@ -346,7 +346,10 @@ async fn sha2_server(
             return;
         }
         let key = rsa::PrivateKey::generate();
-        let pem = key.to_public_key().to_public_key_pem(LineEnding::LF).unwrap();
+        let pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
         let mut more = vec![0x01];
         more.extend_from_slice(pem.as_bytes());
         send(&mut tcp, &more, 4).await;
@@ -545,7 +548,12 @@ async fn caching_sha2_clients_give_their_password_rsa_encrypted_over_plain_tcp_a
     for tls in [false, true] {
         let out = pdo(addr, &d.password, tls).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(stdout.trim(), "42", "tls {tls}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            stdout.trim(),
+            "42",
+            "tls {tls}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let out = pdo(addr, "not-the-password", tls).await;
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(stdout.contains("1045"), "tls {tls}: {stdout}");

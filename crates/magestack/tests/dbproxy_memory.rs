@@ -11,8 +11,8 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -86,7 +86,12 @@ fn login(
         None => Client::Plain(tcp),
         Some(cfg) => {
             let mut b = BytesMut::new();
-            encode_ssl_request(cap::PROTOCOL_41 | cap::SECURE_CONNECTION, 1 << 24, 45, &mut b);
+            encode_ssl_request(
+                cap::PROTOCOL_41 | cap::SECURE_CONNECTION,
+                1 << 24,
+                45,
+                &mut b,
+            );
             let mut out = BytesMut::new();
             packet::encode(&b, seq, &mut out);
             tcp.write_all(&out).unwrap();
