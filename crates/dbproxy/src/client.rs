@@ -482,7 +482,21 @@ impl Client {
         }
         let expected =
             auth::expected_response(&plugin, password, &self.scramble).unwrap_or_default();
-        if cu.username != cfg.user.as_bytes() || !auth::constant_time_eq(&expected, &answer) {
+        let mut pass_ok = auth::constant_time_eq(&expected, &answer);
+        let full = plugin == CACHING_SHA2_PASSWORD
+            && self.shared.cfg.client_full_auth
+            && !answer.is_empty();
+        if full {
+            // As at login: the password itself.
+            self.ps.send(PERFORM_FULL_AUTH, seq).await?;
+            let shared = self.shared.clone();
+            let Some((got, next)) = full_auth(&shared, &mut self.ps, &self.scramble).await else {
+                return Ok(false);
+            };
+            seq = next;
+            pass_ok = got.is_some_and(|pw| auth::constant_time_eq(&pw, password));
+        }
+        if cu.username != cfg.user.as_bytes() || !pass_ok {
             let msg = format!(
                 "Access denied for user '{}'@'{}' (using password: {})",
                 String::from_utf8_lossy(&cu.username),
@@ -499,7 +513,7 @@ impl Client {
             .await?;
             return Ok(false);
         }
-        if plugin == CACHING_SHA2_PASSWORD {
+        if plugin == CACHING_SHA2_PASSWORD && !full {
             seq = self.ps.send(FAST_AUTH_SUCCESS, seq).await?;
         }
         let db =

@@ -530,6 +530,12 @@ async fn caching_sha2_clients_give_their_password_rsa_encrypted_over_plain_tcp_a
     let mut c = client(addr).await.unwrap();
     let v: Option<i64> = c.query_first("SELECT 40 + 2").await.unwrap();
     assert_eq!(v, Some(42));
+    // COM_CHANGE_USER goes through the same exchange.
+    c.change_user(mysql_async::ChangeUserOpts::default())
+        .await
+        .unwrap();
+    let v: Option<i64> = c.query_first("SELECT 6 * 7").await.unwrap();
+    assert_eq!(v, Some(42));
     c.disconnect().await.unwrap();
     // A wrong password through the same exchange: 1045.
     let d = db();
