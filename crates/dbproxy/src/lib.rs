@@ -288,19 +288,28 @@ impl Proxy {
             Err(e) => tracing::warn!(error = %e, "Writer not reachable at start."),
         }
         tokio::spawn(cluster.clone().monitor(cfg.check_interval));
-        Self {
-            shared: Arc::new(Shared {
-                digests: Digests::new(cfg.digests_max),
-                clients: Arc::new(Semaphore::new(cfg.max_client_connections.max(1))),
-                cfg,
-                cluster,
-                metrics,
-                next_id: AtomicU32::new(1),
-                version: Mutex::new(version),
-                rsa_key: tokio::sync::OnceCell::new(),
-                collations: collation_table(collations.as_ref()),
-            }),
+        let shared = Arc::new(Shared {
+            digests: Digests::new(cfg.digests_max),
+            clients: Arc::new(Semaphore::new(cfg.max_client_connections.max(1))),
+            cfg,
+            cluster,
+            metrics,
+            next_id: AtomicU32::new(1),
+            version: Mutex::new(version),
+            rsa_key: tokio::sync::OnceCell::new(),
+            collations: collation_table(collations.as_ref()),
+        });
+        if shared.cfg.client_full_auth {
+            // Every caching_sha2 client over plain TCP will need the key:
+            // make it now rather than during the first login.
+            let s = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.rsa_key().await {
+                    tracing::error!(error = %e, "RSA key generation failed.");
+                }
+            });
         }
+        Self { shared }
     }
 
     /// The current writer's pool (counters).
