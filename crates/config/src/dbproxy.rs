@@ -52,6 +52,9 @@ pub struct DbproxySettings {
     pub backend_tls: Option<BackendTlsSettings>,
     /// TLS from clients, when offered.
     pub client_tls: Option<ClientTlsSettings>,
+    /// `caching_sha2_password` clients give their password (full
+    /// authentication) instead of a scramble answer.
+    pub client_full_auth: bool,
 }
 
 /// Checked `dbproxy.backend_tls*`: TLS to every server, verified. The
@@ -330,6 +333,7 @@ pub(crate) fn compile_dbproxy(
         digests_max,
         backend_tls,
         client_tls,
+        client_full_auth: d.client_full_auth,
     })
 }
 

@@ -307,6 +307,10 @@ pub struct DbproxyConfig {
     /// Refuse clients that do not start TLS (needs `tls_cert_file`).
     /// Default false.
     pub require_client_tls: bool,
+    /// Ask `caching_sha2_password` clients for full authentication (the
+    /// password in clear inside TLS, else RSA-encrypted under the proxy's
+    /// key), as MySQL 8 with a cold cache does. Default false.
+    pub client_full_auth: bool,
 }
 
 impl Default for DbproxyConfig {
@@ -337,6 +341,7 @@ impl Default for DbproxyConfig {
             tls_cert_file: String::new(),
             tls_key_file: String::new(),
             require_client_tls: false,
+            client_full_auth: false,
         }
     }
 }

@@ -1126,6 +1126,7 @@ fn default_dbproxy() -> DbproxySettings {
         digests_max: 1000,
         backend_tls: None,
         client_tls: None,
+        client_full_auth: false,
     }
 }
 

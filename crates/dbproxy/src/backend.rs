@@ -165,6 +165,20 @@ impl BackendConn {
                             .await
                             .map_err(io)?;
                     }
+                    Ok(AuthStep::SendEncrypted {
+                        public_key_pem,
+                        plaintext,
+                    }) => {
+                        // Plain TCP to a MySQL 8 server whose cache is cold:
+                        // the password goes RSA-encrypted under its key.
+                        let ct = crate::rsa_auth::encrypt(&public_key_pem, &plaintext).map_err(
+                            |message| BackendError::Setup {
+                                addr: cfg.addr.clone(),
+                                message,
+                            },
+                        )?;
+                        ps.send(&ct, p.last_seq.wrapping_add(1)).await.map_err(io)?;
+                    }
                     Ok(AuthStep::Wait) => {}
                     Ok(AuthStep::Done(_)) => break,
                     Err(source) => {

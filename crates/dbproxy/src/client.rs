@@ -12,6 +12,7 @@ use magestack_mysql_proto::auth::{self, CACHING_SHA2_PASSWORD, NATIVE_PASSWORD, 
 use magestack_mysql_proto::consts::{cap, err, status};
 use magestack_mysql_proto::handshake::{
     encode_auth_switch, ChangeUser, ClientHello, InitialHandshake, FAST_AUTH_SUCCESS,
+    PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
 };
 use magestack_mysql_proto::response::first_text_column;
 use magestack_mysql_proto::{
@@ -61,6 +62,10 @@ struct Client {
     pins: u16,
     /// The last response ended with an error (for `/digests`).
     last_failed: bool,
+    /// Sequence id of the current command's first response packet: 1,
+    /// unless the command came in several packets (a payload of 16 MiB or
+    /// more), then one past its last.
+    seq: u8,
 }
 
 /// ER_OPTION_PREVENTS_STATEMENT: the server runs with `read_only` (a
@@ -93,6 +98,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAd
         pinned: None,
         pins: 0,
         last_failed: false,
+        seq: 1,
     };
     let _ = c.run().await;
     Box::pin(c.leave()).await;
@@ -142,7 +148,15 @@ async fn login(
         capabilities: offered,
         charset: magestack_mysql_proto::consts::UTF8MB4_GENERAL_CI,
         status: status::AUTOCOMMIT,
-        auth_plugin: NATIVE_PASSWORD.as_bytes().to_vec(),
+        // With full authentication on, MySQL 8's default plugin, so that
+        // clients answer with it (a client may still choose native).
+        auth_plugin: if shared.cfg.client_full_auth {
+            CACHING_SHA2_PASSWORD
+        } else {
+            NATIVE_PASSWORD
+        }
+        .as_bytes()
+        .to_vec(),
     };
     let mut b = BytesMut::new();
     hs.encode(&mut b);
@@ -212,7 +226,19 @@ async fn login(
     }
     let expected = auth::expected_response(&used_plugin, password, &scramble).unwrap_or_default();
     let user_ok = resp.username == cfg.user.as_bytes();
-    if !user_ok || !auth::constant_time_eq(&expected, &answer) {
+    let mut pass_ok = auth::constant_time_eq(&expected, &answer);
+    let mut full = false;
+    if used_plugin == CACHING_SHA2_PASSWORD && shared.cfg.client_full_auth && !answer.is_empty() {
+        // Full authentication, as a MySQL 8 server with a cold cache asks
+        // for it: the password itself, in clear inside TLS, else encrypted
+        // under the proxy's RSA key.
+        ps.send(PERFORM_FULL_AUTH, seq).await.ok()?;
+        let (got, next) = full_auth(shared, &mut ps, &scramble).await?;
+        seq = next;
+        pass_ok = got.is_some_and(|pw| auth::constant_time_eq(&pw, password));
+        full = true;
+    }
+    if !user_ok || !pass_ok {
         let msg = format!(
             "Access denied for user '{}'@'{}' (using password: {})",
             String::from_utf8_lossy(&resp.username),
@@ -229,7 +255,7 @@ async fn login(
         .await;
         return None;
     }
-    if used_plugin == CACHING_SHA2_PASSWORD {
+    if used_plugin == CACHING_SHA2_PASSWORD && !full {
         seq = ps.send(FAST_AUTH_SUCCESS, seq).await.ok()?;
     }
     let mut b = BytesMut::new();
@@ -243,7 +269,8 @@ async fn login(
         .database
         .filter(|d| !d.is_empty())
         .map(|d| String::from_utf8_lossy(&d).into_owned());
-    let session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
+    let mut session = Session::new(db, caps & cap::MULTI_STATEMENTS != 0);
+    session.set_login_names(shared.login_names(u16::from(resp.charset)));
     Some((
         ps,
         Login {
@@ -252,6 +279,55 @@ async fn login(
             scramble,
         },
     ))
+}
+
+/// `caching_sha2_password` full authentication after the proxy sent
+/// "perform full authentication": reads the
+/// client's password (inside TLS in clear; over plain TCP, after the client
+/// asked for the proxy's public key, RSA-OAEP encrypted, XOR the scramble).
+/// A cleartext password over plain TCP is never accepted (it fails to
+/// decrypt). Returns the password (`None`: not decryptable) and the next
+/// sequence id; `None` when the client left.
+async fn full_auth(
+    shared: &Shared,
+    ps: &mut PacketStream<Stream>,
+    scramble: &[u8],
+) -> Option<(Option<Vec<u8>>, u8)> {
+    let mut p = ps.read().await.ok()?;
+    let mut seq = p.last_seq.wrapping_add(1);
+    if ps.stream.is_tls() {
+        let pw = p.payload.strip_suffix(&[0]).unwrap_or(&p.payload).to_vec();
+        return Some((Some(pw), seq));
+    }
+    let key = match shared.rsa_key().await {
+        Ok(k) => k,
+        Err(e) => {
+            tracing::error!(error = %e, "RSA key generation failed.");
+            return Some((None, seq));
+        }
+    };
+    if p.payload[..] == [REQUEST_PUBLIC_KEY] {
+        let mut b = Vec::with_capacity(1 + key.pem.len());
+        b.push(0x01);
+        b.extend_from_slice(&key.pem);
+        ps.send(&b, seq).await.ok()?;
+        p = ps.read().await.ok()?;
+        seq = p.last_seq.wrapping_add(1);
+    }
+    // A private-key operation: milliseconds of CPU, off the reactor.
+    let ciphertext = p.payload.to_vec();
+    let plain = tokio::task::spawn_blocking(move || key.decrypt(&ciphertext))
+        .await
+        .ok()
+        .flatten();
+    let pw = plain.map(|x| {
+        let mut pw = auth::xor_scramble(&x, scramble);
+        if pw.last() == Some(&0) {
+            pw.pop();
+        }
+        pw
+    });
+    Some((pw, seq))
 }
 
 async fn send_err(ps: &mut PacketStream<Stream>, e: &ErrPacket, seq: u8) -> Result<u8, IoError> {
@@ -296,6 +372,7 @@ impl Client {
 
     /// One client command; `false` when the connection ends.
     async fn command(&mut self, p: Packet) -> Result<bool, IoError> {
+        self.seq = p.last_seq.wrapping_add(1);
         let cmd = match Command::decode(&p.payload) {
             Ok(c) => c,
             Err(_) => {
@@ -315,7 +392,7 @@ impl Client {
                     status: status::AUTOCOMMIT,
                 }
                 .encode(&mut b);
-                self.ps.send(&b, 1).await?;
+                self.ps.send(&b, self.seq).await?;
             }
             Command::ResetConnection => {
                 if let Some(mut lease) = self.pinned.take() {
@@ -379,7 +456,7 @@ impl Client {
             Ok(cu) => cu,
             Err(_) => {
                 let e = ErrPacket::new(err::HANDSHAKE, b"08S01", "Bad handshake");
-                send_err(&mut self.ps, &e, 1).await?;
+                send_err(&mut self.ps, &e, self.seq).await?;
                 return Ok(false);
             }
         };
@@ -392,7 +469,7 @@ impl Client {
             .filter(|p| !p.is_empty())
             .unwrap_or_else(|| NATIVE_PASSWORD.to_owned());
         let mut answer = cu.auth_response.clone();
-        let mut seq = 1u8;
+        let mut seq = self.seq;
         if auth::expected_response(&plugin, password, &self.scramble).is_none() {
             self.scramble = scramble();
             let mut b = BytesMut::new();
@@ -405,7 +482,21 @@ impl Client {
         }
         let expected =
             auth::expected_response(&plugin, password, &self.scramble).unwrap_or_default();
-        if cu.username != cfg.user.as_bytes() || !auth::constant_time_eq(&expected, &answer) {
+        let mut pass_ok = auth::constant_time_eq(&expected, &answer);
+        let full = plugin == CACHING_SHA2_PASSWORD
+            && self.shared.cfg.client_full_auth
+            && !answer.is_empty();
+        if full {
+            // As at login: the password itself.
+            self.ps.send(PERFORM_FULL_AUTH, seq).await?;
+            let shared = self.shared.clone();
+            let Some((got, next)) = full_auth(&shared, &mut self.ps, &self.scramble).await else {
+                return Ok(false);
+            };
+            seq = next;
+            pass_ok = got.is_some_and(|pw| auth::constant_time_eq(&pw, password));
+        }
+        if cu.username != cfg.user.as_bytes() || !pass_ok {
             let msg = format!(
                 "Access denied for user '{}'@'{}' (using password: {})",
                 String::from_utf8_lossy(&cu.username),
@@ -422,12 +513,15 @@ impl Client {
             .await?;
             return Ok(false);
         }
-        if plugin == CACHING_SHA2_PASSWORD {
+        if plugin == CACHING_SHA2_PASSWORD && !full {
             seq = self.ps.send(FAST_AUTH_SUCCESS, seq).await?;
         }
         let db =
             (!cu.database.is_empty()).then(|| String::from_utf8_lossy(&cu.database).into_owned());
         self.session = Session::new(db, self.caps & cap::MULTI_STATEMENTS != 0);
+        if let Some(cs) = cu.charset {
+            self.session.set_login_names(self.shared.login_names(cs));
+        }
         let mut b = BytesMut::new();
         OkPacket {
             status: status::AUTOCOMMIT,
@@ -445,11 +539,11 @@ impl Client {
             ..Default::default()
         }
         .encode(0, self.caps, &mut b);
-        self.ps.send(&b, 1).await.map(|_| ())
+        self.ps.send(&b, self.seq).await.map(|_| ())
     }
 
     async fn error(&mut self, code: u16, state: &[u8; 5], msg: String) -> Result<(), IoError> {
-        send_err(&mut self.ps, &ErrPacket::new(code, state, msg), 1)
+        send_err(&mut self.ps, &ErrPacket::new(code, state, msg), self.seq)
             .await
             .map(|_| ())
     }
@@ -634,7 +728,7 @@ impl Client {
                         continue;
                     }
                     self.shared.metrics.error(MetricError::ReadOnly);
-                    result = send_err(&mut self.ps, &e, 1).await.map(|_| ());
+                    result = send_err(&mut self.ps, &e, self.seq).await.map(|_| ());
                     break;
                 }
                 Ok(Ran::FailedBeforeResponse(e)) => {
@@ -702,7 +796,7 @@ impl Client {
         match conn.sync(&self.session).await {
             Ok(Reply::Ok) => {}
             Ok(Reply::Err(e)) => {
-                send_err(&mut self.ps, &e, 1).await?;
+                send_err(&mut self.ps, &e, self.seq).await?;
                 return Ok(Ran::Done);
             }
             Err(e) => return Ok(Ran::FailedBeforeResponse(e)),
@@ -717,7 +811,7 @@ impl Client {
             return Ok(Ran::Done);
         };
         let mut reader = ResponseReader::new(expect, conn.caps);
-        let mut seq = 1u8;
+        let mut seq = self.seq;
         let mut forwarded = false;
         let mut first_value: Option<Option<Vec<u8>>> = None;
         let mut last_ok: Option<OkPacket> = None;

@@ -29,14 +29,24 @@ impl Stream {
         !matches!(self, Self::Plain(_))
     }
 
-    /// Resolves when a read would find bytes (or the end). Plain TCP waits
-    /// on the socket's readiness without a buffer; TLS resolves at once
-    /// (rustls may hold decrypted bytes already, and its own buffers are
-    /// there anyway).
-    async fn readable(&self) -> io::Result<()> {
+    /// Resolves when a read may find bytes (or the end), without a buffer
+    /// of ours: plain TCP waits on the socket's readiness; TLS too when
+    /// rustls holds no decrypted bytes (a client may have sent two commands
+    /// in one record), else at once. An undecryptable record also resolves
+    /// at once: the read that follows reports it.
+    async fn readable(&mut self) -> io::Result<()> {
         match self {
             Self::Plain(s) => s.readable().await,
-            Self::ToServer(_) | Self::FromClient(_) => Ok(()),
+            Self::FromClient(s) => {
+                let (tcp, conn) = s.get_mut();
+                match conn.process_new_packets() {
+                    Ok(st) if st.plaintext_bytes_to_read() == 0 && !st.peer_has_closed() => {
+                        tcp.readable().await
+                    }
+                    _ => Ok(()),
+                }
+            }
+            Self::ToServer(_) => Ok(()),
         }
     }
 }

@@ -4,8 +4,8 @@
 //! What it does today:
 //!
 //! * Accepts MySQL clients, checks their user and password itself
-//!   (`mysql_native_password`, or `caching_sha2_password`'s fast path; any
-//!   other plugin is switched to native), and logs in to the backend with
+//!   (`mysql_native_password`, or `caching_sha2_password`; any other plugin
+//!   is switched to native), and logs in to the backend with
 //!   the same credentials.
 //! * Multiplexes: a client holds a backend connection only while a command
 //!   runs, unless its session is pinned (see
@@ -32,8 +32,9 @@
 //! * Serves `/healthz`, `/readyz`, `/metrics`, `/backends` and `/digests`
 //!   on an admin listener.
 //!
-//! * TLS to the servers (verified against a CA bundle; `caching_sha2_password`
-//!   full authentication inside it) and from clients that ask for it.
+//! * TLS to the servers (verified against a CA bundle) and from clients that
+//!   ask for it; `caching_sha2_password` full authentication both ways,
+//!   inside TLS or with the RSA key exchange over plain TCP.
 //!
 //! * `COM_CHANGE_USER`: a new login on the connection, checked like the
 //!   first; the old session ends as if its client had left.
@@ -50,6 +51,7 @@ pub mod error;
 mod io;
 mod metrics;
 mod pool;
+mod rsa_auth;
 mod tls;
 
 use std::net::SocketAddr;
@@ -98,6 +100,12 @@ pub struct ProxyConfig {
     pub digests_max: usize,
     /// TLS offered to clients (`None`: not offered).
     pub client_tls: Option<ClientTls>,
+    /// Ask `caching_sha2_password` clients for full authentication (their
+    /// password: in clear inside TLS, else RSA-encrypted under the proxy's
+    /// key), as a MySQL 8 server does when its cache is cold, instead of
+    /// accepting the scramble answer. Off by default: the proxy knows the
+    /// password, so the scramble answer already proves it.
+    pub client_full_auth: bool,
 }
 
 impl ProxyConfig {
@@ -116,6 +124,7 @@ impl ProxyConfig {
             writer_only_tables: Vec::new(),
             digests_max: 1000,
             client_tls: None,
+            client_full_auth: false,
         }
     }
 }
@@ -141,11 +150,77 @@ pub(crate) struct Shared {
     next_id: AtomicU32,
     version: Mutex<Vec<u8>>,
     clients: Arc<Semaphore>,
+    /// The RSA key pair of `caching_sha2_password` full authentication over
+    /// plain TCP, made when a client first needs it.
+    rsa_key: tokio::sync::OnceCell<Arc<rsa_auth::ProxyKey>>,
+    /// Collation id → `SET NAMES` text (`charset COLLATE collation`), as
+    /// the writer listed them at start (else [`FALLBACK_COLLATIONS`]).
+    collations: Vec<Option<Box<str>>>,
+}
+
+/// The collations clients commonly log in with, for a writer that was down
+/// when the proxy started (the ids MySQL and MariaDB share).
+const FALLBACK_COLLATIONS: &[(u8, &str, &str)] = &[
+    (8, "latin1", "latin1_swedish_ci"),
+    (33, "utf8mb3", "utf8mb3_general_ci"),
+    (45, "utf8mb4", "utf8mb4_general_ci"),
+    (46, "utf8mb4", "utf8mb4_bin"),
+    (47, "latin1", "latin1_bin"),
+    (63, "binary", "binary"),
+    (83, "utf8mb3", "utf8mb3_bin"),
+    (192, "utf8mb3", "utf8mb3_unicode_ci"),
+    (224, "utf8mb4", "utf8mb4_unicode_ci"),
+];
+
+/// The id → `SET NAMES` table from `information_schema.COLLATIONS` rows
+/// (`ID`, `CHARACTER_SET_NAME`, `COLLATION_NAME`), or the fallback.
+fn collation_table(rows: Option<&backend::Rows>) -> Vec<Option<Box<str>>> {
+    let mut t: Vec<Option<Box<str>>> = vec![None; 256];
+    let names = |cs: &str, co: &str| Some(format!("{cs} COLLATE {co}").into_boxed_str());
+    match rows {
+        Some(rows) if !rows.rows.is_empty() => {
+            for r in &rows.rows {
+                if let [Some(id), Some(cs), Some(co)] = &r[..] {
+                    if let Ok(id) = id.parse::<u8>() {
+                        t[usize::from(id)] = names(cs, co);
+                    }
+                }
+            }
+        }
+        _ => {
+            for (id, cs, co) in FALLBACK_COLLATIONS {
+                t[usize::from(*id)] = names(cs, co);
+            }
+        }
+    }
+    t
 }
 
 impl Shared {
     fn server_version(&self) -> Vec<u8> {
         self.version.lock().clone()
+    }
+
+    /// The `SET NAMES` text of a client's login collation, `None` for one
+    /// the writer does not know (the session keeps the login default, as a
+    /// server falls back to its own).
+    fn login_names(&self, collation: u16) -> Option<&str> {
+        self.collations
+            .get(usize::from(collation))
+            .and_then(|c| c.as_deref())
+    }
+
+    /// The proxy's RSA key pair, generated on first use (off the reactor).
+    async fn rsa_key(&self) -> Result<Arc<rsa_auth::ProxyKey>, String> {
+        self.rsa_key
+            .get_or_try_init(|| async {
+                tokio::task::spawn_blocking(rsa_auth::ProxyKey::generate)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map(Arc::new)
+            })
+            .await
+            .cloned()
     }
 }
 
@@ -191,26 +266,50 @@ impl Proxy {
         ));
         cluster.check_all().await;
         let mut version = DEFAULT_VERSION.to_vec();
+        let mut collations = None;
         let writer = cluster.writer();
         match writer.acquire().await {
-            Ok(lease) => {
+            Ok(mut lease) => {
                 version = lease.conn.version.clone();
-                lease.release();
+                let sql = "SELECT ID, CHARACTER_SET_NAME, COLLATION_NAME \
+                           FROM information_schema.COLLATIONS WHERE ID < 256";
+                match lease.conn.query_rows(sql).await {
+                    Ok(Ok(rows)) => {
+                        collations = Some(rows);
+                        lease.release();
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %String::from_utf8_lossy(&e.message), "Collations not listed.");
+                        lease.release();
+                    }
+                    Err(_) => lease.discard(),
+                }
             }
             Err(e) => tracing::warn!(error = %e, "Writer not reachable at start."),
         }
         tokio::spawn(cluster.clone().monitor(cfg.check_interval));
-        Self {
-            shared: Arc::new(Shared {
-                digests: Digests::new(cfg.digests_max),
-                clients: Arc::new(Semaphore::new(cfg.max_client_connections.max(1))),
-                cfg,
-                cluster,
-                metrics,
-                next_id: AtomicU32::new(1),
-                version: Mutex::new(version),
-            }),
+        let shared = Arc::new(Shared {
+            digests: Digests::new(cfg.digests_max),
+            clients: Arc::new(Semaphore::new(cfg.max_client_connections.max(1))),
+            cfg,
+            cluster,
+            metrics,
+            next_id: AtomicU32::new(1),
+            version: Mutex::new(version),
+            rsa_key: tokio::sync::OnceCell::new(),
+            collations: collation_table(collations.as_ref()),
+        });
+        if shared.cfg.client_full_auth {
+            // Every caching_sha2 client over plain TCP will need the key:
+            // make it now rather than during the first login.
+            let s = shared.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s.rsa_key().await {
+                    tracing::error!(error = %e, "RSA key generation failed.");
+                }
+            });
         }
+        Self { shared }
     }
 
     /// The current writer's pool (counters).

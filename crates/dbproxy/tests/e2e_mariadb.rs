@@ -438,3 +438,272 @@ async fn change_user_logs_in_again_and_starts_a_clean_session() {
         .unwrap_err();
     assert_eq!(code(&e), 1045);
 }
+
+/// Runs `script` (PHP, `$dsn` and `$pw` defined for it) and returns stdout.
+async fn php(dsn: &str, script: &str) -> String {
+    let d = db();
+    let out = tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(format!(
+            "$dsn = '{dsn};dbname={db}'; $user = '{user}'; $pw = getenv('PW');\n{script}",
+            db = d.database,
+            user = d.user
+        ))
+        .env("PW", &d.password)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "php failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn the_collation_a_client_logs_in_with_is_its_session_charset_through_the_multiplexer() {
+    // Two PDO connections sharing the proxy's one backend connection, one
+    // logged in as latin1 (collation 8 in its handshake), one as utf8mb4;
+    // each must see its own charset, exactly as on direct connections.
+    // Then SET NAMES overrides the login charset, and a reset restores it.
+    let script = r#"
+$a = new PDO($dsn . ';charset=latin1', $user, $pw, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$b = new PDO($dsn . ';charset=utf8mb4', $user, $pw, [PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION]);
+$q = "SELECT CONCAT_WS('/', @@character_set_client, @@character_set_results, @@collation_connection)";
+$out = [];
+foreach ([$a, $b, $a, $b] as $c) { $out[] = $c->query($q)->fetchColumn(); }
+$a->query("SET NAMES utf8");
+foreach ([$a, $b, $a] as $c) { $out[] = $c->query($q)->fetchColumn(); }
+echo implode(' ', $out);
+"#;
+    let (addr, _p) = proxy(1).await;
+    let through = php(
+        &format!("mysql:host={};port={}", addr.ip(), addr.port()),
+        script,
+    )
+    .await;
+    let d = db();
+    let (host, port) = d.primary.rsplit_once(':').unwrap();
+    let direct = php(&format!("mysql:host={host};port={port}"), script).await;
+    assert!(
+        direct.starts_with("latin1/latin1/latin1_swedish_ci utf8mb4/utf8mb4/"),
+        "{direct}"
+    );
+    assert_eq!(through, direct);
+}
+
+/// Lets the primary take packets over 16 MiB (MariaDB's default
+/// `max_allowed_packet` is exactly 16 MiB); backend connections opened
+/// afterwards see it.
+async fn allow_big_packets() {
+    admin()
+        .await
+        .query_drop("SET GLOBAL max_allowed_packet = 67108864")
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn every_protocol_command_works_through_the_proxy_with_mysql_async() {
+    allow_big_packets().await;
+    // One backend connection: a second client proves what pins and unpins.
+    let (addr, _p) = proxy(1).await;
+    let d = db();
+    let mut c = Conn::new(opts(addr, &d.user, &d.password).max_allowed_packet(Some(64 << 20)))
+        .await
+        .unwrap();
+    let mut other = client(addr).await;
+    let quick = std::time::Duration::from_secs(2);
+
+    // COM_STMT_PREPARE / EXECUTE pin; COM_STMT_CLOSE unpins (the other
+    // client gets the one backend connection again).
+    let st = c.prep("SELECT ? + 1").await.unwrap();
+    let v: Option<i64> = c.exec_first(&st, (41,)).await.unwrap();
+    assert_eq!(v, Some(42));
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), got(&mut other, "SELECT 1"))
+            .await
+            .is_err(),
+        "a prepared statement pins its backend connection"
+    );
+    c.close(st).await.unwrap();
+    let mut other = client(addr).await;
+    let v = tokio::time::timeout(quick, got(&mut other, "SELECT 7")).await;
+    assert_eq!(v.unwrap(), Some(7), "COM_STMT_CLOSE unpinned");
+
+    // Packets over 16 MiB both ways, and COM_STMT_SEND_LONG_DATA (mysql_async
+    // sends a parameter over 16 MiB as long data).
+    let n = (16 << 20) + 4321;
+    let len: Option<i64> = c
+        .query_first(format!("SELECT LENGTH('{}')", "x".repeat(n)))
+        .await
+        .unwrap();
+    assert_eq!(len, Some(n as i64));
+    let big: Option<Vec<u8>> = c
+        .query_first(format!("SELECT REPEAT('y', {n})"))
+        .await
+        .unwrap();
+    assert_eq!(big.map(|b| b.len()), Some(n));
+    let len: Option<i64> = c
+        .exec_first("SELECT LENGTH(?)", (vec![b'z'; n],))
+        .await
+        .unwrap();
+    assert_eq!(len, Some(n as i64));
+
+    // COM_QUERY with multi-statements: two result sets in one response
+    // (what the later statements did is not classified: it pins).
+    let mut r = c
+        .query_iter("SELECT 1; SELECT 2 UNION SELECT 3")
+        .await
+        .unwrap();
+    let first: Vec<i64> = r.collect().await.unwrap();
+    let second: Vec<i64> = r.collect().await.unwrap();
+    drop(r);
+    assert_eq!((first, second), (vec![1], vec![2, 3]));
+
+    // COM_RESET_CONNECTION: the session's state is gone and it unpins.
+    c.query_drop("SET @kept = 1").await.unwrap();
+    c.query_drop("CREATE TEMPORARY TABLE e2e_reset_tmp (id INT)")
+        .await
+        .unwrap();
+    assert!(c.reset().await.unwrap(), "COM_RESET_CONNECTION sent");
+    assert_eq!(got(&mut c, "SELECT @kept").await, None);
+    let e = c
+        .query_drop("SELECT * FROM e2e_reset_tmp")
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), 1146);
+    let v = tokio::time::timeout(quick, got(&mut other, "SELECT 8")).await;
+    assert_eq!(v.unwrap(), Some(8), "COM_RESET_CONNECTION unpinned");
+
+    // COM_PING, then COM_QUIT.
+    c.ping().await.unwrap();
+    c.disconnect().await.unwrap();
+    other.disconnect().await.unwrap();
+}
+
+#[tokio::test]
+async fn php_mysqli_sends_the_other_commands_and_an_unknown_one_gets_1047() {
+    // mysqli sends what PDO does not: COM_INIT_DB (select_db),
+    // COM_STMT_SEND_LONG_DATA and COM_STMT_RESET, multi_query, ping, and
+    // COM_REFRESH, which the proxy does not support: error 1047, and the
+    // connection stays usable.
+    let (addr, _p) = proxy(1).await;
+    let script = format!(
+        r#"
+mysqli_report(MYSQLI_REPORT_OFF);
+$m = new mysqli('{ip}', $user, $pw, 'information_schema', {port});
+$out = [];
+$out[] = $m->select_db(getenv('DB')) ? $m->query("SELECT DATABASE()")->fetch_row()[0] : 'select_db failed';
+$st = $m->prepare("SELECT LENGTH(?), ?");
+$blob = null; $n = 5;
+$st->bind_param('bi', $blob, $n);
+$st->send_long_data(0, str_repeat('a', 70000));
+$st->send_long_data(0, str_repeat('b', 30000));
+$st->execute();
+$st->bind_result($len, $num);
+$st->fetch();
+$out[] = "$len/$num";
+$st->free_result();
+$out[] = $st->reset() ? 'reset' : 'reset failed: ' . $st->errno;
+$n = 6;
+$st->send_long_data(0, 'abc');
+$st->execute();
+$st->bind_result($len, $num);
+$st->fetch();
+$out[] = "$len/$num";
+$st->close();
+$m->multi_query("SELECT 1; SELECT 2");
+do {{ if ($r = $m->store_result()) {{ $out[] = $r->fetch_row()[0]; $r->free(); }} }} while ($m->next_result());
+$out[] = $m->ping() ? 'ping' : 'no ping';
+$out[] = @$m->refresh(MYSQLI_REFRESH_TABLES) ? 'refresh ran' : 'refresh ' . $m->errno;
+$out[] = $m->query("SELECT 40 + 2")->fetch_row()[0];
+echo implode(' ', $out);
+"#,
+        ip = addr.ip(),
+        port = addr.port()
+    );
+    let d = db();
+    let out = tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(format!(
+            "$user = '{}'; $pw = getenv('PW');\n{script}",
+            d.user
+        ))
+        .env("PW", &d.password)
+        .env("DB", &d.database)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        stdout.trim(),
+        format!("{} 100000/5 reset 3/6 1 2 ping refresh 1047 42", d.database),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn indexer_temporary_table_insert_select_and_rename_swap() {
+    // Magento's indexers: build rows in a temporary table, copy them into
+    // the replica table, swap it with the live one by RENAME TABLE. A
+    // shopper reads the live table in between, through the same proxy.
+    let ddl = "(id INT PRIMARY KEY, price INT) ENGINE=InnoDB";
+    table("e2e_idx_src", ddl).await;
+    table("e2e_idx", ddl).await;
+    table("e2e_idx_replica", ddl).await;
+    let mut a = admin().await;
+    let d = db().database;
+    a.query_drop(format!("DROP TABLE IF EXISTS {d}.e2e_idx_outdated"))
+        .await
+        .unwrap();
+    a.query_drop(format!(
+        "INSERT INTO {d}.e2e_idx_src VALUES (1, 10), (2, 20), (3, 30)"
+    ))
+    .await
+    .unwrap();
+    a.query_drop(format!("INSERT INTO {d}.e2e_idx VALUES (1, 1)"))
+        .await
+        .unwrap();
+    let (addr, _p) = proxy(2).await;
+    let mut ix = client(addr).await;
+    let mut shopper = client(addr).await;
+    ix.query_drop("CREATE TEMPORARY TABLE e2e_idx_tmp (id INT PRIMARY KEY, price INT)")
+        .await
+        .unwrap();
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(1)
+    );
+    ix.query_drop("INSERT INTO e2e_idx_tmp SELECT id, price * 2 FROM e2e_idx_src")
+        .await
+        .unwrap();
+    ix.query_drop("DELETE FROM e2e_idx_replica").await.unwrap();
+    ix.query_drop("INSERT INTO e2e_idx_replica SELECT * FROM e2e_idx_tmp")
+        .await
+        .unwrap();
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(1)
+    );
+    ix.query_drop(
+        "RENAME TABLE e2e_idx TO e2e_idx_outdated, e2e_idx_replica TO e2e_idx, \
+         e2e_idx_outdated TO e2e_idx_replica",
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        got(&mut shopper, "SELECT SUM(price) FROM e2e_idx").await,
+        Some(120)
+    );
+    assert_eq!(
+        got(&mut ix, "SELECT SUM(price) FROM e2e_idx_replica").await,
+        Some(1)
+    );
+    ix.query_drop("DROP TEMPORARY TABLE e2e_idx_tmp")
+        .await
+        .unwrap();
+}

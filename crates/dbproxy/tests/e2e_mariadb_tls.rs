@@ -14,13 +14,17 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use magestack_dbproxy::{BackendConfig, BackendTls, ClientTls, Proxy, ProxyConfig};
-use magestack_mysql_proto::auth::{caching_sha2_password, CACHING_SHA2_PASSWORD};
+use magestack_mysql_proto::auth::{caching_sha2_password, xor_scramble, CACHING_SHA2_PASSWORD};
 use magestack_mysql_proto::consts::{cap, status};
-use magestack_mysql_proto::handshake::{ClientHello, InitialHandshake, PERFORM_FULL_AUTH};
+use magestack_mysql_proto::handshake::{
+    ClientHello, InitialHandshake, PERFORM_FULL_AUTH, REQUEST_PUBLIC_KEY,
+};
 use magestack_mysql_proto::packet::{self, Limits};
 use magestack_mysql_proto::OkPacket;
 use mysql_async::prelude::*;
 use mysql_async::{Conn, OptsBuilder};
+use rsa::pkcs8::{EncodePublicKey as _, LineEnding};
+use rsa::Generate as _;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 struct Db {
@@ -296,9 +300,10 @@ fn ok_payload() -> Vec<u8> {
 }
 
 /// A scripted MySQL 8 login: `caching_sha2_password` with an empty cache,
-/// so after the scramble it asks for full authentication, which it accepts
-/// only inside TLS. Sends what it received as the cleartext password on
-/// `got`; then answers every command with OK.
+/// so after the scramble it asks for full authentication: inside TLS the
+/// cleartext password, over plain TCP (`tls` false) only after the client
+/// asked for its RSA public key, encrypted under it. Sends the password it
+/// recovered on `got`; then answers every command with OK.
 async fn sha2_server(
     tcp: tokio::net::TcpStream,
     tls: bool,
@@ -326,6 +331,47 @@ async fn sha2_server(
     hs.encode(&mut b);
     let mut tcp = tcp;
     send(&mut tcp, &b, 0).await;
+    if !tls {
+        // Plain TCP: the password only RSA-encrypted under our key.
+        let mut buf = BytesMut::new();
+        let resp = recv(&mut tcp, &mut buf).await.unwrap();
+        let Ok(ClientHello::Response(r)) = ClientHello::decode(&resp) else {
+            panic!("not a handshake response");
+        };
+        assert_eq!(r.capabilities & cap::SSL, 0);
+        send(&mut tcp, PERFORM_FULL_AUTH, 2).await;
+        let req = recv(&mut tcp, &mut buf).await.unwrap();
+        if req != [REQUEST_PUBLIC_KEY] {
+            got.send(req).unwrap(); // e.g. a cleartext password: a failure
+            return;
+        }
+        let key = rsa::PrivateKey::generate();
+        let pem = key
+            .to_public_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let mut more = vec![0x01];
+        more.extend_from_slice(pem.as_bytes());
+        send(&mut tcp, &more, 4).await;
+        let ct = recv(&mut tcp, &mut buf).await.unwrap();
+        let pw = key
+            .oaep_decrypt::<sha1_011::Sha1>(&ct)
+            .map(|x| xor_scramble(&x, &scramble))
+            .unwrap_or_default();
+        let accepted = pw == b"sha2-secret\0";
+        got.send(pw).unwrap();
+        if !accepted {
+            return;
+        }
+        send(&mut tcp, &ok_payload(), 6).await;
+        while let Some(cmd) = recv(&mut tcp, &mut buf).await {
+            if <[u8]>::first(&cmd) == Some(&1) {
+                return;
+            }
+            send(&mut tcp, &ok_payload(), 1).await;
+        }
+        return;
+    }
     // Exactly the SSL Request (4-byte header + 32): the TLS ClientHello that
     // follows at once must stay in the socket for the acceptor.
     let mut first = [0u8; 36];
@@ -400,6 +446,198 @@ async fn caching_sha2_full_authentication_sends_the_password_only_inside_tls() {
             >= 1
     );
     assert!(p.writer().up());
+}
+
+#[tokio::test]
+async fn caching_sha2_full_authentication_over_plain_tcp_encrypts_the_password_with_the_servers_key(
+) {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = l.local_addr().unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let d = db();
+    let acc = ClientTlsAcceptor::new(&d.cert, &d.key).0;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = l.accept().await {
+            tokio::spawn(sha2_server(tcp, false, acc.clone(), tx.clone()));
+        }
+    });
+    let mut cfg = backend(&server_addr.to_string(), None);
+    cfg.password = "sha2-secret".into();
+    let p = Proxy::new(ProxyConfig {
+        writer_detection: false,
+        ..ProxyConfig::new(cfg)
+    })
+    .await;
+    let got = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got, b"sha2-secret\0");
+    assert!(p.writer().up());
+}
+
+/// A proxy with `client_full_auth`: clients log in with
+/// `caching_sha2_password` and give their password itself.
+async fn full_auth_proxy() -> (SocketAddr, Proxy) {
+    let d = db();
+    let ct = ClientTls::from_pem(&d.cert, &d.key, false).unwrap();
+    start(ProxyConfig {
+        client_tls: Some(ct),
+        client_full_auth: true,
+        ..ProxyConfig::new(backend(&d.primary, None))
+    })
+    .await
+}
+
+async fn pdo(addr: SocketAddr, password: &str, tls: bool) -> std::process::Output {
+    let d = db();
+    let ssl = if tls {
+        format!(
+            "PDO::MYSQL_ATTR_SSL_CA => '{}', PDO::MYSQL_ATTR_SSL_VERIFY_SERVER_CERT => true,",
+            d.ca.display()
+        )
+    } else {
+        String::new()
+    };
+    let script = format!(
+        r#"
+try {{
+    $pdo = new PDO('mysql:host={ip};port={port};dbname={db}', '{user}', getenv('PW'), [
+        PDO::ATTR_ERRMODE => PDO::ERRMODE_EXCEPTION, {ssl}
+    ]);
+    echo $pdo->query("SELECT 6 * 7")->fetchColumn();
+}} catch (PDOException $e) {{ echo 'error ', $e->getCode(), ' ', $e->getMessage(); }}
+"#,
+        ip = addr.ip(),
+        port = addr.port(),
+        db = d.database,
+        user = d.user,
+    );
+    tokio::process::Command::new("php")
+        .arg("-r")
+        .arg(&script)
+        .env("PW", password)
+        .output()
+        .await
+        .expect("php-cli (scripts/deps installs it)")
+}
+
+#[tokio::test]
+async fn caching_sha2_clients_give_their_password_rsa_encrypted_over_plain_tcp_and_in_tls() {
+    let (addr, _p) = full_auth_proxy().await;
+    // mysql_async over plain TCP: perform-full-auth, 0x02, the proxy's PEM,
+    // the password XOR the scramble under RSA-OAEP.
+    let mut c = client(addr).await.unwrap();
+    let v: Option<i64> = c.query_first("SELECT 40 + 2").await.unwrap();
+    assert_eq!(v, Some(42));
+    // COM_CHANGE_USER goes through the same exchange.
+    c.change_user(mysql_async::ChangeUserOpts::default())
+        .await
+        .unwrap();
+    let v: Option<i64> = c.query_first("SELECT 6 * 7").await.unwrap();
+    assert_eq!(v, Some(42));
+    c.disconnect().await.unwrap();
+    // A wrong password through the same exchange: 1045.
+    let d = db();
+    let o = OptsBuilder::default()
+        .ip_or_hostname(addr.ip().to_string())
+        .tcp_port(addr.port())
+        .user(Some(d.user.clone()))
+        .pass(Some("not-the-password"))
+        .prefer_socket(false);
+    match Conn::new(o).await {
+        Err(mysql_async::Error::Server(e)) => assert_eq!(e.code, 1045, "{e}"),
+        other => panic!("expected 1045, got {other:?}"),
+    }
+    // PHP's mysqlnd (as Magento connects): RSA over plain TCP, cleartext
+    // inside TLS; a wrong password refused with 1045 either way.
+    for tls in [false, true] {
+        let out = pdo(addr, &d.password, tls).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout.trim(),
+            "42",
+            "tls {tls}: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let out = pdo(addr, "not-the-password", tls).await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("1045"), "tls {tls}: {stdout}");
+    }
+}
+
+#[tokio::test]
+async fn a_command_that_rustls_already_decrypted_is_answered_by_an_idle_tls_client() {
+    // An idle TLS client waits on its socket, not in a read: a second
+    // command already decrypted by rustls must not be left waiting there.
+    use magestack_mysql_proto::auth::native_password;
+    use magestack_mysql_proto::handshake::{encode_ssl_request, HandshakeResponse};
+    use rustls::pki_types::pem::PemObject;
+    let d = db();
+    let (addr, _p) = tls_proxy(false).await;
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = BytesMut::new();
+    let hs = InitialHandshake::decode(&recv(&mut tcp, &mut buf).await.unwrap()).unwrap();
+    let caps = cap::PROTOCOL_41 | cap::SECURE_CONNECTION | cap::PLUGIN_AUTH;
+    let mut b = BytesMut::new();
+    encode_ssl_request(caps, 1 << 24, 45, &mut b);
+    send(&mut tcp, &b, 1).await;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_file_iter(&d.ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let name = rustls::pki_types::ServerName::IpAddress(addr.ip().into());
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let resp = HandshakeResponse {
+        capabilities: caps | cap::SSL,
+        max_packet: 1 << 24,
+        charset: 45,
+        username: d.user.into_bytes(),
+        auth_response: native_password(d.password.as_bytes(), &hs.scramble),
+        database: None,
+        auth_plugin: Some(b"mysql_native_password".to_vec()),
+        connect_attrs: None,
+    };
+    let mut b = BytesMut::new();
+    resp.encode(&mut b);
+    send(&mut s, &b, 2).await;
+    let mut buf = BytesMut::new();
+    let ok = recv(&mut s, &mut buf).await.unwrap();
+    assert_eq!(<[u8]>::first(&ok), Some(&0));
+    // Let the proxy reach its idle wait, then a query and a COM_PING in one
+    // write: past some sizes the ping is still in rustls, decrypted, when
+    // the query's answer is sent.
+    // 4078 and 20462: the query packet fills the proxy's read buffer exactly.
+    for pad in [10, 4078, 5000, 20462, 40000] {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut q = b"\x03SELECT 1 /*".to_vec();
+        q.resize(q.len() + pad, b'x');
+        q.extend_from_slice(b"*/");
+        let mut two = BytesMut::new();
+        packet::encode(&q, 0, &mut two);
+        packet::encode(&[0x0e], 0, &mut two);
+        s.write_all(&two).await.unwrap();
+        // The result set: column count, column, EOF, row, EOF; then the OK.
+        for i in 0..6 {
+            let p = tokio::time::timeout(Duration::from_secs(2), recv(&mut s, &mut buf))
+                .await
+                .unwrap_or_else(|_| panic!("pad {pad}: packet {i} never came"))
+                .unwrap();
+            if i == 5 {
+                assert_eq!(<[u8]>::first(&p), Some(&0), "pad {pad}");
+            }
+        }
+    }
 }
 
 struct ClientTlsAcceptor(tokio_rustls::TlsAcceptor);

@@ -282,6 +282,7 @@ fn dbproxy(args: cli::DbproxyArgs) -> Result<ExitCode> {
     };
     let proxy_cfg = magestack_dbproxy::ProxyConfig {
         client_tls,
+        client_full_auth: d.client_full_auth,
         readers: d.readers.clone(),
         writer_detection: d.writer_detection,
         max_backend_connections: d.max_backend_connections,

@@ -4,11 +4,11 @@
 //! answers its backends' challenges.
 //!
 //! What is supported: `mysql_native_password` fully; `caching_sha2_password`
-//! fast path in both directions, and its full authentication towards a
-//! backend only over TLS (the cleartext password after the server asks for
-//! it). Full authentication over plain TCP needs the server's RSA key; that
-//! path is refused with an error rather than pulling an RSA stack into the
-//! core (see `handshake::BackendAuthError::FullAuthNeedsTls`).
+//! fast path and full authentication in both directions: inside TLS the
+//! cleartext password, over plain TCP the password XOR the scramble,
+//! RSA-OAEP encrypted with the server's public key. The RSA operation itself
+//! is not here (no RSA stack in the pure core): the core says what to
+//! encrypt ([`xor_scramble`]) and the shell encrypts or decrypts it.
 
 use sha1::{Digest as _, Sha1};
 use sha2::Sha256;
@@ -62,6 +62,22 @@ pub fn expected_response(plugin: &str, password: &[u8], scramble: &[u8]) -> Opti
     }
 }
 
+/// `data XOR scramble` (the scramble repeated): what
+/// `caching_sha2_password` encrypts with the server's RSA key over plain TCP
+/// (`data` is the password with its trailing NUL), and what the server
+/// XORs again after decrypting. The scramble keeps a captured ciphertext
+/// from being replayed on another connection.
+pub fn xor_scramble(data: &[u8], scramble: &[u8]) -> Vec<u8> {
+    let scramble = &scramble[..scramble.len().min(SCRAMBLE_LEN)];
+    if scramble.is_empty() {
+        return data.to_vec();
+    }
+    data.iter()
+        .zip(scramble.iter().cycle())
+        .map(|(a, b)| a ^ b)
+        .collect()
+}
+
 /// Compares in time independent of where the inputs differ.
 pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
@@ -97,6 +113,16 @@ mod tests {
     fn empty_passwords_answer_nothing() {
         assert!(native_password(b"", b"x").is_empty());
         assert!(caching_sha2_password(b"", b"x").is_empty());
+    }
+
+    #[test]
+    fn xor_scramble_cycles_the_scramble_and_undoes_itself() {
+        let scramble = b"abcdefghijklmnopqrst";
+        let pw = b"a password longer than twenty bytes\0";
+        let x = xor_scramble(pw, scramble);
+        assert_eq!(x.len(), pw.len());
+        assert_eq!(x[20], pw[20] ^ b'a');
+        assert_eq!(xor_scramble(&x, scramble), pw.to_vec());
     }
 
     #[test]

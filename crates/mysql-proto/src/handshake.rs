@@ -353,6 +353,10 @@ pub fn encode_auth_switch(plugin: &str, scramble: &[u8], dst: &mut BytesMut) {
 pub const FAST_AUTH_SUCCESS: &[u8] = &[0x01, 0x03];
 /// `caching_sha2_password`'s "perform full authentication" (`0x01 0x04`).
 pub const PERFORM_FULL_AUTH: &[u8] = &[0x01, 0x04];
+/// A client's request for the server's RSA public key (`0x02`), during
+/// `caching_sha2_password` full authentication over plain TCP. The server
+/// answers with `0x01` followed by the key in PEM (SubjectPublicKeyInfo).
+pub const REQUEST_PUBLIC_KEY: u8 = 0x02;
 
 // === BackendAuth ===
 
@@ -366,10 +370,6 @@ pub enum BackendAuthError {
     /// A plugin this core cannot answer.
     #[error("unsupported authentication plugin {0:?}")]
     UnsupportedPlugin(String),
-    /// `caching_sha2_password` asked for the cleartext password on a
-    /// connection without TLS (the RSA exchange is not implemented).
-    #[error("caching_sha2_password full authentication needs TLS to the backend")]
-    FullAuthNeedsTls,
     /// TLS is required and the server does not offer it (`CLIENT_SSL`).
     #[error("the server does not offer TLS")]
     NoTls,
@@ -383,6 +383,17 @@ pub enum BackendAuthError {
 pub enum AuthStep {
     /// Send this payload (next sequence id) and feed the server's answer.
     Send(Bytes),
+    /// `caching_sha2_password` full authentication over plain TCP: encrypt
+    /// `plaintext` (the password and its NUL, XOR the scramble) with RSA-OAEP
+    /// (SHA-1, as MySQL 8.0.5 and later) under the server's public key
+    /// `public_key_pem`, send the ciphertext (next sequence id) and feed the
+    /// server's answer.
+    SendEncrypted {
+        /// The server's RSA public key, PEM.
+        public_key_pem: Vec<u8>,
+        /// What to encrypt.
+        plaintext: Vec<u8>,
+    },
     /// Feed the next server packet; nothing to send.
     Wait,
     /// Logged in; the OK packet's status flags.
@@ -402,6 +413,8 @@ pub struct BackendAuth {
     plugin: String,
     tls: bool,
     capabilities: u32,
+    /// Full authentication over plain TCP asked for the server's key.
+    awaiting_key: bool,
 }
 
 impl BackendAuth {
@@ -454,7 +467,11 @@ impl BackendAuth {
         let resp = HandshakeResponse {
             capabilities,
             max_packet: 0x0100_0000,
-            charset: hs.charset,
+            // One login collation on every server, whatever its default:
+            // a backend session fresh from login or reset is then known to
+            // have `session::LOGIN_NAMES`, and a client's login collation
+            // is replayed against it like `SET NAMES`.
+            charset: crate::consts::UTF8MB4_GENERAL_CI,
             username: user.to_vec(),
             auth_response,
             database: database.map(<[u8]>::to_vec),
@@ -468,6 +485,7 @@ impl BackendAuth {
                 plugin,
                 tls,
                 capabilities,
+                awaiting_key: false,
             },
             resp,
         ))
@@ -504,6 +522,16 @@ impl BackendAuth {
                 self.plugin = plugin;
                 Ok(AuthStep::Send(Bytes::from(resp)))
             }
+            Some(0x01) if self.plugin == CACHING_SHA2_PASSWORD && self.awaiting_key => {
+                // The server's public key (PEM) after our 0x02 request.
+                self.awaiting_key = false;
+                let mut pw = self.password.clone();
+                pw.push(0);
+                Ok(AuthStep::SendEncrypted {
+                    public_key_pem: payload[1..].to_vec(),
+                    plaintext: auth::xor_scramble(&pw, &self.scramble),
+                })
+            }
             Some(0x01) if self.plugin == CACHING_SHA2_PASSWORD => match payload.get(1) {
                 Some(0x03) => Ok(AuthStep::Wait),
                 Some(0x04) if self.tls => {
@@ -511,7 +539,11 @@ impl BackendAuth {
                     pw.push(0);
                     Ok(AuthStep::Send(Bytes::from(pw)))
                 }
-                Some(0x04) => Err(BackendAuthError::FullAuthNeedsTls),
+                Some(0x04) => {
+                    // No TLS: never the password in clear; ask for the key.
+                    self.awaiting_key = true;
+                    Ok(AuthStep::Send(Bytes::from_static(&[REQUEST_PUBLIC_KEY])))
+                }
                 _ => Err(ParseError::Invalid {
                     what: "caching_sha2_password more data",
                     value: payload.get(1).copied().map_or(0, u64::from),
@@ -579,10 +611,31 @@ mod tests {
         let want = auth::caching_sha2_password(b"pw", b"ABCDEFGHIJKLMNOPQRST");
         assert_eq!(a.on_packet(&sw), Ok(AuthStep::Send(Bytes::from(want))));
         assert_eq!(a.on_packet(FAST_AUTH_SUCCESS), Ok(AuthStep::Wait));
+    }
+
+    #[test]
+    fn backend_full_auth_without_tls_asks_for_the_key_and_encrypts_pw_xor_scramble() {
+        let mut hs = sample();
+        hs.auth_plugin = CACHING_SHA2_PASSWORD.as_bytes().to_vec();
+        let (mut a, _) = BackendAuth::start(&hs, !0, b"u", b"pw", None, false).unwrap();
         assert_eq!(
             a.on_packet(PERFORM_FULL_AUTH),
-            Err(BackendAuthError::FullAuthNeedsTls)
+            Ok(AuthStep::Send(Bytes::from_static(&[REQUEST_PUBLIC_KEY])))
         );
+        let mut key = vec![0x01];
+        key.extend_from_slice(b"-----BEGIN PUBLIC KEY-----\n...");
+        assert_eq!(
+            a.on_packet(&key),
+            Ok(AuthStep::SendEncrypted {
+                public_key_pem: key[1..].to_vec(),
+                plaintext: auth::xor_scramble(b"pw\0", &hs.scramble),
+            })
+        );
+        // Then the server's OK.
+        assert!(matches!(
+            a.on_packet(&[0, 0, 0, 2, 0, 0, 0]),
+            Ok(AuthStep::Done(_))
+        ));
     }
 
     #[test]

@@ -146,6 +146,12 @@ const RESULT_VARIABLES: &[&str] = &[
     "timestamp",
 ];
 
+/// The character set and collation of a backend session right after login
+/// or `COM_RESET_CONNECTION`: the proxy logs in to every server with
+/// collation 45 (`consts::UTF8MB4_GENERAL_CI`). A session without a `names`
+/// variable expects this.
+pub const LOGIN_NAMES: &str = "utf8mb4 COLLATE utf8mb4_general_ci";
+
 /// Sets `name = value` in `vars`: replaces the earlier value (and, for
 /// `names`, the four variables `SET NAMES` sets).
 pub fn set_var(vars: &mut Vars, name: &str, value: &str) {
@@ -164,7 +170,9 @@ pub fn replay_sql(have: &Vars, want: &Vars) -> Option<String> {
     for (n, _) in have {
         if !want.iter().any(|(w, _)| w == n) {
             parts.push(if n == "names" {
-                "NAMES DEFAULT".to_owned()
+                // What the session had at login (not `NAMES DEFAULT`, the
+                // server's global default, which may differ).
+                format!("NAMES {LOGIN_NAMES}")
             } else {
                 format!("SESSION {n} = DEFAULT")
             });
@@ -198,6 +206,9 @@ pub struct Session {
     vars: Vars,
     schema: Option<String>,
     last_write: Option<Instant>,
+    /// The client's login collation as `SET NAMES` text, when it is not
+    /// [`LOGIN_NAMES`] (kept across `COM_RESET_CONNECTION`).
+    login_names: Option<String>,
 }
 
 impl Session {
@@ -219,6 +230,21 @@ impl Session {
             vars: Vec::new(),
             schema,
             last_write: None,
+            login_names: None,
+        }
+    }
+
+    /// The collation the client named in its handshake (or
+    /// `COM_CHANGE_USER`), as `SET NAMES` text (`charset COLLATE
+    /// collation`); `None` for one the server does not know (the server
+    /// then uses its default, as the proxy does). The session's charset
+    /// variables start from it, replayed like `SET NAMES` when a borrowed
+    /// backend differs, until the client sets its own.
+    pub fn set_login_names(&mut self, names: Option<&str>) {
+        self.login_names = names.filter(|n| *n != LOGIN_NAMES).map(str::to_owned);
+        match &self.login_names {
+            Some(n) => set_var(&mut self.vars, "names", n),
+            None => self.vars.retain(|(n, _)| n != "names"),
         }
     }
 
@@ -447,14 +473,19 @@ impl Session {
     /// replayed on the next backend).
     pub fn on_backend_lost(&mut self) {
         let (vars, schema) = (std::mem::take(&mut self.vars), self.schema.take());
+        let login = self.login_names.take();
         *self = Self::new(schema, self.multi_statements);
         self.vars = vars;
+        self.login_names = login;
     }
 
     /// `COM_RESET_CONNECTION` succeeded: the server dropped everything.
+    /// The login collation stays, as on a direct connection.
     pub fn on_reset_connection(&mut self) {
         let schema = self.schema.take();
+        let login = self.login_names.take();
         *self = Self::new(schema, self.multi_statements);
+        self.set_login_names(login.as_deref());
     }
 
     /// What to do with the backend when the client leaves.
@@ -550,6 +581,36 @@ mod tests {
             replay_sql(&other, &want).as_deref(),
             Some("SET SESSION foreign_key_checks = DEFAULT, SESSION sql_mode = '', SESSION time_zone = '+00:00', NAMES utf8")
         );
+    }
+
+    #[test]
+    fn the_login_collation_is_replayed_until_set_names_and_survives_a_reset() {
+        let mut s = Session::new(None, false);
+        s.set_login_names(Some(LOGIN_NAMES));
+        assert!(s.vars().is_empty());
+        s.set_login_names(Some("latin1 COLLATE latin1_swedish_ci"));
+        assert_eq!(
+            replay_sql(&Vec::new(), s.vars()).as_deref(),
+            Some("SET NAMES latin1 COLLATE latin1_swedish_ci")
+        );
+        // Back from latin1 to a session that expects the login default.
+        assert_eq!(
+            replay_sql(s.vars(), &Vec::new()).as_deref(),
+            Some("SET NAMES utf8mb4 COLLATE utf8mb4_general_ci")
+        );
+        run(&mut s, "SET NAMES utf8", ok(2));
+        assert_eq!(s.vars(), &vec![("names".to_owned(), "utf8".to_owned())]);
+        assert!(!s.is_pinned());
+        s.on_reset_connection();
+        assert_eq!(
+            s.vars(),
+            &vec![(
+                "names".to_owned(),
+                "latin1 COLLATE latin1_swedish_ci".to_owned()
+            )]
+        );
+        s.on_backend_lost();
+        assert_eq!(s.vars().len(), 1);
     }
 
     #[test]
