@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{env, free_addr, http_raw, wait_up, Killed};
+use common::{edge_command, env, free_addr, http_raw, storefront_pub, wait_up, Killed};
 
 fn cache_status(addr: SocketAddr, path: &str) -> String {
     let r = http_raw(
@@ -399,40 +399,21 @@ fn a_new_edge_is_warm_from_l2_and_purges_reach_l2() {
     let redis = env("MAGESTACK_REDIS_URL");
     let channel = format!("magestack:test-l2:{}", std::process::id());
     let spawn_l2 = |a: SocketAddr, m: SocketAddr| {
-        let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
-        let config = std::env::temp_dir().join(format!(
-            "magestack-l2-{}-{}.toml",
-            std::process::id(),
-            a.port()
-        ));
-        std::fs::write(
-            &config,
-            format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
-        )
-        .unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
-        cmd.args([
-            "edge",
-            "--config",
-            config.to_str().unwrap(),
-            "--listen",
-            &a.to_string(),
-            "--admin-listen",
-            &m.to_string(),
-            "--upstream",
-            &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
-            "--docroot",
-            docroot,
-            "--redis",
-            &redis,
-        ]);
+        let (mut cmd, config) = edge_command(
+            &format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
+            a,
+            m,
+            storefront_pub(),
+        );
+        cmd.args(["--redis", &redis]);
         let mut edge = Killed::spawn(cmd);
         edge.wait_up(a);
         wait_bus(m);
-        edge
+        (edge, config)
     };
     let edges: Vec<(SocketAddr, SocketAddr)> = (0..3).map(|_| (free_addr(), free_addr())).collect();
-    let mut guards: Vec<Killed> = edges.iter().map(|(a, m)| spawn_l2(*a, *m)).collect();
+    let mut guards: Vec<(Killed, tempfile::TempPath)> =
+        edges.iter().map(|(a, m)| spawn_l2(*a, *m)).collect();
     let warm = [
         "/women.html?l2=1",
         "/women/tops.html?l2=1",

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{env, free_addr, http_raw, wait_up, Killed};
+use common::{edge_command, free_addr, http_raw, storefront_pub, wait_up, Killed};
 
 fn datatier(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
@@ -76,30 +76,14 @@ struct Edge {
 /// password is read from `password_file`.
 fn spawn_edge(cluster: &str, password_file: &Path) -> Edge {
     let (addr, admin) = (free_addr(), free_addr());
-    let docroot = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub");
-    let config = tempfile::Builder::new()
-        .prefix("magestack-cluster-tls-")
-        .suffix(".toml")
-        .tempfile()
-        .unwrap()
-        .into_temp_path();
-    std::fs::write(&config, format!("[cluster]\n{cluster}")).unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
-    cmd.args([
-        "edge",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &addr.to_string(),
-        "--admin-listen",
-        &admin.to_string(),
-        "--upstream",
-        &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
-        "--docroot",
-        docroot,
-    ])
-    .env_remove("MAGESTACK_REDIS_PASSWORD")
-    .env("MAGESTACK_REDIS_PASSWORD_FILE", password_file);
+    let (mut cmd, config) = edge_command(
+        &format!("[cluster]\n{cluster}"),
+        addr,
+        admin,
+        storefront_pub(),
+    );
+    cmd.env_remove("MAGESTACK_REDIS_PASSWORD")
+        .env("MAGESTACK_REDIS_PASSWORD_FILE", password_file);
     let mut process = Killed::spawn(cmd);
     process.wait_up(addr);
     wait_up(admin);

@@ -7,13 +7,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::storefront_release;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{env, free_addr, http_raw, wait_up, Killed};
+use common::{edge_command, env, free_addr, http_raw, wait_up, Killed};
 
 fn get(addr: SocketAddr, path: &str) -> (String, String) {
     let r = http_raw(
@@ -63,37 +63,19 @@ struct Edge {
     addr: SocketAddr,
     admin: SocketAddr,
     _guard: Killed,
+    _config: tempfile::TempPath,
 }
 
 /// An edge in front of `docroot` on the shared Redis with L2, once its bus is up.
 fn spawn_edge(docroot: &Path, channel: &str) -> Edge {
     let (addr, admin) = (free_addr(), free_addr());
-    let config: PathBuf = std::env::temp_dir().join(format!(
-        "magestack-release-{}-{}.toml",
-        std::process::id(),
-        addr.port()
-    ));
-    std::fs::write(
-        &config,
-        format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
-    )
-    .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
-    cmd.args([
-        "edge",
-        "--config",
-        config.to_str().unwrap(),
-        "--listen",
-        &addr.to_string(),
-        "--admin-listen",
-        &admin.to_string(),
-        "--upstream",
-        &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
-        "--docroot",
+    let (mut cmd, config) = edge_command(
+        &format!("[cluster]\nchannel = \"{channel}\"\nl2 = true\n"),
+        addr,
+        admin,
         docroot.to_str().unwrap(),
-        "--redis",
-        &env("MAGESTACK_REDIS_URL"),
-    ]);
+    );
+    cmd.args(["--redis", &env("MAGESTACK_REDIS_URL")]);
     let mut guard = Killed::spawn(cmd);
     guard.wait_up(addr);
     wait_up(admin);
@@ -104,6 +86,7 @@ fn spawn_edge(docroot: &Path, channel: &str) -> Edge {
         addr,
         admin,
         _guard: guard,
+        _config: config,
     }
 }
 

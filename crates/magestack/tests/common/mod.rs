@@ -135,3 +135,42 @@ fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// The storefront's `pub/` in the repository.
+pub fn storefront_pub() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/storefront/pub")
+}
+
+/// `magestack edge` with `config` (TOML text, written to a temporary file
+/// that lives as long as the returned path) on `addr`, its admin listener on
+/// `admin`, in front of the tests' PHP-FPM with `docroot`. The caller adds
+/// flags or environment and spawns it.
+pub fn edge_command(
+    config: &str,
+    addr: SocketAddr,
+    admin: SocketAddr,
+    docroot: &str,
+) -> (Command, tempfile::TempPath) {
+    let path = tempfile::Builder::new()
+        .prefix("magestack-edge-")
+        .suffix(".toml")
+        .tempfile()
+        .unwrap()
+        .into_temp_path();
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
+    cmd.args([
+        "edge",
+        "--config",
+        path.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--admin-listen",
+        &admin.to_string(),
+        "--upstream",
+        &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
+        "--docroot",
+        docroot,
+    ]);
+    (cmd, path)
+}
