@@ -41,6 +41,12 @@ pub struct Validated {
     /// From `[dbproxy]` (checked here too, so `magestack check` reports
     /// it; the writer is required only by [`crate::load_dbproxy`]).
     pub dbproxy: crate::DbproxySettings,
+    /// From `[media]`.
+    pub media: crate::MediaSettings,
+    /// From `[static]`.
+    pub static_files: crate::StaticSettings,
+    /// From `[object_store]`.
+    pub object_store: crate::ObjectStoreSettings,
 }
 
 /// Checked `[cluster]`.
@@ -517,6 +523,9 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     };
     let cluster = compile_cluster(config.cluster, &mut errs);
     let dbproxy = crate::dbproxy::compile_dbproxy(config.dbproxy, false, &mut errs);
+    let media = crate::media::compile_media(config.media, &mut errs);
+    let static_files = crate::media::compile_static(config.static_files, &mut errs);
+    let object_store = crate::media::compile_object_store(config.object_store, &mut errs);
     match (log, magento, upstream, cache, dbproxy) {
         (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy))
             if errs.0.is_empty() =>
@@ -533,6 +542,9 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 waf,
                 cluster,
                 dbproxy,
+                media,
+                static_files,
+                object_store,
             })
         }
         _ => Err(errs.0),
