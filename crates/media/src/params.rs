@@ -5,8 +5,44 @@
 //! queries that ask for the same pixels give the same [`ResizeParams::canonical`]
 //! string, so they share one cached variant.
 
-use crate::plan::Fit;
 use crate::Refusal;
+
+/// How the original is fitted to the requested box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fit {
+    /// Inside the box, aspect ratio kept (the default).
+    Bounds,
+    /// Fill the box, aspect ratio kept, the overflow cut off centred.
+    Cover,
+    /// As `Cover` (Fastly's name for it).
+    Crop,
+    /// Inside the box, then padded to the box with the background
+    /// (Magento's `keep_frame`).
+    Pad,
+}
+
+impl Fit {
+    /// Parses a `fit` value.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "bounds" => Some(Self::Bounds),
+            "cover" => Some(Self::Cover),
+            "crop" => Some(Self::Crop),
+            "pad" => Some(Self::Pad),
+            _ => None,
+        }
+    }
+
+    /// The `fit` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Bounds => "bounds",
+            Self::Cover => "cover",
+            Self::Crop => "crop",
+            Self::Pad => "pad",
+        }
+    }
+}
 
 /// What an operator allows.
 #[derive(Debug, Clone, PartialEq, Eq)]
