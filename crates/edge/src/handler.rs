@@ -53,6 +53,9 @@ pub struct Edge {
     stop: tokio::sync::watch::Sender<bool>,
     /// How request bodies are read, and the memory they share.
     pub(crate) body_limits: request_body::BodyLimits,
+    /// `/media/` and `/static/` from an object store (kept across reloads
+    /// while its spec is unchanged).
+    pub(crate) media: Option<Arc<crate::media_source::MediaSource>>,
 }
 
 /// Most warm-up rounds.
@@ -91,6 +94,9 @@ pub enum EdgeError {
     /// Endpoints are given by host name and no DNS resolver can be built.
     #[error("endpoint discovery: {0}")]
     Dns(String),
+    /// The object-store sources or their disk cache cannot be set up.
+    #[error("media: {0}")]
+    Media(String),
 }
 
 impl Edge {
@@ -248,7 +254,22 @@ impl Edge {
             }
             l
         };
+        let media = match (&s.media, previous.and_then(|p| p.media.clone())) {
+            (Some(spec), Some(running)) if running.spec() == spec => Some(running),
+            (Some(spec), _) => Some(Arc::new(
+                crate::media_source::MediaSource::new(spec.clone())
+                    .map_err(|e| EdgeError::Media(e.to_string()))?,
+            )),
+            (None, _) => None,
+        };
+        if media.is_some() && router.is_none() {
+            return Err(EdgeError::Media(
+                "object-store sources need magento.docroot (its nginx rules and PHP fallbacks)"
+                    .into(),
+            ));
+        }
         Ok(Self {
+            media,
             body_limits,
             s,
             router,
@@ -501,12 +522,28 @@ impl Edge {
             Ok(p) => p,
             Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
         };
-        let route = router.route(
-            &magestack_routing::RealFs,
-            req.method(),
-            &path,
-            req.uri().query(),
-        );
+        let route = match &self.media {
+            // One dispatch point for object-store sources (issue 19).
+            Some(media) => match media
+                .handle(
+                    router,
+                    req.method(),
+                    req.headers(),
+                    &path,
+                    req.uri().query(),
+                )
+                .await
+            {
+                crate::media_source::Handled::Response(r) => return (r, Outcome::Static),
+                crate::media_source::Handled::Route(route) => route,
+            },
+            None => router.route(
+                &magestack_routing::RealFs,
+                req.method(),
+                &path,
+                req.uri().query(),
+            ),
+        };
         match route {
             magestack_routing::Route::Static {
                 file,

@@ -28,6 +28,7 @@ pub mod http_upstream;
 pub mod injection;
 mod ip_filter;
 pub mod live;
+pub mod media_source;
 pub mod metrics;
 pub mod pipeline;
 pub mod pool;

@@ -475,6 +475,36 @@ fn init_logging(
     Ok((guard, writer))
 }
 
+/// `[media]`, `[static]` and `[object_store]` as the edge's media spec;
+/// `None` when both sources are the docroot.
+fn media_spec(cfg: &Validated) -> Option<magestack_edge::media_source::MediaSpec> {
+    let remote = |src: &magestack_config::FileSource| match src {
+        magestack_config::FileSource::Docroot => None,
+        magestack_config::FileSource::S3 { bucket, prefix } => {
+            Some(magestack_edge::media_source::RemoteSpec {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint: cfg.object_store.endpoint.clone(),
+                region: cfg.object_store.region.clone(),
+                timeout: cfg.media.store_timeout,
+            })
+        }
+    };
+    let media = remote(&cfg.media.source);
+    let statics = remote(&cfg.static_files.source);
+    if media.is_none() && statics.is_none() {
+        return None;
+    }
+    Some(magestack_edge::media_source::MediaSpec {
+        media,
+        statics,
+        static_deployed_version: cfg.static_files.deployed_version.clone(),
+        cache_dir: cfg.media.cache_dir.clone(),
+        cache_size: cfg.media.cache_size_bytes,
+        retry_after: cfg.media.retry_after,
+    })
+}
+
 /// The pipeline settings from the validated config.
 fn edge_settings(cfg: &Validated) -> EdgeSettings {
     let m = &cfg.magento;
@@ -577,6 +607,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             warmup_urls: warmup_urls(cfg),
         },
         cache: cache_settings(cfg),
+        media: media_spec(cfg),
         cluster: None,
         deny_without_docroot: false,
     }

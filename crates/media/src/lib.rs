@@ -15,6 +15,7 @@
 //! - [`plan`]: the target geometry of a resize from the original's size.
 //! - [`format`]: image formats by magic bytes, `Accept` negotiation, and the
 //!   decompression-bomb check on the header's dimensions.
+//! - [`conditional`]: 304s and single byte ranges, as nginx answers them.
 //! - [`index`]: the byte-bounded LRU index of the disk cache (which files
 //!   to evict), rebuilt from the directory at start.
 //!
@@ -24,6 +25,7 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod conditional;
 pub mod format;
 pub mod index;
 pub mod key;

@@ -1,0 +1,435 @@
+//! `/media/` and `/static/` from an object store (issue 19), end to end: a
+//! real S3-compatible server (s3s-fs, started by `scripts/deps`; a private
+//! one where a test stops it), objects uploaded with signed requests, real
+//! PHP-FPM for Magento's fallbacks, and `magestack edge` as a process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{env, free_addr, Killed};
+use object_store::ObjectStoreExt;
+
+fn storefront_pub() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/storefront/pub")
+}
+
+/// A unique key prefix per test run, so tests share the bucket safely.
+fn unique(tag: &str) -> String {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Uploads through object_store with the server's credentials (SigV4).
+fn upload(endpoint: &str, bucket: &str, key: &str, bytes: Vec<u8>) {
+    let store = object_store::aws::AmazonS3Builder::new()
+        .with_endpoint(endpoint)
+        .with_allow_http(true)
+        .with_region(env("MAGESTACK_S3_REGION"))
+        .with_bucket_name(bucket)
+        .with_access_key_id(env("MAGESTACK_S3_ACCESS_KEY_ID"))
+        .with_secret_access_key(env("MAGESTACK_S3_SECRET_ACCESS_KEY"))
+        .build()
+        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(store.put(&object_store::path::Path::from(key), bytes.into()))
+        .unwrap();
+}
+
+struct Resp {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Resp {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One request on its own connection, raw bytes back.
+fn get(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &str)]) -> Resp {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut head =
+        format!("{method} {target} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n");
+    for (k, v) in extra {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    head.push_str("\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no head in {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines.next().unwrap()[9..12].parse().unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect::<Vec<_>>();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"))
+    {
+        body = dechunk(&body);
+    }
+    Resp {
+        status,
+        headers,
+        body,
+    }
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(String::from_utf8_lossy(&b[..eol]).trim(), 16).unwrap_or(0);
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+struct Edge {
+    addr: SocketAddr,
+    _proc: Killed,
+}
+
+/// `magestack edge` in front of the storefront's PHP-FPM, with `extra` TOML.
+fn spawn_edge(extra: &str, aws_env: bool) -> Edge {
+    let addr = free_addr();
+    let config = tempfile::Builder::new()
+        .suffix(".toml")
+        .tempfile()
+        .unwrap()
+        .into_temp_path()
+        .keep()
+        .unwrap();
+    std::fs::write(&config, extra).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_magestack"));
+    cmd.args([
+        "edge",
+        "--config",
+        config.to_str().unwrap(),
+        "--listen",
+        &addr.to_string(),
+        "--upstream",
+        &format!("fcgi://{}", env("MAGESTACK_FPM_ADDR")),
+        "--docroot",
+        storefront_pub().to_str().unwrap(),
+        "--no-cache",
+    ]);
+    if aws_env {
+        cmd.env("AWS_ACCESS_KEY_ID", env("MAGESTACK_S3_ACCESS_KEY_ID"))
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                env("MAGESTACK_S3_SECRET_ACCESS_KEY"),
+            );
+    }
+    cmd.env_remove("AWS_SESSION_TOKEN")
+        .env_remove("AWS_PROFILE");
+    let mut p = Killed::spawn(cmd);
+    p.wait_up(addr);
+    Edge { addr, _proc: p }
+}
+
+fn media_config(endpoint: &str, bucket: &str, prefix: &str, cache: &Path, extra: &str) -> String {
+    format!(
+        "[media]\nsource = \"s3://{bucket}/{prefix}\"\ncache_dir = \"{}\"\ncache_size = \"64MiB\"\nretry_after_secs = 7\nstore_timeout_secs = 2\n{extra}\n[object_store]\nendpoint = \"{endpoint}\"\nregion = \"us-east-1\"\n",
+        cache.display()
+    )
+}
+
+const PRODUCT: &str = "/media/catalog/product/a/b/ab.jpg";
+
+fn local(path: &str) -> Vec<u8> {
+    std::fs::read(storefront_pub().join(path.trim_start_matches('/'))).unwrap()
+}
+
+/// The same bytes, statuses, cache headers, 304s and ranges as the docroot.
+#[test]
+fn media_and_static_from_s3_answer_like_the_docroot() {
+    let endpoint = env("MAGESTACK_S3_ENDPOINT");
+    let bucket = env("MAGESTACK_S3_BUCKET");
+    let sbucket = env("MAGESTACK_S3_STATIC_BUCKET");
+    let prefix = unique("media");
+    let sprefix = unique("static");
+    let jpg = local(PRODUCT);
+    upload(
+        &endpoint,
+        &bucket,
+        &format!("{prefix}/catalog/product/a/b/ab.jpg"),
+        jpg.clone(),
+    );
+    let css_path = "/static/frontend/Magento/luma/en_US/css/styles-m.css";
+    let css = local(css_path);
+    upload(
+        &endpoint,
+        &sbucket,
+        &format!("{sprefix}/1712/frontend/Magento/luma/en_US/css/styles-m.css"),
+        css.clone(),
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let remote = spawn_edge(
+        &format!(
+            "{}[static]\nsource = \"s3://{sbucket}/{sprefix}\"\n",
+            media_config(&endpoint, &bucket, &prefix, cache.path(), "")
+        ),
+        true,
+    );
+    let docroot = spawn_edge("", false);
+
+    for (path, bytes) in [
+        (PRODUCT.to_owned(), &jpg),
+        (
+            "/static/version1712/frontend/Magento/luma/en_US/css/styles-m.css".to_owned(),
+            &css,
+        ),
+    ] {
+        let a = get(remote.addr, "GET", &path, &[]);
+        let b = get(docroot.addr, "GET", &path, &[]);
+        assert_eq!((a.status, b.status), (200, 200), "{path}");
+        assert_eq!(&a.body, bytes, "{path}: bytes from the store");
+        assert_eq!(a.body, b.body, "{path}");
+        for h in [
+            "content-type",
+            "content-length",
+            "cache-control",
+            "x-frame-options",
+            "accept-ranges",
+            "vary",
+            "content-encoding",
+        ] {
+            assert_eq!(a.header(h), b.header(h), "{path}: {h}");
+        }
+        let etag = a.header("etag").expect("etag from the store").to_owned();
+        assert!(a.header("last-modified").is_some());
+        // Served again: from the disk cache, same validators.
+        let again = get(remote.addr, "GET", &path, &[]);
+        assert_eq!(again.header("etag"), Some(etag.as_str()));
+        assert_eq!(again.body, a.body);
+        let nm = get(remote.addr, "GET", &path, &[("If-None-Match", &etag)]);
+        assert_eq!(nm.status, 304, "{path}");
+        assert!(nm.body.is_empty());
+        let lm = a.header("last-modified").unwrap().to_owned();
+        assert_eq!(
+            get(remote.addr, "GET", &path, &[("If-Modified-Since", &lm)]).status,
+            304
+        );
+        let r = get(remote.addr, "GET", &path, &[("Range", "bytes=2-11")]);
+        let rl = get(docroot.addr, "GET", &path, &[("Range", "bytes=2-11")]);
+        assert_eq!((r.status, rl.status), (206, 206));
+        assert_eq!(r.body, bytes[2..12].to_vec());
+        assert_eq!(r.header("content-range"), rl.header("content-range"));
+        let r = get(remote.addr, "GET", &path, &[("Range", "bytes=999999-")]);
+        assert_eq!(r.status, 416);
+        let h = get(remote.addr, "HEAD", &path, &[]);
+        assert_eq!(h.status, 200);
+        assert!(h.body.is_empty());
+        assert_eq!(h.header("content-length"), a.header("content-length"));
+    }
+    // The nginx sample's denies still apply before the store.
+    assert_eq!(
+        get(remote.addr, "GET", "/media/customer/secret.txt", &[]).status,
+        404
+    );
+    assert_eq!(
+        get(
+            remote.addr,
+            "GET",
+            "/media/theme_customization/custom.xml",
+            &[]
+        )
+        .status,
+        get(
+            docroot.addr,
+            "GET",
+            "/media/theme_customization/custom.xml",
+            &[]
+        )
+        .status
+    );
+}
+
+/// A media object missing from the store goes to get.php under real
+/// PHP-FPM (Magento's resize-on-demand keeps working), static ones to static.php.
+#[test]
+fn missing_objects_fall_back_to_get_php() {
+    let endpoint = env("MAGESTACK_S3_ENDPOINT");
+    let bucket = env("MAGESTACK_S3_BUCKET");
+    let cache = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(
+        &media_config(&endpoint, &bucket, &unique("fallback"), cache.path(), ""),
+        true,
+    );
+    let hash = format!("{:032x}", u128::from(std::process::id()) << 64 | 0x19);
+    let r = get(
+        edge.addr,
+        "GET",
+        &format!("/media/catalog/product/cache/{hash}/a/b/ab.jpg"),
+        &[],
+    );
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.body, local(PRODUCT), "get.php's copy of the original");
+    let r = get(edge.addr, "GET", "/media/wysiwyg/none-such.txt", &[]);
+    assert_eq!(r.status, 404);
+    assert_eq!(
+        r.header("content-type"),
+        Some("text/plain; charset=UTF-8"),
+        "PHP's 404"
+    );
+}
+
+/// Accepts connections and counts them: a store that must never be asked.
+fn counting_listener() -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = l.local_addr().unwrap();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in l.incoming().flatten() {
+            n2.fetch_add(1, Ordering::SeqCst);
+            held.push(s); // never answers: the edge's timeout ends it
+        }
+    });
+    (format!("http://{addr}"), n)
+}
+
+/// Paths that escape the prefix, however encoded, never reach the store.
+#[test]
+fn escaping_paths_never_reach_the_store() {
+    let (endpoint, connections) = counting_listener();
+    let cache = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(
+        &media_config(&endpoint, "magestack-media", "p", cache.path(), ""),
+        true,
+    );
+    for target in [
+        "/media/../app/etc/env.php",
+        "/media/..%2f..%2fapp/etc/env.php",
+        "/media/%2e%2e/%2e%2e/app/etc/env.php",
+        "/media/%2E%2E%2Fx.jpg",
+        "/media/a/%252e%252e/x.jpg",
+        "/media/a%5c..%5cx.jpg",
+        "/media/a/%00.jpg",
+        "/media/",
+        "/media/catalog/",
+    ] {
+        let r = get(edge.addr, "GET", target, &[]);
+        assert!(
+            r.status == 400 || r.status == 404 || r.status == 403 || r.status == 301,
+            "{target}: {}",
+            r.status
+        );
+    }
+    assert_eq!(connections.load(Ordering::SeqCst), 0, "the store was asked");
+    // The control: a plain path does go to the store (which never answers: 503).
+    let t = Instant::now();
+    let r = get(edge.addr, "GET", "/media/catalog/x.jpg", &[]);
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("retry-after"), Some("7"));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert!(connections.load(Ordering::SeqCst) >= 1);
+}
+
+/// A private s3s-fs on `port` serving `root`.
+fn spawn_s3(root: &Path, port: u16) -> Killed {
+    let mut cmd = Command::new(env("MAGESTACK_S3_SERVER"));
+    cmd.args([
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port.to_string(),
+        "--access-key",
+        &env("MAGESTACK_S3_ACCESS_KEY_ID"),
+        "--secret-key",
+        &env("MAGESTACK_S3_SECRET_ACCESS_KEY"),
+        root.to_str().unwrap(),
+    ]);
+    let mut p = Killed::spawn(cmd);
+    p.wait_up(SocketAddr::from(([127, 0, 0, 1], port)));
+    p
+}
+
+/// The store stopped: cached objects still 200, others 503 with
+/// Retry-After (quickly), and the edge recovers when the store returns; the
+/// disk cache survives an edge restart.
+#[test]
+fn store_down_cached_objects_still_served_and_recovery() {
+    let root = tempfile::tempdir().unwrap();
+    let bucket_dir = root.path().join("media-down");
+    std::fs::create_dir_all(bucket_dir.join("p/catalog")).unwrap();
+    std::fs::write(bucket_dir.join("p/catalog/a.jpg"), local(PRODUCT)).unwrap();
+    std::fs::write(bucket_dir.join("p/catalog/b.jpg"), b"second object").unwrap();
+    let port = free_addr().port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut s3 = spawn_s3(root.path(), port);
+    let cache = tempfile::tempdir().unwrap();
+    let config = media_config(&endpoint, "media-down", "p", cache.path(), "");
+    let edge = spawn_edge(&config, true);
+    assert_eq!(
+        get(edge.addr, "GET", "/media/catalog/a.jpg", &[]).status,
+        200
+    );
+
+    s3.child.kill().unwrap();
+    s3.child.wait().unwrap();
+    let a = get(edge.addr, "GET", "/media/catalog/a.jpg", &[]);
+    assert_eq!(a.status, 200, "cached while the store is down");
+    assert_eq!(a.body, local(PRODUCT));
+    let t = Instant::now();
+    let b = get(edge.addr, "GET", "/media/catalog/b.jpg", &[]);
+    assert_eq!(b.status, 503);
+    assert_eq!(b.header("retry-after"), Some("7"));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "503 took {:?}",
+        t.elapsed()
+    );
+
+    // The edge restarts with the store still down: its disk cache is kept.
+    drop(edge);
+    let edge = spawn_edge(&config, true);
+    assert_eq!(
+        get(edge.addr, "GET", "/media/catalog/a.jpg", &[]).status,
+        200
+    );
+    assert_eq!(
+        get(edge.addr, "GET", "/media/catalog/b.jpg", &[]).status,
+        503
+    );
+
+    let _s3 = spawn_s3(root.path(), port);
+    let b = get(edge.addr, "GET", "/media/catalog/b.jpg", &[]);
+    assert_eq!(b.status, 200, "recovered");
+    assert_eq!(b.body, b"second object");
+}
