@@ -315,7 +315,7 @@ impl Edge {
             Arc::from("waf_admin_allow"),
             self.ip_filter.admin_hidden.load(Ordering::Relaxed),
         ));
-        self.metrics.render(
+        let mut text = self.metrics.render(
             self.pool_stats(),
             self.cache_stats(),
             limited,
@@ -328,7 +328,11 @@ impl Edge {
                 memory_bytes: self.body_limits.budget.used(),
                 spooled: self.body_limits.budget.spooled(),
             },
-        )
+        );
+        if let Some(media) = &self.media {
+            media.append_metrics(&mut text);
+        }
+        text
     }
 
     /// The settings the edge runs with.

@@ -33,7 +33,8 @@ use crate::answer::error_page;
 use crate::body::{self, EdgeBody};
 use crate::static_files;
 
-pub use magestack_media_store::{RemoteSpec, Spec as MediaSpec};
+use magestack_media_store::VariantError;
+pub use magestack_media_store::{RemoteSpec, ResizeSpec, Spec as MediaSpec};
 
 /// Bodies up to this size are read at once; larger ones are streamed.
 const INLINE_MAX: u64 = 256 * 1024;
@@ -133,7 +134,35 @@ impl MediaSource {
         else {
             return Handled::Route(route);
         };
-        let which = if file.starts_with(&dirs.0) && self.files.is_remote(Which::Media) {
+        let under_media = file.starts_with(&dirs.0);
+        if under_media {
+            if let Some(spec) = self.files.resize_spec() {
+                match magestack_media::params::parse(query.unwrap_or(""), &spec.limits) {
+                    Ok(None) => {}
+                    Ok(Some(params)) => {
+                        return self
+                            .resized(
+                                router,
+                                &dirs,
+                                method,
+                                req_headers,
+                                path,
+                                query,
+                                file,
+                                *headers,
+                                *x_frame_options,
+                                &params,
+                            )
+                            .await;
+                    }
+                    Err(refusal) => {
+                        tracing::debug!(error = %refusal, "Resize parameters refused.");
+                        return Handled::Response(refused(&refusal));
+                    }
+                }
+            }
+        }
+        let which = if under_media && self.files.is_remote(Which::Media) {
             Which::Media
         } else if file.starts_with(&dirs.1) && self.files.is_remote(Which::Static) {
             Which::Static
@@ -168,15 +197,240 @@ impl MediaSource {
             }
             Err(ObjectError::Unavailable(e)) => {
                 tracing::warn!(key, error = %e, "Object store unavailable; 503.");
-                let secs = self.files.retry_after().as_secs().max(1);
-                Handled::Response(error_page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Some(u32::try_from(secs).unwrap_or(u32::MAX)),
-                ))
+                Handled::Response(self.unavailable())
             }
             Err(_) => Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
         }
     }
+}
+
+impl MediaSource {
+    /// A resize URL: the original from the store (or the docroot), the
+    /// variant from the disk cache or made once.
+    #[allow(clippy::too_many_arguments)]
+    async fn resized(
+        &self,
+        router: &Router,
+        dirs: &(PathBuf, PathBuf),
+        method: &Method,
+        req_headers: &HeaderMap,
+        path: &NormalizedPath,
+        query: Option<&str>,
+        file: &Path,
+        cache: StaticHeaders,
+        x_frame_options: bool,
+        params: &magestack_media::ResizeParams,
+    ) -> Handled {
+        let (id, original) = if self.files.is_remote(Which::Media) {
+            let Some(path_str) = path.to_str() else {
+                return Handled::Response(error_page(StatusCode::NOT_FOUND, None));
+            };
+            let Ok(key) = self.files.key(Which::Media, path_str) else {
+                return Handled::Response(error_page(StatusCode::NOT_FOUND, None));
+            };
+            match self.files.open(Which::Media, &key).await {
+                Ok(o) => (key, o),
+                Err(ObjectError::NotFound) => {
+                    return Handled::Route(router.route(&self.fs(dirs, false), method, path, query))
+                }
+                Err(ObjectError::Unavailable(e)) => {
+                    tracing::warn!(key, error = %e, "Object store unavailable; 503.");
+                    return Handled::Response(self.unavailable());
+                }
+                Err(_) => return Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
+            }
+        } else {
+            match open_local(file).await {
+                Some(o) => (file.to_string_lossy().into_owned(), o),
+                None => return Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
+            }
+        };
+        let webp = self.files.resize_spec().is_some_and(|r| r.webp);
+        let accept = req_headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let out = (webp && accept.is_some_and(magestack_media::format::accepts_webp))
+            .then_some(magestack_media::ImageFormat::Webp);
+        match self.files.variant(&id, original, params, out).await {
+            Ok(opened) => {
+                let mut r = respond(
+                    method,
+                    req_headers,
+                    opened,
+                    file,
+                    cache,
+                    x_frame_options,
+                    SystemTime::now(),
+                )
+                .await;
+                if webp {
+                    r.headers_mut()
+                        .append(header::VARY, HeaderValue::from_static("Accept"));
+                }
+                Handled::Response(r)
+            }
+            Err(VariantError::Refused(refusal)) => Handled::Response(refused(&refusal)),
+            Err(VariantError::Busy) => Handled::Response(self.unavailable()),
+            Err(VariantError::Failed(e)) => {
+                tracing::warn!(id, error = %e, "Resize failed.");
+                Handled::Response(error_page(StatusCode::UNSUPPORTED_MEDIA_TYPE, None))
+            }
+            Err(_) => Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
+        }
+    }
+
+    fn unavailable(&self) -> Response<EdgeBody> {
+        let secs = self.files.retry_after().as_secs().max(1);
+        error_page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(u32::try_from(secs).unwrap_or(u32::MAX)),
+        )
+    }
+}
+
+impl MediaSource {
+    /// Adds the media metrics to a text exposition (before `# EOF`).
+    pub fn append_metrics(&self, text: &mut String) {
+        use std::fmt::Write;
+        use std::sync::atomic::Ordering::Relaxed;
+        let f = &self.files;
+        let st = &f.stats;
+        let mut m = String::with_capacity(2048);
+        family(
+            &mut m,
+            "magestack_media_requests",
+            "counter",
+            "Object-store files asked for, by result (hit: disk cache; miss: fetched; not_found: fallback to PHP; error: store down; refused: path refused before the store)",
+            &[
+                ("{result=\"hit\"}", st.hits.load(Relaxed)),
+                ("{result=\"miss\"}", st.misses.load(Relaxed)),
+                ("{result=\"not_found\"}", st.not_found.load(Relaxed)),
+                ("{result=\"error\"}", st.errors.load(Relaxed)),
+                ("{result=\"refused\"}", st.refused.load(Relaxed)),
+            ],
+        );
+        family(
+            &mut m,
+            "magestack_media_fetched_bytes",
+            "counter",
+            "Bytes fetched from the object store",
+            &[("", st.bytes_fetched.load(Relaxed))],
+        );
+        let c = f.cache();
+        family(
+            &mut m,
+            "magestack_media_cache_bytes",
+            "gauge",
+            "Bytes in the media disk cache",
+            &[("", c.bytes())],
+        );
+        family(
+            &mut m,
+            "magestack_media_cache_capacity_bytes",
+            "gauge",
+            "Ceiling of the media disk cache (media.cache_size)",
+            &[("", c.capacity())],
+        );
+        family(
+            &mut m,
+            "magestack_media_cache_files",
+            "gauge",
+            "Files (objects and variants) in the media disk cache",
+            &[("", c.len() as u64)],
+        );
+        family(
+            &mut m,
+            "magestack_media_cache_evictions",
+            "counter",
+            "Files evicted from the media disk cache",
+            &[("", c.evictions())],
+        );
+        if let Some(pool) = f.resize_pool() {
+            let r = &pool.stats;
+            family(
+                &mut m,
+                "magestack_media_resizes",
+                "counter",
+                "Images resized, by output format",
+                &[
+                    ("{format=\"jpeg\"}", r.done[0].load(Relaxed)),
+                    ("{format=\"png\"}", r.done[1].load(Relaxed)),
+                    ("{format=\"gif\"}", r.done[2].load(Relaxed)),
+                    ("{format=\"webp\"}", r.done[3].load(Relaxed)),
+                ],
+            );
+            let micros = r.busy_micros.load(Relaxed);
+            let _ = writeln!(
+                m,
+                "# HELP magestack_media_resize_seconds Time spent resizing"
+            );
+            let _ = writeln!(m, "# TYPE magestack_media_resize_seconds counter");
+            let _ = writeln!(
+                m,
+                "magestack_media_resize_seconds_total {}.{:06}",
+                micros / 1_000_000,
+                micros % 1_000_000
+            );
+            family(
+                &mut m,
+                "magestack_media_resize_rejected",
+                "counter",
+                "Resizes refused with 503 because the resize pool and its queue were full",
+                &[("", r.rejected.load(Relaxed))],
+            );
+            family(
+                &mut m,
+                "magestack_media_resize_failed",
+                "counter",
+                "Resizes refused (413, 415) or failed",
+                &[("", r.failed.load(Relaxed))],
+            );
+        }
+        match text.rfind("# EOF") {
+            Some(at) => text.insert_str(at, &m),
+            None => text.push_str(&m),
+        }
+    }
+}
+
+/// One metric family in the text exposition.
+fn family(m: &mut String, name: &str, kind: &str, help: &str, rows: &[(&str, u64)]) {
+    use std::fmt::Write;
+    let _ = writeln!(m, "# HELP {name} {help}");
+    let _ = writeln!(m, "# TYPE {name} {kind}");
+    let suffix = if kind == "counter" { "_total" } else { "" };
+    for (labels, v) in rows {
+        let _ = writeln!(m, "{name}{suffix}{labels} {v}");
+    }
+}
+
+/// A refused resize: 400, 413 or 415.
+fn refused(r: &magestack_media::Refusal) -> Response<EdgeBody> {
+    let status = StatusCode::from_u16(r.status()).unwrap_or(StatusCode::BAD_REQUEST);
+    error_page(status, None)
+}
+
+/// A docroot file as an original, with nginx's validators.
+async fn open_local(file: &Path) -> Option<Opened> {
+    let f = tokio::fs::File::open(file).await.ok()?;
+    let m = f.metadata().await.ok()?;
+    if !m.is_file() {
+        return None;
+    }
+    let mtime = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Some(Opened::local(
+        magestack_media_store::Meta {
+            etag: format!("\"{mtime:x}-{:x}\"", m.len()),
+            last_modified: mtime,
+            size: m.len(),
+            content_type: String::new(),
+        },
+        f,
+    ))
 }
 
 /// The response for an open object, as `static_files::serve` answers for a

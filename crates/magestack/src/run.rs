@@ -492,9 +492,22 @@ fn media_spec(cfg: &Validated) -> Option<magestack_edge::media_source::MediaSpec
     };
     let media = remote(&cfg.media.source);
     let statics = remote(&cfg.static_files.source);
-    if media.is_none() && statics.is_none() {
+    if media.is_none() && statics.is_none() && !cfg.media.resize {
         return None;
     }
+    let m = &cfg.media;
+    let resize = m.resize.then(|| magestack_edge::media_source::ResizeSpec {
+        limits: magestack_media::ResizeLimits {
+            max_width: m.resize_max_width,
+            max_height: m.resize_max_height,
+            sizes: m.resize_sizes.clone(),
+            max_source_bytes: m.resize_max_source_bytes,
+            max_source_pixels: m.resize_max_source_pixels,
+        },
+        workers: m.resize_workers,
+        queue: m.resize_queue,
+        webp: m.webp,
+    });
     Some(magestack_edge::media_source::MediaSpec {
         media,
         statics,
@@ -502,6 +515,7 @@ fn media_spec(cfg: &Validated) -> Option<magestack_edge::media_source::MediaSpec
         cache_dir: cfg.media.cache_dir.clone(),
         cache_size: cfg.media.cache_size_bytes,
         retry_after: cfg.media.retry_after,
+        resize,
     })
 }
 

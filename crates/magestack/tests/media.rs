@@ -120,11 +120,15 @@ fn dechunk(mut b: &[u8]) -> Vec<u8> {
 
 struct Edge {
     addr: SocketAddr,
-    _proc: Killed,
+    proc: Killed,
 }
 
 /// `magestack edge` in front of the storefront's PHP-FPM, with `extra` TOML.
 fn spawn_edge(extra: &str, aws_env: bool) -> Edge {
+    spawn_edge_admin(extra, aws_env, None)
+}
+
+fn spawn_edge_admin(extra: &str, aws_env: bool, admin: Option<SocketAddr>) -> Edge {
     let addr = free_addr();
     let config = tempfile::Builder::new()
         .suffix(".toml")
@@ -147,6 +151,9 @@ fn spawn_edge(extra: &str, aws_env: bool) -> Edge {
         storefront_pub().to_str().unwrap(),
         "--no-cache",
     ]);
+    if let Some(a) = admin {
+        cmd.args(["--admin-listen", &a.to_string()]);
+    }
     if aws_env {
         cmd.env("AWS_ACCESS_KEY_ID", env("MAGESTACK_S3_ACCESS_KEY_ID"))
             .env(
@@ -158,7 +165,7 @@ fn spawn_edge(extra: &str, aws_env: bool) -> Edge {
         .env_remove("AWS_PROFILE");
     let mut p = Killed::spawn(cmd);
     p.wait_up(addr);
-    Edge { addr, _proc: p }
+    Edge { addr, proc: p }
 }
 
 fn media_config(endpoint: &str, bucket: &str, prefix: &str, cache: &Path, extra: &str) -> String {
@@ -432,4 +439,262 @@ fn store_down_cached_objects_still_served_and_recovery() {
     let b = get(edge.addr, "GET", "/media/catalog/b.jpg", &[]);
     assert_eq!(b.status, 200, "recovered");
     assert_eq!(b.body, b"second object");
+}
+
+fn encode(img: image::DynamicImage, format: image::ImageFormat) -> Vec<u8> {
+    let mut out = std::io::Cursor::new(Vec::new());
+    img.write_to(&mut out, format).unwrap();
+    out.into_inner()
+}
+
+fn originals() -> (Vec<u8>, Vec<u8>, Vec<u8>) {
+    let jpg = image::RgbImage::from_fn(800, 600, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, 90])
+    });
+    let png = image::RgbaImage::from_fn(600, 400, |x, _| {
+        image::Rgba([20, 200, 20, if x < 300 { 0 } else { 255 }])
+    });
+    let gif = image::RgbaImage::from_fn(300, 200, |x, _| {
+        image::Rgba([if x < 150 { 255 } else { 0 }, 0, 0, 255])
+    });
+    (
+        encode(jpg.into(), image::ImageFormat::Jpeg),
+        encode(png.into(), image::ImageFormat::Png),
+        encode(gif.into(), image::ImageFormat::Gif),
+    )
+}
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = 0xFFFF_FFFFu32;
+    for &b in data {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+/// A PNG whose header declares 40000 x 40000 pixels (6.4 GB decoded) in a
+/// few bytes: a decompression bomb.
+fn bomb_png() -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut chunk = |kind: &[u8], data: &[u8]| {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut body = kind.to_vec();
+        body.extend_from_slice(data);
+        out.extend_from_slice(&body);
+        out.extend_from_slice(&crc32(&body).to_be_bytes());
+    };
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&40_000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+    chunk(b"IHDR", &ihdr);
+    chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+    chunk(b"IEND", &[]);
+    out
+}
+
+fn dims(bytes: &[u8]) -> (u32, u32) {
+    let img = image::load_from_memory(bytes).unwrap();
+    (img.width(), img.height())
+}
+
+fn metric(admin: SocketAddr, line_prefix: &str) -> u64 {
+    let m = common::http_raw(
+        admin,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    m.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {line_prefix} in:\n{m}"))
+}
+
+fn rss_peak_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
+
+/// Magento-style resize URLs for a JPEG, a PNG with transparency and a GIF:
+/// right sizes and formats, WebP by Accept with Vary: Accept, cached
+/// variants with 304s; 400 for an oversized request, 415 for a non-image,
+/// 413 for a decompression bomb, with the edge's memory staying small.
+#[test]
+fn resize_magento_urls_and_refusals() {
+    let endpoint = env("MAGESTACK_S3_ENDPOINT");
+    let bucket = env("MAGESTACK_S3_BUCKET");
+    let prefix = unique("resize");
+    let (jpg, png, gif) = originals();
+    for (name, bytes) in [
+        ("a/b/photo.jpg", jpg),
+        ("a/b/logo.png", png),
+        ("a/b/anim.gif", gif),
+        ("a/b/fake.jpg", b"<?php echo 'not an image';".to_vec()),
+        ("a/b/bomb.png", bomb_png()),
+    ] {
+        upload(
+            &endpoint,
+            &bucket,
+            &format!("{prefix}/catalog/product/{name}"),
+            bytes,
+        );
+    }
+    let cache = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(
+        &media_config(
+            &endpoint,
+            &bucket,
+            &prefix,
+            cache.path(),
+            "resize = true\nresize_max_source_pixels = 20000000",
+        ),
+        true,
+    );
+    let q = "width=265&height=265&store=default&image-type=small_image";
+    let url = |f: &str| format!("/media/catalog/product/a/b/{f}?{q}");
+
+    let r = get(edge.addr, "GET", &url("photo.jpg"), &[]);
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("content-type"), Some("image/jpeg"));
+    assert_eq!(r.header("vary"), Some("Accept"));
+    assert_eq!(dims(&r.body), (265, 199));
+    assert_eq!(
+        r.header("cache-control"),
+        Some("public, max-age=31536000, immutable"),
+        "the location's headers"
+    );
+    let etag = r.header("etag").unwrap().to_owned();
+    let again = get(edge.addr, "GET", &url("photo.jpg"), &[]);
+    assert_eq!(
+        (again.header("etag"), &again.body),
+        (Some(etag.as_str()), &r.body)
+    );
+    assert_eq!(
+        get(
+            edge.addr,
+            "GET",
+            &url("photo.jpg"),
+            &[("If-None-Match", &etag)]
+        )
+        .status,
+        304
+    );
+
+    let chrome = "image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8";
+    let w = get(edge.addr, "GET", &url("photo.jpg"), &[("Accept", chrome)]);
+    assert_eq!(w.status, 200);
+    assert_eq!(w.header("content-type"), Some("image/webp"));
+    assert_eq!(&w.body[8..12], b"WEBP");
+    assert_eq!(dims(&w.body), (265, 199));
+    assert_ne!(w.header("etag"), Some(etag.as_str()), "another variant");
+
+    let p = get(edge.addr, "GET", &url("logo.png"), &[]);
+    assert_eq!(p.header("content-type"), Some("image/png"));
+    let img = image::load_from_memory(&p.body).unwrap().into_rgba8();
+    assert_eq!(img.dimensions(), (265, 177));
+    assert_eq!(img.get_pixel(10, 50)[3], 0, "transparency kept");
+    assert_eq!(img.get_pixel(250, 50)[3], 255);
+
+    let g = get(edge.addr, "GET", &url("anim.gif"), &[]);
+    assert_eq!(g.header("content-type"), Some("image/gif"));
+    assert_eq!(dims(&g.body), (265, 177));
+
+    // Without parameters: the original, untouched.
+    let o = get(
+        edge.addr,
+        "GET",
+        "/media/catalog/product/a/b/photo.jpg?store=default",
+        &[],
+    );
+    assert_eq!(dims(&o.body), (800, 600));
+
+    let t = get(
+        edge.addr,
+        "GET",
+        "/media/catalog/product/a/b/photo.jpg?width=100000&height=10",
+        &[],
+    );
+    assert_eq!(t.status, 400);
+    let t = get(
+        edge.addr,
+        "GET",
+        "/media/catalog/product/a/b/fake.jpg?width=10",
+        &[],
+    );
+    assert_eq!(t.status, 415);
+    let t = get(
+        edge.addr,
+        "GET",
+        "/media/catalog/product/a/b/bomb.png?width=10",
+        &[],
+    );
+    assert_eq!(t.status, 413);
+    let peak = rss_peak_kib(edge.proc.child.id());
+    assert!(peak < 400 * 1024, "edge peak RSS {peak} KiB");
+}
+
+/// 50 concurrent first requests for one variant cause one resize.
+#[test]
+fn fifty_concurrent_first_requests_one_resize() {
+    let endpoint = env("MAGESTACK_S3_ENDPOINT");
+    let bucket = env("MAGESTACK_S3_BUCKET");
+    let prefix = unique("coalesce");
+    let (jpg, _, _) = originals();
+    upload(
+        &endpoint,
+        &bucket,
+        &format!("{prefix}/catalog/product/c/d/cd.jpg"),
+        jpg,
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let admin = free_addr();
+    let edge = spawn_edge_admin(
+        &media_config(&endpoint, &bucket, &prefix, cache.path(), "resize = true"),
+        true,
+        Some(admin),
+    );
+    common::wait_up(admin);
+    let addr = edge.addr;
+    let barrier = Arc::new(std::sync::Barrier::new(50));
+    let threads: Vec<_> = (0..50)
+        .map(|_| {
+            let b = barrier.clone();
+            std::thread::spawn(move || {
+                b.wait();
+                let r = get(
+                    addr,
+                    "GET",
+                    "/media/catalog/product/c/d/cd.jpg?width=300&height=300",
+                    &[],
+                );
+                (r.status, r.body)
+            })
+        })
+        .collect();
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert!(
+        results.iter().all(|(s, _)| *s == 200),
+        "{:?}",
+        results.iter().map(|r| r.0).collect::<Vec<_>>()
+    );
+    assert!(results.iter().all(|(_, b)| b == &results[0].1));
+    assert_eq!(
+        metric(admin, "magestack_media_resizes_total{format=\"jpeg\"} "),
+        1
+    );
+    assert_eq!(
+        metric(admin, "magestack_media_requests_total{result=\"miss\"} "),
+        2,
+        "one fetch of the original, one resize"
+    );
 }

@@ -6,10 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use magestack_media::{cache_name, KeyError};
+use magestack_media::{cache_name, ImageFormat, KeyError, Refusal, ResizeLimits, ResizeParams};
 
 use crate::coalesce::Inflight;
 use crate::disk::{Committed, DiskCache, Meta, TmpFile};
+use crate::resize::{ResizeError, ResizePool};
 use crate::store::{FetchError, Remote, RemoteSpec, StoreError};
 
 /// What the edge asks for.
@@ -27,6 +28,21 @@ pub struct Spec {
     pub cache_size: u64,
     /// `Retry-After` of a 503.
     pub retry_after: Duration,
+    /// Image resizing; `None` = off.
+    pub resize: Option<ResizeSpec>,
+}
+
+/// Image resizing settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResizeSpec {
+    /// Bounds and bomb limits.
+    pub limits: ResizeLimits,
+    /// Transforms at once (0: one per CPU).
+    pub workers: usize,
+    /// Transforms waiting before 503.
+    pub queue: usize,
+    /// WebP for `Accept: image/webp`.
+    pub webp: bool,
 }
 
 /// Which source.
@@ -68,6 +84,36 @@ pub struct Opened {
     pub status: CacheStatus,
     /// Keeps an uncached (too large) temporary file until the response is built.
     _tmp: Option<Arc<TmpFile>>,
+}
+
+impl Opened {
+    /// A local file (the docroot) as an original for [`MediaFiles::variant`].
+    pub fn local(meta: Meta, file: tokio::fs::File) -> Self {
+        Self {
+            meta: Arc::new(meta),
+            file,
+            status: CacheStatus::Hit,
+            _tmp: None,
+        }
+    }
+}
+
+/// Why a variant cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum VariantError {
+    /// Refused by the limits or the format: 400/413/415 ([`Refusal::status`]).
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    /// The resize pool is full: 503 with `Retry-After`.
+    #[error("resize pool busy")]
+    Busy,
+    /// The original could not be decoded or the variant written: 415 / 503.
+    #[error("{0}")]
+    Failed(String),
+    /// Resizing is off.
+    #[error("resizing is off")]
+    Off,
 }
 
 /// Why a file cannot be served.
@@ -137,6 +183,8 @@ pub struct MediaFiles {
     statics: Option<Remote>,
     cache: Arc<DiskCache>,
     inflight: Inflight<Result<Fetched, FetchError>>,
+    variants: Inflight<Result<Fetched, VariantError>>,
+    resize: Option<ResizePool>,
     /// Counters.
     pub stats: Stats,
 }
@@ -158,11 +206,16 @@ impl MediaFiles {
             }
         })?;
         Ok(Self {
-            spec,
             media,
             statics,
             cache: Arc::new(cache),
             inflight: Inflight::default(),
+            variants: Inflight::default(),
+            resize: spec
+                .resize
+                .as_ref()
+                .map(|r| ResizePool::new(r.workers, r.queue)),
+            spec,
             stats: Stats::default(),
         })
     }
@@ -263,6 +316,111 @@ impl MediaFiles {
                 Err(e) => Err(ObjectError::Unavailable(format!("temporary file: {e}"))),
             },
         }
+    }
+
+    /// The resize pool, for metrics; `None` when resizing is off.
+    pub fn resize_pool(&self) -> Option<&ResizePool> {
+        self.resize.as_ref()
+    }
+
+    /// The resized variant of `original` (whose identity is `id`: bucket and
+    /// key, or the local path) for `params`, encoded as `out` (`None`: the
+    /// original's format): from the disk cache, else made once (concurrent
+    /// requests for it wait for that one resize) on the resize pool.
+    ///
+    /// # Errors
+    ///
+    /// [`VariantError`]: refusals, a full pool, a corrupt original.
+    pub async fn variant(
+        &self,
+        id: &str,
+        original: Opened,
+        params: &ResizeParams,
+        out: Option<ImageFormat>,
+    ) -> Result<Opened, VariantError> {
+        let (Some(pool), Some(spec)) = (&self.resize, &self.spec.resize) else {
+            return Err(VariantError::Off);
+        };
+        let name = cache_name(&[
+            "variant",
+            id,
+            &original.meta.etag,
+            &params.canonical(),
+            out.map_or("same", ImageFormat::as_str),
+        ]);
+        if let Some(o) = self.open_cached(&name).await {
+            self.stats.hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(o);
+        }
+        if original.meta.size > spec.limits.max_source_bytes {
+            return Err(Refusal::TooLarge {
+                what: format!(
+                    "{} bytes > {} bytes",
+                    original.meta.size, spec.limits.max_source_bytes
+                ),
+            }
+            .into());
+        }
+        let (result, ran) = self
+            .variants
+            .run(&name, || async {
+                use tokio::io::AsyncReadExt;
+                let mut file = original.file;
+                let mut src = Vec::with_capacity(usize::try_from(original.meta.size).unwrap_or(0));
+                file.read_to_end(&mut src)
+                    .await
+                    .map_err(|e| VariantError::Failed(format!("original: {e}")))?;
+                let encoded = pool
+                    .run(
+                        bytes::Bytes::from(src),
+                        params.clone(),
+                        out,
+                        spec.limits.clone(),
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        ResizeError::Refused(r) => VariantError::Refused(r),
+                        ResizeError::Busy => VariantError::Busy,
+                        ResizeError::Failed(f) => VariantError::Failed(f),
+                    })?;
+                let tmp = self.cache.tmp();
+                tokio::fs::write(tmp.path(), &encoded.bytes)
+                    .await
+                    .map_err(|e| VariantError::Failed(format!("disk: {e}")))?;
+                let meta = Meta {
+                    etag: format!("\"v{}\"", &name[..24]),
+                    last_modified: original.meta.last_modified,
+                    size: encoded.bytes.len() as u64,
+                    content_type: encoded.format.mime().to_owned(),
+                };
+                match self.cache.commit(&name, tmp, meta) {
+                    Ok(Committed::Cached(m)) => Ok(Fetched::Cached(m)),
+                    Ok(Committed::Uncached(m, t)) => Ok(Fetched::Uncached(m, Arc::new(t))),
+                    Err(e) => Err(VariantError::Failed(format!("disk: {e}"))),
+                }
+            })
+            .await;
+        if ran {
+            self.stats.misses.fetch_add(1, Ordering::Relaxed);
+        }
+        let (meta, path, tmp) = match result? {
+            Fetched::Cached(m) => (m, self.cache.dir().join(&name), None),
+            Fetched::Uncached(m, t) => (m, t.path().to_owned(), Some(t)),
+        };
+        let file = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| VariantError::Failed(format!("cache file: {e}")))?;
+        Ok(Opened {
+            meta,
+            file,
+            status: CacheStatus::Miss,
+            _tmp: tmp,
+        })
+    }
+
+    /// Resize settings, when on.
+    pub fn resize_spec(&self) -> Option<&ResizeSpec> {
+        self.spec.resize.as_ref()
     }
 
     async fn open_cached(&self, name: &str) -> Option<Opened> {

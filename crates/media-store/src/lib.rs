@@ -14,8 +14,11 @@
 pub mod coalesce;
 pub mod disk;
 pub mod files;
+pub mod resize;
 pub mod store;
 
 pub use disk::{Committed, DiskCache, Meta};
-pub use files::{CacheStatus, MediaFiles, ObjectError, Opened, Spec, Stats};
+pub use files::{
+    CacheStatus, MediaFiles, ObjectError, Opened, ResizeSpec, Spec, Stats, VariantError, Which,
+};
 pub use store::{FetchError, Remote, RemoteSpec, StoreError};
