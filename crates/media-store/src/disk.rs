@@ -154,7 +154,7 @@ impl DiskCache {
                 let _ = std::fs::remove_file(&path);
             }
         }
-        found.sort_by(|a, b| a.0.cmp(&b.0));
+        found.sort_by_key(|a| a.0);
         let mut inner = Inner {
             index: DiskIndex::new(capacity),
             meta: HashMap::new(),
