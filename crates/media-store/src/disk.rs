@@ -130,6 +130,10 @@ impl DiskCache {
         }
         for name in &names {
             let path = dir.join(name);
+            if !is_ours(name) {
+                // Never touch what this cache did not write.
+                continue;
+            }
             if name.starts_with(TMP_PREFIX) {
                 let _ = std::fs::remove_file(&path);
                 continue;
@@ -276,6 +280,18 @@ impl DiskCache {
     }
 }
 
+/// A name this cache writes: 64 hex digits ([`magestack_media::cache_name`]),
+/// with `.meta`, or a temporary `tmp.<pid>.<n>`.
+fn is_ours(name: &str) -> bool {
+    let hex = |s: &str| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(rest) = name.strip_prefix(TMP_PREFIX) {
+        return rest
+            .split('.')
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+    }
+    hex(name.strip_suffix(META_SUFFIX).unwrap_or(name))
+}
+
 fn remove_pair(dir: &Path, name: &str) {
     let _ = std::fs::remove_file(dir.join(name));
     let _ = std::fs::remove_file(dir.join(format!("{name}{META_SUFFIX}")));
@@ -286,14 +302,19 @@ fn remove_pair(dir: &Path, name: &str) {
 mod tests {
     use super::*;
 
+    fn n(name: &str) -> String {
+        magestack_media::cache_name(&[name])
+    }
+
     fn put(c: &DiskCache, name: &str, body: &[u8]) -> Committed {
+        let name = &n(name);
         let t = c.tmp();
         std::fs::write(t.path(), body).unwrap();
         c.commit(
             name,
             t,
             Meta {
-                etag: format!("\"{name}\""),
+                etag: "\"e\"".to_owned(),
                 last_modified: 7,
                 size: body.len() as u64,
                 content_type: String::new(),
@@ -310,10 +331,10 @@ mod tests {
         for n in ["a", "b", "c"] {
             assert!(matches!(put(&c, n, &[1; 1000]), Committed::Cached(_)));
         }
-        assert!(c.lookup("a").is_some()); // a is now the most recent
+        assert!(c.lookup(&n("a")).is_some()); // a is now the most recent
         put(&c, "d", &[2; 1000]);
-        assert!(c.lookup("b").is_none());
-        assert!(!dir.path().join("b").exists());
+        assert!(c.lookup(&n("b")).is_none());
+        assert!(!dir.path().join(n("b")).exists());
         assert_eq!(c.len(), 3);
         assert!(matches!(
             put(&c, "huge", &[0; 5000]),
@@ -321,16 +342,21 @@ mod tests {
         ));
         // A crash leaves a temporary file and an orphan.
         std::fs::write(dir.path().join("tmp.1.1"), b"x").unwrap();
-        std::fs::write(dir.path().join("orphan"), b"x").unwrap();
+        std::fs::write(dir.path().join(n("orphan")), b"x").unwrap();
+        std::fs::write(dir.path().join("not-ours.txt"), b"x").unwrap();
         drop(c);
         let c = DiskCache::open(dir.path(), cap).unwrap();
         assert_eq!(c.len(), 3);
-        let (m, p) = c.lookup("d").unwrap();
-        assert_eq!(m.etag, "\"d\"");
+        let (m, p) = c.lookup(&n("d")).unwrap();
+        assert_eq!(m.etag, "\"e\"");
         assert_eq!(std::fs::read(p).unwrap(), vec![2; 1000]);
         assert!(!dir.path().join("tmp.1.1").exists());
-        assert!(!dir.path().join("orphan").exists());
-        assert!(!dir.path().join("huge").exists());
+        assert!(!dir.path().join(n("orphan")).exists());
+        assert!(!dir.path().join(n("huge")).exists());
+        assert!(
+            dir.path().join("not-ours.txt").exists(),
+            "foreign files are left alone"
+        );
         // A smaller ceiling after a restart evicts down to it.
         drop(c);
         let c = DiskCache::open(dir.path(), 1000 + META_OVERHEAD).unwrap();
