@@ -27,6 +27,9 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Dbproxy(args) => dbproxy(args),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Warm(args) => crate::warm::run(args),
+        Command::Media {
+            action: crate::cli::MediaCommand::Sync(args),
+        } => crate::media_sync::run(&args),
         Command::Top(args) => crate::top::run(args),
         Command::Edge(args) => {
             anyhow::ensure!(

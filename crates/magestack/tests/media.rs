@@ -698,3 +698,76 @@ fn fifty_concurrent_first_requests_one_resize() {
         "one fetch of the original, one resize"
     );
 }
+
+/// `magestack media sync` uploads a release's pub/static (and pub/media);
+/// the edge then serves `/static/version<release>/` from the bucket, and
+/// another release's URL is not mixed up with it.
+#[test]
+fn media_sync_uploads_a_release_the_edge_serves() {
+    let endpoint = env("MAGESTACK_S3_ENDPOINT");
+    let bucket = env("MAGESTACK_S3_BUCKET");
+    let sbucket = env("MAGESTACK_S3_STATIC_BUCKET");
+    let prefix = unique("sync-media");
+    let sprefix = unique("sync-static");
+    let cache = tempfile::tempdir().unwrap();
+    let config_text = format!(
+        "{}[static]\nsource = \"s3://{sbucket}/{sprefix}\"\n[magento]\ndocroot = \"{}\"\n",
+        media_config(&endpoint, &bucket, &prefix, cache.path(), ""),
+        storefront_pub().display()
+    );
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = config_dir.path().join("edge.toml");
+    std::fs::write(&config, &config_text).unwrap();
+    let media_dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(media_dir.path().join("catalog/product/a/b")).unwrap();
+    std::fs::write(
+        media_dir.path().join("catalog/product/a/b/ab.jpg"),
+        local(PRODUCT),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_magestack"))
+        .args([
+            "media",
+            "sync",
+            "--config",
+            config.to_str().unwrap(),
+            "--static-dir",
+            storefront_pub().join("static").to_str().unwrap(),
+            "--release",
+            "42",
+            "--media-dir",
+            media_dir.path().to_str().unwrap(),
+        ])
+        .env("AWS_ACCESS_KEY_ID", env("MAGESTACK_S3_ACCESS_KEY_ID"))
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            env("MAGESTACK_S3_SECRET_ACCESS_KEY"),
+        )
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("(0 failed)"), "{stdout}");
+    let edge = spawn_edge(&config_text, true);
+    let css = "/static/version42/frontend/Magento/luma/en_US/css/styles-m.css";
+    let r = get(edge.addr, "GET", css, &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body,
+        local("/static/frontend/Magento/luma/en_US/css/styles-m.css")
+    );
+    let m = get(edge.addr, "GET", PRODUCT, &[]);
+    assert_eq!((m.status, m.body), (200, local(PRODUCT)));
+    // Release 43 was never uploaded: the object is missing, so static.php answers, not release 42's file.
+    let other = get(
+        edge.addr,
+        "GET",
+        "/static/version43/frontend/Magento/luma/en_US/css/styles-m.css",
+        &[],
+    );
+    assert!(other.header("etag") != r.header("etag") || other.status != 200);
+}
