@@ -58,11 +58,11 @@ fn remote(source: &FileSource, cfg: &magestack_config::Validated) -> Result<Remo
     })?)
 }
 
+/// `(key, file)` pairs to upload.
+type Jobs = Vec<(String, PathBuf)>;
+
 /// `(key, file)` pairs to upload, and the files skipped.
-fn plan(
-    dir: &Path,
-    to_key: impl Fn(&str) -> Option<String>,
-) -> Result<(Vec<(String, PathBuf)>, Vec<String>)> {
+fn plan(dir: &Path, to_key: impl Fn(&str) -> Option<String>) -> Result<(Jobs, Vec<String>)> {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
     for rel in files(dir)? {
