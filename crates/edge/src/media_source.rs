@@ -25,7 +25,7 @@ use http::{Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use magestack_media::conditional::{self, RangeResult};
 use magestack_media_store::files::{BuildError, Which};
-use magestack_media_store::{MediaFiles, ObjectError, Opened, Spec};
+use magestack_media_store::{Body, MediaFiles, ObjectError, Opened, Spec};
 use magestack_routing::{FileKind, Fs, NormalizedPath, RealFs, Route, Router, StaticHeaders};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
@@ -450,7 +450,7 @@ async fn respond(
             .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let Opened { meta, mut file, .. } = opened;
+    let Opened { meta, body, .. } = opened;
     let size = meta.size;
     let mtime = meta.last_modified;
     let mut headers = HeaderMap::new();
@@ -510,23 +510,36 @@ async fn respond(
         }
     };
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-    let body = if method == Method::HEAD || len == 0 {
-        body::empty()
-    } else {
-        if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
-            return static_files::plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
+    let body = match body {
+        _ if method == Method::HEAD || len == 0 => body::empty(),
+        Body::Memory(bytes) => {
+            let (from, to) = (
+                usize::try_from(start).unwrap_or(usize::MAX),
+                usize::try_from(start + len).unwrap_or(usize::MAX),
+            );
+            match bytes.get(from..to) {
+                Some(_) => body::full(bytes.slice(from..to)),
+                None => {
+                    return static_files::plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n")
+                }
+            }
         }
-        if len <= INLINE_MAX {
-            let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-            if (&mut file).take(len).read_to_end(&mut buf).await.is_err() {
+        Body::File(mut file) => {
+            if start > 0 && file.seek(std::io::SeekFrom::Start(start)).await.is_err() {
                 return static_files::plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
             }
-            body::full(buf)
-        } else {
-            let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), CHUNK)
-                .map_ok(http_body::Frame::data)
-                .map_err(|e| -> crate::body::BoxError { e.into() });
-            http_body_util::StreamBody::new(stream).boxed_unsync()
+            if len <= INLINE_MAX {
+                let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+                if (&mut file).take(len).read_to_end(&mut buf).await.is_err() {
+                    return static_files::plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
+                }
+                body::full(buf)
+            } else {
+                let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), CHUNK)
+                    .map_ok(http_body::Frame::data)
+                    .map_err(|e| -> crate::body::BoxError { e.into() });
+                http_body_util::StreamBody::new(stream).boxed_unsync()
+            }
         }
     };
     let mut r = Response::new(body);

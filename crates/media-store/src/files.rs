@@ -73,13 +73,27 @@ impl CacheStatus {
     }
 }
 
+/// Where the bytes of an [`Opened`] are.
+#[derive(Debug)]
+pub enum Body {
+    /// In memory (a small, recently used file): a refcount, no read.
+    Memory(bytes::Bytes),
+    /// An open file, positioned at 0.
+    File(tokio::fs::File),
+}
+
+/// Files up to this size are kept in memory once read ([`HOT_BYTES`] in all).
+pub const HOT_MAX_OBJECT: u64 = 256 * 1024;
+/// Memory for small, recently used files, on top of the disk cache.
+pub const HOT_BYTES: u64 = 64 << 20;
+
 /// An open cached file.
 #[derive(Debug)]
 pub struct Opened {
     /// Its metadata.
     pub meta: Arc<Meta>,
-    /// The open file, positioned at 0.
-    pub file: tokio::fs::File,
+    /// Its bytes.
+    pub body: Body,
     /// Hit or miss.
     pub status: CacheStatus,
     /// Keeps an uncached (too large) temporary file until the response is built.
@@ -91,7 +105,7 @@ impl Opened {
     pub fn local(meta: Meta, file: tokio::fs::File) -> Self {
         Self {
             meta: Arc::new(meta),
-            file,
+            body: Body::File(file),
             status: CacheStatus::Hit,
             _tmp: None,
         }
@@ -169,6 +183,12 @@ pub struct Stats {
     pub refused: AtomicU64,
 }
 
+#[derive(Debug)]
+struct Hot {
+    index: magestack_media::DiskIndex,
+    data: std::collections::HashMap<String, (Arc<Meta>, bytes::Bytes)>,
+}
+
 #[derive(Debug, Clone)]
 enum Fetched {
     Cached(Arc<Meta>),
@@ -185,6 +205,8 @@ pub struct MediaFiles {
     inflight: Inflight<Result<Fetched, FetchError>>,
     variants: Inflight<Result<Fetched, VariantError>>,
     resize: Option<ResizePool>,
+    /// Small, recently used files in memory (LRU, [`HOT_BYTES`]).
+    hot: parking_lot::Mutex<Hot>,
     /// Counters.
     pub stats: Stats,
 }
@@ -211,6 +233,10 @@ impl MediaFiles {
             cache: Arc::new(cache),
             inflight: Inflight::default(),
             variants: Inflight::default(),
+            hot: parking_lot::Mutex::new(Hot {
+                index: magestack_media::DiskIndex::new(HOT_BYTES),
+                data: std::collections::HashMap::new(),
+            }),
             resize: spec
                 .resize
                 .as_ref()
@@ -298,7 +324,7 @@ impl MediaFiles {
                 match tokio::fs::File::open(self.cache.dir().join(&name)).await {
                     Ok(file) => Ok(Opened {
                         meta,
-                        file,
+                        body: Body::File(file),
                         status: CacheStatus::Miss,
                         _tmp: None,
                     }),
@@ -309,7 +335,7 @@ impl MediaFiles {
             Fetched::Uncached(meta, tmp) => match tokio::fs::File::open(tmp.path()).await {
                 Ok(file) => Ok(Opened {
                     meta,
-                    file,
+                    body: Body::File(file),
                     status: CacheStatus::Miss,
                     _tmp: Some(tmp),
                 }),
@@ -365,18 +391,19 @@ impl MediaFiles {
             .variants
             .run(&name, || async {
                 use tokio::io::AsyncReadExt;
-                let mut file = original.file;
-                let mut src = Vec::with_capacity(usize::try_from(original.meta.size).unwrap_or(0));
-                file.read_to_end(&mut src)
-                    .await
-                    .map_err(|e| VariantError::Failed(format!("original: {e}")))?;
+                let src = match original.body {
+                    Body::Memory(b) => b,
+                    Body::File(mut file) => {
+                        let mut v =
+                            Vec::with_capacity(usize::try_from(original.meta.size).unwrap_or(0));
+                        file.read_to_end(&mut v)
+                            .await
+                            .map_err(|e| VariantError::Failed(format!("original: {e}")))?;
+                        bytes::Bytes::from(v)
+                    }
+                };
                 let encoded = pool
-                    .run(
-                        bytes::Bytes::from(src),
-                        params.clone(),
-                        out,
-                        spec.limits.clone(),
-                    )
+                    .run(src, params.clone(), out, spec.limits.clone())
                     .await
                     .map_err(|e| match e {
                         ResizeError::Refused(r) => VariantError::Refused(r),
@@ -412,7 +439,7 @@ impl MediaFiles {
             .map_err(|e| VariantError::Failed(format!("cache file: {e}")))?;
         Ok(Opened {
             meta,
-            file,
+            body: Body::File(file),
             status: CacheStatus::Miss,
             _tmp: tmp,
         })
@@ -424,19 +451,57 @@ impl MediaFiles {
     }
 
     async fn open_cached(&self, name: &str) -> Option<Opened> {
-        let (meta, path) = self.cache.lookup(name)?;
-        match tokio::fs::File::open(&path).await {
-            Ok(file) => Some(Opened {
-                meta,
-                file,
-                status: CacheStatus::Hit,
-                _tmp: None,
-            }),
-            Err(_) => {
-                self.cache.forget(name);
-                None
+        {
+            let mut hot = self.hot.lock();
+            if let Some((meta, bytes)) = hot.data.get(name).cloned() {
+                hot.index.touch(name);
+                return Some(Opened {
+                    meta,
+                    body: Body::Memory(bytes),
+                    status: CacheStatus::Hit,
+                    _tmp: None,
+                });
             }
         }
+        let (meta, path) = self.cache.lookup(name)?;
+        let file = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(_) => {
+                self.cache.forget(name);
+                return None;
+            }
+        };
+        if meta.size > HOT_MAX_OBJECT {
+            return Some(Opened {
+                meta,
+                body: Body::File(file),
+                status: CacheStatus::Hit,
+                _tmp: None,
+            });
+        }
+        use tokio::io::AsyncReadExt;
+        let mut v = Vec::with_capacity(usize::try_from(meta.size).unwrap_or(0));
+        if file.take(meta.size).read_to_end(&mut v).await.is_err() || v.len() as u64 != meta.size {
+            self.cache.forget(name);
+            return None;
+        }
+        let bytes = bytes::Bytes::from(v);
+        {
+            let mut hot = self.hot.lock();
+            if let Ok(evicted) = hot.index.insert(name, meta.size) {
+                for e in evicted {
+                    hot.data.remove(&e);
+                }
+                hot.data
+                    .insert(name.to_owned(), (meta.clone(), bytes.clone()));
+            }
+        }
+        Some(Opened {
+            meta,
+            body: Body::Memory(bytes),
+            status: CacheStatus::Hit,
+            _tmp: None,
+        })
     }
 
     async fn fetch(&self, remote: &Remote, key: &str, name: &str) -> Result<Fetched, FetchError> {

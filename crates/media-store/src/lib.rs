@@ -19,6 +19,7 @@ pub mod store;
 
 pub use disk::{Committed, DiskCache, Meta};
 pub use files::{
-    CacheStatus, MediaFiles, ObjectError, Opened, ResizeSpec, Spec, Stats, VariantError, Which,
+    Body, CacheStatus, MediaFiles, ObjectError, Opened, ResizeSpec, Spec, Stats, VariantError,
+    Which,
 };
 pub use store::{FetchError, Remote, RemoteSpec, StoreError};
