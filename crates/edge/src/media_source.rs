@@ -221,6 +221,12 @@ impl MediaSource {
         x_frame_options: bool,
         params: &magestack_media::ResizeParams,
     ) -> Handled {
+        let webp = self.files.resize_spec().is_some_and(|r| r.webp);
+        let accept = req_headers
+            .get(header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let out = (webp && accept.is_some_and(magestack_media::format::accepts_webp))
+            .then_some(magestack_media::ImageFormat::Webp);
         let (id, original) = if self.files.is_remote(Which::Media) {
             let Some(path_str) = path.to_str() else {
                 return Handled::Response(error_page(StatusCode::NOT_FOUND, None));
@@ -240,35 +246,48 @@ impl MediaSource {
                 Err(_) => return Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
             }
         } else {
-            match open_local(file).await {
-                Some(o) => (file.to_string_lossy().into_owned(), o),
-                None => return Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
+            // A docroot original: its validators from one stat, and the file opened only
+            // when the variant is not cached yet.
+            let Some(meta) = local_meta(file) else {
+                return Handled::Response(error_page(StatusCode::NOT_FOUND, None));
+            };
+            let id = file.to_string_lossy().into_owned();
+            if let Some(hit) = self
+                .files
+                .cached_variant(&id, &meta.etag, params, out)
+                .await
+            {
+                return Handled::Response(
+                    self.variant_response(
+                        method,
+                        req_headers,
+                        hit,
+                        file,
+                        cache,
+                        x_frame_options,
+                        webp,
+                    )
+                    .await,
+                );
+            }
+            match tokio::fs::File::open(file).await {
+                Ok(f) => (id, Opened::local(meta, f)),
+                Err(_) => return Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
             }
         };
-        let webp = self.files.resize_spec().is_some_and(|r| r.webp);
-        let accept = req_headers
-            .get(header::ACCEPT)
-            .and_then(|v| v.to_str().ok());
-        let out = (webp && accept.is_some_and(magestack_media::format::accepts_webp))
-            .then_some(magestack_media::ImageFormat::Webp);
         match self.files.variant(&id, original, params, out).await {
-            Ok(opened) => {
-                let mut r = respond(
+            Ok(opened) => Handled::Response(
+                self.variant_response(
                     method,
                     req_headers,
                     opened,
                     file,
                     cache,
                     x_frame_options,
-                    SystemTime::now(),
+                    webp,
                 )
-                .await;
-                if webp {
-                    r.headers_mut()
-                        .append(header::VARY, HeaderValue::from_static("Accept"));
-                }
-                Handled::Response(r)
-            }
+                .await,
+            ),
             Err(VariantError::Refused(refusal)) => Handled::Response(refused(&refusal)),
             Err(VariantError::Busy) => Handled::Response(self.unavailable()),
             Err(VariantError::Failed(e)) => {
@@ -277,6 +296,34 @@ impl MediaSource {
             }
             Err(_) => Handled::Response(error_page(StatusCode::NOT_FOUND, None)),
         }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn variant_response(
+        &self,
+        method: &Method,
+        req_headers: &HeaderMap,
+        opened: Opened,
+        file: &Path,
+        cache: StaticHeaders,
+        x_frame_options: bool,
+        webp: bool,
+    ) -> Response<EdgeBody> {
+        let mut r = respond(
+            method,
+            req_headers,
+            opened,
+            file,
+            cache,
+            x_frame_options,
+            SystemTime::now(),
+        )
+        .await;
+        if webp {
+            r.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("Accept"));
+        }
+        r
     }
 
     fn unavailable(&self) -> Response<EdgeBody> {
@@ -410,10 +457,10 @@ fn refused(r: &magestack_media::Refusal) -> Response<EdgeBody> {
     error_page(status, None)
 }
 
-/// A docroot file as an original, with nginx's validators.
-async fn open_local(file: &Path) -> Option<Opened> {
-    let f = tokio::fs::File::open(file).await.ok()?;
-    let m = f.metadata().await.ok()?;
+/// A docroot file's validators, as nginx makes them (one `stat`, like the
+/// router's own checks).
+fn local_meta(file: &Path) -> Option<magestack_media_store::Meta> {
+    let m = std::fs::metadata(file).ok()?;
     if !m.is_file() {
         return None;
     }
@@ -422,15 +469,12 @@ async fn open_local(file: &Path) -> Option<Opened> {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    Some(Opened::local(
-        magestack_media_store::Meta {
-            etag: format!("\"{mtime:x}-{:x}\"", m.len()),
-            last_modified: mtime,
-            size: m.len(),
-            content_type: String::new(),
-        },
-        f,
-    ))
+    Some(magestack_media_store::Meta {
+        etag: format!("\"{mtime:x}-{:x}\"", m.len()),
+        last_modified: mtime,
+        size: m.len(),
+        content_type: String::new(),
+    })
 }
 
 /// The response for an open object, as `static_files::serve` answers for a

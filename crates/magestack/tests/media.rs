@@ -771,3 +771,30 @@ fn media_sync_uploads_a_release_the_edge_serves() {
     );
     assert!(other.header("etag") != r.header("etag") || other.status != 200);
 }
+
+/// Resizing with the docroot as the source: the original from disk, the
+/// variant made once and then served from the cache (same ETag).
+#[test]
+fn resize_from_the_docroot() {
+    let cache = tempfile::tempdir().unwrap();
+    let edge = spawn_edge(
+        &format!(
+            "[media]\nresize = true\ncache_dir = \"{}\"\n",
+            cache.path().display()
+        ),
+        false,
+    );
+    let url = "/media/catalog/product/a/b/ab.jpg?width=16&height=16";
+    let a = get(edge.addr, "GET", url, &[]);
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.header("content-type"), Some("image/jpeg"));
+    assert_eq!(dims(&a.body), (16, 16));
+    let b = get(edge.addr, "GET", url, &[]);
+    assert_eq!((b.header("etag"), &b.body), (a.header("etag"), &a.body));
+    let o = get(edge.addr, "GET", "/media/catalog/product/a/b/ab.jpg", &[]);
+    assert_eq!(
+        o.body,
+        local(PRODUCT),
+        "no parameters: the file as nginx serves it"
+    );
+}

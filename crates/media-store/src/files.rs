@@ -183,6 +183,18 @@ pub struct Stats {
     pub refused: AtomicU64,
 }
 
+/// The cache name of a variant: original, its validator, the pixels asked
+/// for and the output format.
+fn variant_name(id: &str, etag: &str, params: &ResizeParams, out: Option<ImageFormat>) -> String {
+    cache_name(&[
+        "variant",
+        id,
+        etag,
+        &params.canonical(),
+        out.map_or("same", ImageFormat::as_str),
+    ])
+}
+
 #[derive(Debug)]
 struct Hot {
     index: magestack_media::DiskIndex,
@@ -367,13 +379,7 @@ impl MediaFiles {
         let (Some(pool), Some(spec)) = (&self.resize, &self.spec.resize) else {
             return Err(VariantError::Off);
         };
-        let name = cache_name(&[
-            "variant",
-            id,
-            &original.meta.etag,
-            &params.canonical(),
-            out.map_or("same", ImageFormat::as_str),
-        ]);
+        let name = variant_name(id, &original.meta.etag, params, out);
         if let Some(o) = self.open_cached(&name).await {
             self.stats.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(o);
@@ -443,6 +449,23 @@ impl MediaFiles {
             status: CacheStatus::Miss,
             _tmp: tmp,
         })
+    }
+
+    /// The variant of the original `id` with validator `etag`, when it is
+    /// cached: the cheap first step for a docroot original, before opening it.
+    pub async fn cached_variant(
+        &self,
+        id: &str,
+        etag: &str,
+        params: &ResizeParams,
+        out: Option<ImageFormat>,
+    ) -> Option<Opened> {
+        self.resize.as_ref()?;
+        let o = self
+            .open_cached(&variant_name(id, etag, params, out))
+            .await?;
+        self.stats.hits.fetch_add(1, Ordering::Relaxed);
+        Some(o)
     }
 
     /// Resize settings, when on.
