@@ -127,6 +127,13 @@ pub struct Config {
     /// `[rollout]`: a canary release of one pool, decided in the edge.
     /// Absent: no rollout API and nothing split.
     pub rollout: Option<RolloutConfig>,
+    /// `[media]`: where `pub/media` comes from, its disk cache and image resizing.
+    pub media: MediaConfig,
+    /// `[static]`: where `pub/static` comes from.
+    #[serde(rename = "static")]
+    pub static_files: StaticConfig,
+    /// `[object_store]`: the S3-compatible store behind `s3://` sources.
+    pub object_store: ObjectStoreConfig,
 }
 
 /// Default `rollout.pool`.
@@ -205,6 +212,134 @@ impl Default for RolloutConfig {
             state_file: None,
         }
     }
+}
+
+/// Default `media.source` and `static.source`: the local docroot.
+pub const DEFAULT_FILE_SOURCE: &str = "docroot";
+/// Default `media.cache_dir`.
+pub const DEFAULT_MEDIA_CACHE_DIR: &str = "/var/cache/magestack/media";
+/// Default `media.cache_size`.
+pub const DEFAULT_MEDIA_CACHE_SIZE: &str = "10GiB";
+/// Default `media.resize_max_width` and `media.resize_max_height`.
+pub const DEFAULT_RESIZE_MAX_SIDE: u32 = 4096;
+/// Default `media.resize_max_source_bytes` (32 MiB).
+pub const DEFAULT_RESIZE_MAX_SOURCE_BYTES: &str = "32MiB";
+/// Default `media.resize_max_source_pixels` (50 megapixels: 200 MB decoded as RGBA).
+pub const DEFAULT_RESIZE_MAX_SOURCE_PIXELS: u64 = 50_000_000;
+/// Default `media.resize_queue`.
+pub const DEFAULT_RESIZE_QUEUE: u32 = 64;
+/// Default `media.retry_after_secs`.
+pub const DEFAULT_MEDIA_RETRY_AFTER_SECS: u64 = 5;
+/// Default `media.store_timeout_secs`.
+pub const DEFAULT_MEDIA_STORE_TIMEOUT_SECS: u64 = 10;
+
+/// `[media]`: `pub/media` from the docroot or an object store, the local
+/// disk cache of objects and resized variants, and resizing of Magento's
+/// `image_optimization_parameters` URLs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MediaConfig {
+    /// `"docroot"` (files under `magento.docroot`/media, as nginx) or
+    /// `"s3://bucket/prefix"`: objects `prefix/<path under /media/>` in that
+    /// bucket, through `[object_store]`. Default `"docroot"`.
+    pub source: String,
+    /// Directory of the disk cache (objects from the store and resized
+    /// variants); created when missing, kept across restarts.
+    /// Default `"/var/cache/magestack/media"`.
+    pub cache_dir: PathBuf,
+    /// Byte ceiling of the disk cache (units as `cache.size`); the least
+    /// recently used files are removed past it. At least 1 MiB. Default `"10GiB"`.
+    pub cache_size: ByteSize,
+    /// Resize product images for `image_optimization_parameters` URLs
+    /// (`?width=…&height=…`). `false` serves the original. Default false.
+    pub resize: bool,
+    /// Largest `width` a resize URL may ask for; more is refused with 400. Default 4096.
+    pub resize_max_width: u32,
+    /// Largest `height` a resize URL may ask for; more is refused with 400. Default 4096.
+    pub resize_max_height: u32,
+    /// The only sizes allowed, as `"WIDTHxHEIGHT"` (Magento's `view.xml`
+    /// sizes); others get 400. Default `[]`: any size within the bounds.
+    pub resize_sizes: Vec<String>,
+    /// Largest original that is resized (units as `cache.size`); larger
+    /// ones get 413. Default `"32MiB"`.
+    pub resize_max_source_bytes: ByteSize,
+    /// Largest original, in pixels (width × height read from its header
+    /// before decoding: the decompression-bomb limit); more gets 413.
+    /// Default 50000000.
+    pub resize_max_source_pixels: u64,
+    /// Resizes running at once, on their own threads off the request
+    /// workers. 0: one per CPU. Default 0.
+    pub resize_workers: u32,
+    /// Resizes waiting for a worker; past it a request gets 503 with
+    /// `Retry-After`. Default 64.
+    pub resize_queue: u32,
+    /// Answer `Accept: image/webp` with WebP variants (`Vary: Accept`). Default true.
+    pub webp: bool,
+    /// `Retry-After` seconds of a 503 when the store or the resize pool
+    /// cannot answer. Default 5.
+    pub retry_after_secs: u64,
+    /// Seconds a request to the object store may take before the store
+    /// counts as down (503 for what is not cached). Default 10.
+    pub store_timeout_secs: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        Self {
+            source: DEFAULT_FILE_SOURCE.to_owned(),
+            cache_dir: PathBuf::from(DEFAULT_MEDIA_CACHE_DIR),
+            cache_size: ByteSize::Text(DEFAULT_MEDIA_CACHE_SIZE.to_owned()),
+            resize: false,
+            resize_max_width: DEFAULT_RESIZE_MAX_SIDE,
+            resize_max_height: DEFAULT_RESIZE_MAX_SIDE,
+            resize_sizes: Vec::new(),
+            resize_max_source_bytes: ByteSize::Text(DEFAULT_RESIZE_MAX_SOURCE_BYTES.to_owned()),
+            resize_max_source_pixels: DEFAULT_RESIZE_MAX_SOURCE_PIXELS,
+            resize_workers: 0,
+            resize_queue: DEFAULT_RESIZE_QUEUE,
+            webp: true,
+            retry_after_secs: DEFAULT_MEDIA_RETRY_AFTER_SECS,
+            store_timeout_secs: DEFAULT_MEDIA_STORE_TIMEOUT_SECS,
+        }
+    }
+}
+
+/// `[static]`: `pub/static` from the docroot or an object store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StaticConfig {
+    /// `"docroot"` or `"s3://bucket/prefix"`: objects
+    /// `prefix/<deployed_version>/<path under /static/, version stripped>`,
+    /// so two releases can be served side by side. Default `"docroot"`.
+    pub source: String,
+    /// The release served when a URL carries no `versionNNN` segment
+    /// (Magento's `pub/static/deployed_version.txt`). Default `""`: such
+    /// URLs are looked up without a release directory.
+    pub deployed_version: String,
+}
+
+impl Default for StaticConfig {
+    fn default() -> Self {
+        Self {
+            source: DEFAULT_FILE_SOURCE.to_owned(),
+            deployed_version: String::new(),
+        }
+    }
+}
+
+/// `[object_store]`: the store behind `s3://` sources. Credentials come
+/// from the standard AWS environment (`AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, web identity for
+/// Kubernetes IRSA, the instance role), never from this file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ObjectStoreConfig {
+    /// `http(s)://host:port` of an S3-compatible server, addressed
+    /// path-style (`endpoint/bucket/key`). Default `""`: AWS S3 itself.
+    pub endpoint: String,
+    /// The bucket's region, e.g. `"eu-west-1"`. Default `""`: from
+    /// `AWS_REGION`/`AWS_DEFAULT_REGION`, else `us-east-1`.
+    pub region: String,
 }
 
 /// Default `dbproxy.listen` (ProxySQL's port).

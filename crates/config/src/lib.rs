@@ -44,6 +44,7 @@ mod dbproxy;
 pub mod error;
 pub mod file;
 mod locate;
+mod media;
 mod upstream;
 mod validated;
 
@@ -57,6 +58,7 @@ pub use crate::error::{
     ConfigError, ConfigErrors, Diagnostic, ErrorKind, KeyPath, Problem, Segment,
 };
 pub use crate::file::InjectionMode;
+pub use crate::media::{FileSource, MediaSettings, ObjectStoreSettings, StaticSettings};
 pub use crate::upstream::{UpstreamUrl, UpstreamUrlError};
 pub use crate::validated::{
     compile, is_release_id, CacheSettings, ClusterSettings, ErrorStatuses, HealthCheckSettings,

@@ -43,6 +43,12 @@ pub struct Validated {
     pub dbproxy: crate::DbproxySettings,
     /// From `[rollout]`; `None` when the file has no such table.
     pub rollout: Option<RolloutSettings>,
+    /// From `[media]`.
+    pub media: crate::MediaSettings,
+    /// From `[static]`.
+    pub static_files: crate::StaticSettings,
+    /// From `[object_store]`.
+    pub object_store: crate::ObjectStoreSettings,
 }
 
 /// Checked `[rollout]`.
@@ -563,6 +569,9 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
     let rollout = config
         .rollout
         .map(|r| compile_rollout(r, upstream.as_ref(), &pools, &mut errs));
+    let media = crate::media::compile_media(config.media, &mut errs);
+    let static_files = crate::media::compile_static(config.static_files, &mut errs);
+    let object_store = crate::media::compile_object_store(config.object_store, &mut errs);
     match (log, magento, upstream, cache, dbproxy, rollout) {
         (Some(log), Some(magento), Some(upstream), Some(cache), Some(dbproxy), rollout)
             if errs.0.is_empty() && rollout.as_ref().is_none_or(Option::is_some) =>
@@ -580,6 +589,9 @@ pub fn compile(config: file::Config) -> Result<Validated, Vec<ConfigError>> {
                 cluster,
                 dbproxy,
                 rollout: rollout.flatten(),
+                media,
+                static_files,
+                object_store,
             })
         }
         _ => Err(errs.0),

@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use magestack_config::{
     file, is_dbproxy_file, load, load_dbproxy, load_file, load_str, CacheSettings, ConfigErrors,
-    DbproxyOverrides, DbproxySettings, ErrorStatuses, HealthCheckSettings, LogFormat, LogSettings,
-    MageMode, MagentoSettings, NginxGeneration, Overrides, PathMatch, PoolSettings, RateLimitRule,
-    ReadinessSettings, RouteRule, RoutingSettings, RunMapping, RunType, ServerSettings,
-    TlsSettings, UpstreamSettings, UpstreamUrl, Validated, WafSettings, COMMAND_LINE,
+    DbproxyOverrides, DbproxySettings, ErrorStatuses, FileSource, HealthCheckSettings, LogFormat,
+    LogSettings, MageMode, MagentoSettings, NginxGeneration, Overrides, PathMatch, PoolSettings,
+    RateLimitRule, ReadinessSettings, RouteRule, RoutingSettings, RunMapping, RunType,
+    ServerSettings, TlsSettings, UpstreamSettings, UpstreamUrl, Validated, WafSettings,
+    COMMAND_LINE,
 };
 
 fn repo_root() -> PathBuf {
@@ -485,6 +486,36 @@ fn golden_example_file() {
             checkout_sticky: Duration::from_secs(1800),
             state_file: Some("/var/lib/magestack/rollout.json".into()),
         }),
+        media: magestack_config::MediaSettings {
+            source: FileSource::S3 {
+                bucket: "magento-media".into(),
+                prefix: "media".into(),
+            },
+            cache_dir: "/var/cache/magestack/media".into(),
+            cache_size_bytes: 10 << 30,
+            resize: true,
+            resize_max_width: 4096,
+            resize_max_height: 4096,
+            resize_sizes: vec![(265, 265), (700, 700)],
+            resize_max_source_bytes: 32 << 20,
+            resize_max_source_pixels: 50_000_000,
+            resize_workers: 0,
+            resize_queue: 64,
+            webp: true,
+            retry_after: Duration::from_secs(5),
+            store_timeout: Duration::from_secs(10),
+        },
+        static_files: magestack_config::StaticSettings {
+            source: FileSource::S3 {
+                bucket: "magento-static".into(),
+                prefix: "static".into(),
+            },
+            deployed_version: None,
+        },
+        object_store: magestack_config::ObjectStoreSettings {
+            endpoint: Some("http://127.0.0.1:9000".into()),
+            region: Some("eu-west-1".into()),
+        },
     };
     assert_eq!(got, want);
 }
@@ -681,7 +712,7 @@ fn schema_keys() -> Vec<String> {
 #[test]
 fn reference_and_example_mention_every_key() {
     let keys = schema_keys();
-    assert_eq!(keys.len(), 139, "{keys:#?}");
+    assert_eq!(keys.len(), 158, "{keys:#?}");
     let reference = std::fs::read_to_string(repo_root().join("docs/configuration.md")).unwrap();
     let edge_example = std::fs::read_to_string(repo_root().join("examples/edge.toml")).unwrap();
     let dbproxy_example =
@@ -1309,5 +1340,39 @@ fn dbproxy_tls_keys_are_checked_together() {
             key_file: "/tls/k.pem".into(),
             required: true,
         })
+    );
+}
+
+#[test]
+fn media_contract_keys_and_errors_with_lines() {
+    let v = ok("[upstream]\nurl = \"http://127.0.0.1:9000\"\n[media]\nsource = \"s3://magento-media/media\"\ncache_dir = \"/tmp/m\"\ncache_size = \"10GiB\"\nresize = true\n[static]\nsource = \"s3://magento-static/static\"\n[object_store]\nendpoint = \"http://127.0.0.1:9000\"\nregion = \"eu-west-1\"\n");
+    assert!(v.media.resize);
+    assert_eq!(v.media.cache_size_bytes, 10 << 30);
+    assert!(v.static_files.source.is_remote());
+    let defaults = ok("[upstream]\nurl = \"http://127.0.0.1:9000\"\n");
+    assert_eq!(defaults.media.source, FileSource::Docroot);
+    assert_eq!(defaults.static_files.source, FileSource::Docroot);
+    assert!(!defaults.media.resize);
+    let got = errors("[upstream]\nurl = \"http://127.0.0.1:9000\"\n[media]\nsource = \"s3://x/../y\"\ncache_size = \"1K\"\nresize_sizes = [\"10x\"]\nsizee = 1\n[object_store]\nendpoint = \"127.0.0.1:9000\"\n");
+    let joined = got.join("\n");
+    assert!(
+        joined.contains("edge.toml:4: media.source: invalid bucket name"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("edge.toml:5: media.cache_size: must be at least"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("edge.toml:6: media.resize_sizes[0]:"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("edge.toml:7: media.sizee: unknown field"),
+        "{joined}"
+    );
+    assert!(
+        joined.contains("edge.toml:9: object_store.endpoint:"),
+        "{joined}"
     );
 }

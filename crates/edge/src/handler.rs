@@ -61,6 +61,9 @@ pub struct Edge {
     pub(crate) release: Option<Arc<str>>,
     /// The canary of `[rollout]` ([`crate::rollout`]); `None` without one.
     pub(crate) rollout: Option<Arc<crate::rollout::Rollout>>,
+    /// `/media/` and `/static/` from an object store (kept across reloads
+    /// while its spec is unchanged).
+    pub(crate) media: Option<Arc<crate::media_source::MediaSource>>,
 }
 
 /// Most warm-up rounds.
@@ -99,6 +102,9 @@ pub enum EdgeError {
     /// Endpoints are given by host name and no DNS resolver can be built.
     #[error("endpoint discovery: {0}")]
     Dns(#[from] crate::discovery::ResolverError),
+    /// The object-store sources or their disk cache cannot be set up.
+    #[error("media: {0}")]
+    Media(String),
 }
 
 impl Edge {
@@ -286,9 +292,24 @@ impl Edge {
             }
             None => None,
         };
+        let media = match (&s.media, previous.and_then(|p| p.media.clone())) {
+            (Some(spec), Some(running)) if running.spec() == spec => Some(running),
+            (Some(spec), _) => Some(Arc::new(
+                crate::media_source::MediaSource::new(spec.clone())
+                    .map_err(|e| EdgeError::Media(e.to_string()))?,
+            )),
+            (None, _) => None,
+        };
+        if media.is_some() && router.is_none() {
+            return Err(EdgeError::Media(
+                "object-store sources need magento.docroot (its nginx rules and PHP fallbacks)"
+                    .into(),
+            ));
+        }
         Ok(Self {
             rollout,
             release,
+            media,
             body_limits,
             files,
             s,
@@ -335,7 +356,7 @@ impl Edge {
             Arc::from("waf_admin_allow"),
             self.ip_filter.admin_hidden.load(Ordering::Relaxed),
         ));
-        let text = self.metrics.render(
+        let mut text = self.metrics.render(
             self.pool_stats(),
             self.cache_stats(),
             limited,
@@ -361,6 +382,9 @@ impl Edge {
                 },
             },
         );
+        if let Some(media) = &self.media {
+            media.append_metrics(&mut text);
+        }
         crate::rollout::with_metrics(text, self.rollout.as_deref())
     }
 
@@ -576,7 +600,23 @@ impl Edge {
             Ok(p) => p,
             Err(_) => return (error_page(StatusCode::BAD_REQUEST, None), Outcome::Edge),
         };
-        let route = router.route(&*self.files, req.method(), &path, req.uri().query());
+        let route = match &self.media {
+            // One dispatch point for object-store sources (issue 19).
+            Some(media) => match media
+                .handle(
+                    router,
+                    req.method(),
+                    req.headers(),
+                    &path,
+                    req.uri().query(),
+                )
+                .await
+            {
+                crate::media_source::Handled::Response(r) => return (r, Outcome::Static),
+                crate::media_source::Handled::Route(route) => route,
+            },
+            None => router.route(&*self.files, req.method(), &path, req.uri().query()),
+        };
         match route {
             magestack_routing::Route::Static {
                 file,

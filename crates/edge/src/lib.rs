@@ -29,6 +29,7 @@ pub mod http_upstream;
 pub mod injection;
 mod ip_filter;
 pub mod live;
+pub mod media_source;
 pub mod metrics;
 pub mod open_file_cache;
 pub mod pipeline;

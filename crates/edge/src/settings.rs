@@ -363,6 +363,9 @@ pub struct EdgeSettings {
     pub access_sink: Option<crate::access_log::AccessLog>,
     /// The full-page cache; `None` = off.
     pub cache: Option<CacheSettings>,
+    /// `/media/` and `/static/` from an object store; `None` = both from
+    /// the docroot.
+    pub media: Option<magestack_media_store::Spec>,
 }
 
 /// The full-page cache (Magento's Varnish integration, in process).

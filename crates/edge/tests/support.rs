@@ -81,6 +81,7 @@ pub fn settings(upstream: UpstreamTarget, docroot: Option<PathBuf>) -> EdgeSetti
         deny_without_docroot: false,
         ip_rules: Default::default(),
         cache: None,
+        media: None,
     }
 }
 

@@ -65,6 +65,12 @@ pub enum Command {
     /// pause, resume, promote, abort. `status` exits 0 once promoted, 2 when aborted, 3 while running
     /// or paused, 4 when idle (`--wait` polls until promoted or aborted).
     Rollout(RolloutArgs),
+    /// Object-store sources of `/media/` and `/static/`: upload a release's `pub/static` (and
+    /// optionally `pub/media`) to the buckets of `[static]`/`[media] source`.
+    Media {
+        #[command(subcommand)]
+        action: MediaCommand,
+    },
     /// Run the edge in front of a built-in sample storefront on 127.0.0.1:8080 (no PHP needed).
     Demo {
         /// Address of the demo edge.
@@ -259,6 +265,35 @@ pub struct TopArgs {
     /// Print one screen and exit (for scripts).
     #[arg(long)]
     pub once: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Upload `pub/static` as release RELEASE (objects `<static prefix>/<RELEASE>/<path>`, what
+    /// `/static/versionRELEASE/<path>` serves), and `pub/media` as `<media prefix>/<path>` (as
+    /// `bin/magento remote-storage:sync`). Credentials from the standard AWS chain. Exit 1 when a
+    /// file could not be uploaded.
+    Sync(MediaSyncArgs),
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct MediaSyncArgs {
+    /// The edge's TOML configuration (`[static]`, `[media]`, `[object_store]`).
+    #[arg(long, short)]
+    pub config: PathBuf,
+    /// Magento's `pub/static` of the release (after `setup:static-content:deploy`).
+    #[arg(long)]
+    pub static_dir: Option<PathBuf>,
+    /// The release: the number in `/static/versionNNN/`. Default: `deployed_version.txt` in
+    /// --static-dir.
+    #[arg(long)]
+    pub release: Option<String>,
+    /// Magento's `pub/media`, uploaded to `[media] source`.
+    #[arg(long)]
+    pub media_dir: Option<PathBuf>,
+    /// Uploads in flight at once.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
 }
 
 #[derive(Debug, Clone, clap::Args)]

@@ -10,6 +10,7 @@ mod cli;
 mod doctor;
 mod fd_limit;
 mod log_writer;
+mod media_sync;
 mod rollout_cmd;
 mod run;
 mod secrets;

@@ -27,6 +27,9 @@ pub fn main(cli: Cli) -> Result<ExitCode> {
         Command::Dbproxy(args) => dbproxy(args),
         Command::Doctor(args) => crate::doctor::run(args),
         Command::Warm(args) => crate::warm::run(args),
+        Command::Media {
+            action: crate::cli::MediaCommand::Sync(args),
+        } => crate::media_sync::run(&args),
         Command::Top(args) => crate::top::run(args),
         Command::Rollout(args) => crate::rollout_cmd::run(args),
         Command::Edge(args) => {
@@ -477,6 +480,50 @@ fn init_logging(
     Ok((guard, writer))
 }
 
+/// `[media]`, `[static]` and `[object_store]` as the edge's media spec;
+/// `None` when both sources are the docroot.
+fn media_spec(cfg: &Validated) -> Option<magestack_edge::media_source::MediaSpec> {
+    let remote = |src: &magestack_config::FileSource| match src {
+        magestack_config::FileSource::Docroot => None,
+        magestack_config::FileSource::S3 { bucket, prefix } => {
+            Some(magestack_edge::media_source::RemoteSpec {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint: cfg.object_store.endpoint.clone(),
+                region: cfg.object_store.region.clone(),
+                timeout: cfg.media.store_timeout,
+            })
+        }
+    };
+    let media = remote(&cfg.media.source);
+    let statics = remote(&cfg.static_files.source);
+    if media.is_none() && statics.is_none() && !cfg.media.resize {
+        return None;
+    }
+    let m = &cfg.media;
+    let resize = m.resize.then(|| magestack_edge::media_source::ResizeSpec {
+        limits: magestack_media::ResizeLimits {
+            max_width: m.resize_max_width,
+            max_height: m.resize_max_height,
+            sizes: m.resize_sizes.clone(),
+            max_source_bytes: m.resize_max_source_bytes,
+            max_source_pixels: m.resize_max_source_pixels,
+        },
+        workers: m.resize_workers,
+        queue: m.resize_queue,
+        webp: m.webp,
+    });
+    Some(magestack_edge::media_source::MediaSpec {
+        media,
+        statics,
+        static_deployed_version: cfg.static_files.deployed_version.clone(),
+        cache_dir: cfg.media.cache_dir.clone(),
+        cache_size: cfg.media.cache_size_bytes,
+        retry_after: cfg.media.retry_after,
+        resize,
+    })
+}
+
 /// The pipeline settings from the validated config.
 fn edge_settings(cfg: &Validated) -> EdgeSettings {
     let m = &cfg.magento;
@@ -585,6 +632,7 @@ fn edge_settings(cfg: &Validated) -> EdgeSettings {
             warmup_urls: warmup_urls(cfg),
         },
         cache: cache_settings(cfg),
+        media: media_spec(cfg),
         cluster: None,
         rollout: cfg.rollout.as_ref().map(rollout_spec),
         deny_without_docroot: false,
