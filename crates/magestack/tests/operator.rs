@@ -562,6 +562,88 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The cache's debug header of `GET path` on shop.test (`HIT`, `MISS`).
+fn cache_debug(addr: SocketAddr, path: &str) -> String {
+    let r = http_raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    r.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-magento-cache-debug")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn purged_list(admin: SocketAddr, query: &str) -> Vec<serde_json::Value> {
+    let r = admin_get(admin, &format!("/cache/purged{query}"));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body = r.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn warm_after_purge_rewarms_the_popular_pages_a_tag_purge_removed() {
+    let (_edge, addr, admin) = storefront_edge();
+    // Popular: requested at least twice (a miss, then hits); /about-us most.
+    let popular = ["/about-us", "/gear.html", "/product/ws01.html"];
+    for p in popular {
+        assert_eq!(cache_debug(addr, p), "MISS", "{p}");
+        assert_eq!(cache_debug(addr, p), "HIT", "{p}");
+    }
+    cache_debug(addr, "/about-us");
+    cache_debug(addr, "/about-us");
+    // Unpopular: requested once, carrying the same tags.
+    let unpopular = ["/about-us?from=mail", "/gear.html?p=2"];
+    for p in unpopular {
+        assert_eq!(cache_debug(addr, p), "MISS", "{p}");
+    }
+    assert!(purged_list(admin, "").is_empty());
+    // Magento's tag purge: CMS page 5 (about-us), category 6 (gear), product 1.
+    let purge = http_raw(
+        addr,
+        "PURGE / HTTP/1.1\r\nHost: shop.test\r\nX-Magento-Tags-Pattern: ((^|,)cms_p_5(,|$))|((^|,)cat_c_6(,|$))|((^|,)cat_p_1(,|$))\r\nConnection: close\r\n\r\n",
+    );
+    assert!(purge.starts_with("HTTP/1.1 200"), "{purge}");
+    let list = purged_list(admin, "");
+    let mut urls: Vec<&str> = list.iter().map(|e| e["url"].as_str().unwrap()).collect();
+    assert_eq!(list[0]["url"], "/about-us", "most hit first: {list:?}");
+    assert_eq!(list[0]["hits"], 3, "{list:?}");
+    assert!(list.iter().all(|e| e["host"] == "shop.test" && e["https"] == false && e["purged_at"].as_u64().unwrap() > 1_700_000_000), "{list:?}");
+    urls.sort_unstable();
+    assert_eq!(urls, ["/about-us", "/gear.html", "/product/ws01.html"], "{list:?}");
+    assert_eq!(purged_list(admin, "?limit=2").len(), 2);
+    let edge = addr.to_string();
+    let admin_s = admin.to_string();
+    let (code, out) = warm(&["--after-purge", "--edge", &edge, "--admin", &admin_s, "--rate", "100"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warm: 3 requests in") && out.contains(": 0 hits, 3 misses, 0 uncacheable, 0 errors"),
+        "{out}"
+    );
+    assert!(out.contains("http://shop.test/about-us"), "{out}");
+    for p in popular {
+        assert_eq!(cache_debug(addr, p), "HIT", "{p} after warm --after-purge");
+    }
+    for p in unpopular {
+        assert_eq!(cache_debug(addr, p), "MISS", "{p} was not listed, so not warmed");
+    }
+    // The list is kept: a second run finds the pages cached.
+    let (code, out) = warm(&["--after-purge", "--edge", &edge, "--admin", &admin_s, "--rate", "100"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": 3 hits, 0 misses"), "{out}");
+    // The list is bounded: ?limit is capped at its capacity (1,000 URLs).
+    assert_eq!(purged_list(admin, "?limit=100000").len(), 3);
+    // Without --edge, clap refuses; without --sitemap or --after-purge too.
+    let (code, _) = warm(&["--after-purge"]);
+    assert_eq!(code, 2);
+    let (code, _) = warm(&["--edge", &edge]);
+    assert_eq!(code, 2);
+}
+
 #[test]
 fn warm_draws_a_progress_bar_on_a_terminal() {
     let (_edge, addr, _admin) = storefront_edge();
