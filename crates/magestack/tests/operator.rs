@@ -987,6 +987,89 @@ fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm
     );
 }
 
+#[test]
+fn status_page_shows_a_running_rollout_with_its_tracks_in_headless_chromium() {
+    let mut browser = cdp::Browser::launch().expect(
+        "no chromium: ./scripts/test installs it (scripts/deps start installs Debian's chromium)",
+    );
+    let port = common::free_addr().port();
+    let _php = fpm::Fpm::start(port, 2);
+    let state = tempfile::tempdir().unwrap();
+    let rollout = format!(
+        "[rollout]\ncanary_endpoints = [\"fcgi://127.0.0.1:{port}\"]\ncanary_release = \"r2\"\nstate_file = \"{}\"\nsteps = [\"50%/1h\", \"100%\"]\nanalysis_interval_secs = 1\n",
+        state.path().join("rollout.json").display()
+    );
+    let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, &rollout);
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    // No rollout running yet: the section says idle.
+    let html = body_of(&admin_get(admin, "/")).to_owned();
+    assert!(html.contains("id=\"rollout-tracks\""), "{html}");
+    let started = http_raw(
+        admin,
+        "POST /admin/rollout/start HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(started.starts_with("HTTP/1.1 200"), "{started}");
+    // Visitors on both tracks (each new visitor is bucketed at 50%).
+    for i in 0..40 {
+        http_raw(
+            addr,
+            &format!("GET /women.html?v={i} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body_of(&admin_get(admin, "/status.json"))).unwrap();
+    let r = &json["rollout_state"];
+    assert_eq!(r["state"], "running", "{json:#}");
+    assert_eq!(r["weight"], 50, "{r:#}");
+    assert!(json["rollout"].as_str().unwrap().starts_with("running, step 1 (weight 50%), pool frontend"), "{json:#}");
+    browser.call("Page.enable", serde_json::json!({}));
+    browser.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://{admin}/") }),
+    );
+    wait_for("the page to load", 20, || {
+        browser.eval("document.readyState") == "complete"
+    });
+    let text = |b: &mut cdp::Browser, sel: &str| -> String {
+        b.eval(&format!("(document.querySelector('{sel}') || {{}}).textContent || ''"))
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    };
+    assert!(text(&mut browser, "#rollout-line").starts_with("running, step 1 (weight 50%)"));
+    // At rest, the page's track figures are GET /rollout's.
+    let seen = browser.eval("Number(document.body.dataset.updates || 0)").as_u64().unwrap_or(0);
+    wait_for("the next update", 10, || {
+        browser.eval("Number(document.body.dataset.updates || 0)").as_u64().unwrap_or(0) > seen
+    });
+    let live: serde_json::Value =
+        serde_json::from_str(body_of(&admin_get(admin, "/rollout"))).unwrap();
+    let mut total = 0;
+    for track in ["stable", "canary"] {
+        let shown: u64 = text(&mut browser, &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .requests"))
+            .parse()
+            .unwrap_or_else(|_| panic!("{track} requests not on the page"));
+        let want = live["tracks"][track]["requests"].as_u64().unwrap();
+        assert_eq!(shown, want, "{track}: {live:#}");
+        total += shown;
+        let errors = text(&mut browser, &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .errors"));
+        assert_eq!(errors, "0", "{track}");
+    }
+    assert!(total >= 40, "{live:#}");
+    let p95 = text(&mut browser, "#rollout-tracks [data-track=\\\"canary\\\"] .p95");
+    assert!(p95.ends_with(" ms"), "canary p95: {p95}");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("rollout.png");
+    chromium_cli(
+        &["--window-size=1280,1400", &format!("--screenshot={}", shot.display())],
+        &format!("http://{admin}/"),
+    );
+    eprintln!("screenshot: {}", shot.display());
+}
+
 /// Chromium's command line, headless with a fresh profile (screenshots).
 fn chromium_cli(args: &[&str], url: &str) {
     let profile = tempfile::tempdir().unwrap();
