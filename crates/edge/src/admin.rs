@@ -472,8 +472,8 @@ fn route(
     reload: Option<&ReloadHook>,
 ) -> Response<EdgeBody> {
     let path = req.uri().path();
-    let protected =
-        path.starts_with("/admin/") || matches!(
+    let protected = path.starts_with("/admin/")
+        || matches!(
             path,
             "/cache/stats" | "/cache/purged" | "/metrics" | "/pools"
         );

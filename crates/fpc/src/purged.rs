@@ -3,10 +3,13 @@
 //! Three bounded parts, all pure (no clock, no locks; the edge wraps
 //! [`PurgedUrls`] in a mutex and owns the [`HitSketch`]):
 //!
-//! * [`HitSketch`]: a fixed array of [`SKETCH_SLOTS`] relaxed atomic
-//!   counters indexed by the cache key's hash. A hit is one `fetch_add`;
-//!   colliding keys share a counter (counts are upper bounds). A purge
-//!   resets the counters of the keys it removed.
+//! * [`HitSketch`]: a fixed array of [`SKETCH_SLOTS`] atomic slots, each
+//!   a key fingerprint and its count, indexed by the cache key's hash. A
+//!   hit is one compare-and-swap, no lock; of colliding keys the more hit
+//!   one keeps the slot (a foreign hit decays the count, a zero count is
+//!   taken over), so counts are lower bounds and a one-hit key never
+//!   displaces a popular one. A purge resets the counts of the keys it
+//!   removed.
 //! * the *watch list* in [`PurgedUrls`]: cache keys that reached
 //!   `min_hits` hits, with their URL (the store's objects carry no URL:
 //!   it is recorded here once per popular key, when its counter reaches
@@ -16,14 +19,14 @@
 //!   here; at most `capacity` distinct URLs, the oldest purge dropped first.
 //!
 //! URLs longer than [`MAX_URL_LEN`] or hosts longer than [`MAX_HOST_LEN`]
-//! are not recorded. Memory bound: the sketch is `4 × SKETCH_SLOTS` bytes
-//! (64 KiB); each watched or listed entry holds at most
+//! are not recorded. Memory bound: the sketch is `8 × SKETCH_SLOTS` bytes
+//! (128 KiB); each watched or listed entry holds at most
 //! `MAX_URL_LEN + MAX_HOST_LEN` bytes of text plus ≈ 120 bytes of map and
 //! queue overhead, so with the defaults (4,096 watched, 1,000 listed) the
-//! whole is at most ≈ 5.1 MiB + 64 KiB, and ≈ 1 MiB for URLs of 100 bytes.
+//! whole is at most ≈ 5.5 MiB + 128 KiB, and ≈ 1 MiB for URLs of 100 bytes.
 //! Only URLs and hosts are kept: never cookies, headers or bodies.
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Counters in the [`HitSketch`].
 pub const SKETCH_SLOTS: usize = 16_384;
@@ -32,16 +35,20 @@ pub const MAX_URL_LEN: usize = 768;
 /// Longest host recorded.
 pub const MAX_HOST_LEN: usize = 255;
 
-/// Approximate per-key hit counters (see the module docs).
+/// Approximate per-key hit counters (see the module docs): a direct-mapped
+/// table of (key fingerprint, count) in one `AtomicU64` a slot. A hit of
+/// the slot's key counts; a hit of another key decrements the incumbent
+/// and takes the slot once it is at zero (HeavyKeeper's decay), so popular
+/// keys keep their slots and one-hit keys do not push them out.
 #[derive(Debug)]
 pub struct HitSketch {
-    slots: Box<[AtomicU32]>,
+    slots: Box<[AtomicU64]>,
 }
 
 impl Default for HitSketch {
     fn default() -> Self {
         Self {
-            slots: (0..SKETCH_SLOTS).map(|_| AtomicU32::new(0)).collect(),
+            slots: (0..SKETCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
         }
     }
 }
@@ -53,22 +60,54 @@ fn slot_of(key: &[u8; 16]) -> usize {
     (h % SKETCH_SLOTS as u64) as usize
 }
 
+/// The key's fingerprint in the slot's high 32 bits (never 0: 0 is empty).
+fn fingerprint(key: &[u8; 16]) -> u64 {
+    u64::from(u32::from_le_bytes([key[8], key[9], key[10], key[11]]) | 1) << 32
+}
+
+const COUNT: u64 = 0xffff_ffff;
+
 impl HitSketch {
-    /// Counts a hit of `key`; returns its count after this hit.
+    /// Counts a hit of `key`; returns its count after this hit (0 when
+    /// another, more hit key holds its slot).
     pub fn hit(&self, key: &[u8; 16]) -> u32 {
-        self.slots[slot_of(key)]
-            .fetch_add(1, Ordering::Relaxed)
-            .saturating_add(1)
+        let slot = &self.slots[slot_of(key)];
+        let fp = fingerprint(key);
+        let mut cur = slot.load(Ordering::Relaxed);
+        loop {
+            let (held, count) = (cur & !COUNT, cur & COUNT);
+            let (next, ours) = if held == fp {
+                let c = (count + 1).min(COUNT);
+                (fp | c, c)
+            } else if count == 0 {
+                (fp | 1, 1)
+            } else {
+                (held | (count - 1), 0)
+            };
+            match slot.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return u32::try_from(ours).unwrap_or(u32::MAX),
+                Err(now) => cur = now,
+            }
+        }
     }
 
-    /// The count of `key`.
+    /// The count of `key` (0 when its slot holds another key).
     pub fn get(&self, key: &[u8; 16]) -> u32 {
-        self.slots[slot_of(key)].load(Ordering::Relaxed)
+        let v = self.slots[slot_of(key)].load(Ordering::Relaxed);
+        if v & !COUNT == fingerprint(key) {
+            u32::try_from(v & COUNT).unwrap_or(u32::MAX)
+        } else {
+            0
+        }
     }
 
     /// Forgets `key`'s hits (after a purge removed it).
     pub fn reset(&self, key: &[u8; 16]) {
-        self.slots[slot_of(key)].store(0, Ordering::Relaxed);
+        let slot = &self.slots[slot_of(key)];
+        let v = slot.load(Ordering::Relaxed);
+        if v & !COUNT == fingerprint(key) {
+            let _ = slot.compare_exchange(v, 0, Ordering::Relaxed, Ordering::Relaxed);
+        }
     }
 }
 
@@ -83,7 +122,7 @@ pub struct PurgedUrl {
     pub host: String,
     /// Path and query, as the cache key was made from.
     pub url: String,
-    /// Hits counted before the purge (approximate: an upper bound).
+    /// Hits counted before the purge (approximate: a lower bound).
     pub hits: u32,
     /// When it was purged (caller's clock, milliseconds since the epoch).
     pub purged_at_ms: u64,
@@ -343,5 +382,30 @@ mod tests {
         assert_eq!(s.get(&key(7)), 2);
         s.reset(&key(7));
         assert_eq!(s.get(&key(7)), 0);
+        assert_eq!(s.hit(&key(7)), 1);
+    }
+
+    /// Two keys in one slot: the popular one keeps it against one-hit
+    /// keys, and a key takes a slot whose holder went quiet.
+    #[test]
+    fn sketch_keeps_the_popular_key_of_a_slot() {
+        let s = HitSketch::default();
+        let popular = key(3);
+        let mut other = key(3);
+        other[8] = 0xaa; // same slot, another fingerprint
+        for _ in 0..5 {
+            s.hit(&popular);
+        }
+        assert_eq!(s.hit(&other), 0);
+        assert_eq!(s.get(&popular), 4);
+        assert_eq!(s.get(&other), 0);
+        assert_eq!(s.hit(&popular), 5);
+        s.reset(&other); // not its slot: nothing changes
+        assert_eq!(s.get(&popular), 5);
+        for _ in 0..5 {
+            assert_eq!(s.hit(&other), 0);
+        }
+        assert_eq!(s.hit(&other), 1);
+        assert_eq!(s.get(&popular), 0);
     }
 }

@@ -612,16 +612,34 @@ fn warm_after_purge_rewarms_the_popular_pages_a_tag_purge_removed() {
     let mut urls: Vec<&str> = list.iter().map(|e| e["url"].as_str().unwrap()).collect();
     assert_eq!(list[0]["url"], "/about-us", "most hit first: {list:?}");
     assert_eq!(list[0]["hits"], 3, "{list:?}");
-    assert!(list.iter().all(|e| e["host"] == "shop.test" && e["https"] == false && e["purged_at"].as_u64().unwrap() > 1_700_000_000), "{list:?}");
+    assert!(
+        list.iter().all(|e| e["host"] == "shop.test"
+            && e["https"] == false
+            && e["purged_at"].as_u64().unwrap() > 1_700_000_000),
+        "{list:?}"
+    );
     urls.sort_unstable();
-    assert_eq!(urls, ["/about-us", "/gear.html", "/product/ws01.html"], "{list:?}");
+    assert_eq!(
+        urls,
+        ["/about-us", "/gear.html", "/product/ws01.html"],
+        "{list:?}"
+    );
     assert_eq!(purged_list(admin, "?limit=2").len(), 2);
     let edge = addr.to_string();
     let admin_s = admin.to_string();
-    let (code, out) = warm(&["--after-purge", "--edge", &edge, "--admin", &admin_s, "--rate", "100"]);
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        &edge,
+        "--admin",
+        &admin_s,
+        "--rate",
+        "100",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("warm: 3 requests in") && out.contains(": 0 hits, 3 misses, 0 uncacheable, 0 errors"),
+        out.contains("warm: 3 requests in")
+            && out.contains(": 0 hits, 3 misses, 0 uncacheable, 0 errors"),
         "{out}"
     );
     assert!(out.contains("http://shop.test/about-us"), "{out}");
@@ -629,10 +647,22 @@ fn warm_after_purge_rewarms_the_popular_pages_a_tag_purge_removed() {
         assert_eq!(cache_debug(addr, p), "HIT", "{p} after warm --after-purge");
     }
     for p in unpopular {
-        assert_eq!(cache_debug(addr, p), "MISS", "{p} was not listed, so not warmed");
+        assert_eq!(
+            cache_debug(addr, p),
+            "MISS",
+            "{p} was not listed, so not warmed"
+        );
     }
     // The list is kept: a second run finds the pages cached.
-    let (code, out) = warm(&["--after-purge", "--edge", &edge, "--admin", &admin_s, "--rate", "100"]);
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        &edge,
+        "--admin",
+        &admin_s,
+        "--rate",
+        "100",
+    ]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(": 3 hits, 0 misses"), "{out}");
     // The list is bounded: ?limit is capped at its capacity (1,000 URLs).
@@ -1015,7 +1045,9 @@ fn status_page_shows_a_running_rollout_with_its_tracks_in_headless_chromium() {
     for i in 0..40 {
         http_raw(
             addr,
-            &format!("GET /women.html?v={i} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+            &format!(
+                "GET /women.html?v={i} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+            ),
         );
     }
     let json: serde_json::Value =
@@ -1023,7 +1055,13 @@ fn status_page_shows_a_running_rollout_with_its_tracks_in_headless_chromium() {
     let r = &json["rollout_state"];
     assert_eq!(r["state"], "running", "{json:#}");
     assert_eq!(r["weight"], 50, "{r:#}");
-    assert!(json["rollout"].as_str().unwrap().starts_with("running, step 1 (weight 50%), pool frontend"), "{json:#}");
+    assert!(
+        json["rollout"]
+            .as_str()
+            .unwrap()
+            .starts_with("running, step 1 (weight 50%), pool frontend"),
+        "{json:#}"
+    );
     browser.call("Page.enable", serde_json::json!({}));
     browser.call(
         "Page.navigate",
@@ -1033,38 +1071,59 @@ fn status_page_shows_a_running_rollout_with_its_tracks_in_headless_chromium() {
         browser.eval("document.readyState") == "complete"
     });
     let text = |b: &mut cdp::Browser, sel: &str| -> String {
-        b.eval(&format!("(document.querySelector('{sel}') || {{}}).textContent || ''"))
-            .as_str()
-            .unwrap_or("")
-            .to_owned()
+        b.eval(&format!(
+            "(document.querySelector('{sel}') || {{}}).textContent || ''"
+        ))
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
     };
     assert!(text(&mut browser, "#rollout-line").starts_with("running, step 1 (weight 50%)"));
     // At rest, the page's track figures are GET /rollout's.
-    let seen = browser.eval("Number(document.body.dataset.updates || 0)").as_u64().unwrap_or(0);
+    let seen = browser
+        .eval("Number(document.body.dataset.updates || 0)")
+        .as_u64()
+        .unwrap_or(0);
     wait_for("the next update", 10, || {
-        browser.eval("Number(document.body.dataset.updates || 0)").as_u64().unwrap_or(0) > seen
+        browser
+            .eval("Number(document.body.dataset.updates || 0)")
+            .as_u64()
+            .unwrap_or(0)
+            > seen
     });
     let live: serde_json::Value =
         serde_json::from_str(body_of(&admin_get(admin, "/rollout"))).unwrap();
     let mut total = 0;
     for track in ["stable", "canary"] {
-        let shown: u64 = text(&mut browser, &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .requests"))
-            .parse()
-            .unwrap_or_else(|_| panic!("{track} requests not on the page"));
+        let shown: u64 = text(
+            &mut browser,
+            &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .requests"),
+        )
+        .parse()
+        .unwrap_or_else(|_| panic!("{track} requests not on the page"));
         let want = live["tracks"][track]["requests"].as_u64().unwrap();
         assert_eq!(shown, want, "{track}: {live:#}");
         total += shown;
-        let errors = text(&mut browser, &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .errors"));
+        let errors = text(
+            &mut browser,
+            &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .errors"),
+        );
         assert_eq!(errors, "0", "{track}");
     }
     assert!(total >= 40, "{live:#}");
-    let p95 = text(&mut browser, "#rollout-tracks [data-track=\\\"canary\\\"] .p95");
+    let p95 = text(
+        &mut browser,
+        "#rollout-tracks [data-track=\\\"canary\\\"] .p95",
+    );
     assert!(p95.ends_with(" ms"), "canary p95: {p95}");
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
     std::fs::create_dir_all(&shots).unwrap();
     let shot = shots.join("rollout.png");
     chromium_cli(
-        &["--window-size=1280,1400", &format!("--screenshot={}", shot.display())],
+        &[
+            "--window-size=1280,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
         &format!("http://{admin}/"),
     );
     eprintln!("screenshot: {}", shot.display());
