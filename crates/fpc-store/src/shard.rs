@@ -465,7 +465,7 @@ impl ShardInner {
         &self,
         slots: &[u32],
         now_ms: u64,
-        observer: Option<&crate::store::PurgeObserver>,
+        observer: Option<&(dyn Fn(&CachedObject) + Send + Sync)>,
     ) -> usize {
         let mut n = 0;
         for o in slots.iter().filter_map(|&s| self.obj(s)) {

@@ -360,7 +360,9 @@ impl Store {
         let dead = g.take_graveyard();
         drop(g);
         if let Some(f) = &self.observer {
-            dead.iter().for_each(|o| f(o));
+            for o in &dead {
+                f(o);
+            }
         }
         drop(dead);
         result
@@ -565,7 +567,7 @@ impl Store {
         pick: impl Fn(&crate::shard::ShardInner) -> Vec<u32>,
     ) -> PurgeStats {
         let mut objects = 0;
-        let observer = self.observer.as_ref().filter(|_| observe);
+        let observer = self.observer.as_deref().filter(|_| observe);
         for shard in self.shards.iter() {
             let g = shard.inner.read();
             let slots = pick(&g);
@@ -636,7 +638,7 @@ impl Store {
             for shard in self.shards.iter() {
                 let g = shard.inner.read();
                 let slots = g.tagged_slots(ids);
-                objects += g.soft_purge_slots(&slots, now_ms, self.observer.as_ref());
+                objects += g.soft_purge_slots(&slots, now_ms, self.observer.as_deref());
             }
         }
         self.soft_purged
