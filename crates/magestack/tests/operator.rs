@@ -811,7 +811,7 @@ fn status_page_needs_the_acl_or_the_token() {
     let _php = fpm::Fpm::start(port, 1);
     let (_edge, _addr, admin, _dir) =
         edge_with_own_fpm(port, "[cache]\npurge_acl = [\"192.0.2.1/32\"]\n");
-    for path in ["/", "/status.html", "/status.json"] {
+    for path in ["/", "/status.html", "/status.json", "/cache/purged"] {
         let r = admin_get(admin, path);
         assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
     }
@@ -824,6 +824,19 @@ fn status_page_needs_the_acl_or_the_token() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("403"),
         "{out:?}"
+    );
+    // warm --after-purge reads the list the same way, and says why it cannot.
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        "127.0.0.1:9",
+        "--admin",
+        &admin.to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused (403)") && out.contains("MAGESTACK_ADMIN_TOKEN"),
+        "{out}"
     );
 }
 
