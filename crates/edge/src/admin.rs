@@ -452,6 +452,18 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
     }
 }
 
+/// `limit` of `GET /cache/purged?limit=N`: 100 by default, at most the
+/// list's capacity.
+fn purged_limit(query: Option<&str>) -> usize {
+    query
+        .unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("limit="))
+        .find_map(|v| v.parse::<usize>().ok())
+        .unwrap_or(100)
+        .min(crate::cache::PURGED_URLS_CAPACITY)
+}
+
 fn route(
     req: &Request<Incoming>,
     ready: &Readiness,
@@ -460,8 +472,11 @@ fn route(
     reload: Option<&ReloadHook>,
 ) -> Response<EdgeBody> {
     let path = req.uri().path();
-    let protected =
-        path.starts_with("/admin/") || matches!(path, "/cache/stats" | "/metrics" | "/pools");
+    let protected = path.starts_with("/admin/")
+        || matches!(
+            path,
+            "/cache/stats" | "/cache/purged" | "/metrics" | "/pools"
+        );
     if protected {
         if let Some(refused) = gate.refuse(req) {
             return refused;
@@ -531,6 +546,26 @@ fn route(
                 http::HeaderValue::from_static("application/json"),
             );
             return r;
+        }
+        "/cache/purged" => {
+            let limit = purged_limit(req.uri().query());
+            let list = edge.purged_urls(limit).unwrap_or_default();
+            let items: Vec<serde_json::Value> = list
+                .into_iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "url": e.url,
+                        "host": e.host,
+                        "https": e.https,
+                        "hits": e.hits,
+                        "purged_at": e.purged_at_ms / 1000,
+                        "purged_at_ms": e.purged_at_ms,
+                    })
+                })
+                .collect();
+            let mut body = serde_json::Value::from(items).to_string();
+            body.push('\n');
+            return json(StatusCode::OK, body);
         }
         "/metrics" => {
             let mut r = Response::new(body::full(edge.render_metrics()));

@@ -21,6 +21,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 use http_body_util::BodyExt;
 use magestack_fpc::key::variance;
 use magestack_fpc::prelude::*;
+use magestack_fpc::purged::{HitSketch, PurgedUrls};
 use magestack_fpc_store::coalesce::{Flights, Join};
 use magestack_fpc_store::{CachedObject, Lookup, ObjectBuilder, Store, StoreConfig, Variance};
 use tokio::sync::watch;
@@ -75,7 +76,17 @@ pub(crate) struct Cache {
     pub(crate) healthy: AtomicBool,
     xid: AtomicU64,
     pub(crate) counters: CacheCounters,
+    /// Per-key hit counts of cacheable GET pages (for the purged list).
+    hot: Arc<HitSketch>,
+    /// Recently purged popular URLs (`GET /cache/purged`).
+    pub(crate) purged: Arc<parking_lot::Mutex<PurgedUrls>>,
 }
+
+/// Distinct URLs kept in the list of recently purged popular pages.
+pub const PURGED_URLS_CAPACITY: usize = 1_000;
+/// Hits from which a page counts as popular (requested twice: one miss,
+/// one hit).
+pub const PURGED_URLS_MIN_HITS: u32 = 1;
 
 impl std::fmt::Debug for Cache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,12 +98,31 @@ impl std::fmt::Debug for Cache {
 
 impl Cache {
     pub(crate) fn new(s: CacheSettings) -> Self {
+        let hot = Arc::new(HitSketch::default());
+        let purged = Arc::new(parking_lot::Mutex::new(PurgedUrls::new(
+            PURGED_URLS_CAPACITY,
+            PURGED_URLS_MIN_HITS,
+        )));
+        let (sketch, list) = (hot.clone(), purged.clone());
         let store = Store::new(StoreConfig {
             max_bytes: s.size_bytes,
             max_object_bytes: s.max_object_bytes as u64 + 64 * 1024,
             ..StoreConfig::default()
-        });
+        })
+        .with_purge_observer(Box::new(move |obj| {
+            let key = obj.key();
+            let hits = sketch.get(key);
+            if hits == 0 {
+                return;
+            }
+            sketch.reset(key);
+            if hits >= PURGED_URLS_MIN_HITS {
+                list.lock().purged(key, hits, ms(SystemTime::now()));
+            }
+        }));
         Self {
+            hot,
+            purged,
             s,
             store,
             flights: Flights::new(64),
@@ -100,6 +130,28 @@ impl Cache {
             xid: AtomicU64::new(1),
             counters: CacheCounters::default(),
         }
+    }
+}
+
+impl Cache {
+    /// Counts a hit of a cacheable GET page; the hit that makes it popular
+    /// records its URL (one lock per popular key, not per hit).
+    fn count_hit(&self, key: &[u8; 16], uri: &Uri, headers: &HeaderMap) {
+        let n = self.hot.hit(key);
+        if n != PURGED_URLS_MIN_HITS {
+            return;
+        }
+        let host = headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| uri.authority().map(|a| a.as_str()))
+            .unwrap_or("");
+        let url = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        // Request hygiene has dropped an untrusted X-Forwarded-Proto by now.
+        let https = headers
+            .get("x-forwarded-proto")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        self.purged.lock().watch(*key, https, host, url);
     }
 }
 
@@ -381,6 +433,9 @@ impl Edge {
                 };
                 if let Some((obj, grace)) = hit {
                     cache.counters.hits.fetch_add(1, Ordering::Relaxed);
+                    if esi_depth == 0 && obj.status() == 200 && parts.method == http::Method::GET {
+                        cache.count_hit(&plan.key.primary, &parts.uri, &cv.headers);
+                    }
                     let debug = CacheDebug::Hit { grace };
                     return self
                         .deliver(cache, &obj, cv, &plan, debug, conn, client, esi_depth)

@@ -550,6 +550,14 @@ impl Edge {
         }
     }
 
+    /// Recently purged popular URLs, most hit first (`GET /cache/purged`);
+    /// `None` when the cache is off.
+    pub fn purged_urls(&self, limit: usize) -> Option<Vec<magestack_fpc::purged::PurgedUrl>> {
+        let c = self.cache.as_ref()?;
+        let list = c.purged.lock().list(limit);
+        Some(list)
+    }
+
     /// Cache counters and store statistics, for the admin API.
     pub fn cache_stats(&self) -> Option<CacheStats> {
         let c = self.cache.as_ref()?;

@@ -284,8 +284,11 @@ pub struct Snapshot {
     pub waf: Vec<(String, String, u64)>,
     /// The purge bus; `None` without `[cluster]`.
     pub bus: Option<BusView>,
-    /// Canary rollout state.
+    /// Canary rollout state, one line (`magestack top` prints it).
     pub rollout: String,
+    /// `GET /rollout`'s JSON when `[rollout]` is configured: state, step,
+    /// weight, reason and the tracks' requests, errors and p95.
+    pub rollout_state: Option<serde_json::Value>,
     /// Last error events, newest last.
     pub events: Vec<Event>,
     /// Seconds between chart points.
@@ -536,6 +539,10 @@ pub fn snapshot(edge: &Edge, ready: bool, history: &History) -> Snapshot {
                 .push(p95_ms(buckets, a.buckets.get(pool)));
         }
     }
+    let rollout_state = edge.rollout.as_ref().map(|r| {
+        let pools = edge.pool_stats();
+        r.status_json(pools.get(r.pool_index()))
+    });
     Snapshot {
         unix: unix_now(),
         ready: ready && edge.pools_ready(),
@@ -544,11 +551,65 @@ pub fn snapshot(edge: &Edge, ready: bool, history: &History) -> Snapshot {
         pools,
         waf,
         bus: has_bus.then_some(bus),
-        rollout: "none: this edge serves one set of endpoints per pool (canary rollouts are not built yet)".to_owned(),
+        rollout: rollout_line(rollout_state.as_ref()),
+        rollout_state,
         events: ring.events.iter().cloned().collect(),
         step_secs: SAMPLE_EVERY.as_secs(),
         hit_ratio_series,
         p95_series,
+    }
+}
+
+/// The rollout in one line: `running, step 2 (weight 25%), pool frontend: reason`.
+fn rollout_line(state: Option<&serde_json::Value>) -> String {
+    let Some(v) = state else {
+        return "none: no [rollout] is configured on this edge".to_owned();
+    };
+    let step = v["step"]
+        .as_u64()
+        .map(|s| format!(", step {}", s + 1))
+        .unwrap_or_default();
+    format!(
+        "{}{step} (weight {}%), pool {}: {}",
+        v["state"].as_str().unwrap_or("?"),
+        v["weight"].as_u64().unwrap_or(0),
+        v["pool"].as_str().unwrap_or("?"),
+        v["reason"].as_str().unwrap_or("")
+    )
+}
+
+/// The rollout section's body: the line, then the tracks' figures.
+fn render_rollout(o: &mut String, s: &Snapshot) {
+    let _ = write!(o, "<p id=\"rollout-line\">{}</p>", esc(&s.rollout));
+    let Some(v) = &s.rollout_state else {
+        return;
+    };
+    let num = |x: &serde_json::Value| x.as_u64().map_or_else(|| "-".to_owned(), |n| n.to_string());
+    o.push_str("<div class=\"scroll\"><table id=\"rollout-tracks\"><tr><th>Track</th><th>Release</th><th>Requests</th><th>Errors</th><th>p95</th><th>Since start</th></tr>");
+    for name in ["stable", "canary"] {
+        let t = &v["tracks"][name];
+        let p95 = t["p95_ms"]
+            .as_f64()
+            .map_or_else(|| "-".to_owned(), |ms| format!("{ms:.1} ms"));
+        let _ = write!(
+            o,
+            "<tr data-track=\"{name}\"><td>{name}</td><td>{}</td><td class=\"requests\">{}</td><td class=\"errors\">{}</td><td class=\"p95\">{}</td><td>{} / {} errors</td></tr>",
+            esc(t["release"].as_str().unwrap_or("-")),
+            num(&t["requests"]),
+            num(&t["errors"]),
+            p95,
+            num(&t["requests_total"]),
+            num(&t["errors_total"]),
+        );
+    }
+    o.push_str("</table></div>");
+    if let Some(a) = v["analysis"].as_object() {
+        let _ = write!(
+            o,
+            "<p>Analysis: {} ({})</p>",
+            esc(a.get("verdict").and_then(|x| x.as_str()).unwrap_or("-")),
+            esc(a.get("reason").and_then(|x| x.as_str()).unwrap_or(""))
+        );
     }
 }
 
@@ -795,11 +856,9 @@ pub fn render_sections(s: &Snapshot) -> String {
         ),
     }
     o.push_str("</section>");
-    let _ = write!(
-        o,
-        "<section id=\"rollout\"><h2>Rollout</h2><p>{}</p></section>",
-        esc(&s.rollout)
-    );
+    o.push_str("<section id=\"rollout\"><h2>Rollout</h2>");
+    render_rollout(&mut o, s);
+    o.push_str("</section>");
     o.push_str("<section id=\"errors\"><h2>Last errors</h2>");
     if s.events.is_empty() {
         o.push_str("<p>None since the edge started.</p>");

@@ -137,7 +137,7 @@ pub use object::{
     MAX_HEADERS_BYTES,
 };
 pub use store::{
-    InsertError, Lookup, MemoryReport, PurgeStats, Store, StoreConfig, StoreStats,
+    InsertError, Lookup, MemoryReport, PurgeObserver, PurgeStats, Store, StoreConfig, StoreStats,
     DEFAULT_MAX_BYTES, DEFAULT_MAX_OBJECT_BYTES, DEFAULT_MAX_VARIANTS, DEFAULT_SHARDS,
     DEFAULT_SMALL_QUEUE_PERCENT, MAX_SHARDS, MAX_TAGS_PER_OBJECT, MAX_TAG_LEN,
 };

@@ -461,11 +461,19 @@ impl ShardInner {
     }
 
     /// Soft purge of `slots` (read lock is enough: atomics only).
-    pub(crate) fn soft_purge_slots(&self, slots: &[u32], now_ms: u64) -> usize {
+    pub(crate) fn soft_purge_slots(
+        &self,
+        slots: &[u32],
+        now_ms: u64,
+        observer: Option<&(dyn Fn(&CachedObject) + Send + Sync)>,
+    ) -> usize {
         let mut n = 0;
         for o in slots.iter().filter_map(|&s| self.obj(s)) {
             if !o.is_hit_for_miss() {
                 o.soft_purge(now_ms);
+                if let Some(f) = observer {
+                    f(o);
+                }
                 n += 1;
             }
         }

@@ -287,7 +287,12 @@ pub struct Store {
     max_object: u64,
     soft_purged: AtomicU64,
     rejected: AtomicU64,
+    observer: Option<PurgeObserver>,
 }
+
+/// Called with each object a purge removes or marks stale (see
+/// [`Store::with_purge_observer`]).
+pub type PurgeObserver = Box<dyn Fn(&CachedObject) + Send + Sync>;
 
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -333,7 +338,34 @@ impl Store {
             config,
             soft_purged: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with each object a purge (by tags, by pattern, of
+    /// everything tagged, soft or hard) removes or marks stale. Hard purges
+    /// call it after the shard's lock is released; soft purges under its
+    /// read lock, so it must be cheap and must not call into the store.
+    /// Evictions, replacements, [`Store::remove`], [`Store::purge_all`] and
+    /// [`Store::soft_purge_all`] do not call it.
+    pub fn with_purge_observer(mut self, observer: PurgeObserver) -> Store {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// A write that reports the objects it removed to the purge observer.
+    fn purge_write<R>(&self, shard: &Shard, op: impl FnOnce(&mut ShardInner) -> R) -> R {
+        let mut g = shard.inner.write();
+        let result = op(&mut g);
+        let dead = g.take_graveyard();
+        drop(g);
+        if let Some(f) = &self.observer {
+            for o in &dead {
+                f(o);
+            }
+        }
+        drop(dead);
+        result
     }
 
     /// The effective (clamped) configuration.
@@ -504,7 +536,8 @@ impl Store {
     pub fn purge_all_tagged(&self) -> PurgeStats {
         let mut stats = PurgeStats::default();
         for shard in self.shards.iter() {
-            let (objects, bytes_freed) = self.write(shard, |g| g.purge_all_tagged(&self.dict));
+            let (objects, bytes_freed) =
+                self.purge_write(shard, |g| g.purge_all_tagged(&self.dict));
             stats += PurgeStats {
                 tags_matched: 0,
                 objects,
@@ -516,27 +549,29 @@ impl Store {
 
     /// Soft variant of [`Store::purge_all_tagged`].
     pub fn soft_purge_all_tagged(&self, now_ms: u64) -> PurgeStats {
-        self.soft_purge_each_shard(now_ms, |g| g.all_tagged_slots())
+        self.soft_purge_each_shard(now_ms, true, |g| g.all_tagged_slots())
     }
 
     /// Marks every object stale, tagged or not: served again only within
     /// grace (backend down) until refetched. For a replica that may have
     /// missed purges and must not serve what it cached before as fresh.
     pub fn soft_purge_all(&self, now_ms: u64) -> PurgeStats {
-        self.soft_purge_each_shard(now_ms, |g| g.all_slots())
+        self.soft_purge_each_shard(now_ms, false, |g| g.all_slots())
     }
 
     /// Soft-purges the slots `pick` chooses, one shard (read lock) at a time.
     fn soft_purge_each_shard(
         &self,
         now_ms: u64,
+        observe: bool,
         pick: impl Fn(&crate::shard::ShardInner) -> Vec<u32>,
     ) -> PurgeStats {
         let mut objects = 0;
+        let observer = self.observer.as_deref().filter(|_| observe);
         for shard in self.shards.iter() {
             let g = shard.inner.read();
             let slots = pick(&g);
-            objects += g.soft_purge_slots(&slots, now_ms);
+            objects += g.soft_purge_slots(&slots, now_ms, observer);
         }
         self.soft_purged
             .fetch_add(objects as u64, Ordering::Relaxed);
@@ -587,7 +622,7 @@ impl Store {
             if shard.inner.read().tagged_slots(ids).is_empty() {
                 continue;
             }
-            let (objects, bytes) = self.write(shard, |g| {
+            let (objects, bytes) = self.purge_write(shard, |g| {
                 let slots = g.tagged_slots(ids);
                 g.purge_slots(&slots, &self.dict)
             });
@@ -603,7 +638,7 @@ impl Store {
             for shard in self.shards.iter() {
                 let g = shard.inner.read();
                 let slots = g.tagged_slots(ids);
-                objects += g.soft_purge_slots(&slots, now_ms);
+                objects += g.soft_purge_slots(&slots, now_ms, self.observer.as_deref());
             }
         }
         self.soft_purged

@@ -612,3 +612,30 @@ fn hit_for_miss_and_objects_replace_each_other_at_the_same_instant() {
         );
     }
 }
+
+#[test]
+fn purge_observer_sees_each_purged_object_and_nothing_else() {
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<PrimaryKey>>> = Arc::default();
+    let log = seen.clone();
+    let s = Store::new(StoreConfig {
+        max_bytes: 64 << 20,
+        ..StoreConfig::default()
+    })
+    .with_purge_observer(Box::new(move |o| log.lock().unwrap().push(*o.key())));
+    tagged(&s, 1, &["cat_p_1"], 0);
+    tagged(&s, 2, &["cat_p_2"], 0);
+    tagged(&s, 3, &["cat_p_3"], 0);
+    tagged(&s, 4, &["cat_p_4"], 0);
+    s.remove(&key(4));
+    assert!(seen.lock().unwrap().is_empty());
+    s.purge_tags(&["cat_p_1"]);
+    assert_eq!(*seen.lock().unwrap(), vec![key(1)]);
+    s.soft_purge_tags(&["cat_p_2"], 10);
+    assert_eq!(seen.lock().unwrap()[1], key(2));
+    s.purge_matching(|t| t == "cat_p_3");
+    assert_eq!(seen.lock().unwrap()[2], key(3));
+    seen.lock().unwrap().clear();
+    s.purge_all_tagged();
+    assert_eq!(*seen.lock().unwrap(), vec![key(2)]);
+}

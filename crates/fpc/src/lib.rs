@@ -103,6 +103,7 @@ pub mod grace;
 pub mod headers;
 pub mod key;
 pub mod purge;
+pub mod purged;
 pub mod request;
 pub mod response;
 pub mod view;

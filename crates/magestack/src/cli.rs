@@ -299,9 +299,20 @@ pub struct MediaSyncArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct WarmArgs {
     /// sitemap.xml (a sitemap index and .gz included) or a list of URLs, one a line: a file or an
-    /// http(s) URL (fetched through --edge when given).
-    #[arg(long)]
-    pub sitemap: String,
+    /// http(s) URL (fetched through --edge when given). Required unless --after-purge.
+    #[arg(long, required_unless_present = "after_purge")]
+    pub sitemap: Option<String>,
+    /// Warm what purges removed: the edge's list of recently purged popular pages
+    /// (GET /cache/purged on --admin, MAGESTACK_ADMIN_TOKEN when not on its ACL), requested
+    /// through --edge with the host and scheme each was cached under. With --sitemap, both.
+    #[arg(long, requires = "edge")]
+    pub after_purge: bool,
+    /// The edge's admin listener, host:port, for --after-purge (default: --edge's host, port 9180).
+    #[arg(long, requires = "after_purge")]
+    pub admin: Option<String>,
+    /// Most purged pages warmed by --after-purge (most hit first).
+    #[arg(long, default_value_t = 1000, requires = "after_purge")]
+    pub limit: usize,
     /// The edge's traffic listener, host:port: every request goes there, with the URL's host as
     /// Host (or --host). Without it, each URL's own host is asked (plain http only).
     #[arg(long)]

@@ -49,7 +49,7 @@ impl Outcome {
 }
 
 /// Where one URL is sent: the edge's address, the Host header, the path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Target {
     connect: String,
     host: String,
@@ -144,9 +144,77 @@ async fn get(
     Ok((status, cache, body))
 }
 
+/// One page of the edge's list of recently purged popular pages.
+#[derive(Debug, serde::Deserialize)]
+struct Purged {
+    url: String,
+    host: String,
+    #[serde(default)]
+    https: bool,
+}
+
+/// The admin listener for `--after-purge`: `--admin`, else `--edge`'s host
+/// on the admin port the examples and the deploy kit use.
+fn admin_address(args: &WarmArgs) -> Option<String> {
+    if let Some(a) = &args.admin {
+        return Some(crate::admin_client::authority(a));
+    }
+    let edge = crate::admin_client::authority(args.edge.as_deref()?);
+    let host = match edge.rsplit_once(':') {
+        Some((h, _)) => h.to_owned(),
+        None => edge,
+    };
+    Some(format!("{host}:9180"))
+}
+
+/// The targets of `GET /cache/purged` (most hit first), each sent to
+/// `edge` with the host and scheme it was cached under (`--host` overrides
+/// the host).
+fn purged_targets(body: &str, edge: &str, host: Option<&str>) -> Result<Vec<(String, Target)>> {
+    let list: Vec<Purged> =
+        serde_json::from_str(body).context("GET /cache/purged: not the list of purged pages")?;
+    Ok(list
+        .into_iter()
+        .map(|p| {
+            let host = host.map_or(p.host, str::to_owned);
+            let scheme = if p.https { "https" } else { "http" };
+            let t = Target {
+                connect: crate::admin_client::authority(edge),
+                host,
+                path: p.url,
+                https: p.https,
+            };
+            (format!("{scheme}://{}{}", t.host, t.path), t)
+        })
+        .collect())
+}
+
+/// `--after-purge`: the edge's list, read from its admin listener.
+async fn after_purge(args: &WarmArgs) -> Result<Vec<(String, Target)>> {
+    let (Some(admin), Some(edge)) = (admin_address(args), args.edge.clone()) else {
+        bail!("--after-purge needs --edge host:port");
+    };
+    let path = format!("/cache/purged?limit={}", args.limit);
+    let (status, body) = tokio::task::spawn_blocking(move || {
+        let token = crate::admin_client::token()?;
+        crate::admin_client::get(&admin, &path, token.as_deref())
+    })
+    .await
+    .context("reading the purged list")??;
+    match status {
+        200 => purged_targets(&body, &edge, args.host.as_deref()),
+        401 | 403 => bail!("GET /cache/purged: refused ({status}); set MAGESTACK_ADMIN_TOKEN"),
+        404 => bail!("GET /cache/purged: not found (an edge older than this command?)"),
+        s => bail!("GET /cache/purged: answered {s}: {}", body.trim()),
+    }
+}
+
 /// The page URLs of `source` (a file or a URL), indexes followed.
 async fn urls(client: &HttpClient, args: &WarmArgs) -> Result<Vec<String>> {
-    let mut pending = vec![(args.sitemap.clone(), 0usize)];
+    let Some(sitemap) = args.sitemap.clone() else {
+        return Ok(Vec::new());
+    };
+    let mut pending = vec![(sitemap, 0usize)];
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
     while let Some((source, depth)) = pending.pop() {
@@ -188,14 +256,26 @@ async fn warm(args: WarmArgs) -> Result<ExitCode> {
     let client: HttpClient = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build_http();
-    let urls = urls(&client, &args).await?;
+    let mut targets = Vec::new();
+    for u in urls(&client, &args).await? {
+        let t = target(&u, args.edge.as_deref(), args.host.as_deref())?;
+        targets.push((u, t));
+    }
+    if args.after_purge {
+        let purged = after_purge(&args).await?;
+        if purged.is_empty() {
+            println!("warm: the edge lists no purged popular pages");
+        }
+        let seen: std::collections::HashSet<Target> =
+            targets.iter().map(|(_, t)| t.clone()).collect();
+        targets.extend(purged.into_iter().filter(|(_, t)| !seen.contains(t)));
+    }
     // The default variant, then one per session cookie given.
     let variants: Vec<Option<String>> = std::iter::once(None)
         .chain(args.cookies.iter().cloned().map(Some))
         .collect();
     let mut jobs = Vec::new();
-    for u in &urls {
-        let t = target(u, args.edge.as_deref(), args.host.as_deref())?;
+    for (u, t) in &targets {
         for v in &variants {
             jobs.push((u.clone(), t.clone(), v.clone()));
         }
@@ -384,5 +464,26 @@ mod tests {
         assert!(target("https://shop.test/", None, None).is_err());
         assert!(target("/a", Some("e:1"), None).is_err());
         assert!(target("/a", Some("e:1"), Some("h")).is_ok());
+    }
+
+    #[test]
+    fn purged_list_targets() {
+        let body = r#"[{"url":"/a.html?x=1","host":"shop.test","https":true,"hits":3,"purged_at":1},
+                      {"url":"/b.html","host":"de.shop.test","hits":1,"purged_at":1}]"#;
+        let t = purged_targets(body, "127.0.0.1:8080", None).unwrap();
+        assert_eq!(t[0].0, "https://shop.test/a.html?x=1");
+        assert_eq!(
+            t[0].1,
+            Target {
+                connect: "127.0.0.1:8080".into(),
+                host: "shop.test".into(),
+                path: "/a.html?x=1".into(),
+                https: true
+            }
+        );
+        assert_eq!(t[1].0, "http://de.shop.test/b.html");
+        let t = purged_targets(body, "e:1", Some("x.test")).unwrap();
+        assert_eq!(t[1].1.host, "x.test");
+        assert!(purged_targets("{}", "e:1", None).is_err());
     }
 }

@@ -142,6 +142,60 @@ fn a_purge_sent_to_one_edge_reaches_all_three_within_100_ms() {
     assert!(worst < Duration::from_millis(100), "fan-out took {worst:?}");
 }
 
+fn purged_urls(admin: SocketAddr) -> Vec<String> {
+    let r = http_raw(
+        admin,
+        "GET /cache/purged HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let body = r.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let list: Vec<serde_json::Value> =
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {r}"));
+    let mut urls: Vec<String> = list
+        .iter()
+        .map(|e| e["url"].as_str().unwrap().to_owned())
+        .collect();
+    urls.sort();
+    urls
+}
+
+/// The list of recently purged popular pages (`warm --after-purge`) is
+/// kept by every replica: purges arriving on the bus fill it as local ones
+/// do, and so do soft purges of the admin API.
+#[test]
+fn purges_from_the_bus_and_the_admin_api_list_the_popular_pages_they_removed() {
+    let redis = env("MAGESTACK_REDIS_URL");
+    let channel = format!("magestack:test:purged:{}", std::process::id());
+    let edges: Vec<(SocketAddr, SocketAddr)> = (0..2).map(|_| (free_addr(), free_addr())).collect();
+    let _guards: Vec<Killed> = edges
+        .iter()
+        .map(|(a, m)| spawn_edge(*a, *m, &redis, &channel))
+        .collect();
+    let (a2, m2) = edges[1];
+    cache_status(a2, "/about-us");
+    assert_eq!(cache_status(a2, "/about-us"), "HIT");
+    cache_status(a2, "/privacy-policy-cookie-restriction-mode"); // once: not popular
+    let before = applied(m2);
+    purge(edges[0].0, "cms_p_5");
+    let sent = Instant::now();
+    while applied(m2) == before {
+        assert!(
+            sent.elapsed() < Duration::from_secs(5),
+            "the purge never reached {m2}"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(purged_urls(m2), ["/about-us"]);
+    // The admin API, soft: the object stays for grace, its URL is listed.
+    cache_status(a2, "/gear.html");
+    assert_eq!(cache_status(a2, "/gear.html"), "HIT");
+    let r = http_raw(
+        m2,
+        "POST /admin/purge?tags=cat_c_6&soft=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert_eq!(purged_urls(m2), ["/about-us", "/gear.html"]);
+}
+
 /// A TCP proxy to Redis the test can cut: `pause` closes every connection
 /// and refuses new ones, `resume` lets them through again.
 struct CutProxy {

@@ -562,6 +562,118 @@ fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The cache's debug header of `GET path` on shop.test (`HIT`, `MISS`).
+fn cache_debug(addr: SocketAddr, path: &str) -> String {
+    let r = http_raw(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"),
+    );
+    assert!(r.starts_with("HTTP/1.1 200"), "{path}: {r}");
+    r.lines()
+        .find_map(|l| {
+            let (name, value) = l.split_once(':')?;
+            name.eq_ignore_ascii_case("x-magento-cache-debug")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
+fn purged_list(admin: SocketAddr, query: &str) -> Vec<serde_json::Value> {
+    let r = admin_get(admin, &format!("/cache/purged{query}"));
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let body = r.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[test]
+fn warm_after_purge_rewarms_the_popular_pages_a_tag_purge_removed() {
+    let (_edge, addr, admin) = storefront_edge();
+    // Popular: requested at least twice (a miss, then hits); /about-us most.
+    let popular = ["/about-us", "/gear.html", "/product/ws01.html"];
+    for p in popular {
+        assert_eq!(cache_debug(addr, p), "MISS", "{p}");
+        assert_eq!(cache_debug(addr, p), "HIT", "{p}");
+    }
+    cache_debug(addr, "/about-us");
+    cache_debug(addr, "/about-us");
+    // Unpopular: requested once, carrying the same tags.
+    let unpopular = ["/about-us?from=mail", "/gear.html?p=2"];
+    for p in unpopular {
+        assert_eq!(cache_debug(addr, p), "MISS", "{p}");
+    }
+    assert!(purged_list(admin, "").is_empty());
+    // Magento's tag purge: CMS page 5 (about-us), category 6 (gear), product 1.
+    let purge = http_raw(
+        addr,
+        "PURGE / HTTP/1.1\r\nHost: shop.test\r\nX-Magento-Tags-Pattern: ((^|,)cms_p_5(,|$))|((^|,)cat_c_6(,|$))|((^|,)cat_p_1(,|$))\r\nConnection: close\r\n\r\n",
+    );
+    assert!(purge.starts_with("HTTP/1.1 200"), "{purge}");
+    let list = purged_list(admin, "");
+    let mut urls: Vec<&str> = list.iter().map(|e| e["url"].as_str().unwrap()).collect();
+    assert_eq!(list[0]["url"], "/about-us", "most hit first: {list:?}");
+    assert_eq!(list[0]["hits"], 3, "{list:?}");
+    assert!(
+        list.iter().all(|e| e["host"] == "shop.test"
+            && e["https"] == false
+            && e["purged_at"].as_u64().unwrap() > 1_700_000_000),
+        "{list:?}"
+    );
+    urls.sort_unstable();
+    assert_eq!(
+        urls,
+        ["/about-us", "/gear.html", "/product/ws01.html"],
+        "{list:?}"
+    );
+    assert_eq!(purged_list(admin, "?limit=2").len(), 2);
+    let edge = addr.to_string();
+    let admin_s = admin.to_string();
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        &edge,
+        "--admin",
+        &admin_s,
+        "--rate",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("warm: 3 requests in")
+            && out.contains(": 0 hits, 3 misses, 0 uncacheable, 0 errors"),
+        "{out}"
+    );
+    assert!(out.contains("http://shop.test/about-us"), "{out}");
+    for p in popular {
+        assert_eq!(cache_debug(addr, p), "HIT", "{p} after warm --after-purge");
+    }
+    for p in unpopular {
+        assert_eq!(
+            cache_debug(addr, p),
+            "MISS",
+            "{p} was not listed, so not warmed"
+        );
+    }
+    // The list is kept: a second run finds the pages cached.
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        &edge,
+        "--admin",
+        &admin_s,
+        "--rate",
+        "100",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(": 3 hits, 0 misses"), "{out}");
+    // The list is bounded: ?limit is capped at its capacity (1,000 URLs).
+    assert_eq!(purged_list(admin, "?limit=100000").len(), 3);
+    // Without --edge, clap refuses; without --sitemap or --after-purge too.
+    let (code, _) = warm(&["--after-purge"]);
+    assert_eq!(code, 2);
+    let (code, _) = warm(&["--edge", &edge]);
+    assert_eq!(code, 2);
+}
+
 #[test]
 fn warm_draws_a_progress_bar_on_a_terminal() {
     let (_edge, addr, _admin) = storefront_edge();
@@ -699,7 +811,7 @@ fn status_page_needs_the_acl_or_the_token() {
     let _php = fpm::Fpm::start(port, 1);
     let (_edge, _addr, admin, _dir) =
         edge_with_own_fpm(port, "[cache]\npurge_acl = [\"192.0.2.1/32\"]\n");
-    for path in ["/", "/status.html", "/status.json"] {
+    for path in ["/", "/status.html", "/status.json", "/cache/purged"] {
         let r = admin_get(admin, path);
         assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
     }
@@ -712,6 +824,19 @@ fn status_page_needs_the_acl_or_the_token() {
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("403"),
         "{out:?}"
+    );
+    // warm --after-purge reads the list the same way, and says why it cannot.
+    let (code, out) = warm(&[
+        "--after-purge",
+        "--edge",
+        "127.0.0.1:9",
+        "--admin",
+        &admin.to_string(),
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("refused (403)") && out.contains("MAGESTACK_ADMIN_TOKEN"),
+        "{out}"
     );
 }
 
@@ -903,6 +1028,118 @@ fn status_page_in_headless_chromium_renders_updates_live_and_shows_a_stopped_fpm
         phone.display(),
         unhealthy.display()
     );
+}
+
+#[test]
+fn status_page_shows_a_running_rollout_with_its_tracks_in_headless_chromium() {
+    let mut browser = cdp::Browser::launch().expect(
+        "no chromium: ./scripts/test installs it (scripts/deps start installs Debian's chromium)",
+    );
+    let port = common::free_addr().port();
+    let _php = fpm::Fpm::start(port, 2);
+    let state = tempfile::tempdir().unwrap();
+    let rollout = format!(
+        "[rollout]\ncanary_endpoints = [\"fcgi://127.0.0.1:{port}\"]\ncanary_release = \"r2\"\nstate_file = \"{}\"\nsteps = [\"50%/1h\", \"100%\"]\nanalysis_interval_secs = 1\n",
+        state.path().join("rollout.json").display()
+    );
+    let (_edge, addr, admin, _dir) = edge_with_own_fpm(port, &rollout);
+    wait_for("readiness", 20, || {
+        admin_get(admin, "/readyz").starts_with("HTTP/1.1 200")
+    });
+    // No rollout running yet: the section says idle.
+    let html = body_of(&admin_get(admin, "/")).to_owned();
+    assert!(html.contains("id=\"rollout-tracks\""), "{html}");
+    let started = http_raw(
+        admin,
+        "POST /admin/rollout/start HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(started.starts_with("HTTP/1.1 200"), "{started}");
+    // Visitors on both tracks (each new visitor is bucketed at 50%).
+    for i in 0..40 {
+        http_raw(
+            addr,
+            &format!(
+                "GET /women.html?v={i} HTTP/1.1\r\nHost: shop.test\r\nConnection: close\r\n\r\n"
+            ),
+        );
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(body_of(&admin_get(admin, "/status.json"))).unwrap();
+    let r = &json["rollout_state"];
+    assert_eq!(r["state"], "running", "{json:#}");
+    assert_eq!(r["weight"], 50, "{r:#}");
+    assert!(
+        json["rollout"]
+            .as_str()
+            .unwrap()
+            .starts_with("running, step 1 (weight 50%), pool frontend"),
+        "{json:#}"
+    );
+    browser.call("Page.enable", serde_json::json!({}));
+    browser.call(
+        "Page.navigate",
+        serde_json::json!({ "url": format!("http://{admin}/") }),
+    );
+    wait_for("the page to load", 20, || {
+        browser.eval("document.readyState") == "complete"
+    });
+    let text = |b: &mut cdp::Browser, sel: &str| -> String {
+        b.eval(&format!(
+            "(document.querySelector('{sel}') || {{}}).textContent || ''"
+        ))
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+    };
+    assert!(text(&mut browser, "#rollout-line").starts_with("running, step 1 (weight 50%)"));
+    // At rest, the page's track figures are GET /rollout's.
+    let seen = browser
+        .eval("Number(document.body.dataset.updates || 0)")
+        .as_u64()
+        .unwrap_or(0);
+    wait_for("the next update", 10, || {
+        browser
+            .eval("Number(document.body.dataset.updates || 0)")
+            .as_u64()
+            .unwrap_or(0)
+            > seen
+    });
+    let live: serde_json::Value =
+        serde_json::from_str(body_of(&admin_get(admin, "/rollout"))).unwrap();
+    let mut total = 0;
+    for track in ["stable", "canary"] {
+        let shown: u64 = text(
+            &mut browser,
+            &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .requests"),
+        )
+        .parse()
+        .unwrap_or_else(|_| panic!("{track} requests not on the page"));
+        let want = live["tracks"][track]["requests"].as_u64().unwrap();
+        assert_eq!(shown, want, "{track}: {live:#}");
+        total += shown;
+        let errors = text(
+            &mut browser,
+            &format!("#rollout-tracks [data-track=\\\"{track}\\\"] .errors"),
+        );
+        assert_eq!(errors, "0", "{track}");
+    }
+    assert!(total >= 40, "{live:#}");
+    let p95 = text(
+        &mut browser,
+        "#rollout-tracks [data-track=\\\"canary\\\"] .p95",
+    );
+    assert!(p95.ends_with(" ms"), "canary p95: {p95}");
+    let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page");
+    std::fs::create_dir_all(&shots).unwrap();
+    let shot = shots.join("rollout.png");
+    chromium_cli(
+        &[
+            "--window-size=1280,1400",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        &format!("http://{admin}/"),
+    );
+    eprintln!("screenshot: {}", shot.display());
 }
 
 /// Chromium's command line, headless with a fresh profile (screenshots).
