@@ -8,7 +8,8 @@
 //! pool are counted per track ([`Rollout::observe`]).
 //!
 //! In the background ([`Rollout::run`]): every analysis interval the
-//! figures of the step are judged ([`magestack_rollout::judge`]) and the
+//! figures of the step are judged ([`magestack_rollout::judge`]; four times
+//! a second when the early-abort rule already holds) and the
 //! state advanced, promoted or aborted ([`RolloutState::tick`]); every
 //! 250 ms the state is synchronised with the other replicas through Redis
 //! (newest generation wins), else kept in a local file. A restarted edge
@@ -619,6 +620,20 @@ impl Rollout {
         *lock(&self.last_judgement) = Some(j);
     }
 
+    /// The canary's figures already meet the early-abort rule (two atomic
+    /// loads; checked every [`SYNC_INTERVAL`]).
+    fn early_abort_due(&self) -> bool {
+        let canary = &self.window[1];
+        let requests = canary.requests.load(Ordering::Relaxed);
+        requests < self.spec.thresholds.min_requests
+            && magestack_rollout::analysis::early_abort(
+                canary.errors.load(Ordering::Relaxed),
+                requests,
+                self.spec.thresholds.max_error_ratio,
+            )
+            && lock(&self.state).phase.is_active()
+    }
+
     /// The background loop: judgements every analysis interval, state sync
     /// with Redis every [`SYNC_INTERVAL`]. Runs until the edge stops it.
     pub(crate) async fn run(self: Arc<Self>) {
@@ -631,7 +646,11 @@ impl Rollout {
             if let Some(shared) = &self.shared {
                 self.sync(shared, &mut conn).await;
             }
-            if last_analysis.elapsed() >= self.spec.analysis_interval {
+            // A gross failure before the minimum sample is judged at the
+            // next tick rather than the next interval: the early rule is
+            // what lets a canary failing most of its requests go in
+            // seconds (magestack_rollout::analysis, "Early abort").
+            if last_analysis.elapsed() >= self.spec.analysis_interval || self.early_abort_due() {
                 last_analysis = Instant::now();
                 let before = lock(&self.state).generation;
                 self.analyse();
