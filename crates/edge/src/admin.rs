@@ -434,6 +434,17 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
     } else {
         None
     };
+    if action == Action::Start {
+        if let Err(refusal) = rollout.prepare_start(start.as_ref()).await {
+            return json(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "{{\"error\":{}}}\n",
+                    serde_json::Value::from(refusal.reason)
+                ),
+            );
+        }
+    }
     match rollout.command(action, start) {
         Ok(_) => {
             let pools = edge.pool_stats();

@@ -282,6 +282,8 @@ impl Edge {
                     http,
                     release.clone(),
                     redis,
+                    upstream.resolver.clone(),
+                    s.dns_servers.clone(),
                 )))
             }
             None => None,

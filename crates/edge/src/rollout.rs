@@ -31,6 +31,7 @@ use magestack_rollout::{
     Action, AssignInput, Judgement, Phase, Plan, RolloutState, Split, Track, TrackWindow,
 };
 
+use crate::discovery::Resolver;
 use crate::pool::Pool;
 pub use crate::settings::RolloutSpec;
 use crate::settings::{PoolSpec, UpstreamTarget};
@@ -47,11 +48,27 @@ const COOKIE_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
 pub(crate) const MAX_START_BODY: usize = 64 * 1024;
 
 /// The canary side of the split pool: its pool, docroot and release.
+///
+/// Its pool is a pool like the stable ones: endpoints given by host name
+/// are discovered in DNS (every address an endpoint, looked up every
+/// `resolve_interval`) and every endpoint is health-checked, by background
+/// tasks that live as long as the track ([`Rollout::ensure_canary_tasks`];
+/// dropped with it).
 pub(crate) struct CanaryTrack {
     pub(crate) pool: Arc<Pool>,
     pub(crate) router: Option<magestack_routing::Router>,
     pub(crate) release: Arc<str>,
     endpoints: Vec<String>,
+    /// The pool's checks and discovery, once started.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for CanaryTrack {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CanaryTrack {
@@ -227,6 +244,13 @@ pub(crate) struct Rollout {
     shared: Option<Shared>,
     ids: RandomState,
     id_counter: AtomicU64,
+    /// The edge's resolver, or one built for the canary when the stable
+    /// pools need none (`dns_servers` as for them).
+    resolver: Mutex<Option<Arc<Resolver>>>,
+    dns_servers: Vec<std::net::SocketAddr>,
+    /// A canary track built and resolved by a start request, taken by
+    /// [`Rollout::adopt`] when its endpoints are the started ones.
+    prepared: Mutex<Option<Arc<CanaryTrack>>>,
 }
 
 impl std::fmt::Debug for Rollout {
@@ -288,6 +312,8 @@ impl Rollout {
         http: bool,
         stable_release: Option<Arc<str>>,
         redis: Option<(redis::Client, String)>,
+        resolver: Option<Arc<Resolver>>,
+        dns_servers: Vec<std::net::SocketAddr>,
     ) -> Rollout {
         let r = Rollout {
             pool_index,
@@ -312,6 +338,9 @@ impl Rollout {
             }),
             ids: RandomState::new(),
             id_counter: AtomicU64::new(0),
+            resolver: Mutex::new(resolver),
+            dns_servers,
+            prepared: Mutex::new(None),
             spec,
         };
         if let Some(state) = r.load_file() {
@@ -416,7 +445,80 @@ impl Rollout {
             router,
             release,
             endpoints: endpoints.to_vec(),
+            tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The resolver for the canary's names (built on first need).
+    fn resolver(&self) -> Result<Arc<Resolver>, String> {
+        let mut r = lock(&self.resolver);
+        if let Some(r) = &*r {
+            return Ok(Arc::clone(r));
+        }
+        let built = Arc::new(
+            Resolver::new(&self.dns_servers).map_err(|e| format!("canary endpoints: {e}"))?,
+        );
+        *r = Some(Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// Before a start: builds the canary track of the request (or the
+    /// config) and, when its endpoints are host names, looks them up once
+    /// and checks what they resolve to, so that the first canary request
+    /// finds endpoints. A name that resolves to nothing refuses the start
+    /// (400) rather than sending a share of the visitors to no server.
+    pub(crate) async fn prepare_start(
+        &self,
+        start: Option<&StartRequest>,
+    ) -> Result<(), RolloutRefusal> {
+        let bad = |reason: String| RolloutRefusal {
+            status: 400,
+            reason,
+        };
+        let endpoints = start
+            .and_then(|s| s.canary_endpoints.clone())
+            .unwrap_or_else(|| self.spec.canary_endpoints.clone());
+        let track = self.build_canary(&endpoints).map_err(bad)?;
+        if track.pool.discovers() {
+            let resolver = self.resolver().map_err(bad)?;
+            let unresolved = track.pool.discover_once(&resolver).await;
+            if let Some((host, why)) = unresolved.first() {
+                return Err(bad(format!(
+                    "canary endpoint name {host:?} does not resolve: {why}"
+                )));
+            }
+        }
+        let track = Arc::new(track);
+        self.start_canary_tasks(&track);
+        *lock(&self.prepared) = Some(track);
+        Ok(())
+    }
+
+    /// Starts the health checks and DNS discovery of the current canary
+    /// track's pool, once per track (the background loop calls it every
+    /// tick, so a track adopted from Redis or the state file gets them too).
+    fn ensure_canary_tasks(&self) {
+        if let Some(track) = self.canary.load_full() {
+            self.start_canary_tasks(&track);
+        }
+    }
+
+    fn start_canary_tasks(&self, track: &CanaryTrack) {
+        let mut tasks = lock(&track.tasks);
+        if !tasks.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tasks.push(tokio::spawn(Arc::clone(&track.pool).run_checks()).abort_handle());
+        if track.pool.discovers() {
+            match self.resolver() {
+                Ok(resolver) => tasks.push(
+                    tokio::spawn(Arc::clone(&track.pool).run_discovery(resolver)).abort_handle(),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "Canary endpoint names cannot be looked up.")
+                }
+            }
+        }
     }
 
     /// Makes `state` the running one: the hot-path split, the canary track,
@@ -432,8 +534,17 @@ impl Rollout {
                 .as_ref()
                 .is_none_or(|c| c.endpoints != state.canary_endpoints)
             {
-                match self.build_canary(&state.canary_endpoints) {
-                    Ok(track) => self.canary.store(Some(Arc::new(track))),
+                let prepared = lock(&self.prepared)
+                    .take()
+                    .filter(|t| t.endpoints == state.canary_endpoints);
+                match prepared.map_or_else(
+                    || self.build_canary(&state.canary_endpoints).map(Arc::new),
+                    Ok,
+                ) {
+                    Ok(track) => {
+                        self.start_canary_tasks(&track);
+                        self.canary.store(Some(track));
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "Rollout canary track cannot be built; everyone stays on stable.");
                         self.canary.store(None);
@@ -646,6 +757,7 @@ impl Rollout {
             if let Some(shared) = &self.shared {
                 self.sync(shared, &mut conn).await;
             }
+            self.ensure_canary_tasks();
             // A gross failure before the minimum sample is judged at the
             // next tick rather than the next interval: the early rule is
             // what lets a canary failing most of its requests go in
