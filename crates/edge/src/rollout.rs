@@ -300,6 +300,38 @@ pub fn parse_endpoint(s: &str) -> Result<UpstreamTarget, String> {
     }
 }
 
+/// Where the canary's FPM status is read: when stable's status endpoints
+/// are its endpoints' hosts on another port (the kit's layout: FastCGI on
+/// 9000, `pm.status_path` on 9001 of the same pod or Service), the canary's
+/// are too, on the same port; otherwise none (the status is asked of the
+/// endpoint itself).
+fn canary_status_endpoints(stable: &PoolSpec, canary: &[UpstreamTarget]) -> Vec<UpstreamTarget> {
+    let host_port = |t: &UpstreamTarget| match t {
+        UpstreamTarget::FastCgiTcp(a) => a
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.to_owned())),
+        _ => None,
+    };
+    let ports: Option<Vec<String>> = stable
+        .endpoints
+        .iter()
+        .zip(&stable.status_endpoints)
+        .map(|(e, s)| match (host_port(e), host_port(s)) {
+            (Some((eh, _)), Some((sh, sp))) if eh == sh => Some(sp),
+            _ => None,
+        })
+        .collect();
+    let port = match ports.as_deref() {
+        Some([first, rest @ ..]) if rest.iter().all(|p| p == first) => first.clone(),
+        _ => return Vec::new(),
+    };
+    canary
+        .iter()
+        .map(|t| host_port(t).map(|(h, _)| UpstreamTarget::FastCgiTcp(format!("{h}:{port}"))))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
 impl Rollout {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -414,8 +446,8 @@ impl Rollout {
             );
         }
         let mut spec = self.pool_spec.clone();
+        spec.status_endpoints = canary_status_endpoints(&self.pool_spec, &targets);
         spec.endpoints = targets;
-        spec.status_endpoints = Vec::new();
         let pool = Arc::new(Pool::new(
             &spec,
             self.keepalive,
@@ -1088,6 +1120,44 @@ fn find_cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_canary_reads_its_status_where_stable_does() {
+        let tcp = |a: &str| UpstreamTarget::FastCgiTcp(a.into());
+        let none = PoolSpec {
+            name: "frontend".into(),
+            endpoints: Vec::new(),
+            max_inflight: 0,
+            queue_size: 0,
+            queue_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            status_path: Some("/status".into()),
+            status_endpoints: Vec::new(),
+            check_interval: Duration::from_secs(5),
+            unhealthy_after: 3,
+            resolve_interval: Duration::from_secs(5),
+        };
+        let stable = PoolSpec {
+            endpoints: vec![tcp("php-fpm-frontend-stable:9000")],
+            status_endpoints: vec![tcp("php-fpm-frontend-stable:9001")],
+            ..none.clone()
+        };
+        assert_eq!(
+            canary_status_endpoints(&stable, &[tcp("php-fpm-frontend-canary:9000")]),
+            vec![tcp("php-fpm-frontend-canary:9001")]
+        );
+        // A status elsewhere (another host) is not carried over.
+        let elsewhere = PoolSpec {
+            status_endpoints: vec![tcp("10.0.0.9:9001")],
+            ..stable.clone()
+        };
+        assert!(canary_status_endpoints(&elsewhere, &[tcp("c:9000")]).is_empty());
+        // Nor to a Unix socket.
+        let unix = UpstreamTarget::FastCgiUnix("/run/php.sock".into());
+        assert!(canary_status_endpoints(&stable, &[unix]).is_empty());
+        assert!(canary_status_endpoints(&none, &[tcp("c:9000")]).is_empty());
+    }
 
     #[test]
     fn endpoints_parse_or_say_why() {
