@@ -70,6 +70,7 @@ fn doctor_finds_the_deploy_kit_as_shipped_clean() {
         "overlays/staging",
         "overlays/production",
         "overlays/production-rollouts",
+        "overlays/production-edge-rollout",
     ] {
         let dir = repo(&format!("deploy/k8s/{overlay}"));
         let (code, out, err) = doctor(&["--k8s", dir.to_str().unwrap(), "--format", "json"]);
