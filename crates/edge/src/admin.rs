@@ -449,13 +449,16 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
                 format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
             )
         }
-        Err(refusal) => json(
-            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-            format!(
-                "{{\"error\":{}}}\n",
-                serde_json::Value::from(refusal.reason)
-            ),
-        ),
+        Err(refusal) => {
+            rollout.discard_prepared();
+            json(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "{{\"error\":{}}}\n",
+                    serde_json::Value::from(refusal.reason)
+                ),
+            )
+        }
     }
 }
 

@@ -507,6 +507,9 @@ impl Rollout {
             status: 400,
             reason,
         };
+        if lock(&self.state).phase.is_active() {
+            return Ok(()); // the start is refused (409) anyway
+        }
         let endpoints = start
             .and_then(|s| s.canary_endpoints.clone())
             .unwrap_or_else(|| self.spec.canary_endpoints.clone());
@@ -524,6 +527,12 @@ impl Rollout {
         self.start_canary_tasks(&track);
         *lock(&self.prepared) = Some(track);
         Ok(())
+    }
+
+    /// Drops a track [`Rollout::prepare_start`] built for a start that was
+    /// then refused (its checks and discovery stop with it).
+    pub(crate) fn discard_prepared(&self) {
+        lock(&self.prepared).take();
     }
 
     /// Starts the health checks and DNS discovery of the current canary
