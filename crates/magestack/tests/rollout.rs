@@ -470,9 +470,12 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
             *w == 100.0 || s + c >= 200,
             "step {st}: too few requests inside it to judge"
         );
-        // Cart visitors pinned to stable pull the share a little under the weight.
+        // Cart visitors (a fifth of them) who were on stable when they last
+        // touched their cart stay pinned there: they pull the share under the
+        // weight by up to 20 x (1 - previous weight) points (about 12 at the
+        // 100 % step, after 50 %), never over it.
         assert!(
-            (share - w).abs() < 10.0,
+            share > w - 10.0 - 20.0 && share < w + 10.0,
             "step {st} ({w}%): canary share {share:.1}%"
         );
     }
