@@ -30,7 +30,7 @@ import tomllib
 import hcl2
 import yaml
 
-APP_OVERLAYS = ("staging", "production", "production-rollouts")
+APP_OVERLAYS = ("staging", "production", "production-rollouts", "production-edge-rollout")
 ERRORS = []
 
 
@@ -928,7 +928,8 @@ def c_cron(kit):
 
 # === 8: the way in, wired to what Terraform creates ===========================================
 
-OVERLAY_ENV = {"staging": "staging", "production": "production", "production-rollouts": "production"}
+OVERLAY_ENV = {"staging": "staging", "production": "production", "production-rollouts": "production",
+               "production-edge-rollout": "production"}
 
 
 def env_account(kit, env):
@@ -1722,6 +1723,96 @@ def c_namespace(kit):
                 problems.append(f"{o}: {d['kind']}/{d['metadata']['name']}")
     return not problems, ("no namespace (kubectl apply -k puts them in `default`): " + ", ".join(problems[:6])) if problems \
         else "every namespaced object names its namespace"
+
+
+# === issue 18 item 6: the edge's own canary ======================================================
+
+EDGE_ROLLOUT = "production-edge-rollout"
+
+
+def fcgi_host_port(url):
+    m = re.fullmatch(r"fcgi://([^:/]+):(\d+)/?", str(url))
+    return (m.group(1), int(m.group(2))) if m else (None, None)
+
+
+def selects(selector, labels):
+    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+
+
+@check("edge rollout wiring", "18.6")
+def c_edge_rollout(kit):
+    """The overlay where the edges split shoppers between two PHP-FPM Deployments: the edge
+    config's canary_endpoints must name the canary's headless Service (and its FastCGI port),
+    stable's pool the stable one, each Service selecting exactly the pods of its track's
+    Deployment; discovery must be on (a name is otherwise resolved once, to one address); the
+    canary's docroot must be mounted in the edge container; the PHP pods must admit the edges."""
+    docs = kit.docs(EDGE_ROLLOUT)
+    if docs is None:
+        return False, f"{EDGE_ROLLOUT} not rendered"
+    problems, seen = [], []
+    toml = edge_toml(kit, EDGE_ROLLOUT)
+    ro = toml.get("rollout") or {}
+    if not ro:
+        return False, "edge.toml has no [rollout]"
+    pool = toml.get("pools", {}).get(ro.get("pool", "frontend"), {})
+    if int(pool.get("resolve_interval_secs", 5)) <= 0:
+        problems.append("pools.frontend.resolve_interval_secs = 0: no DNS discovery")
+    services = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    deployments = [d for d in docs if d["kind"] == "Deployment"]
+    policies = [d for d in docs if d["kind"] == "NetworkPolicy"]
+    edge_labels = {}
+    edge_mounts = set()
+    for d in deployments:
+        pod = d["spec"]["template"]
+        if any(v.get("configMap", {}).get("name", "").startswith("edge-config") for v in pod["spec"].get("volumes", [])):
+            edge_labels = pod["metadata"].get("labels", {})
+            for c in pod["spec"]["containers"]:
+                edge_mounts |= {m["mountPath"] for m in c.get("volumeMounts", [])}
+
+    def track_of(url, want):
+        host, port = fcgi_host_port(url)
+        if host is None:
+            problems.append(f"{want}: {url!r} is not fcgi://host:port")
+            return None
+        svc = services.get(host.split(".")[0])
+        if svc is None:
+            problems.append(f"{want}: {url} names no Service ({host})")
+            return None
+        name = svc["metadata"]["name"]
+        if svc["spec"].get("clusterIP") != "None":
+            problems.append(f"{want}: Service {name} is not headless (the edges would see one address)")
+        if port not in [p.get("port") for p in svc["spec"].get("ports", [])]:
+            problems.append(f"{want}: Service {name} has no port {port}")
+        selector = svc["spec"].get("selector") or {}
+        pods = [d for d in deployments if selects(selector, d["spec"]["template"]["metadata"].get("labels", {}))]
+        if len(pods) != 1:
+            problems.append(f"{want}: Service {name} selects {len(pods)} Deployments")
+            return name
+        dep = pods[0]
+        track = dep["spec"]["template"]["metadata"].get("labels", {}).get("magestack.io/track")
+        if track != want:
+            problems.append(f"{want}: {url} reaches Deployment {dep['metadata']['name']} of track {track!r}")
+        admitted = any(
+            selects(np["spec"]["podSelector"].get("matchLabels", {}), dep["spec"]["template"]["metadata"].get("labels", {}))
+            and any(any(selects(f.get("podSelector", {}).get("matchLabels", {}), edge_labels) for f in rule.get("from", []))
+                    and port in [p.get("port") for p in rule.get("ports", [])]
+                    for rule in np["spec"].get("ingress", []))
+            for np in policies)
+        if not admitted:
+            problems.append(f"{want}: no NetworkPolicy lets the edges reach {dep['metadata']['name']}:{port}")
+        seen.append(f"{want} {url} -> Service {name} -> Deployment {dep['metadata']['name']}")
+        return name
+
+    canary = [track_of(u, "canary") for u in ro.get("canary_endpoints", [])]
+    stable = [track_of(u, "stable") for u in pool.get("endpoints", [])]
+    if not canary:
+        problems.append("rollout.canary_endpoints is empty")
+    if set(filter(None, canary)) & set(filter(None, stable)):
+        problems.append("the canary's endpoints are stable's Service")
+    docroot = ro.get("canary_docroot")
+    if docroot and not any(docroot == m or docroot.startswith(m.rstrip("/") + "/") for m in edge_mounts):
+        problems.append(f"rollout.canary_docroot {docroot} is not mounted in the edge container")
+    return not problems, "; ".join(problems[:4]) or "; ".join(seen)
 
 
 def main():

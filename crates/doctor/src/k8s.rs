@@ -210,7 +210,9 @@ fn facts(docs: &[Value]) -> K8sFacts {
         }
         workload.php_workers = unit.pools.iter().filter_map(|p| p.max_children).sum();
         out.cluster.workloads.push(workload);
-        if has_fpm {
+        // An edge without PHP in its pod (the edges as their own Deployment,
+        // PHP-FPM found by DNS) is a unit too: its purge bus and pools matter.
+        if has_fpm || unit.edge.is_some() {
             out.units.push(unit);
         }
     }

@@ -309,14 +309,30 @@ struct Gate<'a> {
 }
 
 impl Gate<'_> {
-    /// `None` when the request may go on, else the 403 or 429 to send.
+    /// `None` when the request may go on, else the 401 or 429 to send.
+    ///
+    /// Every admin endpoint answers a peer outside the ACL whose token is
+    /// missing or wrong with **401** and `WWW-Authenticate: Bearer` (RFC
+    /// 9110 §15.5.2: the request lacks valid credentials; RFC 6750 §3 for
+    /// the bearer scheme), never 403: 403 would say "you are known and not
+    /// allowed", and the only credential here is the token, so a script can
+    /// tell "wrong token" (401) from "no such endpoint" (404) and from
+    /// "too many failures" (429). Issue 18 requires 401 for the rollout
+    /// commands; the other endpoints answer the same since then.
     fn refuse(&self, req: &Request<Incoming>) -> Option<Response<EdgeBody>> {
         match self.access.check(self.peer, req, self.throttle) {
             Access::Allowed => None,
-            Access::Denied => Some(json(
-                StatusCode::FORBIDDEN,
-                "{\"error\":\"forbidden\"}\n".into(),
-            )),
+            Access::Denied => {
+                let mut r = json(
+                    StatusCode::UNAUTHORIZED,
+                    "{\"error\":\"a valid admin token is required (Authorization: Bearer $MAGESTACK_ADMIN_TOKEN)\"}\n".into(),
+                );
+                r.headers_mut().insert(
+                    http::header::WWW_AUTHENTICATE,
+                    http::HeaderValue::from_static("Bearer realm=\"magestack-admin\""),
+                );
+                Some(r)
+            }
             Access::Throttled(wait) => {
                 tracing::warn!(client = %self.peer, retry_after_secs = wait.as_secs() + 1, "Admin API: too many failed authentications; answering 429.");
                 let mut r = json(
@@ -338,31 +354,11 @@ fn is_rollout_path(path: &str) -> bool {
     path == "/rollout" || path.starts_with("/admin/rollout/")
 }
 
-/// The rollout API: behind the ACL or token like the rest of `/admin/`,
-/// but a missing or wrong token is a 401 (`WWW-Authenticate: Bearer`), so
-/// CI scripts tell "not allowed" from "not there".
+/// The rollout API: behind the ACL or token like the rest of `/admin/`
+/// (a missing or wrong token is a 401, see [`Gate::refuse`]).
 async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Response<EdgeBody> {
-    match gate.access.check(gate.peer, &req, gate.throttle) {
-        Access::Allowed => {}
-        Access::Denied => {
-            let mut r = json(
-                StatusCode::UNAUTHORIZED,
-                "{\"error\":\"a valid admin token is required (Authorization: Bearer $MAGESTACK_ADMIN_TOKEN)\"}\n".into(),
-            );
-            r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                http::HeaderValue::from_static("Bearer"),
-            );
-            return r;
-        }
-        Access::Throttled(_) => {
-            return gate.refuse(&req).unwrap_or_else(|| {
-                json(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "{\"error\":\"throttled\"}\n".into(),
-                )
-            })
-        }
+    if let Some(refused) = gate.refuse(&req) {
+        return refused;
     }
     let Some(rollout) = edge.rollout.clone() else {
         return json(
@@ -434,6 +430,17 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
     } else {
         None
     };
+    if action == Action::Start {
+        if let Err(refusal) = rollout.prepare_start(start.as_ref()).await {
+            return json(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "{{\"error\":{}}}\n",
+                    serde_json::Value::from(refusal.reason)
+                ),
+            );
+        }
+    }
     match rollout.command(action, start) {
         Ok(_) => {
             let pools = edge.pool_stats();
@@ -442,13 +449,16 @@ async fn rollout_api(req: Request<Incoming>, edge: &Edge, gate: &Gate<'_>) -> Re
                 format!("{}\n", rollout.status_json(pools.get(rollout.pool_index()))),
             )
         }
-        Err(refusal) => json(
-            StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
-            format!(
-                "{{\"error\":{}}}\n",
-                serde_json::Value::from(refusal.reason)
-            ),
-        ),
+        Err(refusal) => {
+            rollout.discard_prepared();
+            json(
+                StatusCode::from_u16(refusal.status).unwrap_or(StatusCode::BAD_REQUEST),
+                format!(
+                    "{{\"error\":{}}}\n",
+                    serde_json::Value::from(refusal.reason)
+                ),
+            )
+        }
     }
 }
 

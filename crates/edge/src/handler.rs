@@ -288,6 +288,8 @@ impl Edge {
                     http,
                     release.clone(),
                     redis,
+                    upstream.resolver.clone(),
+                    s.dns_servers.clone(),
                 )))
             }
             None => None,

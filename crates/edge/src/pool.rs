@@ -572,41 +572,51 @@ impl Pool {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            for (index, source) in self.sources.iter().enumerate() {
-                let Source::Dns { host, failing, .. } = source else {
-                    continue;
-                };
-                match resolver.lookup(host).await {
-                    Ok(found) => {
-                        self.lookups_ok.fetch_add(1, Ordering::Relaxed);
-                        if failing.swap(false, Ordering::Relaxed) {
-                            tracing::info!(pool = %self.name, %host, addresses = found.len(), "Endpoint name resolves again.");
-                        }
-                        self.apply_lookup(index, source, &found).await;
+            self.discover_once(&resolver).await;
+        }
+    }
+
+    /// One round of [`Pool::run_discovery`]: every name looked up, the
+    /// endpoints replaced and the new ones checked. Returns the names that
+    /// did not resolve, with why (a rollout refuses to start on them).
+    pub(crate) async fn discover_once(&self, resolver: &Resolver) -> Vec<(String, LookupError)> {
+        let mut unresolved = Vec::new();
+        for (index, source) in self.sources.iter().enumerate() {
+            let Source::Dns { host, failing, .. } = source else {
+                continue;
+            };
+            match resolver.lookup(host).await {
+                Ok(found) => {
+                    self.lookups_ok.fetch_add(1, Ordering::Relaxed);
+                    if failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(pool = %self.name, %host, addresses = found.len(), "Endpoint name resolves again.");
                     }
-                    Err(why) => {
-                        self.lookups_failed.fetch_add(1, Ordering::Relaxed);
-                        if !failing.swap(true, Ordering::Relaxed) {
-                            let known = self
-                                .endpoints
-                                .load()
-                                .iter()
-                                .filter(|e| e.source == index)
-                                .count();
-                            match why {
-                                LookupError::NoAddress => {
-                                    tracing::warn!(pool = %self.name, %host, known, "Endpoint name has no address now; keeping the endpoints known.")
-                                }
-                                LookupError::Failed(e) => {
-                                    tracing::warn!(pool = %self.name, %host, known, error = %e, "Endpoint name lookup failed; keeping the endpoints known.")
-                                }
+                    self.apply_lookup(index, source, &found).await;
+                }
+                Err(why) => {
+                    self.lookups_failed.fetch_add(1, Ordering::Relaxed);
+                    unresolved.push((host.clone(), why.clone()));
+                    if !failing.swap(true, Ordering::Relaxed) {
+                        let known = self
+                            .endpoints
+                            .load()
+                            .iter()
+                            .filter(|e| e.source == index)
+                            .count();
+                        match why {
+                            LookupError::NoAddress => {
+                                tracing::warn!(pool = %self.name, %host, known, "Endpoint name has no address now; keeping the endpoints known.")
+                            }
+                            LookupError::Failed(e) => {
+                                tracing::warn!(pool = %self.name, %host, known, error = %e, "Endpoint name lookup failed; keeping the endpoints known.")
                             }
                         }
                     }
                 }
             }
-            self.forget_drained();
         }
+        self.forget_drained();
+        unresolved
     }
 
     /// Replaces the endpoints of `source` with the addresses `found`, then

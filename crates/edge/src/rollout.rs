@@ -8,7 +8,8 @@
 //! pool are counted per track ([`Rollout::observe`]).
 //!
 //! In the background ([`Rollout::run`]): every analysis interval the
-//! figures of the step are judged ([`magestack_rollout::judge`]) and the
+//! figures of the step are judged ([`magestack_rollout::judge`]; four times
+//! a second when the early-abort rule already holds) and the
 //! state advanced, promoted or aborted ([`RolloutState::tick`]); every
 //! 250 ms the state is synchronised with the other replicas through Redis
 //! (newest generation wins), else kept in a local file. A restarted edge
@@ -30,6 +31,7 @@ use magestack_rollout::{
     Action, AssignInput, Judgement, Phase, Plan, RolloutState, Split, Track, TrackWindow,
 };
 
+use crate::discovery::Resolver;
 use crate::pool::Pool;
 pub use crate::settings::RolloutSpec;
 use crate::settings::{PoolSpec, UpstreamTarget};
@@ -46,11 +48,27 @@ const COOKIE_MAX_AGE_SECS: u64 = 30 * 24 * 3600;
 pub(crate) const MAX_START_BODY: usize = 64 * 1024;
 
 /// The canary side of the split pool: its pool, docroot and release.
+///
+/// Its pool is a pool like the stable ones: endpoints given by host name
+/// are discovered in DNS (every address an endpoint, looked up every
+/// `resolve_interval`) and every endpoint is health-checked, by background
+/// tasks that live as long as the track ([`Rollout::ensure_canary_tasks`];
+/// dropped with it).
 pub(crate) struct CanaryTrack {
     pub(crate) pool: Arc<Pool>,
     pub(crate) router: Option<magestack_routing::Router>,
     pub(crate) release: Arc<str>,
     endpoints: Vec<String>,
+    /// The pool's checks and discovery, once started.
+    tasks: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl Drop for CanaryTrack {
+    fn drop(&mut self) {
+        for t in lock(&self.tasks).drain(..) {
+            t.abort();
+        }
+    }
 }
 
 impl std::fmt::Debug for CanaryTrack {
@@ -226,6 +244,13 @@ pub(crate) struct Rollout {
     shared: Option<Shared>,
     ids: RandomState,
     id_counter: AtomicU64,
+    /// The edge's resolver, or one built for the canary when the stable
+    /// pools need none (`dns_servers` as for them).
+    resolver: Mutex<Option<Arc<Resolver>>>,
+    dns_servers: Vec<std::net::SocketAddr>,
+    /// A canary track built and resolved by a start request, taken by
+    /// [`Rollout::adopt`] when its endpoints are the started ones.
+    prepared: Mutex<Option<Arc<CanaryTrack>>>,
 }
 
 impl std::fmt::Debug for Rollout {
@@ -275,6 +300,38 @@ pub fn parse_endpoint(s: &str) -> Result<UpstreamTarget, String> {
     }
 }
 
+/// Where the canary's FPM status is read: when stable's status endpoints
+/// are its endpoints' hosts on another port (the kit's layout: FastCGI on
+/// 9000, `pm.status_path` on 9001 of the same pod or Service), the canary's
+/// are too, on the same port; otherwise none (the status is asked of the
+/// endpoint itself).
+fn canary_status_endpoints(stable: &PoolSpec, canary: &[UpstreamTarget]) -> Vec<UpstreamTarget> {
+    let host_port = |t: &UpstreamTarget| match t {
+        UpstreamTarget::FastCgiTcp(a) => a
+            .rsplit_once(':')
+            .map(|(h, p)| (h.to_owned(), p.to_owned())),
+        _ => None,
+    };
+    let ports: Option<Vec<String>> = stable
+        .endpoints
+        .iter()
+        .zip(&stable.status_endpoints)
+        .map(|(e, s)| match (host_port(e), host_port(s)) {
+            (Some((eh, _)), Some((sh, sp))) if eh == sh => Some(sp),
+            _ => None,
+        })
+        .collect();
+    let port = match ports.as_deref() {
+        Some([first, rest @ ..]) if rest.iter().all(|p| p == first) => first.clone(),
+        _ => return Vec::new(),
+    };
+    canary
+        .iter()
+        .map(|t| host_port(t).map(|(h, _)| UpstreamTarget::FastCgiTcp(format!("{h}:{port}"))))
+        .collect::<Option<Vec<_>>>()
+        .unwrap_or_default()
+}
+
 impl Rollout {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
@@ -287,6 +344,8 @@ impl Rollout {
         http: bool,
         stable_release: Option<Arc<str>>,
         redis: Option<(redis::Client, String)>,
+        resolver: Option<Arc<Resolver>>,
+        dns_servers: Vec<std::net::SocketAddr>,
     ) -> Rollout {
         let r = Rollout {
             pool_index,
@@ -311,6 +370,9 @@ impl Rollout {
             }),
             ids: RandomState::new(),
             id_counter: AtomicU64::new(0),
+            resolver: Mutex::new(resolver),
+            dns_servers,
+            prepared: Mutex::new(None),
             spec,
         };
         if let Some(state) = r.load_file() {
@@ -384,8 +446,8 @@ impl Rollout {
             );
         }
         let mut spec = self.pool_spec.clone();
+        spec.status_endpoints = canary_status_endpoints(&self.pool_spec, &targets);
         spec.endpoints = targets;
-        spec.status_endpoints = Vec::new();
         let pool = Arc::new(Pool::new(
             &spec,
             self.keepalive,
@@ -415,7 +477,89 @@ impl Rollout {
             router,
             release,
             endpoints: endpoints.to_vec(),
+            tasks: Mutex::new(Vec::new()),
         })
+    }
+
+    /// The resolver for the canary's names (built on first need).
+    fn resolver(&self) -> Result<Arc<Resolver>, String> {
+        let mut r = lock(&self.resolver);
+        if let Some(r) = &*r {
+            return Ok(Arc::clone(r));
+        }
+        let built = Arc::new(
+            Resolver::new(&self.dns_servers).map_err(|e| format!("canary endpoints: {e}"))?,
+        );
+        *r = Some(Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// Before a start: builds the canary track of the request (or the
+    /// config) and, when its endpoints are host names, looks them up once
+    /// and checks what they resolve to, so that the first canary request
+    /// finds endpoints. A name that resolves to nothing refuses the start
+    /// (400) rather than sending a share of the visitors to no server.
+    pub(crate) async fn prepare_start(
+        &self,
+        start: Option<&StartRequest>,
+    ) -> Result<(), RolloutRefusal> {
+        let bad = |reason: String| RolloutRefusal {
+            status: 400,
+            reason,
+        };
+        if lock(&self.state).phase.is_active() {
+            return Ok(()); // the start is refused (409) anyway
+        }
+        let endpoints = start
+            .and_then(|s| s.canary_endpoints.clone())
+            .unwrap_or_else(|| self.spec.canary_endpoints.clone());
+        let track = self.build_canary(&endpoints).map_err(bad)?;
+        if track.pool.discovers() {
+            let resolver = self.resolver().map_err(bad)?;
+            let unresolved = track.pool.discover_once(&resolver).await;
+            if let Some((host, why)) = unresolved.first() {
+                return Err(bad(format!(
+                    "canary endpoint name {host:?} does not resolve: {why}"
+                )));
+            }
+        }
+        let track = Arc::new(track);
+        self.start_canary_tasks(&track);
+        *lock(&self.prepared) = Some(track);
+        Ok(())
+    }
+
+    /// Drops a track [`Rollout::prepare_start`] built for a start that was
+    /// then refused (its checks and discovery stop with it).
+    pub(crate) fn discard_prepared(&self) {
+        lock(&self.prepared).take();
+    }
+
+    /// Starts the health checks and DNS discovery of the current canary
+    /// track's pool, once per track (the background loop calls it every
+    /// tick, so a track adopted from Redis or the state file gets them too).
+    fn ensure_canary_tasks(&self) {
+        if let Some(track) = self.canary.load_full() {
+            self.start_canary_tasks(&track);
+        }
+    }
+
+    fn start_canary_tasks(&self, track: &CanaryTrack) {
+        let mut tasks = lock(&track.tasks);
+        if !tasks.is_empty() || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        tasks.push(tokio::spawn(Arc::clone(&track.pool).run_checks()).abort_handle());
+        if track.pool.discovers() {
+            match self.resolver() {
+                Ok(resolver) => tasks.push(
+                    tokio::spawn(Arc::clone(&track.pool).run_discovery(resolver)).abort_handle(),
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, "Canary endpoint names cannot be looked up.")
+                }
+            }
+        }
     }
 
     /// Makes `state` the running one: the hot-path split, the canary track,
@@ -431,8 +575,17 @@ impl Rollout {
                 .as_ref()
                 .is_none_or(|c| c.endpoints != state.canary_endpoints)
             {
-                match self.build_canary(&state.canary_endpoints) {
-                    Ok(track) => self.canary.store(Some(Arc::new(track))),
+                let prepared = lock(&self.prepared)
+                    .take()
+                    .filter(|t| t.endpoints == state.canary_endpoints);
+                match prepared.map_or_else(
+                    || self.build_canary(&state.canary_endpoints).map(Arc::new),
+                    Ok,
+                ) {
+                    Ok(track) => {
+                        self.start_canary_tasks(&track);
+                        self.canary.store(Some(track));
+                    }
                     Err(e) => {
                         tracing::error!(error = %e, "Rollout canary track cannot be built; everyone stays on stable.");
                         self.canary.store(None);
@@ -619,6 +772,20 @@ impl Rollout {
         *lock(&self.last_judgement) = Some(j);
     }
 
+    /// The canary's figures already meet the early-abort rule (two atomic
+    /// loads; checked every [`SYNC_INTERVAL`]).
+    fn early_abort_due(&self) -> bool {
+        let canary = &self.window[1];
+        let requests = canary.requests.load(Ordering::Relaxed);
+        requests < self.spec.thresholds.min_requests
+            && magestack_rollout::analysis::early_abort(
+                canary.errors.load(Ordering::Relaxed),
+                requests,
+                self.spec.thresholds.max_error_ratio,
+            )
+            && lock(&self.state).phase.is_active()
+    }
+
     /// The background loop: judgements every analysis interval, state sync
     /// with Redis every [`SYNC_INTERVAL`]. Runs until the edge stops it.
     pub(crate) async fn run(self: Arc<Self>) {
@@ -631,7 +798,12 @@ impl Rollout {
             if let Some(shared) = &self.shared {
                 self.sync(shared, &mut conn).await;
             }
-            if last_analysis.elapsed() >= self.spec.analysis_interval {
+            self.ensure_canary_tasks();
+            // A gross failure before the minimum sample is judged at the
+            // next tick rather than the next interval: the early rule is
+            // what lets a canary failing most of its requests go in
+            // seconds (magestack_rollout::analysis, "Early abort").
+            if last_analysis.elapsed() >= self.spec.analysis_interval || self.early_abort_due() {
                 last_analysis = Instant::now();
                 let before = lock(&self.state).generation;
                 self.analyse();
@@ -957,6 +1129,44 @@ fn find_cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_canary_reads_its_status_where_stable_does() {
+        let tcp = |a: &str| UpstreamTarget::FastCgiTcp(a.into());
+        let none = PoolSpec {
+            name: "frontend".into(),
+            endpoints: Vec::new(),
+            max_inflight: 0,
+            queue_size: 0,
+            queue_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(1),
+            status_path: Some("/status".into()),
+            status_endpoints: Vec::new(),
+            check_interval: Duration::from_secs(5),
+            unhealthy_after: 3,
+            resolve_interval: Duration::from_secs(5),
+        };
+        let stable = PoolSpec {
+            endpoints: vec![tcp("php-fpm-frontend-stable:9000")],
+            status_endpoints: vec![tcp("php-fpm-frontend-stable:9001")],
+            ..none.clone()
+        };
+        assert_eq!(
+            canary_status_endpoints(&stable, &[tcp("php-fpm-frontend-canary:9000")]),
+            vec![tcp("php-fpm-frontend-canary:9001")]
+        );
+        // A status elsewhere (another host) is not carried over.
+        let elsewhere = PoolSpec {
+            status_endpoints: vec![tcp("10.0.0.9:9001")],
+            ..stable.clone()
+        };
+        assert!(canary_status_endpoints(&elsewhere, &[tcp("c:9000")]).is_empty());
+        // Nor to a Unix socket.
+        let unix = UpstreamTarget::FastCgiUnix("/run/php.sock".into());
+        assert!(canary_status_endpoints(&stable, &[unix]).is_empty());
+        assert!(canary_status_endpoints(&none, &[tcp("c:9000")]).is_empty());
+    }
 
     #[test]
     fn endpoints_parse_or_say_why() {

@@ -27,7 +27,7 @@ pub fn run(args: TopArgs) -> Result<ExitCode> {
                     args.admin,
                     body.trim()
                 );
-                if args.once || status == 403 {
+                if args.once || status == 401 || status == 403 {
                     bail!("{}", msg.trim_end());
                 }
                 msg

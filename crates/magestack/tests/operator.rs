@@ -70,6 +70,7 @@ fn doctor_finds_the_deploy_kit_as_shipped_clean() {
         "overlays/staging",
         "overlays/production",
         "overlays/production-rollouts",
+        "overlays/production-edge-rollout",
     ] {
         let dir = repo(&format!("deploy/k8s/{overlay}"));
         let (code, out, err) = doctor(&["--k8s", dir.to_str().unwrap(), "--format", "json"]);
@@ -813,7 +814,11 @@ fn status_page_needs_the_acl_or_the_token() {
         edge_with_own_fpm(port, "[cache]\npurge_acl = [\"192.0.2.1/32\"]\n");
     for path in ["/", "/status.html", "/status.json", "/cache/purged"] {
         let r = admin_get(admin, path);
-        assert!(r.starts_with("HTTP/1.1 403"), "{path}: {r}");
+        assert!(r.starts_with("HTTP/1.1 401"), "{path}: {r}");
+        assert!(
+            r.to_ascii_lowercase().contains("www-authenticate: bearer"),
+            "{path}: {r}"
+        );
     }
     assert!(admin_get(admin, "/healthz").starts_with("HTTP/1.1 200"));
     let out = bin()
@@ -822,7 +827,7 @@ fn status_page_needs_the_acl_or_the_token() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("403"),
+        String::from_utf8_lossy(&out.stderr).contains("401"),
         "{out:?}"
     );
     // warm --after-purge reads the list the same way, and says why it cannot.

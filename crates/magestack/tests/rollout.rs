@@ -51,8 +51,13 @@ fn spawn_edge(r: &Releases, rollout: &str, extra: &str, state_name: &str) -> Edg
     std::fs::write(
         &config,
         format!(
-            "{extra}\n[rollout]\ncanary_endpoints = [\"fcgi+unix://{}\"]\ncanary_docroot = \"{}\"\nstate_file = \"{}\"\nanalysis_interval_secs = 1\n{rollout}\n",
-            env("MAGESTACK_FPM_SOCK"),
+            "{extra}\n[rollout]\n{}canary_docroot = \"{}\"\nstate_file = \"{}\"\nanalysis_interval_secs = 1\n{rollout}\n",
+            // The canary on the FPM socket unless `rollout` names its own.
+            if rollout.contains("canary_endpoints") {
+                String::new()
+            } else {
+                format!("canary_endpoints = [\"fcgi+unix://{}\"]\n", env("MAGESTACK_FPM_SOCK"))
+            },
             r.canary.path().join("pub").display(),
             r.state.path().join(state_name).display(),
         ),
@@ -465,9 +470,12 @@ fn r18_a_healthy_canary_is_promoted_through_every_step_and_stays_warm() {
             *w == 100.0 || s + c >= 200,
             "step {st}: too few requests inside it to judge"
         );
-        // Cart visitors pinned to stable pull the share a little under the weight.
+        // Cart visitors (a fifth of them) who were on stable when they last
+        // touched their cart stay pinned there: they pull the share under the
+        // weight by up to 20 x (1 - previous weight) points (about 12 at the
+        // 100 % step, after 50 %), never over it.
         assert!(
-            (share - w).abs() < 10.0,
+            share > w - 10.0 - 20.0 && share < w + 10.0,
             "step {st} ({w}%): canary share {share:.1}%"
         );
     }
@@ -559,14 +567,21 @@ fn r18_a_canary_with_5_percent_errors_is_aborted() {
         2,
         "status exits 2 when aborted"
     );
-    assert_eq!(
-        metric(
-            edge.admin,
-            "magestack_rollout_decisions_total{action=\"abort\",reason=\"error_ratio\"} "
-        )
-        .as_deref(),
-        Some("1")
-    );
+    // At the minimum sample, or before it when the errors come early and
+    // thick (the early rule: magestack_rollout::analysis, "Early abort").
+    let aborts: u32 = ["error_ratio", "error_ratio_early"]
+        .iter()
+        .filter_map(|reason| {
+            metric(
+                edge.admin,
+                &format!(
+                    "magestack_rollout_decisions_total{{action=\"abort\",reason=\"{reason}\"}} "
+                ),
+            )
+        })
+        .map(|v| v.parse::<u32>().unwrap())
+        .sum();
+    assert_eq!(aborts, 1, "one abort, for the error ratio");
     assert_eq!(
         metric(edge.admin, "magestack_rollout_weight ").as_deref(),
         Some("0")
@@ -806,4 +821,91 @@ fn r18_two_edges_share_one_rollout_through_redis() {
         (v["step"].as_u64(), v["rollout_id"].as_u64()),
         (Some(0), Some(2))
     );
+}
+
+/// A nameserver of the test's own (UDP on loopback): `name` has one A
+/// record, 127.0.0.1; every other name is NXDOMAIN, other types no data.
+fn nameserver(name: &'static str) -> SocketAddr {
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let addr = sock.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf) {
+            let q = &buf[..n];
+            if n < 12 {
+                continue;
+            }
+            let (mut i, mut labels) = (12, Vec::new());
+            while i < n && q[i] != 0 {
+                let len = usize::from(q[i]);
+                labels
+                    .push(String::from_utf8_lossy(&q[i + 1..(i + 1 + len).min(n)]).to_lowercase());
+                i += 1 + len;
+            }
+            let end = i + 5;
+            if end > n {
+                continue;
+            }
+            let qtype = u16::from_be_bytes([q[i + 1], q[i + 2]]);
+            let ours = labels.join(".") == name;
+            let answers = u16::from(ours && qtype == 1);
+            let mut r = q[..2].to_vec();
+            r.push(0x84 | (q[2] & 1));
+            r.push(0x80 | if ours { 0 } else { 3 });
+            r.extend_from_slice(&[0, 1]);
+            r.extend_from_slice(&answers.to_be_bytes());
+            r.extend_from_slice(&[0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..end]);
+            if answers == 1 {
+                r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 0, 0, 4, 127, 0, 0, 1]);
+            }
+            let _ = sock.send_to(&r, peer);
+        }
+    });
+    addr
+}
+
+/// The canary's endpoints may be host names, like a stable pool's (a
+/// headless Service): they are looked up at start (a name that resolves to
+/// nothing refuses the start with a reason) and then at the pool's
+/// interval, and the addresses found are health-checked and serve the
+/// canary's share.
+#[test]
+fn r18_canary_endpoints_by_host_name() {
+    let r = Releases::new(None);
+    let dns = nameserver("php-fpm-canary.shop.test");
+    let port = env("MAGESTACK_FPM_ADDR")
+        .rsplit_once(':')
+        .unwrap()
+        .1
+        .to_owned();
+    let edge = spawn_edge(
+        &r,
+        &format!(
+            "steps = [\"100%\"]\ncanary_endpoints = [\"fcgi://php-fpm-canary.shop.test:{port}\"]"
+        ),
+        &format!("[upstream]\ndns_servers = [\"{dns}\"]"),
+        "dns.json",
+    );
+    let (s, body) = post(
+        edge.admin,
+        "/admin/rollout/start",
+        &format!(r#"{{"canary_endpoints":["fcgi://php-fpm-gone.shop.test:{port}"]}}"#),
+        None,
+    );
+    assert!(s == 400 && body.contains("does not resolve"), "{body}");
+    assert_eq!(rollout(edge.admin)["state"], "idle");
+    let (s, body) = post(edge.admin, "/admin/rollout/start", "", None);
+    assert_eq!(s, 200, "{body}");
+    for i in 0..20 {
+        let a = visit(edge.addr, &format!("/women.html?dns={i}"), None);
+        assert_eq!(
+            (a.status, a.release.as_deref()),
+            (200, Some(CANARY)),
+            "request {i}"
+        );
+    }
+    let v = rollout(edge.admin);
+    assert_eq!(v["tracks"]["canary"]["requests"], 20, "{v:#}");
+    assert_eq!(v["tracks"]["canary"]["errors"], 0, "{v:#}");
 }
