@@ -840,7 +840,7 @@ fn status_page_needs_the_acl_or_the_token() {
     ]);
     assert_eq!(code, 1, "{out}");
     assert!(
-        out.contains("refused (403)") && out.contains("MAGESTACK_ADMIN_TOKEN"),
+        out.contains("refused (401)") && out.contains("MAGESTACK_ADMIN_TOKEN"),
         "{out}"
     );
 }
