@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -24,6 +24,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use crate::body::{self, EdgeBody};
 use crate::compress::{self, ClientEncoding, GzipDecision};
 use crate::open_file_cache::{Lookup, OpenFileCache};
+use magestack_media::conditional::{self, RangeResult};
 
 pub use crate::open_file_cache::INLINE_MAX;
 const CHUNK: usize = 64 * 1024;
@@ -220,88 +221,29 @@ pub fn apply_location_headers(
     }
 }
 
-fn not_modified(req: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
-    if let Some(inm) = req.get(header::IF_NONE_MATCH).and_then(|v| v.to_str().ok()) {
-        return inm.split(',').any(|t| {
-            let t = t.trim();
-            t == "*" || t.trim_start_matches("W/") == etag
-        });
-    }
-    if let Some(ims) = req
-        .get(header::IF_MODIFIED_SINCE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok())
-    {
-        let ims = ims
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        return mtime_secs <= ims;
-    }
-    false
+fn header(req: &HeaderMap, name: header::HeaderName) -> Option<&str> {
+    req.get(name).and_then(|v| v.to_str().ok())
 }
 
-#[derive(Debug, PartialEq, Eq)]
-enum RangeResult {
-    Full,
-    /// Inclusive byte positions.
-    Partial(u64, u64),
-    Unsatisfiable,
+/// nginx's conditional GET (the rules shared with object-store sources).
+fn not_modified(req: &HeaderMap, etag: &str, mtime_secs: u64) -> bool {
+    conditional::not_modified(
+        header(req, header::IF_NONE_MATCH),
+        header(req, header::IF_MODIFIED_SINCE),
+        etag,
+        mtime_secs,
+    )
 }
 
 /// One `bytes=` range, as nginx serves it; several ranges get the whole file.
 fn range(req: &HeaderMap, etag: &str, mtime_secs: u64, size: u64) -> RangeResult {
-    let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
-        return RangeResult::Full;
-    };
-    if let Some(ir) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        let fresh = if ir.starts_with('"') {
-            ir == etag
-        } else {
-            httpdate::parse_http_date(ir)
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map(|d| d.as_secs() == mtime_secs)
-                .unwrap_or(false)
-        };
-        if !fresh {
-            return RangeResult::Full;
-        }
-    }
-    let Some(spec) = spec.trim().strip_prefix("bytes=") else {
-        return RangeResult::Full;
-    };
-    if spec.contains(',') {
-        return RangeResult::Full;
-    }
-    let Some((a, b)) = spec.trim().split_once('-') else {
-        return RangeResult::Full;
-    };
-    let (a, b) = (a.trim(), b.trim());
-    let parsed = match (a.is_empty(), b.is_empty()) {
-        (true, true) => return RangeResult::Full,
-        (true, false) => match b.parse::<u64>() {
-            Ok(0) => return RangeResult::Unsatisfiable,
-            Ok(n) => Some((size.saturating_sub(n), size.saturating_sub(1))),
-            Err(_) => None,
-        },
-        (false, _) => match a.parse::<u64>() {
-            Ok(start) => {
-                let end = if b.is_empty() {
-                    Some(size.saturating_sub(1))
-                } else {
-                    b.parse::<u64>().ok().map(|e| e.min(size.saturating_sub(1)))
-                };
-                end.map(|e| (start, e))
-            }
-            Err(_) => None,
-        },
-    };
-    match parsed {
-        None => RangeResult::Full,
-        Some((start, end)) if start >= size || start > end => RangeResult::Unsatisfiable,
-        Some((start, end)) => RangeResult::Partial(start, end),
-    }
+    conditional::range(
+        header(req, header::RANGE),
+        header(req, header::IF_RANGE),
+        etag,
+        mtime_secs,
+        size,
+    )
 }
 
 /// A small plain-text response.
@@ -426,7 +368,7 @@ mod tests {
             "\"5-a\"",
             5
         ));
-        let date = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(100));
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(100));
         assert!(not_modified(
             &req(&[("if-modified-since", &date)]),
             "\"x\"",
